@@ -1,0 +1,175 @@
+"""The store contract: where serialized (and optionally sealed) sessions wait between handshakes.
+
+A store maps ``bytes`` keys (up to ~100 bytes) to ``bytes`` values (up to tens of KiB) for a
+limited time. The cache layer calls it from OpenSSL callbacks, possibly in many threads at once,
+so every method is short, never blocks for longer than the store's ``timeout``, and reports
+trouble only through these exceptions (all from :mod:`sesscache.errors`):
+
+* :class:`~sesscache.errors.StoreError`: the store could not answer (unreachable, too slow,
+  locked, read-only, full). The message names the cause and the fix; the original exception
+  is chained as ``__cause__``. The cache treats it as a miss or a skipped write.
+* :class:`~sesscache.errors.ValueTooLarge` (a ``StoreError`` and a ``ValueError``): this one
+  value cannot be held; other values can.
+* :class:`~sesscache.errors.ConfigurationError` (a ``ValueError``): a bad argument, e.g. a
+  ``ttl`` that is not a finite number of seconds in ``(0, MAX_TTL]``. Never a negative TTL
+  silently wrapped into a huge one.
+* ``TypeError``: a key or value that is not bytes-like.
+
+Every store guarantees: a value is never returned once its ``ttl`` has passed, whatever the
+backend's own expiry granularity; it may disappear earlier (eviction, restart).
+
+Writing your own store takes ten lines: subclass :class:`BaseStore` (or just match the
+:class:`Store` protocol) and implement ``get``, ``set`` and ``delete``::
+
+    import time
+    from sesscache.stores import BaseStore, check_ttl
+
+    class DictStore(BaseStore):
+        kind = "dict"
+
+        def __init__(self):
+            self._d = {}
+
+        def get(self, key):
+            value, expires = self._d.get(key, (None, 0.0))
+            return value if time.monotonic() < expires else None
+
+        def set(self, key, value, ttl):
+            self._d[key] = (value, time.monotonic() + check_ttl(ttl))
+
+        def delete(self, key):
+            self._d.pop(key, None)
+
+``BaseStore`` then supplies ``pop`` (get + delete, *not* atomic), ``close`` (no-op),
+``describe`` and ``with`` support. Override ``pop`` when the backend can take a value atomically:
+TLS 1.3 sessions are meant to be used once, and an atomic pop is what stops two handshakes
+from resuming the same session.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Dict, Optional, Protocol, runtime_checkable
+
+from ..errors import ConfigurationError
+
+__all__ = ["Store", "AsyncStore", "BaseStore", "check_ttl", "MAX_TTL"]
+
+#: Longest accepted ttl, in seconds (one year). TLS 1.3 caps session lifetime at 7 days
+#: (RFC 8446, 4.6.1); anything far beyond that is a unit mistake (ms for s), not a policy.
+MAX_TTL = 365 * 24 * 3600.0
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the cache needs from a store. Keys and values are ``bytes``; ``ttl`` is seconds > 0."""
+
+    def get(self, key: bytes) -> Optional[bytes]: ...
+
+    def set(self, key: bytes, value: bytes, ttl: float) -> None: ...
+
+    def delete(self, key: bytes) -> None: ...
+
+    def pop(self, key: bytes) -> Optional[bytes]: ...
+
+    def close(self) -> None: ...
+
+    def describe(self) -> Dict[str, Any]: ...
+
+
+@runtime_checkable
+class AsyncStore(Protocol):
+    """The same contract with coroutines, for asyncio servers (see ``AsyncRedisStore``)."""
+
+    async def get(self, key: bytes) -> Optional[bytes]: ...
+
+    async def set(self, key: bytes, value: bytes, ttl: float) -> None: ...
+
+    async def delete(self, key: bytes) -> None: ...
+
+    async def pop(self, key: bytes) -> Optional[bytes]: ...
+
+    async def close(self) -> None: ...
+
+    async def describe(self) -> Dict[str, Any]: ...
+
+
+def check_ttl(ttl: float) -> float:
+    """Return ``ttl`` as a float, or raise ConfigurationError if it is not in ``(0, MAX_TTL]``.
+
+    Rejects NaN, infinities, zero, negatives and non-numbers (bools included): a store must
+    never turn a bad lifetime into "forever".
+    """
+    if type(ttl) is float or type(ttl) is int:  # fast path; bool is not int here
+        if 0 < ttl <= MAX_TTL:
+            return float(ttl)
+    elif isinstance(ttl, numbers.Real) and not isinstance(ttl, bool):
+        value = float(ttl)
+        if 0 < value <= MAX_TTL:
+            return value
+    else:
+        raise ConfigurationError(
+            f"ttl must be a number of seconds, got {type(ttl).__name__} {ttl!r}"
+        )
+    if isinstance(ttl, float) and math.isnan(ttl):
+        raise ConfigurationError("ttl is NaN; pass the session lifetime in seconds, > 0")
+    raise ConfigurationError(
+        f"ttl must be > 0 and <= {MAX_TTL:.0f} seconds (one year), got {ttl!r}; "
+        "pass the session lifetime in seconds (TLS 1.3 allows at most 7 days)"
+    )
+
+
+def as_bytes(data: Any, what: str) -> bytes:
+    """``bytes(data)`` for bytes-like ``data``; TypeError naming ``what`` otherwise."""
+    if type(data) is bytes:
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"store {what}s are bytes, got {type(data).__name__}")
+
+
+class BaseStore:
+    """Defaults for the parts of :class:`Store` most stores do not need to customise.
+
+    Subclasses implement ``get``, ``set`` and ``delete`` and may override the rest.
+    """
+
+    #: Short name shown by :meth:`describe`.
+    kind = "custom"
+
+    def get(self, key: bytes) -> Optional[bytes]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def set(self, key: bytes, value: bytes, ttl: float) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def delete(self, key: bytes) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def pop(self, key: bytes) -> Optional[bytes]:
+        """Return the value and remove it.
+
+        This default is ``get`` then ``delete``: **not atomic**. Two threads or processes
+        popping the same key at once may both get the value. Stores that can do better
+        (all the bundled ones) override it.
+        """
+        value = self.get(key)
+        if value is not None:
+            self.delete(key)
+        return value
+
+    def close(self) -> None:
+        """Release connections or files. The default has nothing to release."""
+
+    def describe(self) -> Dict[str, Any]:
+        """What the store holds, without secrets: ``kind``, ``entries`` and ``bytes`` (None if unknown)."""
+        return {"kind": self.kind, "entries": None, "bytes": None}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
