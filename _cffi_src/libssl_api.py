@@ -1,0 +1,132 @@
+"""The libssl entry points sesscache calls, gathered in one function table per copy.
+
+A process can hold several copies of libssl: the system one this module links, and the
+private copy a ``cryptography`` wheel links statically into its extension. A pointer from
+one copy must only ever reach functions of the same copy, so every call sesscache makes
+goes through ``sc_apis[slot]``: a table filled from the linked libssl for slot 0, and
+from verified symbol addresses for every other copy (see ``sesscache._instances``).
+
+``API`` is the single list of those functions. ``build_ffi.py`` turns it into the table's
+fields and into the C code that fills slot 0; Python reads the field names back from
+the compiled type, so a name is written once. Signatures are the OpenSSL 1.1.1 to 4.0
+ABI on LP64 Linux: ``const`` qualifiers differ between versions but not the ABI, and
+``long``/``time_t``/``uint64_t`` are all 64 bits there (checked at import time).
+"""
+
+# (return type, name, argument list, required). An optional function may be absent from
+# an older copy (NULL in the table); the C helpers below check before calling it.
+API = [
+    ("void", "SSL_CTX_sess_set_new_cb", "SSL_CTX *, int (*)(SSL *, SSL_SESSION *)", True),
+    ("void", "SSL_CTX_sess_set_remove_cb", "SSL_CTX *, void (*)(SSL_CTX *, SSL_SESSION *)", True),
+    ("void", "SSL_CTX_sess_set_get_cb",
+     "SSL_CTX *, SSL_SESSION *(*)(SSL *, const unsigned char *, int, int *)", True),
+    ("sc_new_cb_t", "SSL_CTX_sess_get_new_cb", "SSL_CTX *", True),
+    ("sc_remove_cb_t", "SSL_CTX_sess_get_remove_cb", "SSL_CTX *", True),
+    ("sc_get_cb_t", "SSL_CTX_sess_get_get_cb", "SSL_CTX *", True),
+    ("long", "SSL_CTX_ctrl", "SSL_CTX *, int, long, void *", True),
+    ("uint64_t", "SSL_CTX_get_options", "const SSL_CTX *", True),
+    ("int", "SSL_CTX_get_verify_mode", "const SSL_CTX *", True),
+    ("long", "SSL_CTX_get_timeout", "const SSL_CTX *", True),
+    ("void *", "SSL_CTX_get_ex_data", "const SSL_CTX *, int", True),
+    ("int", "SSL_CTX_set_ex_data", "SSL_CTX *, int, void *", True),
+    ("int", "SSL_CTX_remove_session", "SSL_CTX *, SSL_SESSION *", True),
+    ("int", "SSL_CTX_add_session", "SSL_CTX *, SSL_SESSION *", True),
+    ("int", "SSL_CTX_set_session_id_context", "SSL_CTX *, const unsigned char *, unsigned int", True),
+    ("void", "SSL_CTX_flush_sessions", "SSL_CTX *, long", False),
+    ("void", "SSL_CTX_flush_sessions_ex", "SSL_CTX *, int64_t", False),
+    ("SSL_CTX *", "SSL_get_SSL_CTX", "const SSL *", True),
+    ("void *", "SSL_get_ex_data", "const SSL *, int", True),
+    ("SSL_SESSION *", "SSL_get_session", "const SSL *", True),
+    ("int", "SSL_is_server", "const SSL *", True),
+    ("int", "SSL_client_hello_get0_ext", "SSL *, unsigned int, const unsigned char **, size_t *", False),
+    ("int", "CRYPTO_get_ex_new_index", "int, long, void *, void *, void *, void *", True),
+    ("int", "CRYPTO_set_ex_data", "CRYPTO_EX_DATA *, int, void *", True),
+    ("void *", "CRYPTO_get_ex_data", "const CRYPTO_EX_DATA *, int", True),
+    ("int", "i2d_SSL_SESSION", "const SSL_SESSION *, unsigned char **", True),
+    ("SSL_SESSION *", "d2i_SSL_SESSION", "SSL_SESSION **, const unsigned char **, long", True),
+    ("void", "SSL_SESSION_free", "SSL_SESSION *", True),
+    ("int", "SSL_SESSION_up_ref", "SSL_SESSION *", True),
+    ("const unsigned char *", "SSL_SESSION_get_id", "const SSL_SESSION *, unsigned int *", True),
+    ("const unsigned char *", "SSL_SESSION_get0_id_context", "const SSL_SESSION *, unsigned int *", True),
+    ("const char *", "SSL_SESSION_get0_hostname", "const SSL_SESSION *", True),
+    ("long", "SSL_SESSION_get_time", "const SSL_SESSION *", False),
+    ("int64_t", "SSL_SESSION_get_time_ex", "const SSL_SESSION *", False),
+    ("long", "SSL_SESSION_set_time", "SSL_SESSION *, long", False),
+    ("int64_t", "SSL_SESSION_set_time_ex", "SSL_SESSION *, int64_t", False),
+    ("long", "SSL_SESSION_get_timeout", "const SSL_SESSION *", True),
+    ("long", "SSL_SESSION_set_timeout", "SSL_SESSION *, long", True),
+    ("int", "SSL_SESSION_get_protocol_version", "const SSL_SESSION *", True),
+    ("const SSL_CIPHER *", "SSL_SESSION_get0_cipher", "const SSL_SESSION *", True),
+    ("const char *", "SSL_CIPHER_get_name", "const SSL_CIPHER *", True),
+    ("int", "SSL_SESSION_is_resumable", "const SSL_SESSION *", True),
+    ("unsigned long", "OpenSSL_version_num", "void", True),
+    ("const char *", "OpenSSL_version", "int", True),
+    ("void", "ERR_clear_error", "void", True),
+]
+
+INCLUDES = """
+#include <stdint.h>
+#include <time.h>
+#include <dlfcn.h>
+#include <openssl/opensslv.h>
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <openssl/crypto.h>
+
+#if OPENSSL_VERSION_NUMBER < 0x10101000L
+#error "sesscache needs OpenSSL 1.1.1 or newer (TLS 1.3 and the session APIs it relies on)"
+#endif
+
+typedef int (*sc_new_cb_t)(SSL *, SSL_SESSION *);
+typedef void (*sc_remove_cb_t)(SSL_CTX *, SSL_SESSION *);
+typedef SSL_SESSION *(*sc_get_cb_t)(SSL *, const unsigned char *, int, int *);
+"""
+
+TYPES = """
+typedef ... SSL_CTX;
+typedef ... SSL;
+typedef ... SSL_SESSION;
+typedef ... SSL_CIPHER;
+typedef ... CRYPTO_EX_DATA;
+typedef int (*sc_new_cb_t)(SSL *, SSL_SESSION *);
+typedef void (*sc_remove_cb_t)(SSL_CTX *, SSL_SESSION *);
+typedef SSL_SESSION *(*sc_get_cb_t)(SSL *, const unsigned char *, int, int *);
+
+typedef struct {
+    const char *dli_fname;
+    void *dli_fbase;
+    const char *dli_sname;
+    void *dli_saddr;
+} Dl_info;
+
+static const int RTLD_LAZY;
+static const int RTLD_NOLOAD;
+static const long OPENSSL_VERSION_NUMBER;
+static const int SSL_CTRL_SET_SESS_CACHE_MODE;
+static const int SSL_CTRL_GET_SESS_CACHE_MODE;
+static const int SSL_CTRL_SESS_NUMBER;
+static const int SSL_CTRL_SET_SESS_CACHE_SIZE;
+static const int SSL_SESS_CACHE_OFF;
+static const int SSL_SESS_CACHE_CLIENT;
+static const int SSL_SESS_CACHE_SERVER;
+static const int SSL_SESS_CACHE_BOTH;
+static const int SSL_SESS_CACHE_NO_AUTO_CLEAR;
+static const int SSL_SESS_CACHE_NO_INTERNAL_LOOKUP;
+static const int SSL_SESS_CACHE_NO_INTERNAL_STORE;
+static const int SSL_SESS_CACHE_NO_INTERNAL;
+static const int SSL_MAX_SSL_SESSION_ID_LENGTH;
+static const int SSL_MAX_SID_CTX_LENGTH;
+static const int TLS1_2_VERSION;
+static const int TLS1_3_VERSION;
+static const int OPENSSL_VERSION;
+"""
+
+FUNCTIONS = """
+int dladdr(const void *, Dl_info *);
+void *dlopen(const char *, int);
+void *dlsym(void *, const char *);
+int dlclose(void *);
+char *dlerror(void);
+"""
+
+CUSTOMIZATIONS = ""

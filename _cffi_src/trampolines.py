@@ -1,0 +1,372 @@
+"""The C side of the three session callbacks, and the ex_data hooks that back them.
+
+libssl calls a plain C function pointer and passes no user argument, so each copy of
+libssl (a *slot*) gets its own trio of C trampolines that know their slot; they find the
+context's Python hooks through the registry in ``sesscache._callbacks`` and call into
+Python through cffi ``extern "Python"`` functions. These are compiled into the module
+and live as long as the process: an ``SSL_CTX_free`` that runs the remove callback long
+after the Python objects that set the hooks are gone never jumps into freed memory.
+
+ex_data indices registered once per slot:
+
+* ``ctx_idx`` on ``SSL_CTX``: a marker on hooked contexts, whose free function tells
+  Python the context is gone (so its registry entry and callables are dropped).
+* ``ssl_idx`` on ``SSL``: its new function records the context an ``SSL`` was created
+  from. That is the *session* context, whose hooks must run even after an SNI callback
+  switched the connection to another ``SSL_CTX`` (OpenSSL does not expose it).
+* ``sess_idx`` on ``SSL_SESSION``: counts live sessions of that copy, through OpenSSL's
+  own object life cycle, so tests can prove that nothing leaks.
+
+Once Python is finalizing (``sc_set_python_alive(0)`` from an ``atexit`` hook), the
+trampolines answer OpenSSL's safe defaults without calling Python.
+"""
+
+INCLUDES = """
+#include <string.h>
+#include <unistd.h>
+"""
+
+TYPES = """
+static const int SC_MAX_INSTANCES;
+"""
+
+FUNCTIONS = """
+extern "Python" int sc_py_new_session(int, SSL_CTX *, SSL *, SSL_SESSION *);
+extern "Python" SSL_SESSION *sc_py_get_session(int, SSL_CTX *, SSL *, const unsigned char *, int);
+extern "Python" void sc_py_remove_session(int, SSL_CTX *, SSL_SESSION *);
+extern "Python" void sc_py_context_freed(int, SSL_CTX *);
+
+sc_api *sc_api_slot(int);
+int sc_register_ex_indices(int);
+void sc_set_python_alive(int);
+long sc_live_sessions(int);
+
+void sc_install(int, SSL_CTX *, int, int, int);
+int sc_hooks_of(int, SSL_CTX *, int *, int *, int *);
+int sc_mark_context(int, SSL_CTX *, int);
+
+int sc_session_der_len(int, SSL_SESSION *);
+int sc_session_der(int, SSL_SESSION *, unsigned char *, int);
+SSL_SESSION *sc_session_from_der(int, const unsigned char *, long);
+long long sc_session_time(int, SSL_SESSION *);
+int sc_session_set_time(int, SSL_SESSION *, long long);
+int sc_requested_server_name(int, SSL *, char *, int);
+int sc_memory_readable(const void *, size_t);
+void sc_flush_sessions(int, SSL_CTX *, long long);
+"""
+
+CUSTOMIZATIONS = r"""
+#define SC_MAX_INSTANCES 8
+
+/* cffi defines the extern "Python" functions after this code: declare them first. */
+static int sc_py_new_session(int, SSL_CTX *, SSL *, SSL_SESSION *);
+static SSL_SESSION *sc_py_get_session(int, SSL_CTX *, SSL *, const unsigned char *, int);
+static void sc_py_remove_session(int, SSL_CTX *, SSL_SESSION *);
+static void sc_py_context_freed(int, SSL_CTX *);
+
+static sc_api sc_apis[SC_MAX_INSTANCES];
+static int sc_ready[SC_MAX_INSTANCES];
+static int sc_ctx_idx[SC_MAX_INSTANCES];
+static int sc_ssl_idx[SC_MAX_INSTANCES];
+static int sc_sess_idx[SC_MAX_INSTANCES];
+static long sc_live[SC_MAX_INSTANCES];
+static volatile int sc_python_alive = 1;
+
+static int sc_slot_ok(int slot) { return slot >= 0 && slot < SC_MAX_INSTANCES; }
+
+sc_api *sc_api_slot(int slot) { return sc_slot_ok(slot) ? &sc_apis[slot] : NULL; }
+
+void sc_set_python_alive(int alive) { sc_python_alive = alive; }
+
+long sc_live_sessions(int slot)
+{
+    return sc_slot_ok(slot) ? __atomic_load_n(&sc_live[slot], __ATOMIC_SEQ_CST) : -1;
+}
+
+/* --- ex_data hooks (argl carries the slot) ------------------------------------ */
+
+static void sc_ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+                           long argl, void *argp)
+{
+    (void)ad; (void)idx; (void)argp;
+    /* Called for every SSL_CTX of this copy; only hooked ones carry the marker. */
+    if (ptr != NULL && sc_python_alive)
+        sc_py_context_freed((int)argl, (SSL_CTX *)parent);
+}
+
+static void sc_ssl_ex_new(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+                          long argl, void *argp)
+{
+    /* SSL_new sets ssl->ctx (== session_ctx) before creating ex_data. The SSL holds a
+     * reference on its session context, so the stored pointer cannot dangle. */
+    sc_api *a = &sc_apis[argl];
+    SSL_CTX *ctx;
+    (void)ptr; (void)argp;
+    if (parent == NULL)
+        return;
+    ctx = a->SSL_get_SSL_CTX((const SSL *)parent);
+    if (ctx != NULL)
+        a->CRYPTO_set_ex_data(ad, idx, ctx);
+}
+
+static void sc_sess_ex_new(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+                           long argl, void *argp)
+{
+    (void)parent; (void)ptr; (void)argp;
+    /* A marker, so the free hook only counts sessions created after registration. */
+    if (sc_apis[argl].CRYPTO_set_ex_data(ad, idx, (void *)1) == 1)
+        __atomic_add_fetch(&sc_live[argl], 1, __ATOMIC_SEQ_CST);
+}
+
+static void sc_sess_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+                            long argl, void *argp)
+{
+    (void)parent; (void)ad; (void)idx; (void)argp;
+    if (ptr != NULL)
+        __atomic_sub_fetch(&sc_live[argl], 1, __ATOMIC_SEQ_CST);
+}
+
+/* CRYPTO_EX_INDEX_SSL, _SSL_CTX and _SSL_SESSION are 0, 1 and 2 in every OpenSSL since
+ * 1.1.0; the numbers are part of the ABI, so they hold for copies we did not compile
+ * against too. */
+int sc_register_ex_indices(int slot)
+{
+    sc_api *a;
+    if (!sc_slot_ok(slot))
+        return 0;
+    a = &sc_apis[slot];
+    if (sc_ready[slot])
+        return 1;
+    sc_ctx_idx[slot] = a->CRYPTO_get_ex_new_index(1, slot, NULL, NULL, NULL,
+                                                  (void *)sc_ctx_ex_free);
+    sc_ssl_idx[slot] = a->CRYPTO_get_ex_new_index(0, slot, NULL, (void *)sc_ssl_ex_new,
+                                                  NULL, NULL);
+    sc_sess_idx[slot] = a->CRYPTO_get_ex_new_index(2, slot, NULL, (void *)sc_sess_ex_new,
+                                                   NULL, (void *)sc_sess_ex_free);
+    if (sc_ctx_idx[slot] < 0 || sc_ssl_idx[slot] < 0 || sc_sess_idx[slot] < 0)
+        return 0;
+    sc_ready[slot] = 1;
+    return 1;
+}
+
+int sc_mark_context(int slot, SSL_CTX *ctx, int hooked)
+{
+    if (!sc_slot_ok(slot) || !sc_ready[slot])
+        return 0;
+    return sc_apis[slot].SSL_CTX_set_ex_data(ctx, sc_ctx_idx[slot], hooked ? (void *)1 : NULL);
+}
+
+/* --- the trampolines ------------------------------------------------------------ */
+
+static SSL_CTX *sc_session_ctx(int slot, SSL *ssl)
+{
+    sc_api *a = &sc_apis[slot];
+    SSL_CTX *ctx = (SSL_CTX *)a->SSL_get_ex_data(ssl, sc_ssl_idx[slot]);
+    return ctx != NULL ? ctx : a->SSL_get_SSL_CTX(ssl);
+}
+
+static int sc_on_new(int slot, SSL *ssl, SSL_SESSION *sess)
+{
+    if (!sc_python_alive)
+        return 0;
+    /* Python takes its own reference when it keeps the session: always 0 here, so
+     * OpenSSL drops the one it took for us and ownership stays simple. */
+    sc_py_new_session(slot, sc_session_ctx(slot, ssl), ssl, sess);
+    return 0;
+}
+
+static SSL_SESSION *sc_on_get(int slot, SSL *ssl, const unsigned char *id, int len, int *copy)
+{
+    SSL_SESSION *sess;
+    if (!sc_python_alive)
+        return NULL;
+    sess = sc_py_get_session(slot, sc_session_ctx(slot, ssl), ssl, id, len);
+    /* Python hands back a reference of its own (fresh from d2i, or up-ref'd): OpenSSL
+     * takes it over. copy = 1 here would leak one session per hit. */
+    *copy = 0;
+    return sess;
+}
+
+static void sc_on_remove(int slot, SSL_CTX *ctx, SSL_SESSION *sess)
+{
+    if (sc_python_alive)
+        sc_py_remove_session(slot, ctx, sess);
+}
+
+#define SC_TRAMPOLINES(N)                                                              \
+    static int sc_new_cb_##N(SSL *s, SSL_SESSION *x) { return sc_on_new(N, s, x); }    \
+    static SSL_SESSION *sc_get_cb_##N(SSL *s, const unsigned char *id, int len,        \
+                                      int *copy) { return sc_on_get(N, s, id, len, copy); } \
+    static void sc_remove_cb_##N(SSL_CTX *c, SSL_SESSION *x) { sc_on_remove(N, c, x); }
+SC_TRAMPOLINES(0) SC_TRAMPOLINES(1) SC_TRAMPOLINES(2) SC_TRAMPOLINES(3)
+SC_TRAMPOLINES(4) SC_TRAMPOLINES(5) SC_TRAMPOLINES(6) SC_TRAMPOLINES(7)
+
+static const sc_new_cb_t sc_new_cbs[SC_MAX_INSTANCES] = {
+    sc_new_cb_0, sc_new_cb_1, sc_new_cb_2, sc_new_cb_3,
+    sc_new_cb_4, sc_new_cb_5, sc_new_cb_6, sc_new_cb_7};
+static const sc_get_cb_t sc_get_cbs[SC_MAX_INSTANCES] = {
+    sc_get_cb_0, sc_get_cb_1, sc_get_cb_2, sc_get_cb_3,
+    sc_get_cb_4, sc_get_cb_5, sc_get_cb_6, sc_get_cb_7};
+static const sc_remove_cb_t sc_remove_cbs[SC_MAX_INSTANCES] = {
+    sc_remove_cb_0, sc_remove_cb_1, sc_remove_cb_2, sc_remove_cb_3,
+    sc_remove_cb_4, sc_remove_cb_5, sc_remove_cb_6, sc_remove_cb_7};
+
+/* Install (1) or clear (0) each of the three hooks; -1 leaves that hook as it is. */
+void sc_install(int slot, SSL_CTX *ctx, int new_cb, int get_cb, int remove_cb)
+{
+    sc_api *a = &sc_apis[slot];
+    if (!sc_slot_ok(slot) || !sc_ready[slot])
+        return;
+    if (new_cb >= 0)
+        a->SSL_CTX_sess_set_new_cb(ctx, new_cb ? sc_new_cbs[slot] : NULL);
+    if (get_cb >= 0)
+        a->SSL_CTX_sess_set_get_cb(ctx, get_cb ? sc_get_cbs[slot] : NULL);
+    if (remove_cb >= 0)
+        a->SSL_CTX_sess_set_remove_cb(ctx, remove_cb ? sc_remove_cbs[slot] : NULL);
+}
+
+/* Which hooks are set on ctx: 1 = ours, 0 = none, 2 = somebody else's. */
+int sc_hooks_of(int slot, SSL_CTX *ctx, int *new_cb, int *get_cb, int *remove_cb)
+{
+    sc_api *a = &sc_apis[slot];
+    sc_new_cb_t n;
+    sc_get_cb_t g;
+    sc_remove_cb_t r;
+    if (!sc_slot_ok(slot) || !sc_ready[slot])
+        return 0;
+    n = a->SSL_CTX_sess_get_new_cb(ctx);
+    g = a->SSL_CTX_sess_get_get_cb(ctx);
+    r = a->SSL_CTX_sess_get_remove_cb(ctx);
+    *new_cb = n == NULL ? 0 : (n == sc_new_cbs[slot] ? 1 : 2);
+    *get_cb = g == NULL ? 0 : (g == sc_get_cbs[slot] ? 1 : 2);
+    *remove_cb = r == NULL ? 0 : (r == sc_remove_cbs[slot] ? 1 : 2);
+    return 1;
+}
+
+/* Whether n bytes at p can be read, without touching them from user space: the kernel
+ * reports EFAULT for a write(2) from an unmapped buffer. Used before trusting a pointer
+ * found by layout (the SSL_CTX inside a stdlib ssl.SSLContext). */
+int sc_memory_readable(const void *p, size_t n)
+{
+    int fds[2];
+    char sink[64];
+    ssize_t w;
+    int ok = 1;
+    if (pipe(fds) != 0)
+        return 0;
+    while (ok && n > 0) {
+        size_t chunk = n < sizeof(sink) ? n : sizeof(sink);
+        w = write(fds[1], p, chunk);
+        ok = w > 0 && read(fds[0], sink, (size_t)w) == w;
+        if (ok) {
+            p = (const char *)p + w;
+            n -= (size_t)w;
+        }
+    }
+    close(fds[0]);
+    close(fds[1]);
+    return ok;
+}
+
+/* --- sessions ------------------------------------------------------------------- */
+
+int sc_session_der_len(int slot, SSL_SESSION *sess)
+{
+    return sc_apis[slot].i2d_SSL_SESSION(sess, NULL);
+}
+
+/* Serialize into buf (at least sc_session_der_len bytes); returns the length or <= 0. */
+int sc_session_der(int slot, SSL_SESSION *sess, unsigned char *buf, int buflen)
+{
+    sc_api *a = &sc_apis[slot];
+    unsigned char *p = buf;
+    int n = a->i2d_SSL_SESSION(sess, NULL);
+    if (n <= 0 || n > buflen)
+        return n <= 0 ? n : -n;
+    return a->i2d_SSL_SESSION(sess, &p);
+}
+
+/* A new session (one reference, owned by the caller) or NULL. A failed parse leaves
+ * errors on that copy's error queue, where a later, unrelated call (a pyOpenSSL
+ * do_handshake) would report them as its own failure: clear them here. */
+SSL_SESSION *sc_session_from_der(int slot, const unsigned char *der, long len)
+{
+    sc_api *a = &sc_apis[slot];
+    const unsigned char *p = der;
+    SSL_SESSION *sess = a->d2i_SSL_SESSION(NULL, &p, len);
+    if (sess == NULL || p != der + len) {
+        if (sess != NULL)
+            a->SSL_SESSION_free(sess);  /* trailing bytes: not one clean session */
+        a->ERR_clear_error();
+        return NULL;
+    }
+    return sess;
+}
+
+long long sc_session_time(int slot, SSL_SESSION *sess)
+{
+    sc_api *a = &sc_apis[slot];
+    if (a->SSL_SESSION_get_time_ex != NULL)
+        return (long long)a->SSL_SESSION_get_time_ex(sess);
+    if (a->SSL_SESSION_get_time != NULL)
+        return (long long)a->SSL_SESSION_get_time(sess);
+    return -1;
+}
+
+int sc_session_set_time(int slot, SSL_SESSION *sess, long long t)
+{
+    sc_api *a = &sc_apis[slot];
+    if (a->SSL_SESSION_set_time_ex != NULL)
+        return a->SSL_SESSION_set_time_ex(sess, (int64_t)t) != 0;
+    if (a->SSL_SESSION_set_time != NULL)
+        return a->SSL_SESSION_set_time(sess, (long)t) != 0;
+    return 0;
+}
+
+void sc_flush_sessions(int slot, SSL_CTX *ctx, long long t)
+{
+    sc_api *a = &sc_apis[slot];
+    if (a->SSL_CTX_flush_sessions_ex != NULL)
+        a->SSL_CTX_flush_sessions_ex(ctx, (int64_t)t);
+    else if (a->SSL_CTX_flush_sessions != NULL)
+        a->SSL_CTX_flush_sessions(ctx, (long)t);
+}
+
+/* The SNI host name of the ClientHello being processed, copied into out (NUL-ended).
+ * Only meaningful inside the get callback: OpenSSL keeps the parsed ClientHello until
+ * it has looked the session up, and processes the server_name extension (and any
+ * SNI context switch) only afterwards, so SSL_get_servername cannot answer yet.
+ * Returns the name's length, 0 when the hello has no host name, -1 when unavailable. */
+int sc_requested_server_name(int slot, SSL *ssl, char *out, int outlen)
+{
+    sc_api *a = &sc_apis[slot];
+    const unsigned char *ext;
+    size_t extlen, listlen, namelen;
+    if (a->SSL_client_hello_get0_ext == NULL || outlen < 1)
+        return -1;
+    if (!a->SSL_client_hello_get0_ext(ssl, 0 /* server_name */, &ext, &extlen))
+        return 0;
+    /* ServerNameList: u16 length, then entries of (u8 type, u16 length, bytes). */
+    if (extlen < 2)
+        return -1;
+    listlen = ((size_t)ext[0] << 8) | ext[1];
+    if (listlen + 2 != extlen)
+        return -1;
+    ext += 2;
+    while (listlen >= 3) {
+        namelen = ((size_t)ext[1] << 8) | ext[2];
+        if (namelen + 3 > listlen)
+            return -1;
+        if (ext[0] == 0 /* host_name */) {
+            if (namelen == 0 || namelen >= (size_t)outlen)
+                return -1;
+            memcpy(out, ext + 3, namelen);
+            out[namelen] = '\0';
+            return (int)namelen;
+        }
+        ext += 3 + namelen;
+        listlen -= 3 + namelen;
+    }
+    return 0;
+}
+"""

@@ -1,0 +1,56 @@
+"""sesscache: an external TLS session cache over libssl's own session callbacks.
+
+Works on pyOpenSSL contexts (including the OpenSSL a ``cryptography`` wheel bundles) and
+on stdlib ``ssl.SSLContext`` objects.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ._instances import LibsslInstance
+from .callbacks import (
+    get_get_session_callback,
+    get_new_session_callback,
+    get_remove_session_callback,
+    set_get_session_callback,
+    set_new_session_callback,
+    set_remove_session_callback,
+)
+from .errors import (
+    BindingError,
+    CallbackError,
+    ConfigurationError,
+    SealError,
+    SesscacheError,
+    SessionError,
+    StoreError,
+    UnsupportedContext,
+    ValueTooLarge,
+)
+from .session import Session
+
+__version__ = "0.1.0"
+
+
+def libssl_info(context: Any = None) -> LibsslInstance:
+    """The copy of libssl sesscache uses for ``context`` (its own linked one by default).
+
+    The result says where the library lives, its version string as OpenSSL reports it,
+    whether it is the linked, a bundled (cryptography wheel) or another dynamic copy, and
+    which checks verified its function table.
+    """
+    from ._contexts import bind_context
+    from ._instances import linked_instance
+
+    if context is None:
+        return linked_instance()
+    return bind_context(context).instance
+
+
+__all__ = [
+    "BindingError", "CallbackError", "ConfigurationError", "LibsslInstance", "SealError",
+    "Session", "SesscacheError", "SessionError", "StoreError", "UnsupportedContext",
+    "ValueTooLarge", "get_get_session_callback", "get_new_session_callback",
+    "get_remove_session_callback", "libssl_info", "set_get_session_callback",
+    "set_new_session_callback", "set_remove_session_callback",
+]

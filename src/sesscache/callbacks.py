@@ -1,0 +1,320 @@
+"""The three session callbacks, on any TLS context, from Python.
+
+This is the raw layer: what OpenSSL calls, turned into Python calls, with reference
+counts and error handling done here. :class:`sesscache.SessionCache` builds its policy on
+the same registry through :func:`_install`.
+
+How a call travels: libssl calls the C trampoline of its copy (slot), which calls one of
+the ``extern "Python"`` functions below with the *session context* (the context the
+connection was created from, even after an SNI callback switched it). The registry maps
+``(slot, SSL_CTX address)`` to that context's :class:`_Hooks`. Entries live exactly as
+long as the ``SSL_CTX``: OpenSSL tells us when it frees one (an ex_data free hook), and
+that happens after it has flushed the context's sessions through the remove callback.
+
+Callbacks should not keep strong references to their context (a closure over it keeps
+the context alive until the process ends): the callbacks receive what they need.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+from ._binding import address, ffi, lib
+from ._contexts import BoundContext, bind_context, connection_for
+from ._instances import LibsslInstance, instance_in_slot
+from .errors import CallbackError, ConfigurationError, SessionError
+from .session import Session, session_from_der
+
+logger = logging.getLogger(__name__)
+
+NewSessionCallback = Callable[[Any, Session], None]
+GetSessionCallback = Callable[[Any, bytes], Union[Session, bytes, bytearray, memoryview, None]]
+RemoveSessionCallback = Callable[[Any, Session], None]
+
+_HOOK_NAMES = ("new", "get", "remove")
+
+
+class _Hooks:
+    """What sesscache runs for one SSL_CTX: a handler per hook, each with the public
+    callable it came from (``fn``) and the object that installed it (``owner``)."""
+
+    __slots__ = ("slot", "ctx", "kind", "instance", "context_ref",
+                 "new", "get", "remove", "new_fn", "get_fn", "remove_fn", "owner")
+
+    def __init__(self, bound: BoundContext) -> None:
+        self.slot = bound.instance.slot
+        self.ctx = bound.ctx
+        self.kind = bound.kind
+        self.instance = bound.instance
+        try:
+            self.context_ref = weakref.ref(bound.owner)
+        except TypeError:
+            self.context_ref = lambda: None
+        self.new = self.get = self.remove = None
+        self.new_fn = self.get_fn = self.remove_fn = None
+        self.owner = None
+
+    @property
+    def bound(self) -> BoundContext:
+        return BoundContext(self.instance, self.ctx, self.kind, self.context_ref())
+
+    def empty(self) -> bool:
+        return self.new is None and self.get is None and self.remove is None
+
+
+_registry: Dict[Tuple[int, int], _Hooks] = {}
+_registry_lock = threading.RLock()
+
+
+# --- the Python side of the trampolines --------------------------------------------
+
+@ffi.def_extern()
+def sc_py_new_session(slot, ctx, ssl, session):
+    hooks = _registry.get((slot, address(ctx)))
+    handler = hooks.new if hooks is not None else None
+    if handler is not None:
+        try:
+            handler(hooks, ssl, session)
+        except BaseException as exc:  # nothing may cross into C
+            _report(hooks, ssl, "new-session", exc)
+    return 0
+
+
+@ffi.def_extern()
+def sc_py_get_session(slot, ctx, ssl, session_id, length):
+    hooks = _registry.get((slot, address(ctx)))
+    handler = hooks.get if hooks is not None else None
+    if handler is None:
+        return ffi.NULL
+    try:
+        return handler(hooks, ssl, ffi.unpack(ffi.cast("char *", session_id), length))
+    except BaseException as exc:
+        _report(hooks, ssl, "get-session", exc)
+        return ffi.NULL
+
+
+@ffi.def_extern()
+def sc_py_remove_session(slot, ctx, session):
+    hooks = _registry.get((slot, address(ctx)))
+    handler = hooks.remove if hooks is not None else None
+    if handler is not None:
+        try:
+            handler(hooks, session)
+        except BaseException as exc:
+            _report(hooks, None, "remove-session", exc)
+
+
+@ffi.def_extern()
+def sc_py_context_freed(slot, ctx):
+    with _registry_lock:
+        _registry.pop((slot, address(ctx)), None)
+
+
+# --- errors raised by callbacks ----------------------------------------------------
+
+def _report(hooks: _Hooks, ssl, which: str, exc: BaseException) -> None:
+    """Log a callback's exception and hand it to the Python call driving the handshake.
+
+    OpenSSL already got a safe answer (no session / nothing kept). With pyOpenSSL, the
+    exception is raised again from the ``Connection`` call that drove OpenSSL
+    (``do_handshake``, ``recv``, ...), the way pyOpenSSL treats its own callbacks'
+    exceptions. The stdlib's C code leaves no such place, so there it is only logged.
+    """
+    logger.error("sesscache: the %s callback raised %s: %s; OpenSSL was told there is no "
+                 "session, and the handshake goes on", which, type(exc).__name__, exc,
+                 exc_info=(type(exc), exc, exc.__traceback__))
+    if hooks.kind == "pyopenssl" and ssl is not None:
+        try:
+            conn = connection_for(hooks.bound, ssl)
+            if conn is not None:
+                _defer_to_pyopenssl(conn, exc)
+        except Exception:  # pragma: no cover - never let reporting fail the handshake
+            logger.debug("could not attach the callback error to its connection", exc_info=True)
+
+
+def _defer_to_pyopenssl(conn: Any, exc: BaseException) -> None:
+    # pyOpenSSL calls self._raise_ssl_error(ssl, result) after every OpenSSL call,
+    # success included; an instance attribute shadows that method for this one
+    # connection, once, then removes itself.
+    state = conn.__dict__
+    state.setdefault("_sesscache_problems", []).append(exc)
+    if "_raise_ssl_error" in state:
+        return
+    conn_ref = weakref.ref(conn)
+    original = type(conn)._raise_ssl_error
+
+    def _raise_ssl_error(ssl, result):
+        connection = conn_ref()
+        if connection is None:
+            return None
+        connection.__dict__.pop("_raise_ssl_error", None)
+        problems = connection.__dict__.pop("_sesscache_problems", [])
+        if problems:
+            raise problems[0]
+        return original(connection, ssl, result)
+
+    state["_raise_ssl_error"] = _raise_ssl_error
+
+
+# --- installing handlers --------------------------------------------------------------
+
+def _check_mutable(bound: BoundContext) -> None:
+    if bound.kind == "pyopenssl" and getattr(bound.owner, "_used", False):
+        raise ConfigurationError(
+            "this OpenSSL.SSL.Context has already been used to create a Connection, and "
+            "pyOpenSSL (26.2 and later) forbids changing a context after that. Set session "
+            "callbacks (or attach the cache) right after configuring the context, before the "
+            "first Connection.")
+
+
+def _install(context: Any, owner: Any = None, **handlers) -> _Hooks:
+    """Set (or, with None, clear) handlers on a context; the low-level entry point.
+
+    ``handlers`` maps "new"/"get"/"remove" to ``(handler, public_fn)`` or ``None``.
+    Handlers take ``(hooks, ssl, session_ptr)``, ``(hooks, ssl, session_id)`` returning a
+    new ``SSL_SESSION *`` reference or NULL, and ``(hooks, session_ptr)``.
+    """
+    bound = bind_context(context)
+    _check_mutable(bound)
+    slot = bound.instance.slot
+    key = (slot, bound.ctx)
+    with _registry_lock:
+        states = ffi.new("int[3]")
+        lib.sc_hooks_of(slot, bound.pointer, states, states + 1, states + 2)
+        hooks = _registry.get(key)
+        for index, name in enumerate(_HOOK_NAMES):
+            if name in handlers and handlers[name] is not None and states[index] == 2:
+                raise ConfigurationError(
+                    f"this context already has a {name}-session callback that sesscache did not "
+                    "install (another library manages its session cache); sesscache will not "
+                    "silently replace it.")
+        if hooks is None:
+            hooks = _Hooks(bound)
+        for name, value in handlers.items():
+            handler, fn = value if value is not None else (None, None)
+            setattr(hooks, name, handler)
+            setattr(hooks, name + "_fn", fn)
+        if owner is not None or hooks.empty():
+            hooks.owner = owner
+        flags = [(1 if getattr(hooks, name) is not None else 0) if name in handlers else -1
+                 for name in _HOOK_NAMES]
+        if hooks.empty():
+            _registry.pop(key, None)
+            lib.sc_install(slot, bound.pointer, *flags)
+            lib.sc_mark_context(slot, bound.pointer, 0)
+        else:
+            _registry[key] = hooks
+            lib.sc_mark_context(slot, bound.pointer, 1)
+            lib.sc_install(slot, bound.pointer, *flags)
+        return hooks
+
+
+def _hooks_for(context: Any) -> Optional[_Hooks]:
+    bound = bind_context(context)
+    return _registry.get((bound.instance.slot, bound.ctx))
+
+
+# --- the public API ------------------------------------------------------------------------
+
+def set_new_session_callback(context: Any, fn: Optional[NewSessionCallback]) -> None:
+    """Call ``fn(conn, session)`` for every new session OpenSSL makes on ``context``.
+
+    ``conn`` is the pyOpenSSL ``Connection``, or the stdlib ``SSLObject``/``SSLSocket``
+    (``None`` where it cannot be recovered). ``session`` is a :class:`Session` holding its
+    own reference: keep it, or serialize it with ``session.to_bytes()``.
+
+    OpenSSL reports new sessions only where the context's cache mode includes the
+    role: servers by default, clients only with ``SESS_CACHE_CLIENT``. With TLS 1.3 each
+    ticket the server sends is a new session. ``None`` removes the callback.
+    """
+    handler = None if fn is None else _make_new_handler(fn)
+    _install(context, new=None if fn is None else (handler, fn))
+
+
+def set_get_session_callback(context: Any, fn: Optional[GetSessionCallback]) -> None:
+    """Call ``fn(conn, session_id)`` when a client offers a session OpenSSL does not hold.
+
+    Return a :class:`Session`, its DER bytes (parsed by the libssl that owns the
+    context), or ``None`` for a miss. OpenSSL still checks what you return (protocol
+    version, session id context, expiry) and falls back to a full handshake when it
+    does not fit. A return value that is not a session of this context's libssl, or
+    whose id is not the one asked for, is a miss and an error. ``None`` removes it.
+    """
+    handler = None if fn is None else _make_get_handler(fn)
+    _install(context, get=None if fn is None else (handler, fn))
+
+
+def set_remove_session_callback(context: Any, fn: Optional[RemoveSessionCallback]) -> None:
+    """Call ``fn(context, session)`` when OpenSSL drops a session from its internal cache.
+
+    That happens on expiry flushes, eviction when the internal cache is full,
+    ``SSL_CTX_remove_session``, a connection freed without a clean TLS shutdown, and
+    for every cached session when the context itself is freed (then ``context`` may be
+    ``None``: its Python object is already gone). ``None`` removes it.
+    """
+    handler = None if fn is None else _make_remove_handler(fn)
+    _install(context, remove=None if fn is None else (handler, fn))
+
+
+def get_new_session_callback(context: Any) -> Optional[NewSessionCallback]:
+    hooks = _hooks_for(context)
+    return hooks.new_fn if hooks is not None else None
+
+
+def get_get_session_callback(context: Any) -> Optional[GetSessionCallback]:
+    hooks = _hooks_for(context)
+    return hooks.get_fn if hooks is not None else None
+
+
+def get_remove_session_callback(context: Any) -> Optional[RemoveSessionCallback]:
+    hooks = _hooks_for(context)
+    return hooks.remove_fn if hooks is not None else None
+
+
+def _make_new_handler(fn: NewSessionCallback):
+    def handle_new(hooks: _Hooks, ssl, session) -> None:
+        conn = connection_for(hooks.bound, ssl)
+        fn(conn, Session._borrow(hooks.instance, session, hooks.context_ref()))
+    return handle_new
+
+
+def _make_get_handler(fn: GetSessionCallback):
+    def handle_get(hooks: _Hooks, ssl, session_id: bytes):
+        result = fn(connection_for(hooks.bound, ssl), session_id)
+        return session_reference(hooks.instance, result, session_id)
+    return handle_get
+
+
+def _make_remove_handler(fn: RemoveSessionCallback):
+    def handle_remove(hooks: _Hooks, session) -> None:
+        fn(hooks.context_ref(), Session._borrow(hooks.instance, session, hooks.context_ref()))
+    return handle_remove
+
+
+def session_reference(instance: LibsslInstance, result: Any, session_id: bytes):
+    """Turn a get callback's answer into a new ``SSL_SESSION *`` reference, or NULL."""
+    if result is None:
+        return ffi.NULL
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        pointer = session_from_der(instance, result)
+    elif isinstance(result, Session):
+        if result.libssl is not instance:
+            raise SessionError(
+                f"the get callback returned a session of {result.libssl.describe()} for a "
+                f"context of {instance.describe()}; sessions cannot cross copies of OpenSSL")
+        pointer = result._new_reference()
+    else:
+        raise CallbackError(
+            "a get-session callback must return a sesscache.Session, the session's bytes, or "
+            f"None for a miss; it returned {type(result).__name__}")
+    length = ffi.new("unsigned int *")
+    found = ffi.unpack(ffi.cast("char *", instance.api.SSL_SESSION_get_id(pointer, length)), length[0])
+    if found != session_id:
+        instance.api.SSL_SESSION_free(pointer)
+        raise SessionError(
+            f"the get callback returned the session {found.hex()} for the id {session_id.hex()}; "
+            "resuming a session the client did not offer is refused")
+    return pointer
