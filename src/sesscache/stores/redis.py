@@ -1,0 +1,383 @@
+"""Redis store (redis-py), sync and asyncio.
+
+Keys are ``prefix + key``; values are written with ``SET key value PX <ms>`` so Redis expires
+them itself (millisecond precision, never later than the ttl). ``pop`` is ``GETDEL``
+(Redis >= 6.2), or ``MULTI GET DEL EXEC`` on servers that do not know ``GETDEL``; both are
+atomic, so a single-use TLS 1.3 session is handed to one handshake only.
+
+Connections come from redis-py's pool (fork-safe: redis-py resets it in a child process).
+Socket connect and read timeouts are the store's ``timeout`` and redis-py's own retries are
+switched off, so a call against a dead or stalled server fails within about ``timeout``.
+A pooled connection that went stale (server restarted) is detected and reopened by redis-py
+when it is taken from the pool, so the first call after a restart succeeds.
+
+Every redis-py error becomes :class:`~sesscache.errors.StoreError` naming the cause (timeout,
+unreachable, out of memory, read-only replica, authentication, still loading).
+
+Give Redis a ``maxmemory`` and ``maxmemory-policy volatile-ttl`` (or ``volatile-lru``): every
+session key has a TTL, and with ``noeviction`` a full Redis refuses new sessions.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Optional, Union
+
+from ..errors import ConfigurationError, StoreError, ValueTooLarge
+from .base import MAX_TTL, BaseStore, as_bytes, check_ttl
+
+try:
+    import redis as _redis
+    import redis.exceptions as _rexc
+    from redis.backoff import NoBackoff as _NoBackoff
+    from redis.retry import Retry as _Retry
+except ImportError:  # pragma: no cover - exercised only without redis installed
+    _redis = None
+
+__all__ = ["RedisStore", "AsyncRedisStore"]
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_URL = "redis://localhost:6379/0"
+
+
+def _require_redis() -> None:
+    if _redis is None:
+        raise ConfigurationError(
+            "RedisStore needs the redis package: pip install redis (or pip install 'sesscache[redis]')"
+        )
+
+
+class _RedisCommon:
+    """Key building, ttl conversion and error mapping shared by the sync and async stores."""
+
+    kind = "redis"
+
+    def _setup(self, prefix: Union[bytes, str], timeout: float) -> None:
+        if isinstance(prefix, str):
+            prefix = prefix.encode("utf-8")
+        if not isinstance(prefix, (bytes, bytearray)):
+            raise ConfigurationError(f"prefix must be bytes or str, got {type(prefix).__name__}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < 3600:
+            raise ConfigurationError(f"timeout must be seconds > 0, got {timeout!r}")
+        self.prefix = bytes(prefix)
+        self.timeout = float(timeout)
+        self._has_getdel = True
+        self._where = "redis"
+
+    def _key(self, key: bytes) -> bytes:
+        if type(key) is not bytes:
+            key = as_bytes(key, "key")
+        return self.prefix + key
+
+    @staticmethod
+    def _ttl_ms(ttl: float) -> int:
+        if not (type(ttl) is float and 0.0 < ttl <= MAX_TTL):
+            ttl = check_ttl(ttl)
+        # Round down: Redis must drop the value no later than the ttl. A ttl under 1 ms
+        # gives 0: the value would be expired before anyone could read it.
+        return int(ttl * 1000.0)
+
+    def _describe_where(self, client: Any) -> str:
+        # From the pool's connection arguments, so no password can leak into logs.
+        try:
+            kw = client.connection_pool.connection_kwargs
+        except AttributeError:
+            return "redis"
+        if kw.get("path"):
+            return f"unix:{kw['path']} db={kw.get('db', 0)}"
+        return f"{kw.get('host', '?')}:{kw.get('port', '?')} db={kw.get('db', 0)}"
+
+    def _fault(self, exc: BaseException) -> StoreError:
+        where = f"Redis at {self._where}"
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, (_rexc.TimeoutError, TimeoutError)):
+            return StoreError(
+                f"{where} did not answer within timeout={self.timeout}s ({text}): the server is "
+                "overloaded, paused or far away; check it or raise timeout"
+            )
+        if isinstance(exc, _rexc.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
+            return StoreError(
+                f"{where} refused authentication ({text}): put the right user and password in the URL"
+            )
+        if isinstance(exc, _rexc.BusyLoadingError) or text.startswith("LOADING"):
+            return StoreError(f"{where} is still loading its dataset ({text}); it will answer soon")
+        if isinstance(exc, (_rexc.ConnectionError, OSError)):
+            return StoreError(
+                f"cannot reach {where} ({text}): check that redis-server runs and the URL; "
+                "the store reconnects on the next call"
+            )
+        if text.startswith("OOM") or isinstance(exc, getattr(_rexc, "OutOfMemoryError", ())):
+            return StoreError(
+                f"{where} is out of memory ({text}): maxmemory is reached and maxmemory-policy "
+                "does not evict; set maxmemory-policy volatile-ttl (or volatile-lru) or raise maxmemory"
+            )
+        if isinstance(exc, _rexc.ReadOnlyError) or text.startswith("READONLY"):
+            return StoreError(f"{where} is a read-only replica ({text}): point the URL at the primary")
+        if text.startswith("NOPERM") or isinstance(exc, getattr(_rexc, "NoPermissionError", ())):
+            return StoreError(f"{where} denied the command ({text}): the ACL user needs GET, SET, DEL, GETDEL")
+        if text.startswith("MISCONF"):
+            return StoreError(f"{where} refuses writes because snapshots fail ({text}); fix its disk or dir")
+        if "max" in text and ("bulk" in text or "size" in text or "exceeds" in text):
+            return ValueTooLarge(f"{where} rejected the value as too large ({text}); see proto-max-bulk-len")
+        return StoreError(f"{where} failed: {text}")
+
+    @staticmethod
+    def _is_unknown_command(exc: BaseException) -> bool:
+        return isinstance(exc, _rexc.ResponseError) and "unknown command" in str(exc).lower()
+
+    def _client_kwargs(self, extra: Dict[str, Any], retry_cls: Any) -> Dict[str, Any]:
+        kwargs: Dict[str, Any] = {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            # No retries: a callback must not wait several timeouts and backoffs. redis-py still
+            # replaces a stale pooled connection before use (see the module docstring).
+            "retry": retry_cls(_NoBackoff(), 0),
+            "retry_on_timeout": False,
+            "decode_responses": False,
+        }
+        kwargs.update(extra)
+        if kwargs.get("decode_responses"):
+            raise ConfigurationError("decode_responses must stay False: sessions are bytes")
+        return kwargs
+
+    def _info_fields(self, server: Dict[str, Any], memory: Dict[str, Any], dbsize: int) -> Dict[str, Any]:
+        return {
+            "redis_version": server.get("redis_version"),
+            "db_keys": dbsize,  # every key in the db, not only this store's
+            "used_memory": memory.get("used_memory"),
+            "maxmemory": memory.get("maxmemory"),
+            "maxmemory_policy": memory.get("maxmemory_policy"),
+        }
+
+    def _base_description(self) -> Dict[str, Any]:
+        return {
+            # Redis cannot count one prefix's keys without a scan: entries/bytes are unknown.
+            "kind": self.kind,
+            "entries": None,
+            "bytes": None,
+            "server": self._where,
+            "prefix": self.prefix.decode("ascii", "backslashreplace"),
+            "timeout": self.timeout,
+            "atomic_pop": "getdel" if self._has_getdel else "multi-exec",
+        }
+
+
+class RedisStore(_RedisCommon, BaseStore):
+    """Sessions in Redis.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
+            ``unix:///path/to/redis.sock?db=0``. Default ``redis://localhost:6379/0``.
+        client: an existing ``redis.Redis`` to use instead of ``url``; its own timeouts and retry
+            settings apply, and :meth:`close` leaves it open (it is yours).
+        prefix: prepended to every key, to share a Redis with other data.
+        timeout: socket connect and read timeout in seconds.
+        **client_kwargs: more ``redis.Redis.from_url`` arguments (``max_connections``,
+            ``ssl_ca_certs``, ...).
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        *,
+        client: Any = None,
+        prefix: Union[bytes, str] = b"sesscache:",
+        timeout: float = 0.05,
+        **client_kwargs: Any,
+    ) -> None:
+        _require_redis()
+        self._setup(prefix, timeout)
+        if client is not None:
+            if url is not None or client_kwargs:
+                raise ConfigurationError("pass either url (and client options) or client, not both")
+            self._owns_client = False
+            self.client = client
+        else:
+            self._owns_client = True
+            self.client = _redis.Redis.from_url(
+                url or _DEFAULT_URL, **self._client_kwargs(client_kwargs, _Retry)
+            )
+        self._where = self._describe_where(self.client)
+
+    def get(self, key: bytes) -> Optional[bytes]:
+        k = self._key(key)
+        try:
+            return self.client.get(k)
+        except (_rexc.RedisError, OSError) as exc:
+            raise self._fault(exc) from exc
+
+    def set(self, key: bytes, value: bytes, ttl: float) -> None:
+        k = self._key(key)
+        if type(value) is not bytes:
+            value = as_bytes(value, "value")
+        ms = self._ttl_ms(ttl)
+        try:
+            if ms > 0:
+                self.client.set(k, value, px=ms)
+            else:
+                self.client.delete(k)
+        except (_rexc.RedisError, OSError) as exc:
+            raise self._fault(exc) from exc
+
+    def delete(self, key: bytes) -> None:
+        k = self._key(key)
+        try:
+            self.client.delete(k)
+        except (_rexc.RedisError, OSError) as exc:
+            raise self._fault(exc) from exc
+
+    def pop(self, key: bytes) -> Optional[bytes]:
+        """Atomic get + delete (GETDEL, or MULTI/EXEC GET+DEL on Redis < 6.2)."""
+        k = self._key(key)
+        try:
+            if self._has_getdel:
+                try:
+                    return self.client.getdel(k)
+                except _rexc.ResponseError as exc:
+                    if not self._is_unknown_command(exc):
+                        raise
+                    log.info("%s has no GETDEL (Redis < 6.2?); popping with MULTI/EXEC", self._where)
+                    self._has_getdel = False
+            pipe = self.client.pipeline(transaction=True)
+            pipe.get(k)
+            pipe.delete(k)
+            value, _ = pipe.execute()
+            return value
+        except (_rexc.RedisError, OSError) as exc:
+            raise self._fault(exc) from exc
+
+    def close(self) -> None:
+        """Disconnect the pool, if this store created the client."""
+        if self._owns_client:
+            try:
+                self.client.close()
+            except (_rexc.RedisError, OSError):  # pragma: no cover - closing a broken pool
+                log.debug("closing the Redis client failed", exc_info=True)
+
+    def describe(self) -> Dict[str, Any]:
+        """Server-wide numbers (``db_keys``, ``used_memory``, ``maxmemory_policy``...). Never
+        raises StoreError: on a fault ``error`` says why."""
+        info = self._base_description()
+        try:
+            info.update(
+                self._info_fields(
+                    self.client.info("server"), self.client.info("memory"), self.client.dbsize()
+                )
+            )
+        except (_rexc.RedisError, OSError) as exc:
+            info["error"] = str(self._fault(exc))
+        return info
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self._where} prefix={self.prefix!r}>"
+
+
+class AsyncRedisStore(_RedisCommon):
+    """:class:`RedisStore` for asyncio servers: the same arguments, methods are coroutines.
+
+    Uses ``redis.asyncio``; the client belongs to the event loop that first uses it.
+    Supports ``async with``.
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        *,
+        client: Any = None,
+        prefix: Union[bytes, str] = b"sesscache:",
+        timeout: float = 0.05,
+        **client_kwargs: Any,
+    ) -> None:
+        _require_redis()
+        import redis.asyncio as aredis
+        from redis.asyncio.retry import Retry as AsyncRetry
+
+        self._setup(prefix, timeout)
+        if client is not None:
+            if url is not None or client_kwargs:
+                raise ConfigurationError("pass either url (and client options) or client, not both")
+            self._owns_client = False
+            self.client = client
+        else:
+            self._owns_client = True
+            self.client = aredis.Redis.from_url(
+                url or _DEFAULT_URL, **self._client_kwargs(client_kwargs, AsyncRetry)
+            )
+        self._where = self._describe_where(self.client)
+
+    async def get(self, key: bytes) -> Optional[bytes]:
+        k = self._key(key)
+        try:
+            return await self.client.get(k)
+        except (_rexc.RedisError, OSError) as exc:
+            raise self._fault(exc) from exc
+
+    async def set(self, key: bytes, value: bytes, ttl: float) -> None:
+        k = self._key(key)
+        if type(value) is not bytes:
+            value = as_bytes(value, "value")
+        ms = self._ttl_ms(ttl)
+        try:
+            if ms > 0:
+                await self.client.set(k, value, px=ms)
+            else:
+                await self.client.delete(k)
+        except (_rexc.RedisError, OSError) as exc:
+            raise self._fault(exc) from exc
+
+    async def delete(self, key: bytes) -> None:
+        k = self._key(key)
+        try:
+            await self.client.delete(k)
+        except (_rexc.RedisError, OSError) as exc:
+            raise self._fault(exc) from exc
+
+    async def pop(self, key: bytes) -> Optional[bytes]:
+        k = self._key(key)
+        try:
+            if self._has_getdel:
+                try:
+                    return await self.client.getdel(k)
+                except _rexc.ResponseError as exc:
+                    if not self._is_unknown_command(exc):
+                        raise
+                    log.info("%s has no GETDEL (Redis < 6.2?); popping with MULTI/EXEC", self._where)
+                    self._has_getdel = False
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.get(k)
+                pipe.delete(k)
+                value, _ = await pipe.execute()
+            return value
+        except (_rexc.RedisError, OSError) as exc:
+            raise self._fault(exc) from exc
+
+    async def close(self) -> None:
+        if self._owns_client:
+            try:
+                closer = getattr(self.client, "aclose", None) or self.client.close
+                await closer()
+            except (_rexc.RedisError, OSError):  # pragma: no cover
+                log.debug("closing the Redis client failed", exc_info=True)
+
+    async def describe(self) -> Dict[str, Any]:
+        info = self._base_description()
+        try:
+            info.update(
+                self._info_fields(
+                    await self.client.info("server"),
+                    await self.client.info("memory"),
+                    await self.client.dbsize(),
+                )
+            )
+        except (_rexc.RedisError, OSError) as exc:
+            info["error"] = str(self._fault(exc))
+        return info
+
+    async def __aenter__(self) -> "AsyncRedisStore":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncRedisStore {self._where} prefix={self.prefix!r}>"
