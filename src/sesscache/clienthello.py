@@ -200,8 +200,10 @@ def parse_client_hello(data) -> tuple[ClientHello, int]:
 
 
 def _parse_records(mv: memoryview) -> tuple[ClientHello, int]:
-    if mv.ndim != 1 or mv.itemsize != 1:
-        mv = mv.cast("B")
+    if not mv.c_contiguous:
+        mv = memoryview(mv.tobytes())
+    elif mv.format != "B" or mv.ndim != 1:
+        mv = mv.cast("B")  # items must be ints 0..255: a 'c' or 'b' view would index differently
     n = len(mv)
     pos = 0
     fragments = []  # memoryview slices of the handshake message, in order
