@@ -8,6 +8,7 @@ cache would really be asked for.
 """
 from __future__ import annotations
 
+import array
 import hashlib
 import importlib.util
 import os
@@ -777,8 +778,20 @@ def test_accepts_bytearray_and_memoryview_and_buffer_can_grow_in_handler(corpus)
     except NeedMoreData:
         buf += wire[50:]  # would raise BufferError if the exception kept a view on `buf`
     assert parse(buf) == parse(wire)
+    # A fault found deep in the body: its frames held slices of `buf` until they were dropped.
+    bad = bytearray(wire_of(hello_body(session_id=b"\x01" * 33)))
+    try:
+        parse(bad)
+    except ClientHelloError:
+        bad += b"\x00"
     assert parse(memoryview(wire)) == parse(wire)
     assert parse(memoryview(bytearray(wire))) == parse(wire)
+    assert parse(memoryview(wire).cast("c")) == parse(wire)  # items are bytes, not ints
+    assert parse(memoryview(wire).cast("b")) == parse(wire)  # items are signed
+    doubled = bytes(b for b in wire for _ in range(2))
+    assert parse(memoryview(doubled)[::2]) == parse(wire)  # not contiguous
+    words = array.array("H", wire + b"\x00" * (len(wire) % 2))  # multi-byte items
+    assert parse(words)[0] == parse(wire)[0]
 
 
 def test_many_one_byte_records_are_linear(ca):
@@ -855,6 +868,26 @@ def test_other_record_type_inside_the_hello_rejected(corpus):
     interleaved = wire[:105] + b"\x17\x03\x03\x00\x01\x00" + wire[105:]
     with pytest.raises(ClientHelloError, match="content type 23"):
         parse(interleaved)
+
+
+def test_later_record_faults_rejected(corpus):
+    message, _ = hello_message(corpus["std-tls12-resume"])
+    wire = records(message, (100,))
+    last = wire.rindex(b"\x16\x03\x01")
+    length = int.from_bytes(wire[last + 3 : last + 5], "big")
+    padded = wire[:last + 3] + (length + 1).to_bytes(2, "big") + wire[last + 5 :] + b"\x00"
+    with pytest.raises(ClientHelloError, match="1 bytes after the end of the ClientHello"):
+        parse(padded)
+    with pytest.raises(ClientHelloError, match="1 bytes after the end of the ClientHello"):
+        parse(padded[: last + 5])  # known from the record header alone
+    bad_version = wire[:106] + b"\x02" + wire[107:]
+    with pytest.raises(ClientHelloError, match="offset 105 has version major byte 0x02"):
+        parse(bad_version)
+
+
+def test_non_bytes_input_is_a_type_error():
+    with pytest.raises(TypeError, match="bytes-like"):
+        parse("\x16\x03\x01")
 
 
 def test_hello_spread_too_thin_rejected():
