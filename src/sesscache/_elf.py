@@ -373,14 +373,14 @@ class ElfSymbols:
             pos, end = offset, offset + size
             while pos + 12 <= end:
                 namesz, descsz, ntype = nhdr.unpack_from(r.buf, pos)
+                # Padding is relative to the note's start (gABI; 8 for .note.gnu.property).
                 name_at = pos + 12
-                desc_at = name_at + _align_up(namesz, align)
-                nxt = desc_at + _align_up(descsz, align)
-                if nxt > end:
+                desc_at = pos + _align_up(12 + namesz, align)
+                if desc_at + descsz > end:
                     raise r.fail(f"note at file offset {pos:#x} overruns its note area")
                 if ntype == _NT_GNU_BUILD_ID and r.buf[name_at : name_at + namesz] == b"GNU\0":
                     return r.buf[desc_at : desc_at + descsz]
-                pos = nxt
+                pos += _align_up(desc_at - pos + descsz, align)
         return None
 
     def _read_symbols(
@@ -421,8 +421,8 @@ class ElfSymbols:
         by_name = self._raw
         for i, entry in indexed:
             name = names.get(entry[name_i])
-            if name is None:
-                continue  # st_name 0: the null symbol and section symbols
+            if not name:
+                continue  # no name: the null symbol, section symbols
             if entry[shndx_i] == _SHN_XINDEX and shndx_table is not None:
                 fixed = list(entry)
                 fixed[shndx_i] = _u32(shndx_table, i * 4, self.little_endian)
