@@ -16,6 +16,23 @@ from .callbacks import (
     set_new_session_callback,
     set_remove_session_callback,
 )
+from .contexts import (
+    SESS_CACHE_BOTH,
+    SESS_CACHE_CLIENT,
+    SESS_CACHE_NO_AUTO_CLEAR,
+    SESS_CACHE_NO_INTERNAL,
+    SESS_CACHE_NO_INTERNAL_LOOKUP,
+    SESS_CACHE_NO_INTERNAL_STORE,
+    SESS_CACHE_OFF,
+    SESS_CACHE_SERVER,
+    flush_sessions,
+    get_session_cache_mode,
+    internal_cache_size,
+    live_session_count,
+    remove_session,
+    set_session_cache_mode,
+    set_session_id_context,
+)
 from .errors import (
     BindingError,
     CallbackError,
@@ -48,6 +65,10 @@ def libssl_info(context: Any = None) -> LibsslInstance:
 
 
 __all__ = [
+    "SESS_CACHE_BOTH", "SESS_CACHE_CLIENT", "SESS_CACHE_NO_AUTO_CLEAR", "SESS_CACHE_NO_INTERNAL",
+    "SESS_CACHE_NO_INTERNAL_LOOKUP", "SESS_CACHE_NO_INTERNAL_STORE", "SESS_CACHE_OFF",
+    "SESS_CACHE_SERVER", "flush_sessions", "get_session_cache_mode", "internal_cache_size",
+    "live_session_count", "remove_session", "set_session_cache_mode", "set_session_id_context",
     "BindingError", "CallbackError", "ConfigurationError", "LibsslInstance", "SealError",
     "Session", "SesscacheError", "SessionError", "StoreError", "UnsupportedContext",
     "ValueTooLarge", "get_get_session_callback", "get_new_session_callback",

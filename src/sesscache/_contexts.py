@@ -93,7 +93,9 @@ def _bind_stdlib(context: ssl.SSLContext) -> BoundContext:
     ctx = ffi.cast("SSL_CTX *", candidate)
     api = instance.api
     options = int(api.SSL_CTX_get_options(ctx))
-    verify = int(api.SSL_CTX_get_verify_mode(ctx))
+    # CPython reports SSL_VERIFY_PEER as CERT_OPTIONAL and PEER|FAIL_IF_NO_PEER_CERT as
+    # CERT_REQUIRED.
+    verify = {0: 0, 1: 1, 3: 2}.get(int(api.SSL_CTX_get_verify_mode(ctx)), -1)
     if options != int(context.options) or verify != int(context.verify_mode):
         raise UnsupportedContext(_stdlib_layout_error(
             f"options {options:#x}/verify {verify} through the pointer, "

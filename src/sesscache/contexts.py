@@ -1,0 +1,100 @@
+"""Session-cache settings of a TLS context that Python's own APIs do not expose.
+
+The stdlib ``ssl.SSLContext`` has no way to set OpenSSL's session cache mode or session
+id context, and neither stdlib nor pyOpenSSL can look into the internal cache. These
+work on both (and on ``sesscache.testing`` contexts), through the libssl copy that owns
+the context.
+"""
+from __future__ import annotations
+
+import time as _time
+from typing import Any, Optional, Union
+
+from ._binding import ffi, lib
+from ._contexts import bind_context
+from ._instances import LibsslInstance
+from .errors import ConfigurationError
+from .session import Session
+
+#: Cache modes (``SSL_CTX_set_session_cache_mode``): combine with ``|``.
+SESS_CACHE_OFF = lib.SSL_SESS_CACHE_OFF
+SESS_CACHE_CLIENT = lib.SSL_SESS_CACHE_CLIENT
+SESS_CACHE_SERVER = lib.SSL_SESS_CACHE_SERVER
+SESS_CACHE_BOTH = lib.SSL_SESS_CACHE_BOTH
+SESS_CACHE_NO_AUTO_CLEAR = lib.SSL_SESS_CACHE_NO_AUTO_CLEAR
+SESS_CACHE_NO_INTERNAL_LOOKUP = lib.SSL_SESS_CACHE_NO_INTERNAL_LOOKUP
+SESS_CACHE_NO_INTERNAL_STORE = lib.SSL_SESS_CACHE_NO_INTERNAL_STORE
+SESS_CACHE_NO_INTERNAL = lib.SSL_SESS_CACHE_NO_INTERNAL
+
+MAX_SESSION_ID_CONTEXT = lib.SSL_MAX_SID_CTX_LENGTH  # 32 bytes
+
+
+def _mutable(context: Any):
+    from .callbacks import _check_mutable
+
+    bound = bind_context(context)
+    _check_mutable(bound)
+    return bound
+
+
+def set_session_cache_mode(context: Any, mode: int) -> int:
+    """Set OpenSSL's session cache mode; returns the previous mode."""
+    bound = _mutable(context)
+    return int(bound.instance.api.SSL_CTX_ctrl(bound.pointer, lib.SSL_CTRL_SET_SESS_CACHE_MODE, mode, ffi.NULL))
+
+
+def get_session_cache_mode(context: Any) -> int:
+    bound = bind_context(context)
+    return int(bound.instance.api.SSL_CTX_ctrl(bound.pointer, lib.SSL_CTRL_GET_SESS_CACHE_MODE, 0, ffi.NULL))
+
+
+def set_session_id_context(context: Any, session_id_context: bytes) -> None:
+    """Set the server's session id context: sessions only resume where it matches.
+
+    Every server process that shares a cache must use the same value; at most 32 bytes.
+    """
+    if not isinstance(session_id_context, bytes):
+        raise TypeError("the session id context must be bytes")
+    if not 0 < len(session_id_context) <= MAX_SESSION_ID_CONTEXT:
+        raise ConfigurationError(
+            f"a session id context is 1 to {MAX_SESSION_ID_CONTEXT} bytes, got "
+            f"{len(session_id_context)}; use a short name for the service (e.g. b'myapp:443') "
+            "or a hash of a longer one")
+    bound = _mutable(context)
+    if bound.instance.api.SSL_CTX_set_session_id_context(
+            bound.pointer, session_id_context, len(session_id_context)) != 1:
+        raise ConfigurationError("OpenSSL refused the session id context")
+
+
+def internal_cache_size(context: Any) -> int:
+    """How many sessions OpenSSL's internal cache of ``context`` holds now."""
+    bound = bind_context(context)
+    return int(bound.instance.api.SSL_CTX_ctrl(bound.pointer, lib.SSL_CTRL_SESS_NUMBER, 0, ffi.NULL))
+
+
+def flush_sessions(context: Any, now: Optional[float] = None) -> None:
+    """Drop sessions that have expired by ``now`` from the internal cache (0: all of them).
+
+    Each dropped session goes through the remove callback.
+    """
+    bound = bind_context(context)
+    when = int(_time.time() if now is None else now)
+    lib.sc_flush_sessions(bound.instance.slot, bound.pointer, when)
+
+
+def remove_session(context: Any, session: Session) -> bool:
+    """Remove ``session`` from the internal cache (fires the remove callback)."""
+    bound = bind_context(context)
+    if session.libssl is not bound.instance:
+        raise ConfigurationError("that session belongs to another copy of OpenSSL than the context")
+    return bool(bound.instance.api.SSL_CTX_remove_session(bound.pointer, session._ptr))
+
+
+def live_session_count(where: Union[Any, LibsslInstance]) -> int:
+    """How many ``SSL_SESSION`` objects of a libssl copy exist right now.
+
+    Counted by OpenSSL's own object life cycle (an ex_data hook on every session made
+    after sesscache first touched that copy), not estimated: a leak check.
+    """
+    instance = where if isinstance(where, LibsslInstance) else bind_context(where).instance
+    return int(lib.sc_live_sessions(instance.slot))

@@ -1,0 +1,83 @@
+"""Shared fixtures: certificates, the TLS stacks, and the session leak check."""
+from __future__ import annotations
+
+import gc
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.tls import STACKS, TLS12, TLS13
+
+
+@dataclass
+class Certs:
+    ca_pem: str
+    server_pem: str  # cert chain + key for localhost, example.com, other.example
+    other_server_pem: str  # same names, a different key and certificate
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory) -> Certs:
+    import trustme
+
+    folder = tmp_path_factory.mktemp("certs")
+    ca = trustme.CA()
+    server = ca.issue_cert("localhost", "example.com", "other.example", "127.0.0.1")
+    other = ca.issue_cert("localhost", "example.com", "other.example", "127.0.0.1")
+    paths = Certs(str(folder / "ca.pem"), str(folder / "server.pem"), str(folder / "other.pem"))
+    ca.cert_pem.write_to_path(paths.ca_pem)
+    server.private_key_and_cert_chain_pem.write_to_path(paths.server_pem)
+    other.private_key_and_cert_chain_pem.write_to_path(paths.other_server_pem)
+    return paths
+
+
+@pytest.fixture(params=sorted(STACKS))
+def stack(request, certs):
+    return STACKS[request.param](certs)
+
+
+@pytest.fixture(params=[TLS12, TLS13])
+def version(request):
+    return request.param
+
+
+def _live_counts():
+    from sesscache._instances import all_instances
+    from sesscache.contexts import live_session_count
+
+    return {inst.describe(): live_session_count(inst) for inst in all_instances()}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sessions_do_not_leak_per_module():
+    """After every test module, every SSL_SESSION that module made has been freed.
+
+    Counted by OpenSSL's own object life cycle (sesscache's ex_data hook), per copy of
+    libssl, once the module's contexts and connections are collected.
+    """
+    from tests.tls import cpython_leaked_sessions
+
+    yield
+    for _ in range(3):
+        gc.collect()
+    # Sessions CPython itself leaked (python/cpython#116810) are not ours to free.
+    leaked = {name: count - cpython_leaked_sessions.get(name, 0)
+              for name, count in _live_counts().items()}
+    leaked = {name: count for name, count in leaked.items() if count}
+    assert not leaked, f"SSL_SESSION objects still alive after the module: {leaked}"
+
+
+def pytest_report_header(config):
+    try:
+        import sesscache
+        lines = [f"sesscache linked libssl: {sesscache.libssl_info().describe()}"]
+        try:
+            from OpenSSL import SSL
+            lines.append(f"pyOpenSSL libssl: {sesscache.libssl_info(SSL.Context(SSL.TLS_METHOD)).describe()}")
+        except Exception as exc:  # reported, and the pyOpenSSL tests fail on their own
+            lines.append(f"pyOpenSSL libssl: unavailable ({exc})")
+        return lines
+    except Exception as exc:
+        return [f"sesscache not importable: {exc}"]
