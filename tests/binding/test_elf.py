@@ -8,6 +8,7 @@ come from a small ELF writer below, itself checked against pyelftools.
 from __future__ import annotations
 
 import importlib.util
+import mmap
 import os
 import re
 import shutil
@@ -353,7 +354,7 @@ def test_load_segments_and_min_load_vaddr(wheel_so, wheel):
         loads = [s for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD"]
         expected = [(s["p_vaddr"], s["p_memsz"], s["p_flags"]) for s in loads]
     assert wheel.load_segments == expected
-    assert wheel.min_load_vaddr == min(v for v, _, _ in expected) & ~0xFFF
+    assert wheel.min_load_vaddr == min(v for v, _, _ in expected) & ~(mmap.PAGESIZE - 1)
     assert any(flags & _elf.PF_X for _, _, flags in wheel.load_segments)
 
 
@@ -390,8 +391,10 @@ def _timed(fn):
 # ---------------------------------------------------------------------------- the system libssl
 
 
-def test_libssl_has_no_symtab_but_dynsym_works(libssl_so, libssl):
-    assert not libssl.has_symtab
+def test_libssl_dynsym_lookups_match_pyelftools(libssl_so, libssl):
+    # Distributions strip .symtab from libssl (has_symtab is False here); .dynsym is enough.
+    with open(libssl_so, "rb") as f:
+        assert libssl.has_symtab == (ELFFile(f).get_section_by_name(".symtab") is not None)
     reference = _pyelftools_entries(libssl_so, set(WANTED))
     for name in WANTED:
         assert _ours(libssl, name) == reference.get(name, set()), name
