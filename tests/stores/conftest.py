@@ -65,7 +65,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ask(address: Any, request: bytes, expect: bytes) -> bool:
+def _ask(address: Any, request: bytes, expect: Any) -> bool:
     family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -174,7 +174,7 @@ class RedisServer(ServerProcess):
         return argv + self.extra_args
 
     def ping(self) -> bool:
-        return _ask(self.address, b"PING\r\n", b"+PONG")
+        return _ask(self.address, b"PING\r\n", (b"+PONG", b"-NOAUTH"))  # NOAUTH: up, with a password
 
 
 class MemcachedServer(ServerProcess):

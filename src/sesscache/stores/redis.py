@@ -107,8 +107,9 @@ class _RedisCommon:
                 "the store reconnects on the next call"
             )
         if text.startswith("OOM") or isinstance(exc, getattr(_rexc, "OutOfMemoryError", ())):
+            oom = text if text.startswith("OOM") else f"OOM {text}"  # redis-py may strip "OOM"
             return StoreError(
-                f"{where} is out of memory ({text}): maxmemory is reached and maxmemory-policy "
+                f"{where} is out of memory ({oom}): maxmemory is reached and maxmemory-policy "
                 "does not evict; set maxmemory-policy volatile-ttl (or volatile-lru) or raise maxmemory"
             )
         if isinstance(exc, _rexc.ReadOnlyError) or text.startswith("READONLY"):
