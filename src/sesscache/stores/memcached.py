@@ -52,6 +52,13 @@ _TOMBSTONE = _HEADER.pack(_VERSION, 0.0)  # expired at the epoch: reads as missi
 
 ServerSpec = Union[Tuple[str, int], str]
 
+if _PooledClient is not None:
+    _STALE: Tuple[type, ...] = (
+        BrokenPipeError,
+        ConnectionResetError,
+        _mexc.MemcacheUnexpectedCloseError,
+    )
+
 
 def memcached_expiry(ttl: float, now: float) -> int:
     """memcached ``exptime`` keeping an item for at least ``ttl`` seconds after ``now``."""
@@ -250,15 +257,27 @@ class MemcachedStore(BaseStore):
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         client = self._pool()
         try:
-            try:
-                return getattr(client, method)(*args, **kwargs)
-            except (BrokenPipeError, ConnectionResetError, _mexc.MemcacheUnexpectedCloseError):
-                # A pooled connection the server closed (restart, idle timeout): pymemcache
-                # dropped it, so one retry runs on a fresh connection. A dead server fails fast
-                # (refused), and a cas retried after a lost reply only loses the pop (False).
-                return getattr(client, method)(*args, **kwargs)
+            budget = -1
+            while True:
+                try:
+                    return getattr(client, method)(*args, **kwargs)
+                except _STALE:
+                    # A pooled connection the server closed (restart, idle timeout). pymemcache
+                    # dropped it; after a restart every idle pooled connection is stale, so try
+                    # once per idle connection plus one fresh one. A dead server fails fast
+                    # (refused) and a cas retried after a lost reply only loses the pop (False).
+                    if budget < 0:
+                        budget = min(len(client.client_pool.free), 64) + 1
+                    budget -= 1
+                    if budget < 0:
+                        raise
         except (_mexc.MemcacheError, OSError) as exc:
             raise self._fault(exc) from exc
+        except RuntimeError as exc:  # pymemcache's pool: "Too many objects"
+            raise StoreError(
+                f"memcached connection pool for {self._where} is exhausted ({exc}): "
+                f"raise max_pool_size (now {self.max_pool_size})"
+            ) from exc
 
     def _fault(self, exc: BaseException) -> StoreError:
         where = f"memcached at {self._where}"
