@@ -899,8 +899,9 @@ def test_reader_on_mutated_hellos_agrees_with_parse(all_hellos, data):
             i += 1
             result = reader.feed(wire[pos : pos + step])
             pos += step
-    except ClientHelloError as exc:
-        assert isinstance(expected, ClientHelloError) and str(exc) == str(expected)
+    except ClientHelloError:
+        # Messages may differ (they quote what has arrived so far); the verdict may not.
+        assert isinstance(expected, ClientHelloError)
         return
     if isinstance(expected, tuple):
         assert (result, reader.consumed) == expected
