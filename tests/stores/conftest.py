@@ -59,6 +59,17 @@ def _need_binary(binary: str, package: str, env: str) -> str:
     pytest.skip(reason)
 
 
+def _need_module(name: str) -> None:
+    """Skip (fail under CI) when a store's client library is not installed."""
+    try:
+        __import__(name)
+    except ImportError:
+        reason = f"the {name} package is not installed: pip install -e '.[test]'"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run every store test: {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -291,6 +302,7 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path):
             kwargs.setdefault("timeout", RELAXED_TIMEOUT)
             store = SQLiteStore(tmp_path / f"sessions{next(numbers)}.db", **kwargs)
         elif kind == "redis":
+            _need_module("redis")
             from sesscache.stores.redis import RedisStore
 
             url = request.getfixturevalue("redis_url")
@@ -298,6 +310,7 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path):
             kwargs.setdefault("timeout", RELAXED_TIMEOUT)
             store = RedisStore(url, **kwargs)
         elif kind == "memcached":
+            _need_module("pymemcache")
             from sesscache.stores.memcached import MemcachedStore
 
             server = request.getfixturevalue("memcached_server")

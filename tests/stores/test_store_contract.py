@@ -248,3 +248,36 @@ def test_store_error_is_the_only_fault_class():
     # The cache catches StoreError; ValueTooLarge must be one too, and also a ValueError.
     assert issubclass(ValueTooLarge, StoreError)
     assert issubclass(ValueTooLarge, ValueError)
+
+
+def _docstring_example_store():
+    """The DictStore from sesscache.stores.base's docstring, executed as written."""
+    import textwrap
+
+    from sesscache.stores import base
+
+    lines = base.__doc__.split("Writing your own store", 1)[1].split("::\n", 1)[1].splitlines()
+    block = []
+    for line in lines:
+        if line.strip() and not line.startswith("    "):
+            break
+        block.append(line)
+    namespace = {}
+    exec(textwrap.dedent("\n".join(block)), namespace)
+    return namespace["DictStore"]
+
+
+def test_the_documented_ten_line_store_works():
+    DictStore = _docstring_example_store()
+    with DictStore() as store:
+        assert isinstance(store, Store)
+        store.set(b"k", b"v", LONG_TTL)
+        assert store.get(b"k") == b"v"
+        assert store.pop(b"k") == b"v"  # BaseStore's (non-atomic) pop
+        assert store.pop(b"k") is None
+        with pytest.raises(ConfigurationError):
+            store.set(b"k", b"v", -1)
+        store.set(b"brief", b"v", SHORT_TTL)
+        time.sleep(PAST_SHORT_TTL)
+        assert store.get(b"brief") is None
+        assert store.describe() == {"kind": "dict", "entries": None, "bytes": None}

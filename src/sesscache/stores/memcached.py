@@ -129,6 +129,7 @@ class MemcachedStore(BaseStore):
         self._client: Any = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._warned_foreign = False
         self._where = server if isinstance(server, str) else f"{server[0]}:{server[1]}"
 
     # -- the Store contract ----------------------------------------------------------------
@@ -221,10 +222,13 @@ class MemcachedStore(BaseStore):
 
     def _unpack(self, raw: bytes) -> Optional[bytes]:
         if len(raw) < _HEADER.size or raw[0] != _VERSION:
-            log.warning(
-                "memcached at %s holds a value under prefix %r that sesscache did not write; "
-                "ignoring it (use a prefix of your own)", self._where, self.prefix,
-            )
+            if not self._warned_foreign:  # once: a shared prefix would flood the log
+                self._warned_foreign = True
+                log.warning(
+                    "memcached at %s holds values under prefix %r that sesscache did not "
+                    "write; ignoring them (give sesscache a prefix of its own)",
+                    self._where, self.prefix,
+                )
             return None
         _, expires = _HEADER.unpack_from(raw)
         if self._clock() >= expires:
