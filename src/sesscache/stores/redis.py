@@ -19,6 +19,7 @@ session key has a TTL, and with ``noeviction`` a full Redis refuses new sessions
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Dict, Optional, Union
 
@@ -90,7 +91,7 @@ class _RedisCommon:
     def _fault(self, exc: BaseException) -> StoreError:
         where = f"Redis at {self._where}"
         text = str(exc) or type(exc).__name__
-        if isinstance(exc, (_rexc.TimeoutError, TimeoutError)):
+        if isinstance(exc, (_rexc.TimeoutError, TimeoutError, asyncio.TimeoutError)):
             return StoreError(
                 f"{where} did not answer within timeout={self.timeout}s ({text}): the server is "
                 "overloaded, paused or far away; check it or raise timeout"
@@ -310,7 +311,7 @@ class AsyncRedisStore(_RedisCommon):
         k = self._key(key)
         try:
             return await self.client.get(k)
-        except (_rexc.RedisError, OSError) as exc:
+        except (_rexc.RedisError, OSError, asyncio.TimeoutError) as exc:
             raise self._fault(exc) from exc
 
     async def set(self, key: bytes, value: bytes, ttl: float) -> None:
@@ -323,14 +324,14 @@ class AsyncRedisStore(_RedisCommon):
                 await self.client.set(k, value, px=ms)
             else:
                 await self.client.delete(k)
-        except (_rexc.RedisError, OSError) as exc:
+        except (_rexc.RedisError, OSError, asyncio.TimeoutError) as exc:
             raise self._fault(exc) from exc
 
     async def delete(self, key: bytes) -> None:
         k = self._key(key)
         try:
             await self.client.delete(k)
-        except (_rexc.RedisError, OSError) as exc:
+        except (_rexc.RedisError, OSError, asyncio.TimeoutError) as exc:
             raise self._fault(exc) from exc
 
     async def pop(self, key: bytes) -> Optional[bytes]:
@@ -349,7 +350,7 @@ class AsyncRedisStore(_RedisCommon):
                 pipe.delete(k)
                 value, _ = await pipe.execute()
             return value
-        except (_rexc.RedisError, OSError) as exc:
+        except (_rexc.RedisError, OSError, asyncio.TimeoutError) as exc:
             raise self._fault(exc) from exc
 
     async def close(self) -> None:
@@ -370,7 +371,7 @@ class AsyncRedisStore(_RedisCommon):
                     await self.client.dbsize(),
                 )
             )
-        except (_rexc.RedisError, OSError) as exc:
+        except (_rexc.RedisError, OSError, asyncio.TimeoutError) as exc:
             info["error"] = str(self._fault(exc))
         return info
 
