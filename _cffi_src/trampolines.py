@@ -17,9 +17,38 @@ ex_data indices registered once per slot:
 * ``sess_idx`` on ``SSL_SESSION``: counts live sessions of that copy, through OpenSSL's
   own object life cycle, so tests can prove that nothing leaks.
 
+Which context's hooks run: OpenSSL calls the callbacks of the *session context* (the
+one the connection was created from), even after an SNI callback switched the
+connection to another ``SSL_CTX``, and it does not expose that context. So every hooked
+context gets trampolines of its own from a pool (``SC_POOL`` per slot) that know their
+context. Past the pool, contexts share one trampoline that asks the connection: the
+context recorded by ``ssl_idx`` (OpenSSL up to 3.1 creates an ``SSL``'s ex_data after
+setting its context; 4.0 before, so nothing is recorded there) or else
+``SSL_get_SSL_CTX``, which is the switched context.
+
 Once Python is finalizing (``sc_set_python_alive(0)`` from an ``atexit`` hook), the
 trampolines answer OpenSSL's safe defaults without calling Python.
 """
+
+def _generate_trampolines(slots: int = 8, pool: int = 32) -> str:
+    """One trio of trampolines per (slot, pool index), plus the shared one at ``pool``."""
+    lines = []
+    for slot in range(slots):
+        for index in range(pool + 1):
+            n = f"{slot}_{index}"
+            lines.append(
+                f"static int sc_new_cb_{n}(SSL *s, SSL_SESSION *x) "
+                f"{{ return sc_on_new({slot}, {index}, s, x); }}\n"
+                f"static SSL_SESSION *sc_get_cb_{n}(SSL *s, const unsigned char *id, int len, int *copy) "
+                f"{{ return sc_on_get({slot}, {index}, s, id, len, copy); }}\n"
+                f"static void sc_remove_cb_{n}(SSL_CTX *c, SSL_SESSION *x) "
+                f"{{ sc_on_remove({slot}, c, x); }}")
+    for kind, ctype in (("new", "sc_new_cb_t"), ("get", "sc_get_cb_t"), ("remove", "sc_remove_cb_t")):
+        rows = ",\n    ".join("{" + ", ".join(f"sc_{kind}_cb_{slot}_{i}" for i in range(pool + 1)) + "}"
+                              for slot in range(slots))
+        lines.append(f"static const {ctype} sc_{kind}_cbs[SC_MAX_INSTANCES][SC_POOL + 1] = {{\n    {rows}}};")
+    return "\n".join(lines)
+
 
 INCLUDES = """
 #include <string.h>
@@ -28,6 +57,7 @@ INCLUDES = """
 
 TYPES = """
 static const int SC_MAX_INSTANCES;
+static const int SC_POOL;
 """
 
 FUNCTIONS = """
@@ -41,7 +71,7 @@ int sc_register_ex_indices(int);
 void sc_set_python_alive(int);
 long sc_live_sessions(int);
 
-void sc_install(int, SSL_CTX *, int, int, int);
+int sc_install(int, SSL_CTX *, int, int, int);
 int sc_hooks_of(int, SSL_CTX *, int *, int *, int *);
 int sc_mark_context(int, SSL_CTX *, int);
 
@@ -52,11 +82,13 @@ long long sc_session_time(int, SSL_SESSION *);
 int sc_session_set_time(int, SSL_SESSION *, long long);
 int sc_requested_server_name(int, SSL *, char *, int);
 int sc_memory_readable(const void *, size_t);
+SSL_CTX *sc_recorded_session_ctx(int, SSL *);
 void sc_flush_sessions(int, SSL_CTX *, long long);
 """
 
 CUSTOMIZATIONS = r"""
 #define SC_MAX_INSTANCES 8
+#define SC_POOL 32
 
 /* cffi defines the extern "Python" functions after this code: declare them first. */
 static int sc_py_new_session(int, SSL_CTX *, SSL *, SSL_SESSION *);
@@ -83,6 +115,9 @@ long sc_live_sessions(int slot)
     return sc_slot_ok(slot) ? __atomic_load_n(&sc_live[slot], __ATOMIC_SEQ_CST) : -1;
 }
 
+static void sc_pool_release(int slot, SSL_CTX *ctx);
+static SSL_CTX *sc_session_ctx(int slot, SSL *ssl);
+
 /* --- ex_data hooks (argl carries the slot) ------------------------------------ */
 
 static void sc_ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
@@ -90,7 +125,10 @@ static void sc_ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
 {
     (void)ad; (void)idx; (void)argp;
     /* Called for every SSL_CTX of this copy; only hooked ones carry the marker. */
-    if (ptr != NULL && sc_python_alive)
+    if (ptr == NULL)
+        return;
+    sc_pool_release((int)argl, (SSL_CTX *)parent);
+    if (sc_python_alive)
         sc_py_context_freed((int)argl, (SSL_CTX *)parent);
 }
 
@@ -165,22 +203,45 @@ static SSL_CTX *sc_session_ctx(int slot, SSL *ssl)
     return ctx != NULL ? ctx : a->SSL_get_SSL_CTX(ssl);
 }
 
-static int sc_on_new(int slot, SSL *ssl, SSL_SESSION *sess)
+/* The context recorded when the SSL was created, or NULL (for tests and diagnostics). */
+SSL_CTX *sc_recorded_session_ctx(int slot, SSL *ssl)
+{
+    if (!sc_slot_ok(slot) || !sc_ready[slot])
+        return NULL;
+    return (SSL_CTX *)sc_apis[slot].SSL_get_ex_data(ssl, sc_ssl_idx[slot]);
+}
+
+/* The pool: sc_pool_ctx[slot][i] is the context trampoline i serves (NULL: free).
+ * Index SC_POOL is the shared trampoline. Entries are claimed with a compare-and-swap
+ * and released when the context is freed or fully unhooked, after which OpenSSL
+ * cannot call them for that context any more. */
+static SSL_CTX *sc_pool_ctx[SC_MAX_INSTANCES][SC_POOL];
+
+static SSL_CTX *sc_owner(int slot, int index, SSL *ssl)
+{
+    SSL_CTX *ctx = NULL;
+    if (index < SC_POOL)
+        ctx = __atomic_load_n(&sc_pool_ctx[slot][index], __ATOMIC_ACQUIRE);
+    return ctx != NULL ? ctx : sc_session_ctx(slot, ssl);
+}
+
+static int sc_on_new(int slot, int index, SSL *ssl, SSL_SESSION *sess)
 {
     if (!sc_python_alive)
         return 0;
     /* Python takes its own reference when it keeps the session: always 0 here, so
      * OpenSSL drops the one it took for us and ownership stays simple. */
-    sc_py_new_session(slot, sc_session_ctx(slot, ssl), ssl, sess);
+    sc_py_new_session(slot, sc_owner(slot, index, ssl), ssl, sess);
     return 0;
 }
 
-static SSL_SESSION *sc_on_get(int slot, SSL *ssl, const unsigned char *id, int len, int *copy)
+static SSL_SESSION *sc_on_get(int slot, int index, SSL *ssl, const unsigned char *id,
+                              int len, int *copy)
 {
     SSL_SESSION *sess;
     if (!sc_python_alive)
         return NULL;
-    sess = sc_py_get_session(slot, sc_session_ctx(slot, ssl), ssl, id, len);
+    sess = sc_py_get_session(slot, sc_owner(slot, index, ssl), ssl, id, len);
     /* Python hands back a reference of its own (fresh from d2i, or up-ref'd): OpenSSL
      * takes it over. copy = 1 here would leak one session per hit. */
     *copy = 0;
@@ -189,40 +250,73 @@ static SSL_SESSION *sc_on_get(int slot, SSL *ssl, const unsigned char *id, int l
 
 static void sc_on_remove(int slot, SSL_CTX *ctx, SSL_SESSION *sess)
 {
+    /* OpenSSL hands the remove callback the context it runs for: no lookup needed. */
     if (sc_python_alive)
         sc_py_remove_session(slot, ctx, sess);
 }
 
-#define SC_TRAMPOLINES(N)                                                              \
-    static int sc_new_cb_##N(SSL *s, SSL_SESSION *x) { return sc_on_new(N, s, x); }    \
-    static SSL_SESSION *sc_get_cb_##N(SSL *s, const unsigned char *id, int len,        \
-                                      int *copy) { return sc_on_get(N, s, id, len, copy); } \
-    static void sc_remove_cb_##N(SSL_CTX *c, SSL_SESSION *x) { sc_on_remove(N, c, x); }
-SC_TRAMPOLINES(0) SC_TRAMPOLINES(1) SC_TRAMPOLINES(2) SC_TRAMPOLINES(3)
-SC_TRAMPOLINES(4) SC_TRAMPOLINES(5) SC_TRAMPOLINES(6) SC_TRAMPOLINES(7)
+@TRAMPOLINES@
 
-static const sc_new_cb_t sc_new_cbs[SC_MAX_INSTANCES] = {
-    sc_new_cb_0, sc_new_cb_1, sc_new_cb_2, sc_new_cb_3,
-    sc_new_cb_4, sc_new_cb_5, sc_new_cb_6, sc_new_cb_7};
-static const sc_get_cb_t sc_get_cbs[SC_MAX_INSTANCES] = {
-    sc_get_cb_0, sc_get_cb_1, sc_get_cb_2, sc_get_cb_3,
-    sc_get_cb_4, sc_get_cb_5, sc_get_cb_6, sc_get_cb_7};
-static const sc_remove_cb_t sc_remove_cbs[SC_MAX_INSTANCES] = {
-    sc_remove_cb_0, sc_remove_cb_1, sc_remove_cb_2, sc_remove_cb_3,
-    sc_remove_cb_4, sc_remove_cb_5, sc_remove_cb_6, sc_remove_cb_7};
-
-/* Install (1) or clear (0) each of the three hooks; -1 leaves that hook as it is. */
-void sc_install(int slot, SSL_CTX *ctx, int new_cb, int get_cb, int remove_cb)
+static int sc_pool_find(int slot, SSL_CTX *ctx)
 {
-    sc_api *a = &sc_apis[slot];
+    int i;
+    for (i = 0; i < SC_POOL; i++)
+        if (__atomic_load_n(&sc_pool_ctx[slot][i], __ATOMIC_ACQUIRE) == ctx)
+            return i;
+    return -1;
+}
+
+static int sc_pool_claim(int slot, SSL_CTX *ctx)
+{
+    int i = sc_pool_find(slot, ctx);
+    SSL_CTX *expected;
+    if (i >= 0)
+        return i;
+    for (i = 0; i < SC_POOL; i++) {
+        expected = NULL;
+        if (__atomic_compare_exchange_n(&sc_pool_ctx[slot][i], &expected, ctx, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return i;
+    }
+    return SC_POOL;  /* the shared trampoline */
+}
+
+static void sc_pool_release(int slot, SSL_CTX *ctx)
+{
+    int i = sc_pool_find(slot, ctx);
+    if (i >= 0)
+        __atomic_store_n(&sc_pool_ctx[slot][i], NULL, __ATOMIC_RELEASE);
+}
+
+/* Install (1) or clear (0) each of the three hooks; -1 leaves that hook as it is.
+ * Returns the trampoline index used (SC_POOL: the shared one), -1 on a bad slot. */
+int sc_install(int slot, SSL_CTX *ctx, int new_cb, int get_cb, int remove_cb)
+{
+    sc_api *a;
+    int i;
     if (!sc_slot_ok(slot) || !sc_ready[slot])
-        return;
+        return -1;
+    a = &sc_apis[slot];
+    i = sc_pool_claim(slot, ctx);
     if (new_cb >= 0)
-        a->SSL_CTX_sess_set_new_cb(ctx, new_cb ? sc_new_cbs[slot] : NULL);
+        a->SSL_CTX_sess_set_new_cb(ctx, new_cb ? sc_new_cbs[slot][i] : NULL);
     if (get_cb >= 0)
-        a->SSL_CTX_sess_set_get_cb(ctx, get_cb ? sc_get_cbs[slot] : NULL);
+        a->SSL_CTX_sess_set_get_cb(ctx, get_cb ? sc_get_cbs[slot][i] : NULL);
     if (remove_cb >= 0)
-        a->SSL_CTX_sess_set_remove_cb(ctx, remove_cb ? sc_remove_cbs[slot] : NULL);
+        a->SSL_CTX_sess_set_remove_cb(ctx, remove_cb ? sc_remove_cbs[slot][i] : NULL);
+    if (a->SSL_CTX_sess_get_new_cb(ctx) == NULL && a->SSL_CTX_sess_get_get_cb(ctx) == NULL
+            && a->SSL_CTX_sess_get_remove_cb(ctx) == NULL)
+        sc_pool_release(slot, ctx);
+    return i;
+}
+
+static int sc_is_ours(const void *const *table, const void *fn)
+{
+    int i;
+    for (i = 0; i <= SC_POOL; i++)
+        if (table[i] == fn)
+            return 1;
+    return 0;
 }
 
 /* Which hooks are set on ctx: 1 = ours, 0 = none, 2 = somebody else's. */
@@ -237,9 +331,9 @@ int sc_hooks_of(int slot, SSL_CTX *ctx, int *new_cb, int *get_cb, int *remove_cb
     n = a->SSL_CTX_sess_get_new_cb(ctx);
     g = a->SSL_CTX_sess_get_get_cb(ctx);
     r = a->SSL_CTX_sess_get_remove_cb(ctx);
-    *new_cb = n == NULL ? 0 : (n == sc_new_cbs[slot] ? 1 : 2);
-    *get_cb = g == NULL ? 0 : (g == sc_get_cbs[slot] ? 1 : 2);
-    *remove_cb = r == NULL ? 0 : (r == sc_remove_cbs[slot] ? 1 : 2);
+    *new_cb = n == NULL ? 0 : (sc_is_ours((const void *const *)sc_new_cbs[slot], (const void *)n) ? 1 : 2);
+    *get_cb = g == NULL ? 0 : (sc_is_ours((const void *const *)sc_get_cbs[slot], (const void *)g) ? 1 : 2);
+    *remove_cb = r == NULL ? 0 : (sc_is_ours((const void *const *)sc_remove_cbs[slot], (const void *)r) ? 1 : 2);
     return 1;
 }
 
@@ -369,4 +463,4 @@ int sc_requested_server_name(int slot, SSL *ssl, char *out, int outlen)
     }
     return 0;
 }
-"""
+""".replace("@TRAMPOLINES@", _generate_trampolines())

@@ -205,7 +205,8 @@ class StdlibStack(Stack):
     def client_context(self, *, client_cache=False):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.load_verify_locations(self.certs.ca_pem)
-        # CPython turns on client-side caching itself (it needs it for ``.session``).
+        if client_cache:
+            sesscache.set_session_cache_mode(ctx, sesscache.SESS_CACHE_CLIENT)
         return ctx
 
     def handshake(self, server_ctx, client_ctx, session=None, server_name=None):

@@ -7,17 +7,23 @@ the same registry through :func:`_install`.
 How a call travels: libssl calls the C trampoline of its copy (slot), which calls one of
 the ``extern "Python"`` functions below with the *session context* (the context the
 connection was created from, even after an SNI callback switched it). The registry maps
-``(slot, SSL_CTX address)`` to that context's :class:`_Hooks`. Entries live exactly as
-long as the ``SSL_CTX``: OpenSSL tells us when it frees one (an ex_data free hook), and
-that happens after it has flushed the context's sessions through the remove callback.
+``(slot, SSL_CTX address)`` to that context's :class:`_Hooks`.
 
-Callbacks should not keep strong references to their context (a closure over it keeps
-the context alive until the process ends): the callbacks receive what they need.
+Who keeps what alive: the Python context object holds its hooks (an attribute), and the
+registry only a weak reference. So a callback may close over its own context, the
+natural thing to do (``Session.from_bytes(der, ctx)``), without keeping it alive
+forever. The registry entry is dropped when OpenSSL frees the ``SSL_CTX`` (an ex_data
+free hook). ``SSL_CTX_free`` first flushes the internal cache through the remove
+callback: while the Python context is still alive (an explicit free), your remove
+callback runs for each session; when the free happens because the Python context
+itself was collected, its hooks are already gone and the flush is ignored. Either way
+no C code ever jumps into freed memory: the trampolines are permanent.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import traceback
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple, Union
@@ -41,7 +47,7 @@ class _Hooks:
     """What sesscache runs for one SSL_CTX: a handler per hook, each with the public
     callable it came from (``fn``) and the object that installed it (``owner``)."""
 
-    __slots__ = ("slot", "ctx", "kind", "instance", "context_ref",
+    __slots__ = ("slot", "ctx", "kind", "instance", "context_ref", "__weakref__",
                  "new", "get", "remove", "new_fn", "get_fn", "remove_fn", "owner")
 
     def __init__(self, bound: BoundContext) -> None:
@@ -65,15 +71,25 @@ class _Hooks:
         return self.new is None and self.get is None and self.remove is None
 
 
-_registry: Dict[Tuple[int, int], _Hooks] = {}
+_registry: Dict[Tuple[int, int], "weakref.ReferenceType[_Hooks]"] = {}
+_HOOKS_ATTRIBUTE = "_sesscache_hooks"
+# Contexts whose objects cannot carry an attribute: their hooks live here until OpenSSL
+# frees the SSL_CTX (a callback closing over such a context keeps it alive).
+_pinned: Dict[Tuple[int, int], _Hooks] = {}
+
+
+def _lookup(slot, ctx) -> Optional[_Hooks]:
+    ref = _registry.get((slot, address(ctx)))
+    return ref() if ref is not None else None
 _registry_lock = threading.RLock()
+_shared_warned: Dict[int, bool] = {}
 
 
 # --- the Python side of the trampolines --------------------------------------------
 
 @ffi.def_extern()
 def sc_py_new_session(slot, ctx, ssl, session):
-    hooks = _registry.get((slot, address(ctx)))
+    hooks = _lookup(slot, ctx)
     handler = hooks.new if hooks is not None else None
     if handler is not None:
         try:
@@ -85,7 +101,7 @@ def sc_py_new_session(slot, ctx, ssl, session):
 
 @ffi.def_extern()
 def sc_py_get_session(slot, ctx, ssl, session_id, length):
-    hooks = _registry.get((slot, address(ctx)))
+    hooks = _lookup(slot, ctx)
     handler = hooks.get if hooks is not None else None
     if handler is None:
         return ffi.NULL
@@ -98,7 +114,7 @@ def sc_py_get_session(slot, ctx, ssl, session_id, length):
 
 @ffi.def_extern()
 def sc_py_remove_session(slot, ctx, session):
-    hooks = _registry.get((slot, address(ctx)))
+    hooks = _lookup(slot, ctx)
     handler = hooks.remove if hooks is not None else None
     if handler is not None:
         try:
@@ -109,8 +125,10 @@ def sc_py_remove_session(slot, ctx, session):
 
 @ffi.def_extern()
 def sc_py_context_freed(slot, ctx):
+    key = (slot, address(ctx))
     with _registry_lock:
-        _registry.pop((slot, address(ctx)), None)
+        _registry.pop(key, None)
+        _pinned.pop(key, None)
 
 
 # --- errors raised by callbacks ----------------------------------------------------
@@ -123,9 +141,13 @@ def _report(hooks: _Hooks, ssl, which: str, exc: BaseException) -> None:
     (``do_handshake``, ``recv``, ...), the way pyOpenSSL treats its own callbacks'
     exceptions. The stdlib's C code leaves no such place, so there it is only logged.
     """
+    # Logged as text, not exc_info: a record that keeps the traceback keeps its frames,
+    # and through their f_back links the whole call stack of the handshake (contexts,
+    # connections, sessions) for as long as a handler holds on to the record.
     logger.error("sesscache: the %s callback raised %s: %s; OpenSSL was told there is no "
-                 "session, and the handshake goes on", which, type(exc).__name__, exc,
-                 exc_info=(type(exc), exc, exc.__traceback__))
+                 "session, and the handshake goes on\n%s", which, type(exc).__name__, str(exc),
+                 "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+    traceback.clear_frames(exc.__traceback__)
     if hooks.kind == "pyopenssl" and ssl is not None:
         try:
             conn = connection_for(hooks.bound, ssl)
@@ -184,7 +206,8 @@ def _install(context: Any, owner: Any = None, **handlers) -> _Hooks:
     with _registry_lock:
         states = ffi.new("int[3]")
         lib.sc_hooks_of(slot, bound.pointer, states, states + 1, states + 2)
-        hooks = _registry.get(key)
+        ref = _registry.get(key)
+        hooks = ref() if ref is not None else None
         for index, name in enumerate(_HOOK_NAMES):
             if name in handlers and handlers[name] is not None and states[index] == 2:
                 raise ConfigurationError(
@@ -203,18 +226,41 @@ def _install(context: Any, owner: Any = None, **handlers) -> _Hooks:
                  for name in _HOOK_NAMES]
         if hooks.empty():
             _registry.pop(key, None)
+            _pinned.pop(key, None)
+            _attach_hooks(bound.owner, None)
             lib.sc_install(slot, bound.pointer, *flags)
             lib.sc_mark_context(slot, bound.pointer, 0)
         else:
-            _registry[key] = hooks
+            if not _attach_hooks(bound.owner, hooks):
+                _pinned[key] = hooks
+            _registry[key] = weakref.ref(hooks)
             lib.sc_mark_context(slot, bound.pointer, 1)
-            lib.sc_install(slot, bound.pointer, *flags)
+            index = lib.sc_install(slot, bound.pointer, *flags)
+            if index == lib.SC_POOL and not _shared_warned.get(slot):
+                _shared_warned[slot] = True
+                logger.warning(
+                    "sesscache: more than %d contexts of %s have session hooks; further ones "
+                    "share a trampoline that cannot tell which context a connection started "
+                    "on, so after an SNI switch they run the switched context's hooks",
+                    lib.SC_POOL, bound.instance.describe())
         return hooks
+
+
+def _attach_hooks(context: Any, hooks: Optional[_Hooks]) -> bool:
+    """Make the Python context object own its hooks; False if it cannot hold them."""
+    try:
+        if hooks is None:
+            context.__dict__.pop(_HOOKS_ATTRIBUTE, None)
+        else:
+            context.__dict__[_HOOKS_ATTRIBUTE] = hooks
+        return True
+    except AttributeError:
+        return False
 
 
 def _hooks_for(context: Any) -> Optional[_Hooks]:
     bound = bind_context(context)
-    return _registry.get((bound.instance.slot, bound.ctx))
+    return _lookup(bound.instance.slot, bound.ctx)
 
 
 # --- the public API ------------------------------------------------------------------------
