@@ -278,7 +278,8 @@ class AsyncRedisStore(_RedisCommon):
     """:class:`RedisStore` for asyncio servers: the same arguments, methods are coroutines.
 
     Uses ``redis.asyncio``; the client belongs to the event loop that first uses it.
-    Supports ``async with``.
+    Supports ``async with``. Cancellation (``asyncio.CancelledError``) propagates as is,
+    never as StoreError.
     """
 
     def __init__(
