@@ -306,3 +306,29 @@ def test_async_pop_falls_back_without_getdel(redis_servers):
             assert (await store.describe())["atomic_pop"] == "multi-exec"
 
     asyncio.run(main())
+
+
+def test_forked_child_gets_its_own_connections(redis_url):
+    import multiprocessing
+
+    store = RedisStore(redis_url, prefix=_prefix(), timeout=5)
+    store.set(b"parent", b"p", 60)  # the parent's pool holds a connection when it forks
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def child():
+        try:
+            got = store.get(b"parent")
+            store.set(b"child", b"c", 60)
+            queue.put(got)
+        except BaseException as exc:
+            queue.put(repr(exc))
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    result = queue.get(timeout=60)
+    proc.join(10)
+    assert result == b"p"
+    assert store.get(b"child") == b"c"
+    assert store.get(b"parent") == b"p"  # the parent's pooled connection is intact
+    store.close()
