@@ -47,6 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 APT_SOURCES_LIST = Path("/etc/apt/sources.list")
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 LISTS_MAX_AGE = 24 * 3600  # reuse downloaded package lists for a day
+# Bumped whenever a prefix's layout or build changes, so cached prefixes are made again.
+LAYOUT = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -518,9 +520,10 @@ def row_dir(row: str) -> Path:
 def read_manifest(row: str) -> dict | None:
     path = row_dir(row) / "prefix" / "sesscache-prefix.json"
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return manifest if manifest.get("layout") == LAYOUT else None
 
 
 def check_runnable(row: str, refresh: bool = False) -> dict[str, dict[str, str]]:
@@ -563,6 +566,7 @@ def fetch(row: str, refresh: bool = False) -> Path:
             arrange_prefix(unpacked, work / "prefix")
             version = probe_version(work / "prefix")
             manifest = {
+                "layout": LAYOUT,
                 "row": row,
                 "suite": rel.suite,
                 "packages": {p: records[p]["Version"] for p in rel.packages},
@@ -583,12 +587,40 @@ def fetch(row: str, refresh: bool = False) -> Path:
         return prefix
 
 
+# OpenSSL's own Linux targets, by machine, that the variant target below inherits from.
+OPENSSL_LINUX_TARGETS = {"x86_64": "linux-x86_64", "aarch64": "linux-aarch64", "ppc64le": "linux-ppc64le",
+                         "s390x": "linux64-s390x", "riscv64": "linux64-riscv64"}
+SHLIB_VARIANT = "-sesscache"
+
+
+def variant_target(work: Path) -> list[str]:
+    """Configure arguments for a build whose libraries cannot be mistaken for the system's.
+
+    The loader keeps one library per soname in a process: a self-built libssl.so.3 would
+    lose to the system libssl.so.3 that Python's ssl module has already loaded. OpenSSL's
+    ``shlib_variant`` gives the build its own soname (libssl-sesscache.so.3) and symbol
+    versions (OPENSSL_SESSCACHE_3.0.0), so both copies live side by side.
+    """
+    base = OPENSSL_LINUX_TARGETS.get(os.uname().machine)
+    if not base or not sys.platform.startswith("linux"):
+        log(f"no OpenSSL target known for {os.uname().machine}: building without a shlib variant")
+        return []
+    conf = work / "sesscache-variant.conf"
+    conf.write_text(
+        "my %targets = (\n"
+        f'    "{base}-sesscache" => {{ inherit_from => [ "{base}" ], shlib_variant => "{SHLIB_VARIANT}" }},\n'
+        ");\n"
+    )
+    return [f"--config={conf}", f"{base}-sesscache"]
+
+
 def build_from_source(row: str, refresh: bool = False, jobs: int | None = None) -> Path:
     """Build the row's OpenSSL from its Debian release's upstream tarball into the cache.
 
     The newest source version whose tarball the archive serves is used (mirrors do not
-    always carry every version a Sources index lists).  The build takes about three
-    minutes on two cores and is done once; later calls return the cached prefix.
+    always carry every version a Sources index lists).  The libraries get their own
+    soname (see variant_target).  The build takes about three minutes on two cores and
+    is done once; later calls return the cached prefix.
     """
     rel = SOURCE_RELEASES[row]
     base = row_dir(row)
@@ -625,8 +657,9 @@ def build_from_source(row: str, refresh: bool = False, jobs: int | None = None) 
             # module folder into libcrypto), installed into a staging root, then moved.
             stage = work / "stage"
             dest = stage / prefix.relative_to("/")
+            target = variant_target(work)
             steps = [
-                ["./Configure", f"--prefix={prefix}", "--libdir=lib", f"--openssldir={prefix}/ssl",
+                ["./Configure", *target, f"--prefix={prefix}", "--libdir=lib", f"--openssldir={prefix}/ssl",
                  "shared", "no-tests", "no-docs"],
                 ["make", f"-j{jobs or os.cpu_count() or 2}"],
                 ["make", f"DESTDIR={stage}", "install_sw"],
@@ -641,8 +674,10 @@ def build_from_source(row: str, refresh: bool = False, jobs: int | None = None) 
                 static.unlink()  # only shared libraries: nothing may link these by accident
             text = probe_version(dest)
             manifest = {
+                "layout": LAYOUT,
                 "row": row,
                 "suite": rel.suite,
+                "shlib_variant": SHLIB_VARIANT if target else None,
                 "source": {rel.source: version, "tarball": tarball.name},
                 "openssl_version_text": text,
                 "openssl_version": openssl_version_token(text),
