@@ -456,6 +456,11 @@ class RowRunner:
                     rc, f"pytest exited {rc}")
                 if rc == 0:
                     r.reason = "no test passed"
+                elif not r.counts:
+                    # pytest stopped before running tests (conftest import error, usage...).
+                    said = [ln[2:].strip() for ln in self.log.tail(60).splitlines() if ln.startswith("E ")]
+                    if said:
+                        r.reason += f": {said[-1][:160]}"
         except NotRunnableHere as exc:
             r.status, r.reason = "not runnable here", str(exc)
             self.log.note(f"not runnable here: {exc}")
