@@ -38,6 +38,7 @@ API = [
     ("void *", "SSL_get_ex_data", "const SSL *, int", True),
     ("SSL_SESSION *", "SSL_get_session", "const SSL *", True),
     ("int", "SSL_is_server", "const SSL *", True),
+    ("const char *", "SSL_get_servername", "const SSL *, const int", True),
     ("int", "SSL_client_hello_get0_ext", "SSL *, unsigned int, const unsigned char **, size_t *", False),
     ("int", "CRYPTO_get_ex_new_index", "int, long, void *, void *, void *, void *", True),
     ("int", "CRYPTO_set_ex_data", "CRYPTO_EX_DATA *, int, void *", True),
@@ -59,6 +60,9 @@ API = [
     ("const SSL_CIPHER *", "SSL_SESSION_get0_cipher", "const SSL_SESSION *", True),
     ("const char *", "SSL_CIPHER_get_name", "const SSL_CIPHER *", True),
     ("int", "SSL_SESSION_is_resumable", "const SSL_SESSION *", True),
+    ("uint32_t", "SSL_SESSION_get_max_early_data", "const SSL_SESSION *", True),
+    ("void *", "SSL_SESSION_get_ex_data", "const SSL_SESSION *, int", True),
+    ("int", "SSL_SESSION_set_ex_data", "SSL_SESSION *, int, void *", True),
     ("unsigned long", "OpenSSL_version_num", "void", True),
     ("const char *", "OpenSSL_version", "int", True),
     ("void", "ERR_clear_error", "void", True),
@@ -116,9 +120,12 @@ static const int SSL_SESS_CACHE_NO_INTERNAL_STORE;
 static const int SSL_SESS_CACHE_NO_INTERNAL;
 static const int SSL_MAX_SSL_SESSION_ID_LENGTH;
 static const int SSL_MAX_SID_CTX_LENGTH;
+static const uint64_t SSL_OP_NO_TICKET;
+static const uint64_t SSL_OP_NO_ANTI_REPLAY;
 static const int TLS1_2_VERSION;
 static const int TLS1_3_VERSION;
 static const int OPENSSL_VERSION;
+static const int TLSEXT_NAMETYPE_host_name;
 """
 
 FUNCTIONS = """

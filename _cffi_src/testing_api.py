@@ -23,8 +23,6 @@ static const int SSL_FILETYPE_PEM;
 static const int SSL_CTRL_SET_MIN_PROTO_VERSION;
 static const int SSL_CTRL_SET_MAX_PROTO_VERSION;
 static const int SSL_CTRL_SET_TLSEXT_HOSTNAME;
-static const int TLSEXT_NAMETYPE_host_name;
-static const uint64_t SSL_OP_NO_TICKET;
 static const int SSL_SENT_SHUTDOWN;
 static const int SSL_RECEIVED_SHUTDOWN;
 """

@@ -83,6 +83,8 @@ int sc_session_set_time(int, SSL_SESSION *, long long);
 int sc_requested_server_name(int, SSL *, char *, int);
 int sc_memory_readable(const void *, size_t);
 SSL_CTX *sc_recorded_session_ctx(int, SSL *);
+long long sc_session_origin(int, SSL_SESSION *);
+int sc_session_set_origin(int, SSL_SESSION *, long long);
 void sc_flush_sessions(int, SSL_CTX *, long long);
 """
 
@@ -360,6 +362,32 @@ int sc_memory_readable(const void *p, size_t n)
     close(fds[0]);
     close(fds[1]);
     return ok;
+}
+
+/* The time of the full handshake a session descends from, kept in the session's
+ * ex_data slot (which otherwise holds the marker 1 of the live-session count).
+ * OpenSSL copies ex_data when it duplicates a session, which is how a TLS 1.3
+ * resumption makes its new session: so the origin survives resumptions, and a cache
+ * can refuse to let a session outlive its first handshake's lifetime. 0: unknown. */
+long long sc_session_origin(int slot, SSL_SESSION *sess)
+{
+    void *value;
+    if (!sc_slot_ok(slot) || !sc_ready[slot])
+        return 0;
+    value = sc_apis[slot].SSL_SESSION_get_ex_data(sess, sc_sess_idx[slot]);
+    return (intptr_t)value > 1 ? (long long)(intptr_t)value : 0;
+}
+
+int sc_session_set_origin(int slot, SSL_SESSION *sess, long long origin)
+{
+    sc_api *a;
+    if (!sc_slot_ok(slot) || !sc_ready[slot] || origin <= 1)
+        return 0;
+    a = &sc_apis[slot];
+    /* Only sessions that carry the marker are counted; keep uncounted ones uncounted. */
+    if (a->SSL_SESSION_get_ex_data(sess, sc_sess_idx[slot]) == NULL)
+        return 0;
+    return a->SSL_SESSION_set_ex_data(sess, sc_sess_idx[slot], (void *)(intptr_t)origin);
 }
 
 /* --- sessions ------------------------------------------------------------------- */

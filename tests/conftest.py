@@ -10,6 +10,9 @@ import pytest
 
 from tests.tls import STACKS, TLS12, TLS13
 
+# Real redis-server and memcached processes (and the store fixtures) for every test dir.
+pytest_plugins = ["tests.server_fixtures"]
+
 
 @dataclass
 class Certs:

@@ -211,8 +211,13 @@ class StdlibStack(Stack):
 
     def handshake(self, server_ctx, client_ctx, session=None, server_name=None):
         c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-        client = client_ctx.wrap_bio(c_in, c_out, server_hostname=server_name or "localhost",
-                                     session=session)
+        if server_name == "":  # no SNI at all: only possible without hostname checking
+            client_ctx.check_hostname = False
+            hostname = None
+        else:
+            client_ctx.check_hostname = True
+            hostname = server_name or "localhost"
+        client = client_ctx.wrap_bio(c_in, c_out, server_hostname=hostname, session=session)
         server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
         done = [False, False]
         for _ in range(20):

@@ -44,9 +44,20 @@ from .errors import (
     UnsupportedContext,
     ValueTooLarge,
 )
+from .cache import CacheStats, SessionCache
 from .session import Session
+from .stores import MemoryStore, SQLiteStore, Store
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # RedisStore and MemcachedStore import their client libraries only when asked for.
+    if name in ("RedisStore", "AsyncRedisStore", "MemcachedStore"):
+        from . import stores
+
+        return getattr(stores, name)
+    raise AttributeError(f"module 'sesscache' has no attribute {name!r}")
 
 
 def libssl_info(context: Any = None) -> LibsslInstance:
@@ -65,6 +76,8 @@ def libssl_info(context: Any = None) -> LibsslInstance:
 
 
 __all__ = [
+    "AsyncRedisStore", "CacheStats", "MemcachedStore", "MemoryStore", "RedisStore", "SQLiteStore",
+    "SessionCache", "Store",
     "SESS_CACHE_BOTH", "SESS_CACHE_CLIENT", "SESS_CACHE_NO_AUTO_CLEAR", "SESS_CACHE_NO_INTERNAL",
     "SESS_CACHE_NO_INTERNAL_LOOKUP", "SESS_CACHE_NO_INTERNAL_STORE", "SESS_CACHE_OFF",
     "SESS_CACHE_SERVER", "flush_sessions", "get_session_cache_mode", "internal_cache_size",

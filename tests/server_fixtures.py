@@ -27,7 +27,7 @@ import pytest
 try:
     import sesscache  # noqa: F401
 except ImportError:  # not installed: test the checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sesscache.stores import MemoryStore, SQLiteStore  # noqa: E402
 

@@ -1,0 +1,400 @@
+"""``SessionCache``: an external TLS session cache for servers, in one line.
+
+    cache = SessionCache(store=MemoryStore())   # or SQLiteStore(path), RedisStore(url)
+    cache.attach(server_context)                 # OpenSSL.SSL.Context or ssl.SSLContext
+
+What it does on each event, and why:
+
+* **New session** (after a full handshake, and for each TLS 1.3 stateful ticket): the
+  session is serialized by OpenSSL (DER), wrapped with the time of the full handshake it
+  descends from, sealed with AES-GCM when ``seal_keys`` are given, and written under a key
+  made of the session id context and the session id, with a time to live of
+  ``min(lifetime, the session's own timeout)``. TLS 1.3 stateless tickets are reported by
+  OpenSSL too but can never be looked up: they are counted and not stored.
+* **Lookup** (a client offers a session this process does not hold): the blob is read,
+  opened, checked (expiry against the *original* handshake, so a TLS 1.3 session cannot
+  be prolonged forever by resuming it; the SNI name the client asks for must be the one the
+  session was made for), parsed by the libssl copy that owns the context, and handed to
+  OpenSSL, which checks protocol version, session id context and expiry once more.
+* **Remove** (OpenSSL drops a session from its *internal* cache): counted, never
+  forwarded to the store. The internal cache evicts when full, flushes on expiry, and
+  drops sessions of connections closed without close_notify; with a store shared by
+  processes and hosts, deleting there would throw away sessions every other process
+  still uses (a process's small local cache is not the source of truth). The store's own
+  time to live does the expiring.
+
+Cache modes: ``attach`` keeps OpenSSL's internal cache as a fast first level by default
+(``SESS_CACHE_SERVER``): a session made in this process resumes without any Python at
+all, and the store serves every other process and host. ``internal_cache=False`` makes
+every lookup go to the store (``SESS_CACHE_SERVER | SESS_CACHE_NO_INTERNAL``, as nginx and
+Apache do with a shared cache): what you want when sessions must be revocable centrally
+(``single_use``) or memory is tight.
+
+Failures never fail a handshake: a store that is down, slow or full, a blob that is
+tampered with, truncated, too large or expired, is a full handshake, counted in
+:attr:`stats` and logged once per burst.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Dict, Optional, Sequence
+
+from . import callbacks as _callbacks
+from ._binding import ffi, lib
+from ._burstlog import BurstLogger
+from ._contexts import bind_context
+from ._instances import LibsslInstance
+from .contexts import (
+    MAX_SESSION_ID_CONTEXT,
+    SESS_CACHE_NO_INTERNAL,
+    SESS_CACHE_SERVER,
+    set_session_cache_mode,
+    set_session_id_context,
+)
+from .errors import ConfigurationError, SealError, SessionError, StoreError
+from .session import session_from_der, session_to_der
+from .stores import MemoryStore, Store
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIFETIME = 300.0
+#: RFC 8446 forbids tickets (and so sessions) living longer than 7 days.
+MAX_LIFETIME = 7 * 24 * 3600.0
+#: Apache and Node refuse sessions larger than this; real ones are a few hundred bytes,
+#: a few KiB with a client certificate chain.
+DEFAULT_MAX_SESSION_SIZE = 10 * 1024
+DEFAULT_SESSION_ID_CONTEXT = b"sesscache"
+
+# format version, origin time (seconds since the epoch), length of the SNI name; then the
+# name (ASCII, lowercase) and the DER. The name is ours, not OpenSSL's: a server without
+# a servername callback does not record it in the session.
+_ENVELOPE = struct.Struct(">BqB")
+_ENVELOPE_VERSION = 1
+_KEY_PREFIX = b"sc1:"
+
+
+@dataclass
+class CacheStats:
+    """Counters since the cache was made (a snapshot: reading it does not reset it)."""
+
+    hits: int = 0  #: lookups answered with a session OpenSSL accepted for resumption
+    misses: int = 0  #: lookups the store had nothing for
+    stores: int = 0  #: sessions written to the store
+    removes: int = 0  #: OpenSSL internal-cache removals seen (not forwarded)
+    evictions: int = 0  #: entries the store evicted to make room (MemoryStore)
+    expired: int = 0  #: sessions refused or skipped because their lifetime was over
+    rejected: int = 0  #: blobs refused: tampered, foreign, unparsable, other SNI or context
+    errors: int = 0  #: store faults (down, slow, locked, full) and callback bugs
+    oversize: int = 0  #: sessions larger than max_session_size, not stored
+    stateless: int = 0  #: TLS 1.3 stateless tickets, not stored (they are never looked up)
+
+    def as_dict(self) -> Dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class SessionCache:
+    """An external session cache for TLS servers over a pluggable store.
+
+    :param store: where sessions live: ``MemoryStore()`` (the default, this process
+        only), ``SQLiteStore(path)`` (processes on one host), ``RedisStore(url)`` (a fleet).
+    :param lifetime: the longest a session may be resumed, in seconds, counted from the
+        full handshake it comes from (OpenSSL's own default timeout is 300 s; at most 7
+        days, as RFC 8446 allows for TLS 1.3).
+    :param seal_keys: keys (16, 24 or 32 bytes) to seal sessions with AES-GCM before they
+        reach the store; the first seals, all open. Without keys, whoever can read the
+        store can decrypt every connection resumed from what is in it.
+    :param max_session_size: larger sessions are not stored (counted in ``oversize``).
+    :param single_use: take a session out of the store when it is used (atomically: Redis
+        GETDEL, SQLite DELETE ... RETURNING), so each can resume once. Needs
+        ``internal_cache=False`` at attach, or the local cache would resume it again.
+    """
+
+    def __init__(self, store: Optional[Store] = None, *, lifetime: float = DEFAULT_LIFETIME,
+                 seal_keys: Optional[Sequence[bytes]] = None,
+                 max_session_size: int = DEFAULT_MAX_SESSION_SIZE, single_use: bool = False,
+                 log_interval: float = 10.0) -> None:
+        if not (isinstance(lifetime, (int, float)) and 0 < lifetime <= MAX_LIFETIME):
+            raise ConfigurationError(
+                f"lifetime must be more than 0 and at most {MAX_LIFETIME:.0f} s (7 days, the most "
+                f"RFC 8446 allows a TLS 1.3 session), got {lifetime!r}")
+        if not (isinstance(max_session_size, int) and max_session_size >= 64):
+            raise ConfigurationError(
+                f"max_session_size must be an int of at least 64 bytes, got {max_session_size!r}")
+        self.store: Store = store if store is not None else MemoryStore()
+        self.lifetime = float(lifetime)
+        self.max_session_size = max_session_size
+        self.single_use = single_use
+        self._sealer = None
+        if seal_keys is not None:
+            from .sealing import Sealer
+
+            self._sealer = Sealer(seal_keys)
+        self._stats = CacheStats()
+        self._stats_lock = threading.Lock()
+        self._burst = BurstLogger(logger, log_interval)
+        self._attached: Dict[Any, _Attachment] = {}
+        self._attached_lock = threading.Lock()
+
+    # --- attaching ------------------------------------------------------------------
+
+    def attach(self, context: Any, *, session_id_context: Optional[bytes] = None,
+               internal_cache: bool = True) -> None:
+        """Serve ``context``'s session lookups from this cache (server side).
+
+        :param session_id_context: up to 32 bytes naming the service; every process and
+            host that shares the store must use the same value (sessions only resume
+            where it matches). Default ``b"sesscache"``. It is set on the context.
+        :param internal_cache: keep OpenSSL's in-process cache in front of the store
+            (fastest); False sends every lookup to the store.
+
+        Call it right after configuring the context, before the first connection
+        (pyOpenSSL 26.2+ refuses changes to a context after that).
+        """
+        sid_ctx = DEFAULT_SESSION_ID_CONTEXT if session_id_context is None else session_id_context
+        if not isinstance(sid_ctx, bytes) or not 0 < len(sid_ctx) <= MAX_SESSION_ID_CONTEXT:
+            raise ConfigurationError(
+                f"session_id_context must be 1 to {MAX_SESSION_ID_CONTEXT} bytes, got {sid_ctx!r}; "
+                "use a short service name such as b'shop:443', the same in every process")
+        if self.single_use and internal_cache:
+            raise ConfigurationError(
+                "single_use=True needs attach(..., internal_cache=False): OpenSSL's in-process "
+                "cache would otherwise resume a session again without asking the store")
+        bound = bind_context(context)
+        attachment = _Attachment(self, bound.instance, sid_ctx)
+        set_session_id_context(context, sid_ctx)
+        mode = SESS_CACHE_SERVER if internal_cache else SESS_CACHE_SERVER | SESS_CACHE_NO_INTERNAL
+        set_session_cache_mode(context, mode)
+        _callbacks._install(context, owner=self,
+                            new=(attachment.on_new, self.attach),
+                            get=(attachment.on_get, self.attach),
+                            remove=(attachment.on_remove, self.attach))
+        with self._attached_lock:
+            self._attached[(bound.instance.slot, bound.ctx)] = attachment
+
+    def detach(self, context: Any) -> None:
+        """Stop serving ``context``; its own internal cache keeps working."""
+        bound = bind_context(context)
+        hooks = _callbacks._hooks_for(context)
+        if hooks is None or hooks.owner is not self:
+            raise ConfigurationError("this cache is not attached to that context")
+        _callbacks._install(context, new=None, get=None, remove=None)
+        set_session_cache_mode(context, SESS_CACHE_SERVER)
+        with self._attached_lock:
+            self._attached.pop((bound.instance.slot, bound.ctx), None)
+
+    # --- statistics -------------------------------------------------------------------
+
+    @property
+    def stats(self) -> CacheStats:
+        """A snapshot of the counters; ``evictions`` comes from the store where it keeps one."""
+        with self._stats_lock:
+            snapshot = CacheStats(**self._stats.as_dict())
+        snapshot.evictions += int(getattr(self.store, "evictions", 0) or 0)
+        return snapshot
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._stats_lock:
+            setattr(self._stats, name, getattr(self._stats, name) + amount)
+
+    # --- keys and blobs -----------------------------------------------------------------
+
+    @staticmethod
+    def key_for(session_id_context: bytes, session_id: bytes) -> bytes:
+        """The store key: the session id context is part of it, so two services sharing
+        a store never see each other's sessions."""
+        return _KEY_PREFIX + bytes((len(session_id_context),)) + session_id_context + session_id
+
+    def _wrap(self, key: bytes, origin: int, server_name: bytes, der: bytes) -> bytes:
+        blob = _ENVELOPE.pack(_ENVELOPE_VERSION, origin, len(server_name)) + server_name + der
+        return self._sealer.seal(key, blob) if self._sealer is not None else blob
+
+    def _unwrap(self, key: bytes, blob: bytes):
+        """(origin, server name or None, DER) of a stored blob; SealError/SessionError."""
+        if self._sealer is not None:
+            blob = self._sealer.open(key, blob)  # SealError for anything not ours
+        if len(blob) <= _ENVELOPE.size:
+            raise SessionError("stored blob is too short to hold a session")
+        version, origin, name_length = _ENVELOPE.unpack_from(blob)
+        if version != _ENVELOPE_VERSION:
+            raise SessionError(f"stored blob has format {version}, this sesscache reads {_ENVELOPE_VERSION}")
+        start = _ENVELOPE.size + name_length
+        if len(blob) <= start:
+            raise SessionError("stored blob is too short to hold a session")
+        name = bytes(blob[_ENVELOPE.size:start]) or None
+        return origin, name, memoryview(blob)[start:]
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __repr__(self) -> str:
+        return (f"<SessionCache store={type(self.store).__name__} lifetime={self.lifetime:.0f}s "
+                f"sealed={self._sealer is not None}>")
+
+
+class _Attachment:
+    """The handlers of one cache on one context (one libssl copy, one id context)."""
+
+    __slots__ = ("cache", "instance", "slot", "sid_ctx", "api", "_warned_sid")
+
+    def __init__(self, cache: SessionCache, instance: LibsslInstance, sid_ctx: bytes) -> None:
+        self.cache = cache
+        self.instance = instance
+        self.slot = instance.slot
+        self.sid_ctx = sid_ctx
+        self.api = instance.api
+        self._warned_sid = False
+
+    # -- new ---------------------------------------------------------------------
+
+    def on_new(self, hooks, ssl, session) -> None:
+        cache, api = self.cache, self.api
+        length = ffi.new("unsigned int *")
+        sid = ffi.unpack(ffi.cast("char *", api.SSL_SESSION_get_id(session, length)), length[0])
+        if not 1 <= len(sid) <= 32:
+            cache._count("rejected")
+            return
+        if self._is_stateless_ticket(ssl, session):
+            cache._count("stateless")
+            return
+        ctx_len = ffi.new("unsigned int *")
+        sid_ctx = ffi.unpack(ffi.cast("char *", api.SSL_SESSION_get0_id_context(session, ctx_len)), ctx_len[0])
+        if sid_ctx != self.sid_ctx:
+            cache._count("rejected")
+            if not self._warned_sid:
+                self._warned_sid = True
+                logger.error(
+                    "sesscache: sessions on this context carry the session id context %r, not %r "
+                    "that the cache was attached with, so they are not stored: something set it "
+                    "after attach() (Twisted's CertificateOptions sets a random one per process, "
+                    "which defeats sharing). Pass session_id_context= to attach() and do not "
+                    "change it afterwards.", sid_ctx, self.sid_ctx)
+            return
+        now = time.time()
+        made = int(lib.sc_session_time(self.slot, session))
+        origin = int(lib.sc_session_origin(self.slot, session)) or made
+        lib.sc_session_set_origin(self.slot, session, origin)
+        expires = min(origin + cache.lifetime, made + int(api.SSL_SESSION_get_timeout(session)))
+        if expires <= now:
+            cache._count("expired")
+            return
+        # Tell OpenSSL too: its internal cache and its own expiry check then agree that a
+        # TLS 1.3 session resumed from an older one ends when the original would have.
+        allowed = int(expires - made)
+        if allowed < int(api.SSL_SESSION_get_timeout(session)):
+            api.SSL_SESSION_set_timeout(session, max(allowed, 1))
+        der = session_to_der(self.instance, session)
+        if len(der) > cache.max_session_size:
+            cache._count("oversize")
+            cache._burst.log(logging.WARNING, "oversize",
+                             "sesscache: a %d-byte session is over max_session_size (%d) and is not "
+                             "stored; raise max_session_size if such sessions are expected (large "
+                             "client certificate chains)", len(der), cache.max_session_size)
+            return
+        key = cache.key_for(self.sid_ctx, sid)
+        name = api.SSL_get_servername(ssl, lib.TLSEXT_NAMETYPE_host_name)
+        name = b"" if name == ffi.NULL else ffi.string(name)[:255].lower()
+        try:
+            cache.store.set(key, cache._wrap(key, origin, name, der), expires - now)
+        except StoreError as exc:
+            self._store_failed("write", exc)
+            return
+        except Exception as exc:  # a user-written store with a bug: still no failed handshake
+            self._store_failed("write", exc)
+            return
+        cache._count("stores")
+
+    def _is_stateless_ticket(self, ssl, session) -> bool:
+        """TLS 1.3 with tickets on: the ticket carries the session, and the server is never
+        asked for it by id. (Early data with anti-replay turns tickets stateful.)"""
+        api = self.api
+        if api.SSL_SESSION_get_protocol_version(session) != lib.TLS1_3_VERSION:
+            return False
+        options = int(api.SSL_CTX_get_options(api.SSL_get_SSL_CTX(ssl)))
+        if options & lib.SSL_OP_NO_TICKET:
+            return False
+        anti_replay = not options & lib.SSL_OP_NO_ANTI_REPLAY
+        return not (api.SSL_SESSION_get_max_early_data(session) > 0 and anti_replay)
+
+    # -- get ---------------------------------------------------------------------------
+
+    def on_get(self, hooks, ssl, session_id: bytes):
+        cache = self.cache
+        if not 1 <= len(session_id) <= 32:
+            cache._count("rejected")
+            return ffi.NULL
+        key = cache.key_for(self.sid_ctx, session_id)
+        try:
+            blob = cache.store.pop(key) if cache.single_use else cache.store.get(key)
+        except Exception as exc:
+            self._store_failed("read", exc)
+            return ffi.NULL
+        if blob is None:
+            cache._count("misses")
+            return ffi.NULL
+        try:
+            origin, made_for, der = cache._unwrap(key, blob)
+        except (SealError, SessionError) as exc:
+            return self._reject("blob", exc)
+        if origin + cache.lifetime <= time.time():
+            cache._count("expired")
+            return ffi.NULL
+        try:
+            session = session_from_der(self.instance, der)
+        except SessionError as exc:
+            return self._reject("der", exc)
+        reason = self._refusal(ssl, session, session_id, made_for)
+        if reason is not None:
+            self.api.SSL_SESSION_free(session)
+            return self._reject("check", SessionError(reason))
+        lib.sc_session_set_origin(self.slot, session, origin)
+        cache._count("hits")
+        return session
+
+    def _refusal(self, ssl, session, session_id: bytes, made_for: Optional[bytes]) -> Optional[str]:
+        api = self.api
+        length = ffi.new("unsigned int *")
+        found = ffi.unpack(ffi.cast("char *", api.SSL_SESSION_get_id(session, length)), length[0])
+        if found != session_id:
+            return "the stored session has another session id than its key"
+        asked = _requested_server_name(self.slot, ssl)
+        if asked is not False:
+            if made_for != asked:
+                # Resuming across names skips the certificate and client-verification
+                # settings of the name asked for (nginx CVE-2025-23419, httpd CVE-2025-23048).
+                return f"the session was made for server name {made_for!r}, the client asks for {asked!r}"
+        return None
+
+    # -- remove ---------------------------------------------------------------------------
+
+    def on_remove(self, hooks, session) -> None:
+        self.cache._count("removes")
+
+    # -- failures ---------------------------------------------------------------------------
+
+    def _store_failed(self, what: str, exc: BaseException) -> None:
+        self.cache._count("errors")
+        self.cache._burst.log(logging.WARNING, "store-" + what,
+                              "sesscache: session store %s failed (%s: %s); the handshake goes on as "
+                              "a full one", what, type(exc).__name__, str(exc))
+
+    def _reject(self, topic: str, exc: BaseException):
+        self.cache._count("rejected")
+        self.cache._burst.log(logging.WARNING, "reject-" + topic,
+                              "sesscache: refused a stored session: %s", str(exc))
+        return ffi.NULL
+
+
+def _requested_server_name(slot: int, ssl):
+    """The SNI name in the ClientHello being processed (lowercase), None if it has none,
+    False when OpenSSL cannot say (then the check is skipped)."""
+    buffer = ffi.new("char[256]")
+    length = lib.sc_requested_server_name(slot, ssl, buffer, 256)
+    if length < 0:
+        return False
+    if length == 0:
+        return None
+    return ffi.unpack(buffer, length).lower()
