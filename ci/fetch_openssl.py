@@ -713,6 +713,10 @@ def main(argv: list[str] | None = None) -> int:
             records = check_runnable(args.row, args.refresh)
             print("runnable: " + ", ".join(f"{p} {r['Version']}" for p, r in records.items()))
             return 0
+        if args.check:
+            cached = read_manifest(args.row)
+            print(f"runnable: built from source ({'cached: ' + cached['openssl_version_text'] if cached else 'not built yet'})")
+            return 0
         prefix = prepare(args.row, args.refresh)
     except FetchError as exc:
         label = "not runnable here" if isinstance(exc, NotRunnable) else "error"

@@ -529,8 +529,7 @@ def pick_rows(spec: str) -> list[str]:
         elif part in ROWS:
             names.append(part)
         else:
-            raise SystemExit(f"matrix: unknown row '{part}'. Rows: {', '.join(ROWS)}; "
-                             f"groups: {', '.join(GROUPS)}")
+            raise ValueError(f"unknown row '{part}'. Rows: {', '.join(ROWS)}; groups: {', '.join(GROUPS)}")
     return list(dict.fromkeys(names))
 
 
@@ -559,7 +558,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         list_rows()
         return 0
-    names = pick_rows(args.rows)
+    try:
+        names = pick_rows(args.rows)
+    except ValueError as exc:
+        ap.error(str(exc))
     if not (REPO / "build_ffi.py").exists():
         print("matrix: build_ffi.py is missing; there is no extension to build yet", file=sys.stderr)
         return 1
