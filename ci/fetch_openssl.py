@@ -308,6 +308,7 @@ class PrivateApt:
         stamp = self.root / "state" / "updated"
         if not refresh and stamp.exists() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE:
             return
+        had_lists = stamp.exists() and any((self.root / "state" / "lists").glob("*_Packages*"))
         res = self.run("apt-get", "update")
         problems = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith(("E:", "W:", "Err:"))]
         have_lists = any((self.root / "state" / "lists").glob("*_Packages*"))
@@ -320,6 +321,10 @@ class PrivateApt:
                 why = "the archive cannot be reached (no network?)"
             else:
                 why = "no network, or the archive has no such suite"
+            if had_lists and "does not have a Release file" not in text:
+                log(f"apt-get update for '{self.suite}' failed ({why}); using the package lists from "
+                    f"{time.ctime(stamp.stat().st_mtime)}")
+                return
             raise NetworkError(
                 f"apt-get update for Debian '{self.suite}' failed: {why}. Sources used (the machine's own, "
                 f"rewritten): {self.root / 'etc'}\n  {detail}"
