@@ -1,0 +1,51 @@
+"""Each example in examples/ runs by itself, exits 0 and prints what its docstring promises.
+
+The examples are run as a user would run them: ``python examples/NAME.py`` in a subprocess,
+with no arguments, from the checkout's root.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+TIMEOUT = 120
+
+
+def run_example(name: str) -> str:
+    """Run examples/<name>, check it exits 0 within TIMEOUT; return its stdout."""
+    try:
+        done = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=EXAMPLES.parent,
+                              capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{name} ran longer than {TIMEOUT} s; output so far:\n{exc.stdout}\n{exc.stderr}")
+    assert done.returncode == 0, (
+        f"{name} exited with {done.returncode}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
+    return done.stdout
+
+
+def resumption(label: str, output: str) -> tuple:
+    """(resumed, attempts) from a line '<label>...: 51/200 resumed (26%)'."""
+    match = re.search(re.escape(label) + r"[^:\n]*: (\d+)/(\d+) resumed \(\d+%\)", output)
+    assert match, f"no '{label}: N/M resumed' line in:\n{output}"
+    return int(match.group(1)), int(match.group(2))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="prefork_sqlite.py forks worker processes")
+def test_prefork_sqlite():
+    output = run_example("prefork_sqlite.py")
+    alone, attempts = resumption("per-process cache", output)
+    shared, attempts_shared = resumption("shared SQLite store", output)
+    assert attempts == attempts_shared == 200
+    assert shared > 0.9 * attempts, output
+    assert shared > alone, output
+    workers = re.findall(r"connections per worker: ([\d ]+)", output)
+    assert len(workers) == 2 and all(len(line.split()) == 4 for line in workers), output
+    counters = dict(re.findall(r"(\w+)=(\d+)", output.split("counters over all workers:")[1]))
+    assert int(counters["stores"]) >= 1 and counters["errors"] == "0", output
