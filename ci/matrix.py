@@ -340,7 +340,14 @@ class RowRunner:
         tree = self.root / "build" / self.row.name / "tree"
         shutil.rmtree(tree.parent, ignore_errors=True)
         tree.parent.mkdir(parents=True)
-        shutil.copytree(REPO, tree, ignore=SNAPSHOT_IGNORE, symlinks=True)
+        cache = self.root.resolve()
+
+        def ignore(folder: str, names: list[str]) -> set[str]:
+            # The cache may live inside the work tree under any name: never copy it into itself.
+            skip = set(SNAPSHOT_IGNORE(folder, names))
+            return skip | {n for n in names if Path(folder, n).resolve() == cache}
+
+        shutil.copytree(REPO, tree, ignore=ignore, symlinks=True)
         return tree
 
     def venv(self, tree: Path, prefix: Path | None) -> Path:
@@ -436,6 +443,8 @@ class RowRunner:
             venv = self.venv(tree, prefix)
             env = self.venv_env(venv)
             env.update(self.expectations(venv, prefix))
+            # Rows run side by side against the same redis/memcached: tests can namespace by row.
+            env["SESSCACHE_MATRIX_ROW"] = self.row.name
             forwarded = sorted(k for k in env if k.startswith("SESSCACHE_"))
             self.log.note("row environment: " + ", ".join(
                 f"{k}={env[k]}" if k.startswith("SESSCACHE_EXPECT") else k for k in forwarded))
