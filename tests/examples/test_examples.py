@@ -49,3 +49,14 @@ def test_prefork_sqlite():
     assert len(workers) == 2 and all(len(line.split()) == 4 for line in workers), output
     counters = dict(re.findall(r"(\w+)=(\d+)", output.split("counters over all workers:")[1]))
     assert int(counters["stores"]) >= 1 and counters["errors"] == "0", output
+
+
+def test_asyncio_server():
+    output = run_example("asyncio_server.py")
+    match = re.search(r"resumed (\d+)/(\d+) reconnections \(\d+%\)", output)
+    assert match, output
+    resumed, attempts = int(match.group(1)), int(match.group(2))
+    assert attempts == 100 and resumed > 0.9 * attempts, output
+    stats = dict(re.findall(r"(\w+)=(\d+)", output.split("cache.stats:")[1]))
+    # internal_cache=False: every resumption went through the cache
+    assert int(stats["hits"]) == resumed and stats["errors"] == "0", output
