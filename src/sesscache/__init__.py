@@ -45,6 +45,7 @@ from .errors import (
     ValueTooLarge,
 )
 from .cache import CacheStats, SessionCache
+from .client_cache import ClientSessionCache
 from .session import Session
 from .stores import MemoryStore, SQLiteStore, Store
 
@@ -76,7 +77,7 @@ def libssl_info(context: Any = None) -> LibsslInstance:
 
 
 __all__ = [
-    "AsyncRedisStore", "CacheStats", "MemcachedStore", "MemoryStore", "RedisStore", "SQLiteStore",
+    "AsyncRedisStore", "CacheStats", "ClientSessionCache", "MemcachedStore", "MemoryStore", "RedisStore", "SQLiteStore",
     "SessionCache", "Store",
     "SESS_CACHE_BOTH", "SESS_CACHE_CLIENT", "SESS_CACHE_NO_AUTO_CLEAR", "SESS_CACHE_NO_INTERNAL",
     "SESS_CACHE_NO_INTERNAL_LOOKUP", "SESS_CACHE_NO_INTERNAL_STORE", "SESS_CACHE_OFF",

@@ -1,0 +1,73 @@
+"""ClientSessionCache: a pyOpenSSL client that restarts still resumes."""
+from __future__ import annotations
+
+import pytest
+
+import sesscache
+from sesscache import ClientSessionCache, SessionCache, SQLiteStore
+from sesscache.sealing import generate_key
+from tests.servers import EchoServer, _retry
+from tests.tls import TLS12, TLS13, StdlibStack
+
+
+def _connect(certs, cache, port):
+    """A fresh client context and connection each time: a restarted client."""
+    import socket
+
+    from OpenSSL import SSL
+
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.load_verify_locations(certs.ca_pem)
+    ctx.set_verify(SSL.VERIFY_PEER)
+    cache.attach(ctx)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setblocking(False)
+    conn = SSL.Connection(ctx, sock)
+    conn.set_connect_state()
+    offered = cache.prepare(conn, "localhost", port)
+    _retry(sock, conn.do_handshake)
+    _retry(sock, lambda: conn.sendall(b"ping\n"))
+    echoed = _retry(sock, lambda: conn.recv(100))  # TLS 1.3 tickets arrive by now
+    reused = bool(SSL._lib.SSL_session_reused(conn._ssl))
+    try:
+        conn.shutdown()
+    except SSL.Error:
+        pass
+    sock.close()
+    return offered, reused, echoed
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["plain", "sealed"])
+def test_a_restarted_client_resumes_from_the_store(certs, version, tmp_path, sealed):
+    server_cache = SessionCache()
+    server = StdlibStack(certs).server_context(version)
+    server_cache.attach(server)
+    keys = [generate_key()] if sealed else None
+    path = str(tmp_path / "client.db")
+    with EchoServer(server, max_connections=3) as echo:
+        first = _connect(certs, ClientSessionCache(SQLiteStore(path), seal_keys=keys), echo.port)
+        second = _connect(certs, ClientSessionCache(SQLiteStore(path), seal_keys=keys), echo.port)
+        third = _connect(certs, ClientSessionCache(SQLiteStore(path), seal_keys=keys), echo.port)
+    assert first[:2] == (False, False)
+    assert second[:2] == (True, True), "the restarted client did not resume"
+    assert third[:2] == (True, True)
+    assert echo.reused == [False, True, True]
+
+
+def test_sessions_are_kept_per_server(certs, tmp_path):
+    server = StdlibStack(certs).server_context(TLS12)
+    SessionCache().attach(server)
+    store = SQLiteStore(str(tmp_path / "client.db"))
+    with EchoServer(server, max_connections=2) as echo:
+        _connect(certs, ClientSessionCache(store), echo.port)
+        cache = ClientSessionCache(store)
+        # Another port is another server: nothing to offer.
+        assert cache.store.get(cache.key_for("localhost", echo.port + 1)) is None
+        assert cache.store.get(cache.key_for("localhost", echo.port)) is not None
+
+
+def test_only_pyopenssl_contexts(certs):
+    import ssl
+
+    with pytest.raises(sesscache.ConfigurationError, match="pyOpenSSL"):
+        ClientSessionCache().attach(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
