@@ -54,6 +54,15 @@ class Stack:
         """Free both ends; ``clean`` sends close_notify first (else the server's session
         is marked not resumable by OpenSSL)."""
 
+    def close_server_uncleanly(self, hs: Handshake) -> None:
+        """The client says goodbye properly; the server drops the connection without its
+        own close_notify (CPython's SSLSocket.close() without unwrap() does that)."""
+        self._client_goodbye(hs)
+        hs.server = hs.client = None
+
+    def _client_goodbye(self, hs: Handshake) -> None:
+        raise NotImplementedError
+
     def server_cache_mode(self, internal_cache: bool) -> int:
         mode = sesscache.SESS_CACHE_SERVER
         return mode if internal_cache else mode | sesscache.SESS_CACHE_NO_INTERNAL
@@ -141,6 +150,10 @@ class PyOpenSSLStack(Stack):
 
     def to_session(self, stack_session):
         return sesscache.Session.from_pyopenssl(stack_session)
+
+    def _client_goodbye(self, hs):
+        hs.client.shutdown()
+        self._pump(hs.client, hs.server)
 
     def close(self, hs, clean=True):
         if clean:
@@ -245,6 +258,13 @@ class StdlibStack(Stack):
     def to_session(self, stack_session):
         raise NotImplementedError("stdlib sessions cannot be bridged")
 
+    def _client_goodbye(self, hs):
+        try:
+            hs.client.unwrap()
+        except (ssl.SSLWantReadError, ssl.SSLError):
+            pass
+        hs.bios[2].write(hs.bios[1].read())
+
     def close(self, hs, clean=True):
         if clean:
             c_in, c_out, s_in, s_out = hs.bios
@@ -279,6 +299,12 @@ class LinkedStack(Stack):
 
     def to_session(self, stack_session):
         return stack_session
+
+    def _client_goodbye(self, hs):
+        hs.client.shutdown()
+        hs.server.feed(hs.client.pending_output())
+        hs.client.free()
+        hs.server.free()
 
     def close(self, hs, clean=True):
         if clean:

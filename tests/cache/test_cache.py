@@ -365,3 +365,24 @@ def test_session_id_context_changed_after_attach_is_reported(stack, caplog):
     assert cache.stats.stores == 0 and cache.stats.rejected == 1
     assert any("Twisted" in r.getMessage() for r in caplog.records)
     stack.close(hs)
+
+
+def test_unclean_close_loses_nothing_with_the_cache(stack):
+    """OpenSSL throws away the session of a server connection freed without
+    close_notify (and fires remove); the store keeps it, so the client still resumes."""
+    cache = SessionCache()
+    server = stack.server_context(TLS12, internal_cache=True)
+    cache.attach(server, internal_cache=True)
+    client = stack.client_context()
+    first = stack.handshake(server, client)
+    session = first.client_session
+    stack.close_server_uncleanly(first)
+    del first
+    import gc
+
+    gc.collect()
+    assert cache.stats.removes == 1, "OpenSSL removed the session from its internal cache"
+    assert sesscache.internal_cache_size(server) == 0
+    again = stack.handshake(server, client, session)
+    assert again.server_reused and cache.stats.hits == 1
+    stack.close(again)
