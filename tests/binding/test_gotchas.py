@@ -226,3 +226,20 @@ def test_session_from_another_copy_of_openssl_is_refused(certs, caplog):
     for h in (hs, again):
         std.close(h)
     py.close(py_hs)
+
+
+def test_sessions_outlive_their_freed_context(stack, version):
+    """A Session holds its own reference: the context (and its internal cache) can be
+    freed while Python still holds sessions made on it."""
+    server = stack.server_context(version, internal_cache=True)
+    kept = []
+    sesscache.set_new_session_callback(server, lambda conn, s: kept.append(s))
+    client = stack.client_context()
+    hs = stack.handshake(server, client)
+    stack.close(hs)
+    del hs, server, client
+    gc.collect()
+    assert kept
+    for session in kept:
+        assert session.to_bytes() and session.protocol == version
+        session.close()
