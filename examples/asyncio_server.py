@@ -39,7 +39,9 @@ from typing import Dict
 try:
     import trustme
 except ImportError:
-    sys.exit("this example needs trustme to make its throwaway certificates: pip install trustme")
+    print("this example needs trustme to make its throwaway certificates: pip install trustme",
+          file=sys.stderr)
+    sys.exit(2)
 
 from sesscache import MemoryStore, SessionCache
 

@@ -52,7 +52,9 @@ try:
     import trustme
     from OpenSSL import SSL
 except ImportError as exc:
-    sys.exit(f"this example needs pyOpenSSL and trustme ({exc}): pip install pyOpenSSL trustme")
+    print(f"this example needs pyOpenSSL and trustme ({exc}): pip install pyOpenSSL trustme",
+          file=sys.stderr)
+    sys.exit(2)
 
 from sesscache import SessionCache, SQLiteStore
 

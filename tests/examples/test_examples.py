@@ -5,6 +5,7 @@ with no arguments, from the checkout's root.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -60,3 +61,32 @@ def test_asyncio_server():
     stats = dict(re.findall(r"(\w+)=(\d+)", output.split("cache.stats:")[1]))
     # internal_cache=False: every resumption went through the cache
     assert int(stats["hits"]) == resumed and stats["errors"] == "0", output
+
+
+def test_fleet_redis():
+    reason = None
+    if shutil.which("redis-server") is None:
+        reason = "redis-server is not installed (apt-get install redis-server)"
+    elif importlib.util.find_spec("redis") is None:
+        reason = "the redis package is not installed: pip install -e '.[test]'"
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"CI must run every example: {reason}", pytrace=False)
+    if reason:
+        pytest.skip(reason)
+    output = run_example("fleet_redis.py")
+    assert "client -> server A, no session        : A: full handshake" in output, output
+    assert "client -> server B, the session from A: B: resumed" in output, output
+    assert "client -> server A, the session from B: A: resumed" in output, output
+    for name in ("A", "B"):
+        line = re.search(rf"server {name} stats: (.*)", output)
+        assert line, output
+        stats = dict(re.findall(r"(\w+)=(\d+)", line.group(1)))
+        assert stats["hits"] == "1" and stats["rejected"] == "0" and stats["errors"] == "0", output
+
+
+def test_fleet_redis_without_redis_server_says_how_to_install_it(tmp_path):
+    done = subprocess.run([sys.executable, str(EXAMPLES / "fleet_redis.py")], cwd=EXAMPLES.parent,
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          env={**os.environ, "PATH": str(tmp_path)})  # no redis-server there
+    assert done.returncode == 2, done
+    assert "apt-get install redis-server" in done.stderr, done.stderr
