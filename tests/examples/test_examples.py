@@ -90,3 +90,11 @@ def test_fleet_redis_without_redis_server_says_how_to_install_it(tmp_path):
                           env={**os.environ, "PATH": str(tmp_path)})  # no redis-server there
     assert done.returncode == 2, done
     assert "apt-get install redis-server" in done.stderr, done.stderr
+
+
+def test_client_cache():
+    output = run_example("client_cache.py")
+    runs = re.findall(r"client run (\d) \(new process\): offered a stored session: (yes|no) +-> "
+                      r"server: (resumed|full handshake)", output)
+    assert runs == [("1", "no", "full handshake"), ("2", "yes", "resumed"),
+                    ("3", "yes", "resumed")], output
