@@ -166,9 +166,10 @@ def main() -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    # The sealing key. Sessions in Redis hold the secrets of the connections resumed from
-    # them: whoever reads Redis could decrypt that traffic. Sealed, they are useless without
-    # the key, and a blob that was tampered with or copied under another key is refused.
+    # The sealing key. A stored session holds the secret keys of its connection: whoever
+    # reads Redis could decrypt recorded TLS 1.2 traffic, or pose as the server to a client
+    # coming back. Sealed, sessions are useless without the key, and a blob that was
+    # tampered with or copied under another key is refused.
     # * Generate one once, and keep it out of Redis (a secret manager, a file readable only by
     #   the server user, an environment variable):
     #       python -c "import base64, sesscache.sealing as s; print(base64.b64encode(s.generate_key()).decode())"

@@ -89,9 +89,10 @@ def server_context(cert_path: str) -> SSL.Context:
     # No session tickets. With tickets (OpenSSL's default) the client carries its own session,
     # encrypted under a ticket key, and no cache is ever asked; here the workers would even
     # share that key, since it is made with the context before the fork. Servers that run
-    # a session cache usually turn tickets off, because a ticket key that never changes lets
-    # whoever steals it decrypt recorded traffic. TLS 1.3 then hands out "stateful" tickets
-    # that only carry a session id, looked up in the cache like TLS 1.2 sessions.
+    # a shared session cache usually turn tickets off: a ticket key is one more secret every
+    # server must share and rotate, and with TLS 1.2 whoever steals it can decrypt the
+    # recorded traffic it protected. TLS 1.3 then hands out "stateful" tickets that only
+    # carry a session id, looked up in the cache like TLS 1.2 sessions.
     ctx.set_options(SSL.OP_NO_TICKET)
     # Many clients drop the TCP connection without a TLS close_notify; OpenSSL 3 treats that
     # as an error and forgets the session. This keeps it resumable.
