@@ -5,8 +5,9 @@ One line, ``cache.attach(ctx)``, puts a SessionCache behind that context: OpenSS
 sessions during each handshake, on the event loop's thread. Here the cache is the only one the
 server uses (``internal_cache=False``), so every resumption shows in ``cache.stats``; in a
 single process that buys counters you can export, a lifetime counted from the full handshake,
-an SNI check and a bounded LRU, and switching to ``SQLiteStore(path)`` or ``RedisStore(url)``
-later shares the sessions with other processes or hosts without touching the server.
+an SNI check and a bounded LRU, and switching to ``SQLiteStore(path)`` later shares the
+sessions with other processes without touching the server (a store on the network wants
+``sesscache.aio``, which looks sessions up without blocking the event loop).
 
 A stdlib client (in a thread: asyncio's own streams cannot offer a saved session) makes one
 full handshake, then reconnects 100 times, each time offering the newest session it got, as
@@ -115,7 +116,9 @@ async def main() -> int:
         cache.attach(ctx, session_id_context=b"asyncio-demo:443", internal_cache=False)
         # The cache's callbacks run inside the handshake, on the event loop thread, so a
         # store call blocks the loop while it runs: microseconds for MemoryStore and
-        # SQLiteStore, a network round trip for a remote store.
+        # SQLiteStore, a network round trip for Redis. For a store on the network, use
+        # sesscache.aio (PrefetchingStore and its start_server), which looks the session
+        # up with await before OpenSSL sees the ClientHello.
 
         server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=ctx)
         port = server.sockets[0].getsockname()[1]
