@@ -38,7 +38,6 @@ int SSL_CTX_load_verify_locations(SSL_CTX *, const char *, const char *);
 void SSL_CTX_set_verify(SSL_CTX *, int, void *);
 uint64_t SSL_CTX_set_options(SSL_CTX *, uint64_t);
 long SSL_CTX_set_timeout(SSL_CTX *, long);
-int SSL_CTX_set_num_tickets(SSL_CTX *, size_t);
 
 SSL *SSL_new(SSL_CTX *);
 void SSL_free(SSL *);
@@ -53,7 +52,6 @@ int SSL_shutdown(SSL *);
 void SSL_set_shutdown(SSL *, int);
 int SSL_set_session(SSL *, SSL_SESSION *);
 SSL_SESSION *SSL_get1_session(SSL *);
-int SSL_session_reused(const SSL *);
 long SSL_ctrl(SSL *, int, long, void *);
 SSL_CTX *SSL_set_SSL_CTX(SSL *, SSL_CTX *);
 const char *SSL_get_version(const SSL *);

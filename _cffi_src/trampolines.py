@@ -84,6 +84,8 @@ int sc_requested_server_name(int, SSL *, char *, int);
 int sc_memory_readable(const void *, size_t);
 SSL_CTX *sc_recorded_session_ctx(int, SSL *);
 long long sc_session_origin(int, SSL_SESSION *);
+int sc_pin_session_id_context(int, SSL_CTX *, const unsigned char *, unsigned int);
+
 int sc_session_set_origin(int, SSL_SESSION *, long long);
 void sc_flush_sessions(int, SSL_CTX *, long long);
 """
@@ -189,10 +191,14 @@ int sc_register_ex_indices(int slot)
     return 1;
 }
 
+static int sc_pool_is_pinned(int slot, SSL_CTX *ctx);
+
 int sc_mark_context(int slot, SSL_CTX *ctx, int hooked)
 {
     if (!sc_slot_ok(slot) || !sc_ready[slot])
         return 0;
+    if (!hooked && sc_pool_is_pinned(slot, ctx))
+        return 1;  /* still needs the free notification to release its pool entry */
     return sc_apis[slot].SSL_CTX_set_ex_data(ctx, sc_ctx_idx[slot], hooked ? (void *)1 : NULL);
 }
 
@@ -218,6 +224,8 @@ SSL_CTX *sc_recorded_session_ctx(int slot, SSL *ssl)
  * and released when the context is freed or fully unhooked, after which OpenSSL
  * cannot call them for that context any more. */
 static SSL_CTX *sc_pool_ctx[SC_MAX_INSTANCES][SC_POOL];
+/* 1 while the entry also pins a session id context (see below): kept even with no hooks. */
+static int sc_pool_pinned[SC_MAX_INSTANCES][SC_POOL];
 
 static SSL_CTX *sc_owner(int slot, int index, SSL *ssl)
 {
@@ -286,8 +294,16 @@ static int sc_pool_claim(int slot, SSL_CTX *ctx)
 static void sc_pool_release(int slot, SSL_CTX *ctx)
 {
     int i = sc_pool_find(slot, ctx);
-    if (i >= 0)
+    if (i >= 0) {
+        __atomic_store_n(&sc_pool_pinned[slot][i], 0, __ATOMIC_RELEASE);
         __atomic_store_n(&sc_pool_ctx[slot][i], NULL, __ATOMIC_RELEASE);
+    }
+}
+
+static int sc_pool_is_pinned(int slot, SSL_CTX *ctx)
+{
+    int i = sc_pool_find(slot, ctx);
+    return i >= 0 && __atomic_load_n(&sc_pool_pinned[slot][i], __ATOMIC_ACQUIRE);
 }
 
 /* Install (1) or clear (0) each of the three hooks; -1 leaves that hook as it is.
@@ -307,9 +323,48 @@ int sc_install(int slot, SSL_CTX *ctx, int new_cb, int get_cb, int remove_cb)
     if (remove_cb >= 0)
         a->SSL_CTX_sess_set_remove_cb(ctx, remove_cb ? sc_remove_cbs[slot][i] : NULL);
     if (a->SSL_CTX_sess_get_new_cb(ctx) == NULL && a->SSL_CTX_sess_get_get_cb(ctx) == NULL
-            && a->SSL_CTX_sess_get_remove_cb(ctx) == NULL)
+            && a->SSL_CTX_sess_get_remove_cb(ctx) == NULL && !sc_pool_is_pinned(slot, ctx))
         sc_pool_release(slot, ctx);
     return i;
+}
+
+/* Pinning a context's session id context onto each of its connections.
+ *
+ * CPython 3.13 sets b"Python\0" as the session id context of every server-side SSL it
+ * makes (python/cpython#105293), which overrides the context's: sessions would carry
+ * CPython's id context instead of the one the cache was attached with, for every
+ * service alike. A ClientHello callback runs before OpenSSL looks a session up or
+ * makes a new one, and sets the context's value back on the connection. Its data lives
+ * in static memory per pool index, so it can never dangle. */
+typedef struct { int slot; unsigned int len; unsigned char bytes[32]; } sc_sid_t;
+static sc_sid_t sc_pool_sid[SC_MAX_INSTANCES][SC_POOL];
+
+static int sc_pin_sid_cb(SSL *ssl, int *alert, void *arg)
+{
+    const sc_sid_t *sid = (const sc_sid_t *)arg;
+    (void)alert;
+    sc_apis[sid->slot].SSL_set_session_id_context(ssl, sid->bytes, sid->len);
+    return 1;  /* SSL_CLIENT_HELLO_SUCCESS */
+}
+
+/* Returns 1 when pinned, 0 when it cannot be (no pool entry left, or no ClientHello
+ * callback in this OpenSSL). The context is marked so its free releases the entry. */
+int sc_pin_session_id_context(int slot, SSL_CTX *ctx, const unsigned char *bytes, unsigned int len)
+{
+    int i;
+    if (!sc_slot_ok(slot) || !sc_ready[slot] || len == 0 || len > 32
+            || sc_apis[slot].SSL_CTX_set_client_hello_cb == NULL)
+        return 0;
+    i = sc_pool_claim(slot, ctx);
+    if (i >= SC_POOL)
+        return 0;
+    sc_pool_sid[slot][i].slot = slot;
+    sc_pool_sid[slot][i].len = len;
+    memcpy(sc_pool_sid[slot][i].bytes, bytes, len);
+    __atomic_store_n(&sc_pool_pinned[slot][i], 1, __ATOMIC_RELEASE);
+    sc_apis[slot].SSL_CTX_set_ex_data(ctx, sc_ctx_idx[slot], (void *)1);
+    sc_apis[slot].SSL_CTX_set_client_hello_cb(ctx, sc_pin_sid_cb, &sc_pool_sid[slot][i]);
+    return 1;
 }
 
 static int sc_is_ours(const void *const *table, const void *fn)

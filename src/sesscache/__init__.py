@@ -30,6 +30,8 @@ from .contexts import (
     internal_cache_size,
     live_session_count,
     remove_session,
+    session_reused,
+    set_num_tickets,
     set_session_cache_mode,
     set_session_id_context,
 )
@@ -82,7 +84,7 @@ __all__ = [
     "SESS_CACHE_BOTH", "SESS_CACHE_CLIENT", "SESS_CACHE_NO_AUTO_CLEAR", "SESS_CACHE_NO_INTERNAL",
     "SESS_CACHE_NO_INTERNAL_LOOKUP", "SESS_CACHE_NO_INTERNAL_STORE", "SESS_CACHE_OFF",
     "SESS_CACHE_SERVER", "flush_sessions", "get_session_cache_mode", "internal_cache_size",
-    "live_session_count", "remove_session", "set_session_cache_mode", "set_session_id_context",
+    "live_session_count", "remove_session", "session_reused", "set_num_tickets", "set_session_cache_mode", "set_session_id_context",
     "BindingError", "CallbackError", "ConfigurationError", "LibsslInstance", "SealError",
     "Session", "SesscacheError", "SessionError", "StoreError", "UnsupportedContext",
     "ValueTooLarge", "get_get_session_callback", "get_new_session_callback",

@@ -95,6 +95,12 @@ class CacheStats:
     def as_dict(self) -> Dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def __add__(self, other: "CacheStats") -> "CacheStats":
+        """Counters of several caches (worker processes) added up."""
+        if not isinstance(other, CacheStats):
+            return NotImplemented
+        return CacheStats(**{name: value + getattr(other, name) for name, value in self.as_dict().items()})
+
 
 class SessionCache:
     """An external session cache for TLS servers over a pluggable store.
@@ -238,7 +244,7 @@ class SessionCache:
 class _Attachment:
     """The handlers of one cache on one context (one libssl copy, one id context)."""
 
-    __slots__ = ("cache", "instance", "slot", "sid_ctx", "api", "_warned_sid")
+    __slots__ = ("cache", "instance", "slot", "sid_ctx", "api", "_warned_sid", "_warned_tickets")
 
     def __init__(self, cache: SessionCache, instance: LibsslInstance, sid_ctx: bytes) -> None:
         self.cache = cache
@@ -247,6 +253,7 @@ class _Attachment:
         self.sid_ctx = sid_ctx
         self.api = instance.api
         self._warned_sid = False
+        self._warned_tickets = False
 
     # -- new ---------------------------------------------------------------------
 
@@ -259,6 +266,13 @@ class _Attachment:
             return
         if self._is_stateless_ticket(ssl, session):
             cache._count("stateless")
+            if not self._warned_tickets:
+                self._warned_tickets = True
+                logger.warning(
+                    "sesscache: this context sends TLS 1.3 stateless tickets, which carry the "
+                    "session to the client and are never looked up in a cache: TLS 1.3 sessions "
+                    "will not be shared through the store. Set OP_NO_TICKET on the context "
+                    "(ssl.OP_NO_TICKET / OpenSSL.SSL.OP_NO_TICKET) to share them.")
             return
         ctx_len = ffi.new("unsigned int *")
         sid_ctx = ffi.unpack(ffi.cast("char *", api.SSL_SESSION_get0_id_context(session, ctx_len)), ctx_len[0])
@@ -270,8 +284,10 @@ class _Attachment:
                     "sesscache: sessions on this context carry the session id context %r, not %r "
                     "that the cache was attached with, so they are not stored: something set it "
                     "after attach() (Twisted's CertificateOptions sets a random one per process, "
-                    "which defeats sharing). Pass session_id_context= to attach() and do not "
-                    "change it afterwards.", sid_ctx, self.sid_ctx)
+                    "which defeats sharing; CPython 3.13+ sets b'Python\\0' on each connection, "
+                    "which sesscache undoes for the contexts it attaches to). Pass "
+                    "session_id_context= to attach() and do not change it afterwards.",
+                    sid_ctx, self.sid_ctx)
             return
         now = time.time()
         made = int(lib.sc_session_time(self.slot, session))

@@ -7,6 +7,7 @@ the context.
 """
 from __future__ import annotations
 
+import logging
 import time as _time
 from typing import Any, Optional, Union
 
@@ -27,6 +28,8 @@ SESS_CACHE_NO_INTERNAL_STORE = lib.SSL_SESS_CACHE_NO_INTERNAL_STORE
 SESS_CACHE_NO_INTERNAL = lib.SSL_SESS_CACHE_NO_INTERNAL
 
 MAX_SESSION_ID_CONTEXT = lib.SSL_MAX_SID_CTX_LENGTH  # 32 bytes
+
+_log = logging.getLogger(__name__)
 
 
 def _mutable(context: Any):
@@ -64,6 +67,40 @@ def set_session_id_context(context: Any, session_id_context: bytes) -> None:
     if bound.instance.api.SSL_CTX_set_session_id_context(
             bound.pointer, session_id_context, len(session_id_context)) != 1:
         raise ConfigurationError("OpenSSL refused the session id context")
+    if bound.kind == "stdlib":
+        # CPython 3.13+ sets b"Python\0" on every server-side connection, overriding the
+        # context's value (python/cpython#105293); a ClientHello hook sets ours back.
+        if not lib.sc_pin_session_id_context(bound.instance.slot, bound.pointer,
+                                             session_id_context, len(session_id_context)):
+            _log.warning("sesscache: could not pin the session id context on this ssl.SSLContext "
+                         "(more than %d contexts with sesscache hooks); on CPython 3.13 and later its "
+                         "connections use CPython's own b'Python' instead", lib.SC_POOL)
+
+
+def set_num_tickets(context: Any, count: int) -> None:
+    """How many TLS 1.3 session tickets a server sends after a full handshake (OpenSSL's
+    default is 2; a client uses one, so with a shared cache 1 halves the writes).
+    The stdlib has ``SSLContext.num_tickets``; pyOpenSSL has no equivalent."""
+    if not isinstance(count, int) or count < 0:
+        raise ConfigurationError(f"the ticket count must be an int >= 0, got {count!r}")
+    bound = _mutable(context)
+    if bound.instance.api.SSL_CTX_set_num_tickets == ffi.NULL or \
+            bound.instance.api.SSL_CTX_set_num_tickets(bound.pointer, count) != 1:
+        raise ConfigurationError(f"{bound.instance.version} cannot set the number of tickets")
+
+
+def session_reused(connection: Any) -> bool:
+    """Whether a connection's handshake resumed a session: pyOpenSSL ``Connection``,
+    stdlib ``SSLSocket``/``SSLObject`` or a ``sesscache.testing`` connection."""
+    if hasattr(connection, "session_reused") and not callable(getattr(connection, "session_reused")):
+        return bool(connection.session_reused)  # stdlib and sesscache.testing
+    pointer = getattr(connection, "_ssl", None)
+    if pointer is None or not hasattr(connection, "get_context"):
+        raise TypeError(f"expected a TLS connection, got {type(connection).__name__}")
+    bound = bind_context(connection.get_context())
+    from ._binding import address
+
+    return bool(bound.instance.api.SSL_session_reused(ffi.cast("SSL *", address(pointer))))
 
 
 def internal_cache_size(context: Any) -> int:

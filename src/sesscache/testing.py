@@ -72,7 +72,7 @@ class TestContext:
         if cache_mode is not None:
             api.SSL_CTX_ctrl(ctx, lib.SSL_CTRL_SET_SESS_CACHE_MODE, cache_mode, ffi.NULL)
         if num_tickets is not None:
-            lib.SSL_CTX_set_num_tickets(ctx, num_tickets)
+            api.SSL_CTX_set_num_tickets(ctx, num_tickets)
         if timeout is not None:
             lib.SSL_CTX_set_timeout(ctx, timeout)
         self._sesscache_bound = BoundContext(instance, address(ctx), "sesscache", self)
@@ -128,7 +128,7 @@ class TestConnection:
 
     @property
     def session_reused(self) -> bool:
-        return bool(lib.SSL_session_reused(self._ssl))
+        return bool(_instances.linked_instance().api.SSL_session_reused(self._ssl))
 
     @property
     def version(self) -> str:
