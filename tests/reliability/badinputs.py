@@ -1,0 +1,263 @@
+"""The bad inputs of the table in BAD_INPUTS.md: what each is, where it enters, what it gets.
+
+``CASES`` go through SessionCache's get path in a real handshake (the store hands the
+cache what the case makes); ``ROWS`` is the whole table, including inputs proven by other
+tests (named in the last column). ``render()`` writes the table; a test keeps the file
+equal to it, so the table never says what the tests do not check.
+"""
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+from sesscache import Session
+from sesscache._binding import lib
+from tests.reliability.hello import with_session_id
+
+FULL = "full handshake"
+RESUMED = "RESUMED"
+
+
+@dataclass
+class Row:
+    input: str
+    path: str
+    outcome: str
+    counted: str
+    test: str
+    finding: bool = False
+
+
+@dataclass
+class Case:
+    """One input through the cache's get path: ``make(env)`` puts it in the store (and may
+    choose the session the client offers); the handshake must end as ``handshake`` (per
+    stack where they differ) with ``counter`` incremented."""
+
+    name: str
+    input: str
+    make: Callable
+    handshake: str
+    counter: Optional[str]
+    sealed: bool = False
+    outcome: str = ""
+    finding: bool = False
+    per_stack: Dict[str, str] = field(default_factory=dict)
+
+    def expected(self, stack_name: str) -> str:
+        return self.per_stack.get(stack_name, self.handshake)
+
+    def row(self) -> Row:
+        path = "SessionCache get (store returns it)" + (", sealed" if self.sealed else "")
+        return Row(self.input, path, self.outcome or self.handshake, self.counter or "nothing",
+                   f"test_bad_inputs.py::test_bad_stored_value[*-{self.name}]", self.finding)
+
+
+# --- what the store returns -------------------------------------------------------------------
+
+def envelope(origin: int, name: bytes, der: bytes, version: int = 1) -> bytes:
+    return struct.pack(">BqB", version, origin, len(name)) + name + der
+
+
+def _wrap(env, origin, name, der, key=None):
+    return env.cache._wrap(key or env.key, origin, name, der)
+
+
+def _empty(env):
+    return b""
+
+
+def _format_2(env):
+    return envelope(env.origin, env.name, env.der, version=2)
+
+
+def _id_0(env):
+    return _wrap(env, env.origin, env.name, with_session_id(env.der, b""))
+
+
+def _id_33(env):
+    return _wrap(env, env.origin, env.name, with_session_id(env.der, b"\x07" * 33))
+
+
+def _other_session(env):
+    return env.other_blob_for(env.key)
+
+
+def _huge(env):
+    return b"\x30" * (2 << 20)
+
+
+def _trailing(env):
+    return _wrap(env, env.origin, env.name, env.der + b"\x00" * 20000)
+
+
+def _lifetime_over(env):
+    return _wrap(env, env.origin - 3601, env.name, env.der)
+
+
+def _openssl_expired(env):
+    """Fresh by the cache's clock (origin now) but expired by OpenSSL's (time + timeout)."""
+    session = Session.from_bytes(env.der, env.server)
+    lib.sc_session_set_time(session.libssl.slot, session._ptr, int(time.time()) - 1000)
+    session.libssl.api.SSL_SESSION_set_timeout(session._ptr, 10)
+    der = session.to_bytes()
+    session.close()
+    return _wrap(env, int(time.time()), env.name, der)
+
+
+def _other_sid_ctx(env):
+    """The blob another service (another session id context) stored, copied by someone
+    with write access to the store under this service's key for the same session id."""
+    return env.foreign_blob_moved()
+
+
+def _unsealed_into_sealed(env):
+    return envelope(env.origin, env.name, env.der)
+
+
+def _sealed_into_unsealed(env):
+    from sesscache.sealing import Sealer, generate_key
+
+    return Sealer([generate_key()]).seal(env.key, envelope(env.origin, env.name, env.der))
+
+
+def _retired_key(env):
+    """Sealed with a key the cache no longer holds (rotated out)."""
+    from sesscache.sealing import Sealer
+
+    return Sealer([env.retired_key]).seal(env.key, env.plain_blob)
+
+
+def _bytearray(env):
+    return bytearray(env.blob)
+
+
+def _text(env):
+    return env.blob.decode("latin-1")
+
+
+CASES = [
+    Case("empty", "empty value (b\"\")", _empty, FULL, "rejected"),
+    Case("format-2", "envelope of another format version", _format_2, FULL, "rejected"),
+    Case("id-0", "stored DER whose session id is 0 bytes", _id_0, FULL, "rejected",
+         outcome="full handshake (the id is not the one asked for)"),
+    Case("id-33", "stored DER whose session id is 33 bytes", _id_33, FULL, "rejected",
+         outcome="full handshake (d2i_SSL_SESSION refuses it)"),
+    Case("other-session", "another session's blob under this key", _other_session, FULL, "rejected",
+         outcome="full handshake (the session id is not the key's)"),
+    Case("huge", "2 MiB value", _huge, FULL, "rejected",
+         outcome="full handshake, refused before parsing (1 MiB limit); not checked against max_session_size"),
+    Case("trailing", "real session followed by 20 KB", _trailing, FULL, "rejected"),
+    Case("lifetime-over", "session past the cache's lifetime (origin + lifetime)", _lifetime_over, FULL, "expired"),
+    Case("openssl-expired", "session fresh for the cache but past its own time + timeout", _openssl_expired,
+         FULL, "hits", finding=True,
+         outcome="full handshake: OpenSSL refuses it after the callback, but it is counted as a hit"),
+    Case("other-sid-ctx", "another service's blob (other session id context) copied under this key",
+         _other_sid_ctx, FULL, "hits", finding=True,
+         outcome="full handshake: OpenSSL refuses the id context after the callback, counted as a hit"),
+    Case("other-sid-ctx-sealed", "the same, sealed", _other_sid_ctx, FULL, "rejected", sealed=True,
+         outcome="full handshake (the seal binds the blob to its store key)"),
+    Case("plain-in-sealed", "unsealed blob in a sealed cache", _unsealed_into_sealed, FULL, "rejected",
+         sealed=True),
+    Case("sealed-in-plain", "sealed blob in an unsealed cache", _sealed_into_unsealed, FULL, "expired or rejected",
+         finding=True,
+         outcome="full handshake; but the seal's version byte (1) is also the envelope's, so the "
+                 "nonce is read as the origin time: counted as expired or rejected at random"),
+    Case("retired-key", "blob sealed with a retired key", _retired_key, FULL, "rejected", sealed=True),
+    Case("bytearray", "bytearray instead of bytes (a custom store)", _bytearray, RESUMED, "hits",
+         outcome="resumed (any bytes-like value is accepted)"),
+    Case("text-plain", "str instead of bytes (a buggy custom store)", _text, FULL, None,
+         finding=True, per_stack={"pyopenssl": "raises TypeError"},
+         outcome="pyOpenSSL: the handshake FAILS (TypeError from do_handshake); stdlib: full handshake, "
+                 "counted nowhere (only logged as a callback error)"),
+    Case("text-sealed", "str instead of bytes (a buggy custom store)", _text, FULL, None, sealed=True,
+         finding=True, per_stack={"pyopenssl": "raises TypeError"},
+         outcome="pyOpenSSL: the handshake FAILS (TypeError from do_handshake); stdlib: full handshake, "
+                 "counted nowhere (only logged as a callback error)"),
+]
+
+
+# --- the rows proven elsewhere -----------------------------------------------------------------
+
+OTHER_ROWS = [
+    Row("random bytes (hypothesis, up to 2 KB)", "SessionCache get, plain and sealed", FULL,
+        "rejected (expired when they happen to read as an old envelope)",
+        "test_bad_inputs.py::test_random_stored_values"),
+    Row("truncations of a real blob at every length", "SessionCache get, plain", FULL, "rejected",
+        "test_bad_inputs.py::test_every_truncation_of_a_stored_blob"),
+    Row("real DER with bytes flipped, cut, inserted (hypothesis)", "SessionCache get, plain",
+        "full handshake; or, when the mutation leaves a parsable session with the same id, resumed, "
+        "or a failed handshake if the master key was changed (unsealed stores only: a store writer "
+        "can break handshakes, sealing stops it)", "rejected / hits",
+        "test_bad_inputs.py::test_mutated_stored_der"),
+    Row("sealed blob with a bit flipped, truncated, swapped with another key's, or garbage",
+        "SessionCache get, sealed", FULL, "rejected", "cache/test_cache.py::test_tampered_blobs_are_a_counted_miss"),
+    Row("blob sealed with another deployment's key", "SessionCache get, sealed", FULL, "rejected",
+        "cache/test_cache.py::test_sealed_sessions"),
+    Row("oversize new session (> max_session_size)", "SessionCache new", "not stored", "oversize",
+        "cache/test_cache.py::test_oversize_sessions_are_counted_and_skipped"),
+    Row("random / mutated DER (hypothesis)", "Session.from_bytes", "SessionError (or a valid Session)", "-",
+        "binding/test_session.py::test_random_bytes_never_crash, test_mutated_sessions_never_crash"),
+    Row("every truncation of a real DER", "Session.from_bytes", "SessionError", "-",
+        "test_bad_inputs.py::test_every_truncation_through_from_bytes"),
+    Row("DER with a 0-byte session id", "Session.from_bytes", "accepted (a Session with id b\"\")", "-",
+        "test_bad_inputs.py::test_session_ids_of_odd_lengths_through_from_bytes"),
+    Row("DER with a 33-byte session id", "Session.from_bytes", "SessionError", "-",
+        "test_bad_inputs.py::test_session_ids_of_odd_lengths_through_from_bytes"),
+    Row("more than 1 MiB", "Session.from_bytes", "SessionError before parsing", "-",
+        "binding/test_session.py::test_oversized_input_is_refused_before_parsing"),
+    Row("DER with a 0- or 33-byte session id", "raw get callback returns it",
+        "full handshake (pyOpenSSL: SessionError raised from do_handshake, by design)", "-",
+        "test_bad_inputs.py::test_raw_get_callback_returning_odd_ids"),
+    Row("exception, wrong type, corrupt, truncated, other id", "raw get callback", 
+        "full handshake (pyOpenSSL: the error is raised from do_handshake, by design)", "-",
+        "binding/test_callbacks.py::test_bad_get_callbacks_fall_back_to_a_full_handshake"),
+    Row("TLS 1.2 ClientHello with a 33 to 255-byte session id", "network", "alert (length mismatch) "
+        "before any callback", "-", "test_bad_inputs.py::test_client_hello_session_ids"),
+    Row("TLS 1.2 ClientHello with an empty session id", "network", "full handshake, no lookup", "-",
+        "test_bad_inputs.py::test_client_hello_session_ids"),
+    Row("TLS 1.3 PSK identity of 0 bytes", "network", "alert (bad extension) before any callback", "-",
+        "test_bad_inputs.py::test_client_hello_session_ids"),
+    Row("TLS 1.3 PSK identity of 1, 33, 300 or 4000 bytes", "network", "full handshake, no lookup "
+        "(OpenSSL looks up 32-byte identities only)", "-", "test_bad_inputs.py::test_client_hello_session_ids"),
+    Row("SNI host name of another name / no SNI", "network", FULL, "rejected",
+        "cache/test_cache.py::test_a_session_is_never_resumed_for_another_server_name"),
+    Row("SNI host name empty, or 256+ bytes (TLS 1.2)", "network",
+        "RESUMED: the cache skips its SNI check when it cannot read the name, and OpenSSL skips its "
+        "length check on TLS 1.2 resumption", "hits", "test_security.py::test_unreadable_server_names_are_refused",
+        finding=True),
+    Row("SNI host name empty (TLS 1.3)", "network", "RESUMED (same cause)", "hits",
+        "test_security.py::test_unreadable_server_names_are_refused", finding=True),
+    Row("SNI host name of 256+ bytes (TLS 1.3)", "network", "alert (OpenSSL checks the length)",
+        "hits (counted before OpenSSL refused)", "test_security.py::test_unreadable_server_names_are_refused"),
+    Row("session made for another certificate (same names, other key), same id context and store",
+        "network", "RESUMED", "hits", "test_security.py::test_a_session_of_another_certificate_is_refused",
+        finding=True),
+]
+
+
+def render() -> str:
+    rows = [case.row() for case in CASES] + OTHER_ROWS
+    out = [
+        "# What sesscache does with bad input",
+        "",
+        "Every row is checked by the test named in its last column, on the three TLS stacks the",
+        "suite runs (pyOpenSSL on the OpenSSL in the cryptography wheel, the stdlib `ssl` module and",
+        "sesscache's own linked libssl), TLS 1.2 unless the row says otherwise. \"Counted in\" is the",
+        "`SessionCache.stats` counter the input increments. Rows in **bold** are findings: behaviour",
+        "the tests record as it is today, which the library should change.",
+        "",
+        "This file is generated from `tests/reliability/badinputs.py`",
+        "(`SESSCACHE_WRITE_BAD_INPUTS=1 pytest tests/reliability/test_bad_inputs.py -k table`).",
+        "",
+        "| Input | Where it enters | What it gets | Counted in | Test |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        cells = [row.input, row.path, row.outcome, row.counted, f"`{row.test}`"]
+        if row.finding:
+            cells[2] = f"**{cells[2]}**"
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(out) + "\n"
