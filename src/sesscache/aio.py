@@ -131,7 +131,7 @@ class PrefetchStats:
     lookup_timeouts: int = 0  #: lookups abandoned after lookup_timeout
     lookup_errors: int = 0  #: lookups that failed (store down, store bug)
     lookups_skipped: int = 0  #: hellos that got no lookup because max_lookups were in flight
-    local_skips: int = 0  #: lookups not needed: the session is in the local write-behind copy
+    local_skips: int = 0  #: lookups not needed: the session was in the local write-behind copy
     prefetch_hits: int = 0  #: OpenSSL's get answered from the prefetch map
     local_hits: int = 0  #: OpenSSL's get answered from the local write-behind copy
     writes: int = 0  #: background writes (set, delete) that reached the store
@@ -339,17 +339,23 @@ class PrefetchingStore(BaseStore):
 
         Never raises for store trouble: a timeout, an error or the ``max_lookups`` cap give
         an empty answer, counted in :attr:`stats`. ``pop`` takes the value out of the store
-        (a ``single_use`` cache). Keys held in the local write-behind copy are not looked up:
-        the local copy answers for them.
+        (a ``single_use`` cache). A key held in the local write-behind copy is not looked up:
+        the local value is returned (and, with ``pop``, taken out and deleted from the store
+        behind its pending write).
         """
         loop = asyncio.get_running_loop()
         self.bind(loop)
-        todo = []
-        for key in keys[:_MAX_KEYS_PER_HELLO]:
-            if self.local.get(key) is not None:
+        todo = keys[:_MAX_KEYS_PER_HELLO]
+        for key in todo:
+            # Written here and not landed yet: the store has nothing newer. The value goes in
+            # the connection's map too, since the write may land (and the local copy go)
+            # before OpenSSL asks.
+            value = self.local.pop(key) if pop else self.local.get(key)
+            if value is not None:
                 self._count("local_skips")
-                return {}
-            todo.append(key)
+                if pop:  # single use: taken now; the store's copy goes behind the pending write
+                    self._schedule("delete", key)
+                return {key: value}
         found: Dict[bytes, bytes] = {}
         deadline = loop.time() + self.lookup_timeout
         for key in todo:
@@ -375,16 +381,22 @@ class PrefetchingStore(BaseStore):
         self._count("lookups")
         op = "pop" if pop else "get"
         try:
-            waiter = self._start_call(op, (key,), self._lookup_finished)
+            waiter, started = self._start_call(op, (key,), self._lookup_finished)
             self._lookups_in_flight += 1
         except Exception as exc:  # an inline call failed at once
             return self._lookup_failed(exc)
         try:
-            done, _ = await asyncio.wait({waiter}, timeout=timeout)
+            if started is not None:
+                # The timeout counts from when the store call really runs (its task's first
+                # step, a loop turn from now). On a loop stalled for longer than the timeout,
+                # a timer started now would expire before the call could even begin, and a
+                # quick store would look like a hanging one.
+                await started
+            finished = await _wait(waiter, timeout)
         except asyncio.CancelledError:
             waiter.cancel()
             raise
-        if not done:
+        if not finished:
             waiter.cancel()  # an asyncio store's call ends; a thread's call runs on, counted
             self._count("lookup_timeouts")
             self._burst.log(logging.WARNING, "lookup-timeout",
@@ -415,16 +427,24 @@ class PrefetchingStore(BaseStore):
     def _lookup_finished(self) -> None:
         self._lookups_in_flight -= 1
 
-    def _start_call(self, op: str, args: tuple, finished: Callable[[], None]) -> "asyncio.Future":
-        """Start ``backend.<op>(*args)``; return an awaitable future. ``finished`` runs on the
-        loop once the call really ended (a thread's call may outlive a timeout)."""
+    def _start_call(self, op: str, args: tuple, finished: Callable[[], None]):
+        """Start ``backend.<op>(*args)``; return a future for its result and, for an asyncio
+        store, a future set once the call runs. ``finished`` runs on the loop once the call
+        really ended (a thread's call may outlive a timeout)."""
         loop = self._loop
         assert loop is not None
         method = getattr(self.backend, op)
         if self._async:
-            task = loop.create_task(method(*args))
+            started = loop.create_future()
+
+            async def call():
+                if not started.done():
+                    started.set_result(None)
+                return await method(*args)
+
+            task = loop.create_task(call())
             task.add_done_callback(lambda _: finished())
-            return task
+            return task, started
         if self._threaded:
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -438,12 +458,12 @@ class PrefetchingStore(BaseStore):
 
             cf = self._executor.submit(method, *args)
             cf.add_done_callback(done)
-            return asyncio.wrap_future(cf, loop=loop)
+            return asyncio.wrap_future(cf, loop=loop), None
         future = loop.create_future()
         result = method(*args)  # inline (MemoryStore): exceptions propagate to the caller
         future.set_result(result)
         loop.call_soon(finished)
-        return future
+        return future, None
 
     # --- background writes -------------------------------------------------------------------
 
@@ -494,25 +514,47 @@ class PrefetchingStore(BaseStore):
             await asyncio.wait({previous})  # order per key: a delete never overtakes its set
         if self._write_slots is None:
             self._write_slots = asyncio.Semaphore(self.max_concurrent_writes)
+        args = (key, value, ttl) if op == "set" else (key,)
         async with self._write_slots:
-            args = (key, value, ttl) if op == "set" else (key,)
-            released = asyncio.get_running_loop().create_future()
-            try:
-                waiter = self._start_call(op, args, lambda: released.done() or released.set_result(None))
-            except Exception as exc:
-                self._write_failed(op, exc)
-                return
-            done, _ = await asyncio.wait({waiter}, timeout=self.write_timeout)
-            if not done:
-                waiter.cancel()
-                self._write_failed(op, TimeoutError(f"no answer within write_timeout={self.write_timeout}s"))
-                if self._threaded:
-                    await released  # hold the slot while the thread is still busy
-                return
-            exc = waiter.exception()
-            if exc is not None:
-                self._write_failed(op, exc)
-                return
+            if self._async:
+                # Awaited right here, in this task, under a timer: no second task per write.
+                timed_out = []
+                task = asyncio.current_task()
+                assert task is not None
+                timer = task.get_loop().call_later(
+                    self.write_timeout, lambda: (timed_out.append(True), task.cancel()))
+                try:
+                    await getattr(self.backend, op)(*args)
+                except asyncio.CancelledError:
+                    if not timed_out:
+                        raise
+                    self._write_failed(op, TimeoutError(
+                        f"no answer within write_timeout={self.write_timeout}s"))
+                    return
+                except Exception as exc:
+                    self._write_failed(op, exc)
+                    return
+                finally:
+                    timer.cancel()
+            else:
+                released = asyncio.get_running_loop().create_future()
+                try:
+                    waiter, _ = self._start_call(
+                        op, args, lambda: released.done() or released.set_result(None))
+                except Exception as exc:
+                    self._write_failed(op, exc)
+                    return
+                if not await _wait(waiter, self.write_timeout):
+                    waiter.cancel()
+                    self._write_failed(op, TimeoutError(
+                        f"no answer within write_timeout={self.write_timeout}s"))
+                    if self._threaded:
+                        await released  # hold the slot while the thread is still busy
+                    return
+                exc = waiter.exception()
+                if exc is not None:
+                    self._write_failed(op, exc)
+                    return
         self._count("writes")
         if op == "set" and self.local.get(key) == value:
             # Landed: the store answers for it now. A newer value (another set) stays.
@@ -553,6 +595,28 @@ class PrefetchingStore(BaseStore):
             self._executor.shutdown(wait=False)
             self._executor = None
         self.local.close()
+
+
+async def _wait(future: "asyncio.Future", timeout: float) -> bool:
+    """Wait for ``future`` at most ``timeout`` seconds; True if it is done. Never raises
+    the future's exception (asyncio.wait without its per-call set and callbacks)."""
+    if future.done():
+        return True
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+
+    def wake(_=None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    future.add_done_callback(wake)
+    timer = loop.call_later(timeout, wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
+    return future.done()
 
 
 def _check_seconds(name: str, value: Any, most: float) -> None:

@@ -224,9 +224,26 @@ def test_keys_in_the_local_copy_are_not_looked_up():
         store = PrefetchingStore(slow, write_timeout=2.0)
         store.bind(asyncio.get_running_loop())
         store.set(b"k", b"v", 60)
-        assert await store.prefetch([b"k"]) == {}
+        # The local value is handed to the connection: the write may land, and the local
+        # copy go, before OpenSSL asks for the session.
+        assert await store.prefetch([b"k"]) == {b"k": b"v"}
         assert slow.calls["get"] == 0 and store.stats.local_skips == 1
         await store.aclose()
+
+    run(main())
+
+
+def test_a_single_use_prefetch_takes_the_local_copy_and_deletes_behind_the_write():
+    async def main():
+        slow = SlowStore(write_delay=0.05)
+        store = PrefetchingStore(slow)
+        store.bind(asyncio.get_running_loop())
+        store.set(b"k", b"v", 60)
+        assert await store.prefetch([b"k"], pop=True) == {b"k": b"v"}
+        assert store.get(b"k") is None
+        assert await store.prefetch([b"k"], pop=True) == {}
+        assert await store.flush(5)
+        assert slow.backend.get(b"k") is None and slow.calls["delete"] == 1
 
     run(main())
 
@@ -284,3 +301,25 @@ def test_backend_must_be_a_store():
         PrefetchingStore(PrefetchingStore(MemoryStore()))
     with pytest.raises(ConfigurationError, match="synchronous"):
         PrefetchingStore(SlowStore(), run_in_thread=True)
+
+
+def test_a_stalled_loop_does_not_turn_a_quick_store_into_a_timeout():
+    """The loop stalls (other connections' handshakes) for longer than lookup_timeout right
+    after a lookup starts: the timeout counts from when the store call runs, and a store that
+    answered meanwhile is not reported as hanging."""
+    async def main():
+        backend = MemoryStore()
+        backend.set(b"k", b"v", 60)
+        store = PrefetchingStore(SlowStore(backend, delay=0.001), lookup_timeout=0.05)
+        loop = asyncio.get_running_loop()
+        for stall_after in (0, 1, 2, 3):
+            def stall(n=stall_after):
+                if n:
+                    loop.call_soon(stall, n - 1)
+                else:
+                    time.sleep(0.15)
+            loop.call_soon(stall)
+            assert await store.prefetch([b"k"]) == {b"k": b"v"}, stall_after
+        assert store.stats.lookup_timeouts == 0
+
+    run(main())

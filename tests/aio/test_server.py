@@ -252,7 +252,7 @@ def test_a_client_that_reconnects_before_the_write_lands_resumes_from_the_local_
         assert len(slow.backend) == 0 and store.pending_writes >= 1  # not landed yet
         reused, _, _ = await resumed(port, client_ctx, session)
         assert reused
-        assert store.stats.local_hits >= 1 and store.stats.local_skips >= 1
+        assert store.stats.local_skips >= 1 and store.stats.prefetch_hits >= 1
         assert await store.flush(5)
         assert len(slow.backend) >= 1
         assert store.describe()["entries"] == 0  # landed: the store answers for it now
