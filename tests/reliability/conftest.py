@@ -34,3 +34,16 @@ def _stdlib_leak_accounting_for_threads(certs):
         del stack, server, hs  # the generator's frame lives to the end of the run
     yield
     tls._note_leak = _original_note_leak
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow (minutes of load) run only when asked for: ``-m slow`` or
+    ``SESSCACHE_SLOW=1``; the normal run of this directory stays near a minute."""
+    import os
+
+    if os.environ.get("SESSCACHE_SLOW") or "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow or SESSCACHE_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords and "tests/reliability/" in item.nodeid.replace("\\", "/"):
+            item.add_marker(skip)
