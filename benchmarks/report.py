@@ -292,7 +292,7 @@ def _chart_resume(ax, res) -> None:
     ax.set_xticks(range(len(configs)))
     ax.set_xticklabels([f"{c['stack'][:4]} {c['version'][-3:]}\n{c['key']} {c['transport'][:3]}" for c in configs],
                        fontsize=6)
-    ax.set_ylim(0.5, 1.1)
+    ax.set_ylim(0.4, 1.15)
     ax.set_ylabel("resumed handshakes/s vs internal cache (server side)")
     ax.set_title("1. resumption rate ratio (median, IQR)", fontsize=10)
     ax.legend(fontsize=7, loc="lower left")
@@ -365,7 +365,10 @@ def _chart_redis(ax, res) -> None:
 def _chart_rss(ax, res) -> None:
     r = res["rss"]
     xs = [s["handshakes"] for s in r["samples"]]
-    ax.plot(xs, [s["rss"] / 2**20 for s in r["samples"]], ".-", ms=3)
+    ys = [s["rss"] / 2**20 for s in r["samples"]]
+    ax.plot(xs, ys, ".-", ms=3)
+    ax.ticklabel_format(useOffset=False)
+    ax.set_ylim(0, max(ys) * 1.15)  # from zero: flat is flat, not magnified noise
     ax.set_xlabel("handshakes")
     ax.set_ylabel("RSS (MiB)")
     ax.set_title(f"5. RSS: slope {r['slope_bytes_per_1k_handshakes']:.0f} B / 1000 handshakes", fontsize=10)

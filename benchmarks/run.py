@@ -45,23 +45,23 @@ class Params:
     key_types: Tuple[str, ...] = C.KEY_TYPES
     pool: int = 16  # client sessions cycled through in each arm
     # resume
-    rounds: int = 40
-    block: int = 150
-    socket_rounds: int = 20
-    socket_block: int = 60
+    rounds: int = 30
+    block: int = 100
+    socket_rounds: int = 15
+    socket_block: int = 50
     # events
-    events_rounds: int = 40
-    events_block: int = 200
-    in_situ: int = 20000
+    events_rounds: int = 30
+    events_block: int = 100
+    in_situ: int = 5000
     # prefork
     prefork_stacks: Tuple[str, ...] = ("stdlib", "pyopenssl")
-    prefork_rounds: int = 5
+    prefork_rounds: int = 3
     prefork_clients: int = 64
-    prefork_reconnects: int = 1500
+    prefork_reconnects: int = 1000
     # redis
-    redis_rounds: int = 30
-    redis_block: int = 150
-    redis_latency_calls: int = 50000
+    redis_rounds: int = 20
+    redis_block: int = 100
+    redis_latency_calls: int = 20000
     # memory
     tracemalloc_entries: int = 100_000
     rss_handshakes: int = 1_000_000
