@@ -36,7 +36,11 @@ def test_resumes_across_servers_through_redis(servers, redis_url, version):
         for _ in range(3):
             reused, session, _ = await resumed(port_b, client_ctx, session)
             assert reused
-        assert store_b.stats.found >= 3 and cache_b.stats.hits >= 3
+        # B's own new sessions (TLS 1.3 gives one per resumption) may still be on their way
+        # to Redis when the client comes back: then the local copy answers.
+        stats = store_b.stats
+        assert stats.found + stats.local_skips >= 3 and stats.found >= 1, stats
+        assert cache_b.stats.hits >= 3
         await servers.close()
         await store_a.aclose()
         await store_b.aclose()
