@@ -49,9 +49,16 @@ client):
     in a thread counts until the thread returns, even after its timeout). Beyond it, a new
     hello gets no lookup: clients offering random session ids cannot make the server an
     amplifier that multiplies its connection rate onto the store.
+Two keys per hello
+    A hello names one session in practice (a session id, or one stateful TLS 1.3 ticket); only
+    the first two of its lookup keys are looked up, so a hello listing many PSK identities
+    buys no more store traffic than any other.
 ``max_pending_writes`` (default 1024, :class:`PrefetchingStore`)
     Background writes waiting or running. Beyond it a new session is kept only in the local
     copy (this process still resumes it; others do not), counted in ``writes_dropped``.
+``max_concurrent_writes`` (default 32) and ``write_timeout`` (default 1 s)
+    Writes running at once, and how long one may take before it counts as failed (the local
+    copy then stays until the session's lifetime ends).
 
 **Bytes that are not a ClientHello** (HTTP on the TLS port, a scanner, an SSLv2-format hello
 the strict parser refuses): no lookup is made and the bytes are handed to OpenSSL unchanged,
@@ -65,9 +72,16 @@ made by ``protocol_factory`` is created after the handshake succeeds; data, end 
 connection loss that arrive before it exists are held and delivered right after its
 ``connection_made``, in order. A client whose handshake fails never reaches the application.
 
-**Event loop**: asyncio's own loops (selector, proactor). uvloop's transports are not
-supported (the replay needs the stdlib ``start_tls`` sequence); :func:`create_server` says so.
-Only ``ssl.SSLContext`` can be used, as with any asyncio server.
+**OpenSSL's internal cache** (``internal_cache=True``, the default of ``attach``): sessions
+this process made still resume without the store, but every hello that names a session is
+looked up anyway, because that cache cannot be consulted before OpenSSL reads the hello. With
+``internal_cache=False`` the store is the only cache, as nginx and Apache use a shared one.
+
+**Event loop**: asyncio's own loops. The replay relies on the order in which ``start_tls``
+sets the TLS protocol, starts it and resumes reading (the same from Python 3.9 to 3.13, where
+this is tested on the selector loop; the proactor loop follows the same sequence, untested).
+uvloop's transports are not supported; :func:`create_server` says so. Only ``ssl.SSLContext``
+can be used, as with any asyncio server.
 """
 from __future__ import annotations
 
@@ -77,12 +91,12 @@ import logging
 import ssl as _ssl
 import threading
 from dataclasses import dataclass, fields
-from typing import Any, Awaitable, Callable, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from ._burstlog import BurstLogger
 from .cache import SessionCache
 from .clienthello import MAX_CLIENT_HELLO, ClientHello, ClientHelloError, ClientHelloReader
-from .errors import ConfigurationError, StoreError
+from .errors import ConfigurationError
 from .stores.base import BaseStore
 from .stores.memory import MemoryStore
 
@@ -148,7 +162,8 @@ class PrefetchingStore(BaseStore):
 
     Give it to :class:`~sesscache.SessionCache` like any store; :func:`create_server` fills
     it. Its synchronous side, called by OpenSSL through the cache, never waits for the
-    network:
+    network (so a server not made by this module, which prefetches nothing, resumes only what
+    the local copy holds):
 
     * ``get``/``pop`` answer from the prefetch map of the connection being handshaken,
       then from a local write-behind copy of sessions written here whose write to the
