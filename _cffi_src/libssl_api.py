@@ -32,6 +32,8 @@ API = [
     ("int", "SSL_CTX_remove_session", "SSL_CTX *, SSL_SESSION *", True),
     ("int", "SSL_CTX_add_session", "SSL_CTX *, SSL_SESSION *", True),
     ("int", "SSL_CTX_set_session_id_context", "SSL_CTX *, const unsigned char *, unsigned int", True),
+    ("X509 *", "SSL_CTX_get0_certificate", "const SSL_CTX *", True),
+    ("int", "i2d_X509", "const X509 *, unsigned char **", True),
     ("void", "SSL_CTX_flush_sessions", "SSL_CTX *, long", False),
     ("void", "SSL_CTX_flush_sessions_ex", "SSL_CTX *, int64_t", False),
     ("SSL_CTX *", "SSL_get_SSL_CTX", "const SSL *", True),
@@ -96,6 +98,7 @@ typedef ... SSL;
 typedef ... SSL_SESSION;
 typedef ... SSL_CIPHER;
 typedef ... CRYPTO_EX_DATA;
+typedef ... X509;
 typedef int (*sc_new_cb_t)(SSL *, SSL_SESSION *);
 typedef void (*sc_remove_cb_t)(SSL_CTX *, SSL_SESSION *);
 typedef SSL_SESSION *(*sc_get_cb_t)(SSL *, const unsigned char *, int, int *);

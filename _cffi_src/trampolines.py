@@ -81,6 +81,7 @@ SSL_SESSION *sc_session_from_der(int, const unsigned char *, long);
 long long sc_session_time(int, SSL_SESSION *);
 int sc_session_set_time(int, SSL_SESSION *, long long);
 int sc_requested_server_name(int, SSL *, char *, int);
+int sc_certificate_der(int, SSL_CTX *, unsigned char *, int);
 int sc_memory_readable(const void *, size_t);
 SSL_CTX *sc_recorded_session_ctx(int, SSL *);
 long long sc_session_origin(int, SSL_SESSION *);
@@ -513,7 +514,10 @@ void sc_flush_sessions(int slot, SSL_CTX *ctx, long long t)
  * Only meaningful inside the get callback: OpenSSL keeps the parsed ClientHello until
  * it has looked the session up, and processes the server_name extension (and any
  * SNI context switch) only afterwards, so SSL_get_servername cannot answer yet.
- * Returns the name's length, 0 when the hello has no host name, -1 when unavailable. */
+ * Returns the name's length, 0 when the hello has no host name, -1 when OpenSSL cannot
+ * say (no SSL_client_hello_get0_ext, or not inside the ClientHello's processing), and
+ * -2 for a name that cannot be a host name (empty, malformed, longer than outlen - 1):
+ * a cache must refuse to resume for those, since it cannot compare them. */
 int sc_requested_server_name(int slot, SSL *ssl, char *out, int outlen)
 {
     sc_api *a = &sc_apis[slot];
@@ -525,18 +529,18 @@ int sc_requested_server_name(int slot, SSL *ssl, char *out, int outlen)
         return 0;
     /* ServerNameList: u16 length, then entries of (u8 type, u16 length, bytes). */
     if (extlen < 2)
-        return -1;
+        return -2;
     listlen = ((size_t)ext[0] << 8) | ext[1];
     if (listlen + 2 != extlen)
-        return -1;
+        return -2;
     ext += 2;
     while (listlen >= 3) {
         namelen = ((size_t)ext[1] << 8) | ext[2];
         if (namelen + 3 > listlen)
-            return -1;
+            return -2;
         if (ext[0] == 0 /* host_name */) {
             if (namelen == 0 || namelen >= (size_t)outlen)
-                return -1;
+                return -2;
             memcpy(out, ext + 3, namelen);
             out[namelen] = '\0';
             return (int)namelen;
@@ -544,6 +548,24 @@ int sc_requested_server_name(int slot, SSL *ssl, char *out, int outlen)
         ext += 3 + namelen;
         listlen -= 3 + namelen;
     }
-    return 0;
+    return listlen == 0 ? 0 : -2;
+}
+
+/* The DER of the context's (current) certificate into buf; its length, 0 when the
+ * context has none, or -(length needed) when buf is too small. */
+int sc_certificate_der(int slot, SSL_CTX *ctx, unsigned char *buf, int buflen)
+{
+    sc_api *a = &sc_apis[slot];
+    X509 *cert = a->SSL_CTX_get0_certificate(ctx);
+    unsigned char *p = buf;
+    int n;
+    if (cert == NULL)
+        return 0;
+    n = a->i2d_X509(cert, NULL);
+    if (n <= 0)
+        return 0;
+    if (n > buflen)
+        return -n;
+    return a->i2d_X509(cert, &p);
 }
 """.replace("@TRAMPOLINES@", _generate_trampolines())

@@ -41,7 +41,8 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, fields
-from typing import Any, Dict, Optional, Sequence
+import hashlib
+from typing import Any, Dict, NamedTuple, Optional, Sequence
 
 from . import callbacks as _callbacks
 from ._binding import ffi, lib
@@ -69,11 +70,19 @@ MAX_LIFETIME = 7 * 24 * 3600.0
 DEFAULT_MAX_SESSION_SIZE = 10 * 1024
 DEFAULT_SESSION_ID_CONTEXT = b"sesscache"
 
-# format version, origin time (seconds since the epoch), length of the SNI name; then the
-# name (ASCII, lowercase) and the DER. The name is ours, not OpenSSL's: a server without
-# a servername callback does not record it in the session.
-_ENVELOPE = struct.Struct(">BqB")
+# format version, origin time (seconds since the epoch), fingerprint of the server
+# context's certificate (SHA-256, first 16 bytes), length of the SNI name; then the name
+# (ASCII, lowercase) and the DER. The name is ours, not OpenSSL's: a server without a
+# servername callback does not record it in the session.
+_ENVELOPE = struct.Struct(">Bq16sB")
 _ENVELOPE_VERSION = 1
+
+
+class _Stored(NamedTuple):
+    origin: int  #: time of the full handshake the session descends from
+    server_name: Optional[bytes]  #: the SNI name it was made for (lowercase), or None
+    certificate: bytes  #: fingerprint of the certificate of the context that made it
+    der: memoryview  #: the session as i2d_SSL_SESSION wrote it
 _KEY_PREFIX = b"sc1:"
 
 
@@ -214,24 +223,24 @@ class SessionCache:
         a store never see each other's sessions."""
         return _KEY_PREFIX + bytes((len(session_id_context),)) + session_id_context + session_id
 
-    def _wrap(self, key: bytes, origin: int, server_name: bytes, der: bytes) -> bytes:
-        blob = _ENVELOPE.pack(_ENVELOPE_VERSION, origin, len(server_name)) + server_name + der
+    def _wrap(self, key: bytes, origin: int, server_name: bytes, certificate: bytes, der: bytes) -> bytes:
+        blob = _ENVELOPE.pack(_ENVELOPE_VERSION, origin, certificate, len(server_name)) + server_name + der
         return self._sealer.seal(key, blob) if self._sealer is not None else blob
 
-    def _unwrap(self, key: bytes, blob: bytes):
-        """(origin, server name or None, DER) of a stored blob; SealError/SessionError."""
+    def _unwrap(self, key: bytes, blob: bytes) -> _Stored:
+        """What a stored blob holds; SealError or SessionError when it is not ours."""
         if self._sealer is not None:
             blob = self._sealer.open(key, blob)  # SealError for anything not ours
         if len(blob) <= _ENVELOPE.size:
             raise SessionError("stored blob is too short to hold a session")
-        version, origin, name_length = _ENVELOPE.unpack_from(blob)
+        version, origin, certificate, name_length = _ENVELOPE.unpack_from(blob)
         if version != _ENVELOPE_VERSION:
             raise SessionError(f"stored blob has format {version}, this sesscache reads {_ENVELOPE_VERSION}")
         start = _ENVELOPE.size + name_length
         if len(blob) <= start:
             raise SessionError("stored blob is too short to hold a session")
         name = bytes(blob[_ENVELOPE.size:start]) or None
-        return origin, name, memoryview(blob)[start:]
+        return _Stored(origin, name, certificate, memoryview(blob)[start:])
 
     def close(self) -> None:
         self.store.close()
@@ -244,7 +253,8 @@ class SessionCache:
 class _Attachment:
     """The handlers of one cache on one context (one libssl copy, one id context)."""
 
-    __slots__ = ("cache", "instance", "slot", "sid_ctx", "api", "_warned_sid", "_warned_tickets")
+    __slots__ = ("cache", "instance", "slot", "sid_ctx", "api", "_warned_sid", "_warned_tickets",
+                 "_certificate")
 
     def __init__(self, cache: SessionCache, instance: LibsslInstance, sid_ctx: bytes) -> None:
         self.cache = cache
@@ -254,6 +264,7 @@ class _Attachment:
         self.api = instance.api
         self._warned_sid = False
         self._warned_tickets = False
+        self._certificate = (None, b"")  # (X509 address, fingerprint), recomputed on change
 
     # -- new ---------------------------------------------------------------------
 
@@ -313,8 +324,9 @@ class _Attachment:
         key = cache.key_for(self.sid_ctx, sid)
         name = api.SSL_get_servername(ssl, lib.TLSEXT_NAMETYPE_host_name)
         name = b"" if name == ffi.NULL else ffi.string(name)[:255].lower()
+        blob = cache._wrap(key, origin, name, self._certificate_of(hooks.ctx), der)
         try:
-            cache.store.set(key, cache._wrap(key, origin, name, der), expires - now)
+            cache.store.set(key, blob, expires - now)
         except StoreError as exc:
             self._store_failed("write", exc)
             return
@@ -352,21 +364,26 @@ class _Attachment:
             cache._count("misses")
             return ffi.NULL
         try:
-            origin, made_for, der = cache._unwrap(key, blob)
+            stored = cache._unwrap(key, blob)
         except (SealError, SessionError) as exc:
             return self._reject("blob", exc)
-        if origin + cache.lifetime <= time.time():
+        if stored.origin + cache.lifetime <= time.time():
             cache._count("expired")
             return ffi.NULL
+        if stored.certificate != self._certificate_of(hooks.ctx):
+            # Another server (another key) shares the store and the id context: resuming
+            # would let the client skip ever seeing this server's certificate.
+            return self._reject("certificate", SessionError(
+                "the session was made by a server with another certificate"))
         try:
-            session = session_from_der(self.instance, der)
+            session = session_from_der(self.instance, stored.der)
         except SessionError as exc:
             return self._reject("der", exc)
-        reason = self._refusal(ssl, session, session_id, made_for)
+        reason = self._refusal(ssl, session, session_id, stored.server_name)
         if reason is not None:
             self.api.SSL_SESSION_free(session)
             return self._reject("check", SessionError(reason))
-        lib.sc_session_set_origin(self.slot, session, origin)
+        lib.sc_session_set_origin(self.slot, session, stored.origin)
         cache._count("hits")
         return session
 
@@ -377,12 +394,33 @@ class _Attachment:
         if found != session_id:
             return "the stored session has another session id than its key"
         asked = _requested_server_name(self.slot, ssl)
-        if asked is not False:
+        if asked is _UNREADABLE:
+            return "the client's server name cannot be read as a host name"
+        if asked is not _UNKNOWN:
             if made_for != asked:
                 # Resuming across names skips the certificate and client-verification
                 # settings of the name asked for (nginx CVE-2025-23419, httpd CVE-2025-23048).
                 return f"the session was made for server name {made_for!r}, the client asks for {asked!r}"
         return None
+
+    def _certificate_of(self, ctx: int) -> bytes:
+        """Fingerprint of the session context's certificate (not the SNI-switched one's:
+        a lookup happens before the switch), recomputed only when the certificate changes."""
+        api = self.api
+        pointer = ffi.cast("SSL_CTX *", ctx)
+        cert = int(ffi.cast("uintptr_t", api.SSL_CTX_get0_certificate(pointer)))
+        cached_for, fingerprint = self._certificate
+        if cert == cached_for:
+            return fingerprint
+        buffer = ffi.new("unsigned char[]", 16384)
+        length = lib.sc_certificate_der(self.slot, pointer, buffer, 16384)
+        if length < 0:
+            buffer = ffi.new("unsigned char[]", -length)
+            length = lib.sc_certificate_der(self.slot, pointer, buffer, -length)
+        der = ffi.unpack(ffi.cast("char *", buffer), max(length, 0))
+        fingerprint = hashlib.sha256(der).digest()[:16] if der else b"\0" * 16
+        self._certificate = (cert, fingerprint)
+        return fingerprint
 
     # -- remove ---------------------------------------------------------------------------
 
@@ -404,13 +442,19 @@ class _Attachment:
         return ffi.NULL
 
 
+_UNKNOWN = object()  # OpenSSL cannot say (no SSL_client_hello_get0_ext): check skipped
+_UNREADABLE = object()  # not a host name (empty, malformed, over 255 bytes): refused
+
+
 def _requested_server_name(slot: int, ssl):
     """The SNI name in the ClientHello being processed (lowercase), None if it has none,
-    False when OpenSSL cannot say (then the check is skipped)."""
+    or _UNKNOWN / _UNREADABLE."""
     buffer = ffi.new("char[256]")
     length = lib.sc_requested_server_name(slot, ssl, buffer, 256)
+    if length == -1:
+        return _UNKNOWN
     if length < 0:
-        return False
+        return _UNREADABLE
     if length == 0:
         return None
     return ffi.unpack(buffer, length).lower()

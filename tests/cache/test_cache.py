@@ -143,8 +143,7 @@ def test_tls13_resumption_never_extends_the_original_lifetime(stack):
     for key in store.keys:
         blob = store.get(key)
         if blob is not None:
-            origin, _name, _der = cache._unwrap(key, blob)
-            origins.add(origin)
+            origins.add(cache._unwrap(key, blob).origin)
     assert len(origins) == 1, f"descendants got new origins: {origins}"
     assert store.ttls[-1] <= 60 - 3, store.ttls
     stack.close(first)
@@ -159,8 +158,9 @@ def test_a_session_past_its_lifetime_is_refused(stack, version):
     first = stack.handshake(server, client)
     # Rewrite every stored session as if its full handshake were 101 s ago.
     for key in set(store.keys):
-        origin, name, der = cache._unwrap(key, store.get(key))
-        store.set(key, cache._wrap(key, origin - 101, name or b"", bytes(der)), 50)
+        stored = cache._unwrap(key, store.get(key))
+        store.set(key, cache._wrap(key, stored.origin - 101, stored.server_name or b"",
+                                   stored.certificate, bytes(stored.der)), 50)
     again = stack.handshake(server, client, first.client_session)
     assert not again.server_reused
     assert cache.stats.expired >= 1
