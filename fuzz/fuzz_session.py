@@ -86,8 +86,9 @@ def _setup():
         rigs.append(dict(store=store, cache=cache, server=server, client=client, session=session,
                          key=key, blob=blob, hello=hello))
     plain = rigs[0]
-    origin, name, der = plain["cache"]._unwrap(plain["key"], plain["blob"])
-    plain["origin"], plain["name"], plain["der"] = origin, name or b"", bytes(der)
+    stored = plain["cache"]._unwrap(plain["key"], plain["blob"])
+    plain["origin"], plain["name"], plain["der"] = stored.origin, stored.server_name or b"", bytes(stored.der)
+    plain["certificate"] = stored.certificate
     return rigs
 
 
@@ -134,7 +135,7 @@ def TestOneInput(data: bytes) -> None:
     elif target == 1:
         _serve(PLAIN, rest)
     elif target == 2:
-        _serve(PLAIN, PLAIN["cache"]._wrap(PLAIN["key"], PLAIN["origin"], PLAIN["name"], rest))
+        _serve(PLAIN, PLAIN["cache"]._wrap(PLAIN["key"], PLAIN["origin"], PLAIN["name"], PLAIN["certificate"], rest))
     else:
         _serve(SEALED, rest)
     live = lib.sc_live_sessions(SLOT)

@@ -63,9 +63,10 @@ class Env:
         self.session = self.first.client_session
         self.key = self.store.keys[-1]
         self.blob = self.store.get(self.key)
-        origin, name, der = self.cache._unwrap(self.key, self.blob)
-        self.origin, self.name, self.der = origin, name or b"", bytes(der)
-        self.plain_blob = envelope(self.origin, self.name, self.der)
+        stored = self.cache._unwrap(self.key, self.blob)
+        self.origin, self.name, self.der = stored.origin, stored.server_name or b"", bytes(stored.der)
+        self.certificate = stored.certificate
+        self.plain_blob = envelope(self)
         self.offer = None
         self.inject_key = None
         self._keep = []
@@ -199,7 +200,7 @@ def test_mutated_stored_der(stack):
     @settings(max_examples=150, **_SETTINGS)
     @given(der=mutations(env.der))
     def check(der):
-        env.store.inject[env.key] = env.cache._wrap(env.key, env.origin, env.name, der)
+        env.store.inject[env.key] = env.cache._wrap(env.key, env.origin, env.name, env.certificate, der)
         outcome, delta = env.attempt(fresh_client_session())
         seen[outcome] = seen.get(outcome, 0) + 1
         if delta == {"hits": 1}:
