@@ -445,6 +445,10 @@ class RowRunner:
             env.update(self.expectations(venv, prefix))
             # Rows run side by side against the same redis/memcached: tests can namespace by row.
             env["SESSCACHE_MATRIX_ROW"] = self.row.name
+            # What the row is for: "linked" rows exist for sesscache's own libssl, "bundled"
+            # rows for pyOpenSSL's; the system row covers everything. A suite may skip the
+            # stacks another row already covers on the same OpenSSL.
+            env["SESSCACHE_MATRIX_FOCUS"] = {"system": "all"}.get(self.row.kind, self.row.kind)
             forwarded = sorted(k for k in env if k.startswith("SESSCACHE_"))
             self.log.note("row environment: " + ", ".join(
                 f"{k}={env[k]}" if k.startswith("SESSCACHE_EXPECT") else k for k in forwarded))
