@@ -147,7 +147,7 @@ class PrefetchStats:
     lookups_skipped: int = 0  #: hellos that got no lookup because max_lookups were in flight
     local_skips: int = 0  #: lookups not needed: the session was in the local write-behind copy
     prefetch_hits: int = 0  #: OpenSSL's get answered from the prefetch map
-    local_hits: int = 0  #: OpenSSL's get answered from the local write-behind copy
+    local_hits: int = 0  #: OpenSSL's get answered from the local copy (or an in-memory backend)
     writes: int = 0  #: background writes (set, delete) that reached the store
     write_errors: int = 0  #: background writes that failed or timed out
     writes_dropped: int = 0  #: writes not attempted (queue full, no event loop): local copy only
@@ -172,6 +172,8 @@ class PrefetchingStore(BaseStore):
       ``delete`` likewise. Writes for one key reach the store in the order they were made.
       Once a write lands the local copy is dropped: the store stays the one source of truth
       (a session deleted there is not resumed from a stale local copy).
+    * A backend called inline (a ``MemoryStore``: nothing to wait for) is simply read and
+      written through, with no local copy and no background task.
 
     :param backend: the real store. An asyncio store (``AsyncRedisStore``, or any object with
         coroutine ``get``/``set``/``delete``/``pop``) is awaited. A ``MemoryStore`` is called
@@ -225,6 +227,8 @@ class PrefetchingStore(BaseStore):
         elif run_in_thread and self._async:
             raise ConfigurationError("run_in_thread=True is for synchronous stores; this one is asyncio")
         self._threaded = bool(run_in_thread)
+        # Called directly, from OpenSSL's callbacks too: reads, and writes through.
+        self._inline = not self._async and not self._threaded
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[int] = None
@@ -267,7 +271,7 @@ class PrefetchingStore(BaseStore):
             if value is not None:
                 self._count("prefetch_hits")
                 return value
-        value = self.local.get(key)
+        value = self.backend.get(key) if self._inline else self.local.get(key)
         if value is not None:
             self._count("local_hits")
         return value
@@ -283,6 +287,11 @@ class PrefetchingStore(BaseStore):
             if value is not None:
                 self._count("prefetch_hits")
                 return value
+        if self._inline:
+            value = self.backend.pop(key)
+            if value is not None:
+                self._count("local_hits")
+            return value
         value = self.local.pop(key)
         if value is not None:
             self._count("local_hits")
@@ -290,10 +299,18 @@ class PrefetchingStore(BaseStore):
         return value
 
     def set(self, key: bytes, value: bytes, ttl: float) -> None:
+        if self._inline:  # a dictionary behind a lock: written through, nothing to wait for
+            self.backend.set(key, value, ttl)
+            self._count("writes")
+            return
         self.local.set(key, value, ttl)  # checks key, value and ttl; raises before scheduling
         self._schedule("set", key, bytes(value), float(ttl))
 
     def delete(self, key: bytes) -> None:
+        if self._inline:
+            self.backend.delete(key)
+            self._count("writes")
+            return
         self.local.delete(key)
         self._schedule("delete", key)
 

@@ -184,6 +184,19 @@ def test_a_blocking_sync_store_runs_in_a_thread_and_counts_until_it_returns():
     run(main())
 
 
+def test_an_in_memory_backend_is_read_and_written_through():
+    backend = MemoryStore()
+    store = PrefetchingStore(backend)  # no event loop needed
+    store.set(b"k", b"v", 60)
+    assert backend.get(b"k") == b"v" and store.local.get(b"k") is None
+    assert store.get(b"k") == b"v"
+    assert store.pop(b"k") == b"v" and backend.get(b"k") is None
+    store.set(b"j", b"v", 60)
+    store.delete(b"j")
+    assert backend.get(b"j") is None
+    assert store.stats.writes == 3 and store.stats.writes_dropped == 0
+
+
 def test_memory_backends_are_called_inline_and_sqlite_in_a_thread(tmp_path):
     assert PrefetchingStore(MemoryStore()).describe()["backend_calls"] == "inline"
     sqlite = SQLiteStore(tmp_path / "s.db")

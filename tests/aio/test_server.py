@@ -38,12 +38,16 @@ def _count_hellos(client_ctx):
     return sent
 
 
+@pytest.mark.parametrize("kind", ["asyncio", "inline"])
 @pytest.mark.parametrize("version", [TLS12, TLS13])
-def test_a_session_made_on_one_server_resumes_on_another_through_the_store(servers, version):
+def test_a_session_made_on_one_server_resumes_on_another_through_the_store(servers, version, kind):
+    """``asyncio``: the store is awaited before the handshake. ``inline``: a MemoryStore,
+    which the bridge reads directly (and still prefetches, at no cost)."""
     async def main():
         backend = MemoryStore()
         _, port_a, _, store_a = await servers.start(backend, version=version)
-        _, port_b, cache_b, store_b = await servers.start(backend, version=version)
+        remote = SlowStore(backend) if kind == "asyncio" else backend
+        _, port_b, cache_b, store_b = await servers.start(remote, version=version)
         client_ctx = servers.client_context()
         session = await _session_from(port_a, client_ctx)
         assert await store_a.flush(5)
@@ -82,7 +86,7 @@ def test_a_client_hello_split_across_tcp_segments(servers, cuts):
     async def main():
         backend = MemoryStore()
         _, port_a, _, store_a = await servers.start(backend)
-        _, port_b, _, store_b = await servers.start(backend)
+        _, port_b, _, store_b = await servers.start(SlowStore(backend))
         client_ctx = servers.client_context()
         session = await _session_from(port_a, client_ctx)
         await store_a.flush(5)
@@ -101,7 +105,7 @@ def test_hello_retry_request_finds_the_prefetched_session_twice(servers):
         backend = MemoryStore()
         _, port_a, _, store_a = await servers.start(backend)
         _, port_b, cache_b, store_b = await servers.start(
-            backend, context=servers.server_context(TLS13, groups="prime256v1"))
+            SlowStore(backend), context=servers.server_context(TLS13, groups="prime256v1"))
         client_ctx = servers.client_context()
         hellos = _count_hellos(client_ctx)
         session = await _session_from(port_a, client_ctx)
@@ -122,7 +126,7 @@ def test_sni_the_session_resumes_only_for_the_name_it_was_made_for(servers):
     async def main():
         backend = MemoryStore()
         _, port_a, _, store_a = await servers.start(backend)
-        _, port_b, cache_b, store_b = await servers.start(backend)
+        _, port_b, cache_b, store_b = await servers.start(SlowStore(backend))
         client_ctx = servers.client_context()
         session = await _session_from(port_a, client_ctx, server_hostname="example.com")
         await store_a.flush(5)
@@ -208,7 +212,7 @@ def test_a_slow_hello_still_completes_as_a_full_handshake(servers):
     async def main():
         backend = MemoryStore()
         _, port_a, _, store_a = await servers.start(backend)
-        _, port_b, _, store_b = await servers.start(backend, hello_timeout=0.1)
+        _, port_b, _, store_b = await servers.start(SlowStore(backend), hello_timeout=0.1)
         client_ctx = servers.client_context()
         session = await _session_from(port_a, client_ctx)
         await store_a.flush(5)
@@ -305,8 +309,8 @@ def test_single_use_sessions_resume_once_across_servers(servers):
         backend = MemoryStore()
         single = {"single_use": True}
         _, port_a, _, store_a = await servers.start(backend, cache_kwargs=single)
-        _, port_b, _, store_b = await servers.start(backend, cache_kwargs=single)
-        _, port_c, _, store_c = await servers.start(backend, cache_kwargs=single)
+        _, port_b, _, store_b = await servers.start(SlowStore(backend), cache_kwargs=single)
+        _, port_c, _, store_c = await servers.start(SlowStore(backend), cache_kwargs=single)
         client_ctx = servers.client_context()
         session = await _session_from(port_a, client_ctx)
         await store_a.flush(5)
