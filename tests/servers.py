@@ -11,6 +11,8 @@ import ssl
 import threading
 from typing import Any, List
 
+import sesscache
+
 
 def _retry(sock, operation, timeout: float = 5.0):
     """Run a pyOpenSSL call on a non-blocking socket, waiting for it as OpenSSL asks."""
@@ -79,7 +81,7 @@ class EchoServer:
         conn = SSL.Connection(self.context, sock)
         conn.set_accept_state()
         _retry(sock, conn.do_handshake)
-        self.reused.append(bool(SSL._lib.SSL_session_reused(conn._ssl)))
+        self.reused.append(sesscache.session_reused(conn))
         try:
             data = _retry(sock, lambda: conn.recv(1024))
             if data:

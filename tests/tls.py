@@ -95,7 +95,7 @@ class PyOpenSSLStack(Stack):
             ctx.set_session_id(sid_ctx)
         ctx.set_session_cache_mode(self.server_cache_mode(internal_cache))
         if num_tickets is not None:
-            SSL._lib.SSL_CTX_set_num_tickets(ctx._context, num_tickets)
+            sesscache.set_num_tickets(ctx, num_tickets)
         return ctx
 
     def client_context(self, *, client_cache=False):
@@ -136,7 +136,7 @@ class PyOpenSSLStack(Stack):
             client.recv(1)
         except SSL.WantReadError:
             pass
-        reused = bool(SSL._lib.SSL_session_reused(server._ssl))
+        reused = sesscache.session_reused(server)
         return Handshake(server, client, reused, client.get_session(),
                          client.get_protocol_version_name())
 

@@ -28,7 +28,7 @@ def _connect(certs, cache, port):
     _retry(sock, conn.do_handshake)
     _retry(sock, lambda: conn.sendall(b"ping\n"))
     echoed = _retry(sock, lambda: conn.recv(100))  # TLS 1.3 tickets arrive by now
-    reused = bool(SSL._lib.SSL_session_reused(conn._ssl))
+    reused = sesscache.session_reused(conn)
     try:
         conn.shutdown()
     except SSL.Error:

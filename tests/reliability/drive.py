@@ -6,6 +6,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import sesscache
 from sesscache import testing
 
 
@@ -86,7 +87,7 @@ def feed_server(stack, server_ctx, data: bytes) -> ServerAnswer:
             output = conn.bio_read(1 << 16)
         except SSL.WantReadError:
             output = b""
-        return ServerAnswer(bool(SSL._lib.SSL_session_reused(conn._ssl)), output, error)
+        return ServerAnswer(sesscache.session_reused(conn), output, error)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     conn = server_ctx.wrap_bio(incoming, outgoing, server_side=True)
     incoming.write(data)
