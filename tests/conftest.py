@@ -75,7 +75,8 @@ def sessions_do_not_leak_per_module():
 def pytest_report_header(config):
     try:
         import sesscache
-        lines = [f"sesscache linked libssl: {sesscache.libssl_info().describe()}"]
+        lines = [f"sesscache linked libssl: {sesscache.libssl_info().describe()}",
+                 f"matrix focus: {os.environ.get('SESSCACHE_MATRIX_FOCUS', 'all')}"]
         try:
             from OpenSSL import SSL
             lines.append(f"pyOpenSSL libssl: {sesscache.libssl_info(SSL.Context(SSL.TLS_METHOD)).describe()}")
@@ -84,3 +85,31 @@ def pytest_report_header(config):
         return lines
     except Exception as exc:
         return [f"sesscache not importable: {exc}"]
+
+
+# --- the version matrix ---------------------------------------------------------------
+# Each row of ci/matrix.py is there for one copy of libssl: the "system" row runs
+# everything; a "bundled" row (a cryptography wheel's OpenSSL) needs only what runs on
+# pyOpenSSL, and a "linked" row (sesscache built against another OpenSSL) only what runs
+# on sesscache's own linked libssl. The rest is the same code on the same OpenSSL as the
+# system row, so it is deselected there (reported by pytest as deselected, not skipped).
+_FOCUS_MODULES = {
+    "bundled": ("tests/binding/test_instances.py", "tests/binding/test_elf.py",
+                "tests/binding/test_session.py", "tests/cache/test_client_cache.py"),
+    "linked": ("tests/binding/test_instances.py", "tests/test_build.py"),
+}
+_FOCUS_WORD = {"bundled": "pyopenssl", "linked": "linked"}
+
+
+def pytest_collection_modifyitems(config, items):
+    focus = os.environ.get("SESSCACHE_MATRIX_FOCUS", "all")
+    if focus not in _FOCUS_WORD:
+        return
+    word, modules = _FOCUS_WORD[focus], _FOCUS_MODULES[focus]
+    keep, drop = [], []
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        (keep if word in item.nodeid.lower() or path in modules else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
