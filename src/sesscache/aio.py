@@ -86,6 +86,7 @@ can be used, as with any asyncio server.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto as _sslproto
 import concurrent.futures
 import logging
 import ssl as _ssl
@@ -906,14 +907,31 @@ class _Replay:
         transport = self.transport
         del transport.resume_reading  # the class's method again
         ssl_protocol = transport.get_protocol()
+        if not isinstance(ssl_protocol, _sslproto.SSLProtocol):
+            # Not the sequence this relies on (a future asyncio?): never guess where the
+            # bytes go. The client is closed and told nothing; the log says why.
+            self.store._burst.log(
+                logging.ERROR, "replay",
+                "sesscache.aio: start_tls put a %s on the transport, not asyncio's SSLProtocol; "
+                "this Python's asyncio is not supported by sesscache.aio, connections are closed",
+                type(ssl_protocol).__name__)
+            transport.abort()
+            return
         if isinstance(ssl_protocol, asyncio.BufferedProtocol):
             tap: asyncio.BaseProtocol = _BufferedTap(ssl_protocol, self.store, self.prefetched)
         else:  # Python < 3.11: SSLProtocol is a plain Protocol
             tap = _Tap(ssl_protocol, self.store, self.prefetched)
         self.tap = tap
         transport.set_protocol(tap)
-        tap.feed(self.data)  # type: ignore[attr-defined]
-        self.data = b""
+        data, self.data = self.data, b""
+        try:
+            tap.feed(data)  # type: ignore[attr-defined]
+        except Exception as exc:  # a bug here must not leave the handshake hanging
+            asyncio.get_running_loop().call_exception_handler({
+                "message": "sesscache.aio: replaying the ClientHello failed; connection closed",
+                "exception": exc, "transport": transport})
+            transport.abort()
+            return
         transport.resume_reading()
 
     def remove(self) -> None:

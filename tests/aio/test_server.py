@@ -481,3 +481,24 @@ def test_a_store_bound_to_one_loop_refuses_another(servers):
         loop.run_until_complete(server.wait_closed())
     finally:
         loop.close()
+
+
+def test_an_asyncio_whose_start_tls_does_not_match_closes_connections_and_says_why(
+        servers, monkeypatch, caplog):
+    """The replay relies on start_tls putting asyncio's SSLProtocol on the transport; if a
+    future asyncio does otherwise, connections are closed with a logged reason, not fed to
+    an unknown protocol."""
+    import types
+
+    import sesscache.aio as aio
+
+    monkeypatch.setattr(aio, "_sslproto", types.SimpleNamespace(SSLProtocol=type("Other", (), {})))
+
+    async def main():
+        _, port, _, store = await servers.start(MemoryStore(), ssl_handshake_timeout=2)
+        with caplog.at_level(logging.ERROR, logger="sesscache.aio"):
+            with pytest.raises((HandshakeFailed, ConnectionError)):
+                await TLSClient.connect(port, servers.client_context(), timeout=5)
+        assert any("not supported by sesscache.aio" in r.getMessage() for r in caplog.records)
+
+    run(main())
