@@ -53,6 +53,16 @@ def _live_counts():
     return {inst.describe(): live_session_count(inst) for inst in all_instances()}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpython_session_leak_measured(certs):
+    """Measure CPython's SSLObject.session leak once, before any test starts threads."""
+    from tests.tls import StdlibStack
+
+    stack = StdlibStack(certs)
+    hs = stack.handshake(stack.server_context(TLS12), stack.client_context())
+    stack.close(hs)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def sessions_do_not_leak_per_module():
     """After every test module, every SSL_SESSION that module made has been freed.

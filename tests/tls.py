@@ -10,6 +10,7 @@ Every handshake is a real one between two endpoints of the same stack over memor
 from __future__ import annotations
 
 import ssl
+import threading
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -172,29 +173,39 @@ class PyOpenSSLStack(Stack):
 # counts its reads and the check allows exactly that many: measured here, not assumed.
 cpython_leaked_sessions = {}  # libssl description -> SSL_SESSIONs leaked by CPython
 _leak_per_read = []
+_leak_lock = threading.RLock()  # the load tests read sessions from many threads
 
 
 def _stdlib_session(sslobj):
     """``sslobj.session``, with CPython's own leak (if this Python has it) accounted for."""
     where = sesscache.libssl_info(sslobj.context)
-    if not _leak_per_read:
-        import gc
-
-        gc.collect()
-        before = sesscache.live_session_count(where)
-        probe = sslobj.session
-        del probe
-        gc.collect()
-        _leak_per_read.append(sesscache.live_session_count(where) - before)
-        _note_leak(where)
+    with _leak_lock:
+        if not _leak_per_read:
+            _measure_leak_per_read(sslobj, where)
     session = sslobj.session
     _note_leak(where)
     return session
 
 
+def _measure_leak_per_read(sslobj, where) -> None:
+    """How many sessions one read of .session leaks on this Python, measured once.
+    tests/conftest.py triggers it before the first test, while no other thread makes
+    sessions that would blur the count."""
+    import gc
+
+    gc.collect()
+    before = sesscache.live_session_count(where)
+    probe = sslobj.session
+    del probe
+    gc.collect()
+    _leak_per_read.append(sesscache.live_session_count(where) - before)
+    _note_leak(where)
+
+
 def _note_leak(where) -> None:
     key = where.describe()
-    cpython_leaked_sessions[key] = cpython_leaked_sessions.get(key, 0) + _leak_per_read[0]
+    with _leak_lock:
+        cpython_leaked_sessions[key] = cpython_leaked_sessions.get(key, 0) + _leak_per_read[0]
 
 
 class StdlibStack(Stack):

@@ -75,7 +75,13 @@ DEFAULT_SESSION_ID_CONTEXT = b"sesscache"
 # (ASCII, lowercase) and the DER. The name is ours, not OpenSSL's: a server without a
 # servername callback does not record it in the session.
 _ENVELOPE = struct.Struct(">Bq16sB")
-_ENVELOPE_VERSION = 1
+# The format byte is one no sealed blob starts with (sealing's own format byte is 1), so
+# a sealed blob read by a cache without keys is told apart at once, not misread.
+_ENVELOPE_VERSION = 0xE1
+#: Sealing and the envelope add at most this much to a session's DER.
+_MAX_ENVELOPE_OVERHEAD = 512
+#: How far in the future a session's origin may lie (clocks of a fleet disagree a little).
+_CLOCK_SKEW = 60
 
 
 class _Stored(NamedTuple):
@@ -363,13 +369,23 @@ class _Attachment:
         if blob is None:
             cache._count("misses")
             return ffi.NULL
+        if not isinstance(blob, (bytes, bytearray, memoryview)):  # a custom store's bug
+            self._store_failed("read", TypeError(f"the store returned {type(blob).__name__}, not bytes"))
+            return ffi.NULL
+        if len(blob) > cache.max_session_size + _MAX_ENVELOPE_OVERHEAD:
+            # Not ours to open (or decrypt): we never write anything that large.
+            return self._reject("size", SessionError(f"a {len(blob)}-byte blob is larger than any "
+                                                     "session this cache stores"))
         try:
             stored = cache._unwrap(key, blob)
         except (SealError, SessionError) as exc:
             return self._reject("blob", exc)
-        if stored.origin + cache.lifetime <= time.time():
+        now = time.time()
+        if stored.origin + cache.lifetime <= now:
             cache._count("expired")
             return ffi.NULL
+        if stored.origin > now + _CLOCK_SKEW:
+            return self._reject("origin", SessionError("the session claims a full handshake in the future"))
         if stored.certificate != self._certificate_of(hooks.ctx):
             # Another server (another key) shares the store and the id context: resuming
             # would let the client skip ever seeing this server's certificate.
@@ -383,6 +399,13 @@ class _Attachment:
         if reason is not None:
             self.api.SSL_SESSION_free(session)
             return self._reject("check", SessionError(reason))
+        # OpenSSL refuses an expired session after this callback (a full handshake); say
+        # so here, so that "hits" counts only sessions that resume.
+        made = int(lib.sc_session_time(self.slot, session))
+        if made + int(self.api.SSL_SESSION_get_timeout(session)) <= now:
+            self.api.SSL_SESSION_free(session)
+            cache._count("expired")
+            return ffi.NULL
         lib.sc_session_set_origin(self.slot, session, stored.origin)
         cache._count("hits")
         return session
@@ -393,6 +416,10 @@ class _Attachment:
         found = ffi.unpack(ffi.cast("char *", api.SSL_SESSION_get_id(session, length)), length[0])
         if found != session_id:
             return "the stored session has another session id than its key"
+        # OpenSSL would refuse it after this callback too; refused here, it is counted so.
+        context = ffi.unpack(ffi.cast("char *", api.SSL_SESSION_get0_id_context(session, length)), length[0])
+        if context != self.sid_ctx:
+            return f"the stored session belongs to the session id context {context!r}, not {self.sid_ctx!r}"
         asked = _requested_server_name(self.slot, ssl)
         if asked is _UNREADABLE:
             return "the client's server name cannot be read as a host name"

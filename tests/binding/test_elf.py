@@ -170,9 +170,14 @@ def _wheel_so():
     if spec is None or not spec.submodule_search_locations:
         return None
     bindings = Path(list(spec.submodule_search_locations)[0]) / "hazmat" / "bindings"
+    # The OpenSSL lives in _rust.abi3.so since cryptography 42 and in _openssl.abi3.so
+    # before (3.4.8 has both files): take the one that defines libssl's functions.
     for name in ("_rust.abi3.so", "_openssl.abi3.so"):
-        if (bindings / name).is_file():
-            return bindings / name
+        path = bindings / name
+        if path.is_file():
+            found = ElfSymbols.read(path, wanted=["SSL_CTX_new"]).find("SSL_CTX_new")
+            if found is not None and found.defined:
+                return path
     return None
 
 

@@ -1,39 +1,11 @@
-"""The reliability suite drives the stdlib stack from many threads at once; two things in
-tests/tls.py's accounting of CPython's own session leak (python/cpython#116810) assume one
-thread, so they are made thread-safe here (for this directory only):
+"""The reliability suite: slow tests (minutes of load) are deselected unless asked for.
 
-* the leak per ``.session`` read is measured on the first read; measured while other
-  threads make sessions, it counts theirs too. It is measured here first, in quiet.
-* the per-libssl tally is a read-modify-write of a dict entry; threads lose updates.
+(The stdlib driver's accounting of CPython's own session leak is thread-safe and measured
+before the first test, in tests/tls.py and tests/conftest.py.)
 """
 from __future__ import annotations
 
-import threading
-
 import pytest
-
-from tests import tls
-
-_lock = threading.Lock()
-_original_note_leak = tls._note_leak
-
-
-def _locked_note_leak(where) -> None:
-    with _lock:
-        _original_note_leak(where)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _stdlib_leak_accounting_for_threads(certs):
-    tls._note_leak = _locked_note_leak
-    if not tls._leak_per_read:  # measure the per-read leak now, with no other thread running
-        stack = tls.StdlibStack(certs)
-        server = stack.server_context(tls.TLS12)
-        hs = stack.handshake(server, stack.client_context())
-        stack.close(hs)
-        del stack, server, hs  # the generator's frame lives to the end of the run
-    yield
-    tls._note_leak = _original_note_leak
 
 
 def pytest_collection_modifyitems(config, items):
@@ -43,7 +15,9 @@ def pytest_collection_modifyitems(config, items):
 
     if os.environ.get("SESSCACHE_SLOW") or "slow" in (config.getoption("markexpr") or ""):
         return
-    skip = pytest.mark.skip(reason="slow: run with -m slow or SESSCACHE_SLOW=1")
-    for item in items:
-        if "slow" in item.keywords and "tests/reliability/" in item.nodeid.replace("\\", "/"):
-            item.add_marker(skip)
+    # Deselected, not skipped: they are not run at all in a normal run (.ci/run runs them).
+    slow = [item for item in items
+            if "slow" in item.keywords and "tests/reliability/" in item.nodeid.replace("\\", "/")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item not in slow]

@@ -126,10 +126,12 @@ def test_redis_killed_restarted_paused_and_full_mid_run(stack, redis_servers):
 # --- memcached ----------------------------------------------------------------------------------
 
 
-def test_memcached_killed_restarted_and_paused_mid_run(stack, memcached_servers):
-    if stack.name != "linked":
-        pytest.skip("the store layer is the same for every stack: one is enough here")
+def test_memcached_killed_restarted_and_paused_mid_run(certs, memcached_servers):
+    # The store layer is the same for every stack: the linked one is enough here.
     from sesscache.stores.memcached import MemcachedStore
+    from tests.tls import LinkedStack
+
+    stack = LinkedStack(certs)
 
     server = memcached_servers()
     store = MemcachedStore(server.spec, timeout=STORE_TIMEOUT)
