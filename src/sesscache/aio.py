@@ -88,6 +88,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto as _sslproto
 import concurrent.futures
+import inspect
 import logging
 import ssl as _ssl
 import threading
@@ -183,7 +184,9 @@ class PrefetchingStore(BaseStore):
         pool: SQLite is local and usually answers in microseconds, but a write waits up to
         its busy ``timeout`` for another process's lock and a checkpoint can stall on the
         disk, and a call made inline could not be abandoned at ``lookup_timeout``. A thread
-        costs tens of microseconds per call. ``run_in_thread`` overrides the choice.
+        costs tens of microseconds per call. ``run_in_thread`` overrides the choice (False:
+        called inline like a ``MemoryStore``, from OpenSSL's callbacks too; only for a
+        synchronous store that never waits).
     :param lookup_timeout: seconds to wait for the store per hello (all its keys together).
     :param max_lookups: lookups in flight at once; beyond it hellos get no lookup.
     :param max_pending_writes: background writes queued or running; beyond it a write is
@@ -222,7 +225,7 @@ class PrefetchingStore(BaseStore):
         self.max_lookups = max_lookups
         self.max_pending_writes = max_pending_writes
         self.max_concurrent_writes = max_concurrent_writes
-        self._async = asyncio.iscoroutinefunction(getattr(backend, "get"))
+        self._async = inspect.iscoroutinefunction(getattr(backend, "get"))
         if run_in_thread is None:
             run_in_thread = not self._async and not isinstance(backend, MemoryStore)
         elif run_in_thread and self._async:
@@ -618,7 +621,7 @@ class PrefetchingStore(BaseStore):
                 await asyncio.wait(set(self._tasks), timeout=1.0)
         close = getattr(self.backend, "close", None)
         if close is not None:
-            if asyncio.iscoroutinefunction(close):
+            if inspect.iscoroutinefunction(close):
                 await close()
             elif self._threaded:
                 await asyncio.get_running_loop().run_in_executor(self._executor, close)
