@@ -10,6 +10,8 @@ Sub-benchmarks, selectable by name (default: all, in this order):
   prefork  4 forked workers on one listening socket: per-process caches vs one SQLiteStore
   redis    RedisStore on loopback vs MemoryStore; store get/set latency p50/p99
   memory   bytes per cached session (tracemalloc), RSS over up to a million handshakes
+  walk     (opt-in, not in "all") the new-session handler's cost as the internal cache
+           fills, with and without the lifetime clamp (SSL_SESSION_set_timeout)
 
 Results go to benchmarks/results/<stamp>-<mode>.{json,png,md}; the markdown table is
 printed, and written into benchmarks/README.md when every sub-benchmark ran (or with
@@ -34,6 +36,7 @@ sys.path.insert(0, str(HERE))
 import common as C  # noqa: E402
 
 NAMES = ("resume", "events", "prefork", "redis", "memory")
+OPT_IN = ("walk",)
 
 
 @dataclass
@@ -67,6 +70,9 @@ class Params:
     rss_handshakes: int = 1_000_000
     rss_clients: int = 64
     rss_lifetime: float = 60.0
+    # walk (opt-in)
+    walk_steps: int = 12
+    walk_block: int = 1500
 
     @classmethod
     def quick_mode(cls) -> "Params":
@@ -74,7 +80,8 @@ class Params:
                    events_rounds=10, events_block=100, in_situ=2000,
                    prefork_stacks=("stdlib",), prefork_rounds=2, prefork_clients=16,
                    prefork_reconnects=300, redis_rounds=6, redis_block=60, redis_latency_calls=5000,
-                   rss_handshakes=40_000, rss_clients=32, rss_lifetime=10.0)
+                   rss_handshakes=40_000, rss_clients=32, rss_lifetime=10.0,
+                   walk_steps=4, walk_block=500)
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):
@@ -89,7 +96,7 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"sub-benchmarks to run: {', '.join(NAMES)} (default: all)")
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"sub-benchmarks to run: {', '.join(NAMES + OPT_IN)} (default: {', '.join(NAMES)})")
     parser.add_argument("--quick", action="store_true", help="a couple of minutes in all (fewer rounds, smaller runs)")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON, PNG and markdown")
     parser.add_argument("--readme", action="store_true", help="write the table into benchmarks/README.md even for a partial run")
@@ -101,9 +108,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     names = args.names or list(NAMES)
-    unknown = [n for n in names if n not in NAMES]
+    unknown = [n for n in names if n not in NAMES + OPT_IN]
     if unknown:
-        parser.error(f"unknown sub-benchmark(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
+        parser.error(f"unknown sub-benchmark(s) {', '.join(unknown)}; choose from {', '.join(NAMES + OPT_IN)}")
     p = Params.quick_mode() if args.quick else Params()
     p.seed = args.seed
     if args.stacks:
@@ -124,7 +131,7 @@ def main(argv=None) -> int:
     from importlib import import_module
 
     modules = {"resume": "resume", "events": "events", "prefork": "prefork", "redis": "redis_store",
-               "memory": "memory"}
+               "memory": "memory", "walk": "walk"}
     for name in names:
         module = import_module(modules[name])
         total = module.total_units(p) if hasattr(module, "total_units") else module.total_rounds(p)
