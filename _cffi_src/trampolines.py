@@ -95,6 +95,20 @@ CUSTOMIZATIONS = r"""
 #define SC_MAX_INSTANCES 8
 #define SC_POOL 32
 
+/* SSL_CTX_free (and with it the remove callback and the ex_data free hook) can run while
+ * Python is unwinding with an exception set, when the context's last reference goes with
+ * a frame's locals. Calling into Python then fails (Python 3.9 reports a SystemError and
+ * the call is lost), so the pending exception is set aside around the call. */
+#define SC_KEEPING_PENDING_ERROR(call)                                   \
+    do {                                                                 \
+        PyGILState_STATE sc_gil = PyGILState_Ensure();                   \
+        PyObject *sc_type, *sc_value, *sc_tb;                            \
+        PyErr_Fetch(&sc_type, &sc_value, &sc_tb);                        \
+        call;                                                            \
+        PyErr_Restore(sc_type, sc_value, sc_tb);                         \
+        PyGILState_Release(sc_gil);                                      \
+    } while (0)
+
 /* cffi defines the extern "Python" functions after this code: declare them first. */
 static int sc_py_new_session(int, SSL_CTX *, SSL *, SSL_SESSION *);
 static SSL_SESSION *sc_py_get_session(int, SSL_CTX *, SSL *, const unsigned char *, int);
@@ -133,8 +147,9 @@ static void sc_ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
     if (ptr == NULL)
         return;
     sc_pool_release((int)argl, (SSL_CTX *)parent);
-    if (sc_python_alive)
-        sc_py_context_freed((int)argl, (SSL_CTX *)parent);
+    if (sc_python_alive) {
+        SC_KEEPING_PENDING_ERROR(sc_py_context_freed((int)argl, (SSL_CTX *)parent));
+    }
 }
 
 static void sc_ssl_ex_new(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
@@ -262,8 +277,9 @@ static SSL_SESSION *sc_on_get(int slot, int index, SSL *ssl, const unsigned char
 static void sc_on_remove(int slot, SSL_CTX *ctx, SSL_SESSION *sess)
 {
     /* OpenSSL hands the remove callback the context it runs for: no lookup needed. */
-    if (sc_python_alive)
-        sc_py_remove_session(slot, ctx, sess);
+    if (sc_python_alive) {
+        SC_KEEPING_PENDING_ERROR(sc_py_remove_session(slot, ctx, sess));
+    }
 }
 
 @TRAMPOLINES@

@@ -25,16 +25,11 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.tls import _stdlib_session
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-# src/sesscache/__init__.py belongs to another part of the project: load the module by path.
-_PATH = Path(__file__).resolve().parent.parent / "src" / "sesscache" / "clienthello.py"
-_spec = importlib.util.spec_from_file_location("_sesscache_clienthello_under_test", _PATH)
-ch = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = ch  # dataclasses resolve string annotations through sys.modules
-_spec.loader.exec_module(ch)
+from sesscache import clienthello as ch
+from tests.tls import _stdlib_session
 
 ClientHello = ch.ClientHello
 ClientHelloError = ch.ClientHelloError

@@ -743,19 +743,15 @@ def _attached_session_id_context(cache: SessionCache, context: _ssl.SSLContext,
                                  session_id_context: Optional[bytes], internal_cache: bool) -> bytes:
     """The session id context the cache serves ``context`` with (it is part of every store
     key), attaching the cache first if needed."""
-    from ._contexts import bind_context
-
-    bound = bind_context(context)
-    where = (bound.instance.slot, bound.ctx)
-    attachment = cache._attached.get(where)
-    if attachment is None:
+    attached = cache.session_id_context(context)
+    if attached is None:
         cache.attach(context, session_id_context=session_id_context, internal_cache=internal_cache)
-        attachment = cache._attached[where]
-    elif session_id_context is not None and session_id_context != attachment.sid_ctx:
+        attached = cache.session_id_context(context)
+    elif session_id_context is not None and session_id_context != attached:
         raise ConfigurationError(
-            f"the cache is attached to this context with session_id_context={attachment.sid_ctx!r}, "
+            f"the cache is attached to this context with session_id_context={attached!r}, "
             f"not {session_id_context!r}; leave session_id_context out or attach it with that value")
-    return attachment.sid_ctx
+    return attached
 
 
 class _Front:

@@ -207,6 +207,14 @@ class SessionCache:
         with self._attached_lock:
             self._attached.pop((bound.instance.slot, bound.ctx), None)
 
+    def session_id_context(self, context: Any) -> Optional[bytes]:
+        """The session id context this cache serves ``context`` with (part of every store
+        key), or None when it is not attached to it."""
+        bound = bind_context(context)
+        with self._attached_lock:
+            attachment = self._attached.get((bound.instance.slot, bound.ctx))
+        return None if attachment is None else attachment.sid_ctx
+
     # --- statistics -------------------------------------------------------------------
 
     @property

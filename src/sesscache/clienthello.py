@@ -35,6 +35,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from .errors import SesscacheError
+
 __all__ = [
     "MAX_CLIENT_HELLO",
     "ClientHello",
@@ -87,7 +89,7 @@ _u16 = struct.Struct(">H").unpack_from
 _u32 = struct.Struct(">I").unpack_from
 
 
-class ClientHelloError(ValueError):
+class ClientHelloError(SesscacheError, ValueError):
     """The bytes can never become a valid ClientHello: not TLS, malformed or oversized.
 
     The message says which check failed and at which byte offset of the handshake body (or

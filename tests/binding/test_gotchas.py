@@ -243,3 +243,27 @@ def test_sessions_outlive_their_freed_context(stack, version):
     for session in kept:
         assert session.to_bytes() and session.protocol == version
         session.close()
+
+
+def test_context_freed_while_python_unwinds(tmp_path):
+    """A context whose last reference goes as a coroutine returns is freed while Python
+    has an exception pending (StopIteration). The free hook must still reach Python and
+    leave no error behind (Python 3.9 lost the call with a SystemError)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unwind.py"
+    script.write_text(
+        "import asyncio, gc, ssl, sesscache\n"
+        "async def main():\n"
+        "    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+        "    sesscache.SessionCache().attach(ctx)\n"
+        "    assert sesscache.callbacks._registry\n"
+        "    return 1\n"
+        "asyncio.run(main())\n"
+        "gc.collect()\n"
+        "print('registry', len(sesscache.callbacks._registry))\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "registry 0" in result.stdout
+    assert "Exception ignored" not in result.stderr and "SystemError" not in result.stderr, result.stderr
