@@ -277,8 +277,16 @@ def test_wheel_matches_pyelftools(wheel, wheel_reference):
         assert _ours(wheel, name) == wheel_reference.get(name, set()), name
 
 
+def _wrappers_in(wheel):
+    """The cffi wrappers this wheel has among CFFI_NAMES (which functions cryptography's
+    cffi module wraps differs between versions; 41 has no d2i_SSL_SESSION)."""
+    found = [name for name in CFFI_NAMES if wheel.find(name) is not None]
+    assert len(found) >= 2, "a cryptography wheel without cffi wrappers of SSL functions"
+    return found
+
+
 def test_wheel_finds_every_openssl_name_as_a_local_function(wheel):
-    for name in SSL_NAMES + CRYPTO_NAMES + CFFI_NAMES:
+    for name in SSL_NAMES + CRYPTO_NAMES + _wrappers_in(wheel):
         sym = wheel.lookup(name)
         assert sym.name == name
         assert sym.defined and sym.kind == "FUNC" and sym.size > 0
@@ -310,7 +318,7 @@ def test_full_read_matches_pyelftools(wheel_all, wheel_reference):
 
 def test_wheel_cffi_wrappers_jump_to_their_functions(wheel):
     assert wheel.machine in ("x86_64", "aarch64")
-    for wrapper in CFFI_NAMES:
+    for wrapper in _wrappers_in(wheel):
         target = wheel.lookup(wrapper[len("_cffi_d_"):])
         sym = wheel.lookup(wrapper)
         code = wheel.read_bytes(sym.value, sym.size)
@@ -322,7 +330,9 @@ def test_wheel_cffi_wrappers_jump_to_their_functions(wheel):
 
 
 def test_every_one_jump_cffi_wrapper_in_the_wheel_is_consistent(wheel_all):
-    """All `_cffi_d_X` of jump size: the jump lands on X's st_value (or X is not a symbol)."""
+    """All `_cffi_d_X` of jump size: the jump lands on X's st_value when X is a LOCAL
+    symbol (the static OpenSSL, what sesscache relies on). A GLOBAL X, exported from the
+    wheel, is called through its PLT stub (old wheels export cryptography's own helpers)."""
     jump_size = {"x86_64": 5, "aarch64": 4}.get(wheel_all.machine)
     if jump_size is None:
         pytest.skip(f"no tail-jump decoder for {wheel_all.machine}")
@@ -337,7 +347,7 @@ def test_every_one_jump_cffi_wrapper_in_the_wheel_is_consistent(wheel_all):
         got = decode_tail_jump(wheel_all.machine, code, sym.value)
         assert got is not None, name
         target = wheel_all.find(name[len("_cffi_d_"):])
-        if target is not None:
+        if target is not None and target.binding == "LOCAL":
             assert got == target.value, name
             checked += 1
     assert checked > 100
@@ -370,16 +380,22 @@ def test_wheel_build_id_matches_readelf(wheel_so, wheel):
 
 
 def test_wheel_has_really_ambiguous_openssl_statics(wheel_all):
-    # OpenSSL has one `static void sk_X509_freefunc_thunk(...)` per file that uses STACK_OF(X509):
-    # eleven different addresses.  Picking one would be a guess.
-    entries = wheel_all.entries("sk_X509_freefunc_thunk")
+    # Static functions with one name in several object files (OpenSSL 3.x has one
+    # `static void sk_X509_freefunc_thunk(...)` per file that uses STACK_OF(X509), eleven
+    # addresses in cryptography 50's wheel; every wheel has some). Picking one is a guess.
+    name = "sk_X509_freefunc_thunk"
+    if len({s.value for s in wheel_all.entries(name)}) < 2:
+        name = next(candidate for candidate in wheel_all._raw
+                    if len({s.value for s in wheel_all.entries(candidate)
+                            if s.defined and s.kind == "FUNC"}) > 1)
+    entries = [s for s in wheel_all.entries(name) if s.defined and s.kind == "FUNC"]
     assert len({s.value for s in entries}) > 1
-    assert all(s.binding == "LOCAL" and s.kind == "FUNC" for s in entries)
+    assert all(s.binding == "LOCAL" for s in entries)
     with pytest.raises(ElfError, match="ambiguous") as info:
-        wheel_all.lookup("sk_X509_freefunc_thunk")
-    assert "sk_X509_freefunc_thunk" in str(info.value) and str(wheel_all.path) in str(info.value)
+        wheel_all.lookup(name)
+    assert name in str(info.value) and str(wheel_all.path) in str(info.value)
     with pytest.raises(ElfError, match="ambiguous"):
-        wheel_all.find("sk_X509_freefunc_thunk")
+        wheel_all.find(name)
 
 
 def test_read_with_wanted_is_fast(wheel_so):
