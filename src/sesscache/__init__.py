@@ -5,7 +5,7 @@ on stdlib ``ssl.SSLContext`` objects.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from ._instances import LibsslInstance
 from .callbacks import (

@@ -25,12 +25,11 @@ import logging
 import threading
 import traceback
 import weakref
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from ._binding import address, ffi, lib
 from ._contexts import BoundContext, bind_context, connection_for
-from ._instances import LibsslInstance, instance_in_slot
+from ._instances import LibsslInstance
 from .errors import CallbackError, ConfigurationError, SessionError
 from .session import Session, session_from_der
 

@@ -172,7 +172,6 @@ def _demo_row(certfile: str, cafile: str, version: str, connections: int):
 
 def run_demo(connections: int, key_types: Sequence[str], out=sys.stdout) -> int:
     from ._certs import make_self_signed
-    from .session import Session  # noqa: F401  (imports the binding: fail early, clearly)
 
     print(f"sesscache demo: a TLS echo server on 127.0.0.1 with SessionCache on the embedded "
           f"MemoryStore;\na client reconnects {connections} times per row, offering its session "

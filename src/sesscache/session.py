@@ -10,11 +10,10 @@ seal them at rest).
 """
 from __future__ import annotations
 
-import sys
 from typing import Any, Optional, Union
 
 from ._binding import address, ffi, lib
-from ._instances import LibsslInstance, instance_in_slot
+from ._instances import LibsslInstance
 from .errors import SessionError
 
 #: Bigger than any real session (a few hundred bytes, a few KiB with a client certificate

@@ -490,7 +490,7 @@ def test_an_asyncio_whose_start_tls_does_not_match_closes_connections_and_says_w
     an unknown protocol."""
     import types
 
-    import sesscache.aio as aio
+    import sesscache.aio.server as aio
 
     monkeypatch.setattr(aio, "_sslproto", types.SimpleNamespace(SSLProtocol=type("Other", (), {})))
 
