@@ -15,9 +15,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
-	$(BIN)/pip install -q -e '.[bench]'
+BENCH_STAMP := $(VENV)/.sesscache-bench-deps
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# Only the extra's packages: rebuilding the module here would replace the .so under
+# anyone's running tests.
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install -q --no-build-isolation -e '.[bench]'
+	touch $@
 
 matrix: system-packages
 	$(PYTHON) ci/matrix.py $(MATRIX_ARGS)

@@ -37,7 +37,6 @@ int SSL_CTX_use_PrivateKey_file(SSL_CTX *, const char *, int);
 int SSL_CTX_load_verify_locations(SSL_CTX *, const char *, const char *);
 void SSL_CTX_set_verify(SSL_CTX *, int, void *);
 uint64_t SSL_CTX_set_options(SSL_CTX *, uint64_t);
-long SSL_CTX_set_timeout(SSL_CTX *, long);
 
 SSL *SSL_new(SSL_CTX *);
 void SSL_free(SSL *);

@@ -172,6 +172,10 @@ class SessionCache:
         :param internal_cache: keep OpenSSL's in-process cache in front of the store
             (fastest); False sends every lookup to the store.
 
+        It sets the context's session timeout to ``lifetime`` if it was longer, and
+        installs a session ticket callback (which caps each TLS 1.3 session at its first
+        handshake's lifetime): replace neither afterwards.
+
         Call it right after configuring the context, before the first connection
         (pyOpenSSL 26.2+ refuses changes to a context after that).
         """
@@ -193,6 +197,16 @@ class SessionCache:
                             new=(attachment.on_new, self.attach),
                             get=(attachment.on_get, self.attach),
                             remove=(attachment.on_remove, self.attach))
+        # Sessions (and OpenSSL's internal cache) live no longer than the cache allows:
+        # new ones get the lifetime as their timeout, and a TLS 1.3 resumption's new
+        # session is capped at its first handshake's before OpenSSL caches it.
+        api = bound.instance.api
+        if api.SSL_CTX_get_timeout(bound.pointer) > self.lifetime:
+            api.SSL_CTX_set_timeout(bound.pointer, int(self.lifetime))
+        if not lib.sc_cap_lifetime(bound.instance.slot, bound.pointer, int(self.lifetime)):
+            logger.warning("sesscache: cannot cap TLS 1.3 session lifetimes on this context (%s); "
+                           "the store still refuses sessions past their first handshake's lifetime",
+                           bound.instance.describe())
         with self._attached_lock:
             self._attached[(bound.instance.slot, bound.ctx)] = attachment
 
@@ -322,11 +336,8 @@ class _Attachment:
         if expires <= now:
             cache._count("expired")
             return
-        # Tell OpenSSL too: its internal cache and its own expiry check then agree that a
-        # TLS 1.3 session resumed from an older one ends when the original would have.
-        allowed = int(expires - made)
-        if allowed < int(api.SSL_SESSION_get_timeout(session)):
-            api.SSL_SESSION_set_timeout(session, max(allowed, 1))
+        # (OpenSSL's own copy was capped before it reached the internal cache: see
+        # sc_cap_lifetime. Shortening it here would make OpenSSL 4.0 re-sort its cache.)
         der = session_to_der(self.instance, session)
         if len(der) > cache.max_session_size:
             cache._count("oversize")

@@ -227,15 +227,18 @@ class Session:
 
 def session_to_der(instance: LibsslInstance, pointer) -> bytes:
     """DER of an ``SSL_SESSION`` of ``instance``; :class:`SessionError` if it has none."""
-    slot = instance.slot
-    length = lib.sc_session_der_len(slot, pointer)
+    buffer = ffi.new("unsigned char[]", _DER_GUESS)
+    length = lib.sc_session_der(instance.slot, pointer, buffer, _DER_GUESS)
+    if length < 0:  # larger than the guess (a long client certificate chain): exact size
+        buffer = ffi.new("unsigned char[]", -length)
+        length = lib.sc_session_der(instance.slot, pointer, buffer, -length)
     if length <= 0:
         raise SessionError("OpenSSL could not serialize this session (i2d_SSL_SESSION failed)")
-    buffer = ffi.new("unsigned char[]", length)
-    written = lib.sc_session_der(slot, pointer, buffer, length)
-    if written != length:
-        raise SessionError("OpenSSL could not serialize this session (i2d_SSL_SESSION failed)")
     return ffi.unpack(ffi.cast("char *", buffer), length)
+
+
+#: Most sessions serialize to a few hundred bytes; one buffer of this size fits them.
+_DER_GUESS = 2048
 
 
 def session_from_der(instance: LibsslInstance, der: BytesLike):

@@ -386,3 +386,27 @@ def test_unclean_close_loses_nothing_with_the_cache(stack):
     again = stack.handshake(server, client, session)
     assert again.server_reused and cache.stats.hits == 1
     stack.close(again)
+
+
+# Not on the stdlib stack: it shows no session's timeout (the linked stack runs its libssl).
+@pytest.mark.parametrize("stack_name", ["pyopenssl", "linked"])
+def test_tls13_resumed_sessions_are_capped_inside_openssl_too(certs, stack_name):
+    """The ticket a TLS 1.3 resumption issues carries what is left of the first handshake's
+    lifetime, not a fresh one: the cap is applied before OpenSSL caches the new session
+    (shortening it afterwards makes OpenSSL 4.0 re-sort its whole cache)."""
+    from tests.tls import STACKS
+
+    stack = STACKS[stack_name](certs)
+    cache = SessionCache(lifetime=60)
+    server = stack.server_context(TLS13)
+    cache.attach(server)
+    client = stack.client_context()
+    first = stack.handshake(server, client)
+    # The server's own session objects (the client keeps its own timeout).
+    assert stack.to_session(first.server.get_session()).timeout == 60, "new sessions get the lifetime"
+    time.sleep(1.1)
+    again = stack.handshake(server, client, first.client_session)
+    assert again.server_reused
+    assert stack.to_session(again.server.get_session()).timeout <= 59
+    stack.close(first)
+    stack.close(again)
