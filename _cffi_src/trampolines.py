@@ -58,6 +58,24 @@ INCLUDES = """
 TYPES = """
 static const int SC_MAX_INSTANCES;
 static const int SC_POOL;
+
+typedef struct {
+    unsigned char id[32]; unsigned int id_len;
+    unsigned char sid_ctx[32]; unsigned int sid_ctx_len;
+    int protocol; int stateless;
+    long long made; long timeout; long long origin;
+    void *certificate;
+    int der_len;
+    char name[256]; int name_len;
+} sc_new_facts;
+
+static const int SC_OFFER_OK;
+static const int SC_OFFER_NOT_DER;
+static const int SC_OFFER_OTHER_ID;
+static const int SC_OFFER_OTHER_CONTEXT;
+static const int SC_OFFER_UNREADABLE_NAME;
+static const int SC_OFFER_OTHER_NAME;
+static const int SC_OFFER_EXPIRED;
 """
 
 FUNCTIONS = """
@@ -87,6 +105,10 @@ SSL_CTX *sc_recorded_session_ctx(int, SSL *);
 long long sc_session_origin(int, SSL_SESSION *);
 int sc_pin_session_id_context(int, SSL_CTX *, const unsigned char *, unsigned int);
 int sc_cap_lifetime(int, SSL_CTX *, long);
+int sc_describe_new(int, SSL *, SSL_SESSION *, SSL_CTX *, sc_new_facts *, unsigned char *, int);
+SSL_SESSION *sc_parse_offered(int, SSL *, const unsigned char *, long, const unsigned char *, int,
+                              const unsigned char *, unsigned int, const char *, int, long long,
+                              long long, int *);
 
 int sc_session_set_origin(int, SSL_SESSION *, long long);
 void sc_flush_sessions(int, SSL_CTX *, long long);
@@ -509,6 +531,150 @@ int sc_session_set_origin(int slot, SSL_SESSION *sess, long long origin)
     if (a->SSL_SESSION_get_ex_data(sess, sc_sess_idx[slot]) == NULL)
         return 0;
     return a->SSL_SESSION_set_ex_data(sess, sc_sess_idx[slot], (void *)(intptr_t)origin);
+}
+
+/* --- the cache's hot paths, one C call each ------------------------------------------
+ * What SessionCache needs from OpenSSL for one new session, and the checks it makes on
+ * one offered session, done here rather than as a dozen calls through cffi. */
+
+typedef struct {
+    unsigned char id[32]; unsigned int id_len;
+    unsigned char sid_ctx[32]; unsigned int sid_ctx_len;
+    int protocol; int stateless;
+    long long made; long timeout; long long origin;
+    void *certificate;
+    int der_len;
+    char name[256]; int name_len;
+} sc_new_facts;
+
+#define SC_OFFER_OK 0
+#define SC_OFFER_NOT_DER 1
+#define SC_OFFER_OTHER_ID 2
+#define SC_OFFER_OTHER_CONTEXT 3
+#define SC_OFFER_UNREADABLE_NAME 4
+#define SC_OFFER_OTHER_NAME 5
+#define SC_OFFER_EXPIRED 6
+
+int sc_session_der(int slot, SSL_SESSION *sess, unsigned char *buf, int buflen);
+SSL_SESSION *sc_session_from_der(int slot, const unsigned char *der, long len);
+int sc_requested_server_name(int slot, SSL *ssl, char *out, int outlen);
+
+static void sc_copy_bytes(unsigned char *to, unsigned int *to_len, const unsigned char *from,
+                          unsigned int len)
+{
+    *to_len = len;
+    if (from != NULL && len > 0)
+        memcpy(to, from, len > 32 ? 32 : len);
+}
+
+/* Fills out for a new session; the origin is recorded on the session when missing.
+ * The DER is written to der unless the session is a stateless TLS 1.3 ticket's. */
+int sc_describe_new(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *session_ctx,
+                    sc_new_facts *out, unsigned char *der, int derlen)
+{
+    sc_api *a;
+    const unsigned char *bytes;
+    unsigned int len;
+    const char *name;
+    uint64_t options;
+    size_t i;
+    if (!sc_slot_ok(slot) || !sc_ready[slot])
+        return 0;
+    a = &sc_apis[slot];
+    bytes = a->SSL_SESSION_get_id(sess, &len);
+    sc_copy_bytes(out->id, &out->id_len, bytes, len);
+    bytes = a->SSL_SESSION_get0_id_context(sess, &len);
+    sc_copy_bytes(out->sid_ctx, &out->sid_ctx_len, bytes, len);
+    out->protocol = a->SSL_SESSION_get_protocol_version(sess);
+    out->stateless = 0;
+    if (out->protocol == TLS1_3_VERSION) {
+        /* Tickets on: the ticket carries the session and the server is never asked for
+         * it by id. Early data with anti-replay turns tickets stateful. */
+        options = a->SSL_CTX_get_options(a->SSL_get_SSL_CTX(ssl));
+        out->stateless = !(options & SSL_OP_NO_TICKET)
+            && !(a->SSL_SESSION_get_max_early_data(sess) > 0 && !(options & SSL_OP_NO_ANTI_REPLAY));
+    }
+    out->made = sc_session_time(slot, sess);
+    out->timeout = a->SSL_SESSION_get_timeout(sess);
+    out->origin = sc_session_origin(slot, sess);
+    if (out->origin <= 1) {
+        out->origin = out->made;
+        sc_session_set_origin(slot, sess, out->origin);
+    }
+    out->certificate = session_ctx != NULL ? (void *)a->SSL_CTX_get0_certificate(session_ctx) : NULL;
+    out->der_len = out->stateless ? 0 : sc_session_der(slot, sess, der, derlen);
+    out->name_len = 0;
+    name = a->SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (name != NULL) {
+        for (i = 0; name[i] != '\0' && i < 255; i++)
+            out->name[i] = (name[i] >= 'A' && name[i] <= 'Z') ? (char)(name[i] + 32) : name[i];
+        out->name[i] = '\0';
+        out->name_len = (int)i;
+    }
+    return 1;
+}
+
+static int sc_same_name(const char *a, int alen, const char *b, int blen)
+{
+    int i;
+    if (alen != blen)
+        return 0;
+    for (i = 0; i < alen; i++) {
+        char x = a[i], y = b[i];
+        if (x >= 'A' && x <= 'Z') x = (char)(x + 32);
+        if (y >= 'A' && y <= 'Z') y = (char)(y + 32);
+        if (x != y)
+            return 0;
+    }
+    return 1;
+}
+
+/* Parse an offered session and check it as OpenSSL and the cache would: its id is the
+ * one asked for, its id context is the cache's, the client asks for the server name it
+ * was made for (made_for_len -1: made without one), and it has not expired. Returns the
+ * session (one reference, origin recorded) or NULL with *reason set. */
+SSL_SESSION *sc_parse_offered(int slot, SSL *ssl, const unsigned char *der, long derlen,
+                              const unsigned char *id, int id_len,
+                              const unsigned char *sid_ctx, unsigned int sid_ctx_len,
+                              const char *made_for, int made_for_len,
+                              long long origin, long long now, int *reason)
+{
+    sc_api *a = &sc_apis[slot];
+    SSL_SESSION *sess;
+    const unsigned char *bytes;
+    unsigned int len;
+    char asked[256];
+    int asked_len;
+    *reason = SC_OFFER_OK;
+    sess = sc_session_from_der(slot, der, derlen);
+    if (sess == NULL) {
+        *reason = SC_OFFER_NOT_DER;
+        return NULL;
+    }
+    bytes = a->SSL_SESSION_get_id(sess, &len);
+    if ((int)len != id_len || memcmp(bytes, id, len) != 0)
+        *reason = SC_OFFER_OTHER_ID;
+    if (*reason == SC_OFFER_OK) {
+        bytes = a->SSL_SESSION_get0_id_context(sess, &len);
+        if (len != sid_ctx_len || memcmp(bytes, sid_ctx, len) != 0)
+            *reason = SC_OFFER_OTHER_CONTEXT;
+    }
+    if (*reason == SC_OFFER_OK) {
+        asked_len = sc_requested_server_name(slot, ssl, asked, sizeof(asked));
+        if (asked_len == -2)
+            *reason = SC_OFFER_UNREADABLE_NAME;
+        else if (asked_len >= 0 && !(made_for_len < 0 ? asked_len == 0
+                                     : sc_same_name(asked, asked_len, made_for, made_for_len)))
+            *reason = SC_OFFER_OTHER_NAME;
+    }
+    if (*reason == SC_OFFER_OK && sc_session_time(slot, sess) + a->SSL_SESSION_get_timeout(sess) <= now)
+        *reason = SC_OFFER_EXPIRED;
+    if (*reason != SC_OFFER_OK) {
+        a->SSL_SESSION_free(sess);
+        return NULL;
+    }
+    sc_session_set_origin(slot, sess, origin);
+    return sess;
 }
 
 /* --- sessions ------------------------------------------------------------------- */

@@ -56,8 +56,8 @@ from .contexts import (
     set_session_cache_mode,
     set_session_id_context,
 )
-from .errors import ConfigurationError, SealError, SessionError, StoreError
-from .session import session_from_der, session_to_der
+from .errors import ConfigurationError, SealError, SessionError
+from .session import session_to_der
 from .stores import MemoryStore, Store
 
 logger = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ class _Attachment:
     """The handlers of one cache on one context (one libssl copy, one id context)."""
 
     __slots__ = ("cache", "instance", "slot", "sid_ctx", "api", "_warned_sid", "_warned_tickets",
-                 "_certificate")
+                 "_certificate", "_local")
 
     def __init__(self, cache: SessionCache, instance: LibsslInstance, sid_ctx: bytes) -> None:
         self.cache = cache
@@ -293,17 +293,18 @@ class _Attachment:
         self._warned_sid = False
         self._warned_tickets = False
         self._certificate = (None, b"")  # (X509 address, fingerprint), recomputed on change
+        self._local = threading.local()
 
     # -- new ---------------------------------------------------------------------
 
     def on_new(self, hooks, ssl, session) -> None:
-        cache, api = self.cache, self.api
-        length = ffi.new("unsigned int *")
-        sid = ffi.unpack(ffi.cast("char *", api.SSL_SESSION_get_id(session, length)), length[0])
-        if not 1 <= len(sid) <= 32:
+        cache = self.cache
+        facts, der = self._buffers()
+        lib.sc_describe_new(self.slot, ssl, session, ffi.cast("SSL_CTX *", hooks.ctx), facts, der, _DER_BUFFER)
+        if not 1 <= facts.id_len <= 32:
             cache._count("rejected")
             return
-        if self._is_stateless_ticket(ssl, session):
+        if facts.stateless:
             cache._count("stateless")
             if not self._warned_tickets:
                 self._warned_tickets = True
@@ -313,8 +314,7 @@ class _Attachment:
                     "will not be shared through the store. Set OP_NO_TICKET on the context "
                     "(ssl.OP_NO_TICKET / OpenSSL.SSL.OP_NO_TICKET) to share them.")
             return
-        ctx_len = ffi.new("unsigned int *")
-        sid_ctx = ffi.unpack(ffi.cast("char *", api.SSL_SESSION_get0_id_context(session, ctx_len)), ctx_len[0])
+        sid_ctx = ffi.unpack(ffi.cast("char *", facts.sid_ctx), min(facts.sid_ctx_len, 32))
         if sid_ctx != self.sid_ctx:
             cache._count("rejected")
             if not self._warned_sid:
@@ -329,48 +329,43 @@ class _Attachment:
                     sid_ctx, self.sid_ctx)
             return
         now = time.time()
-        made = int(lib.sc_session_time(self.slot, session))
-        origin = int(lib.sc_session_origin(self.slot, session)) or made
-        lib.sc_session_set_origin(self.slot, session, origin)
-        expires = min(origin + cache.lifetime, made + int(api.SSL_SESSION_get_timeout(session)))
+        expires = min(facts.origin + cache.lifetime, facts.made + facts.timeout)
         if expires <= now:
             cache._count("expired")
             return
         # (OpenSSL's own copy was capped before it reached the internal cache: see
         # sc_cap_lifetime. Shortening it here would make OpenSSL 4.0 re-sort its cache.)
-        der = session_to_der(self.instance, session)
-        if len(der) > cache.max_session_size:
+        if facts.der_len > 0:
+            der_bytes = ffi.unpack(ffi.cast("char *", der), facts.der_len)
+        else:  # larger than the buffer (a long client certificate chain), or no DER at all
+            der_bytes = session_to_der(self.instance, session)
+        if len(der_bytes) > cache.max_session_size:
             cache._count("oversize")
             cache._burst.log(logging.WARNING, "oversize",
                              "sesscache: a %d-byte session is over max_session_size (%d) and is not "
                              "stored; raise max_session_size if such sessions are expected (large "
-                             "client certificate chains)", len(der), cache.max_session_size)
+                             "client certificate chains)", len(der_bytes), cache.max_session_size)
             return
-        key = cache.key_for(self.sid_ctx, sid)
-        name = api.SSL_get_servername(ssl, lib.TLSEXT_NAMETYPE_host_name)
-        name = b"" if name == ffi.NULL else ffi.string(name)[:255].lower()
-        blob = cache._wrap(key, origin, name, self._certificate_of(hooks.ctx), der)
+        key = cache.key_for(self.sid_ctx, ffi.unpack(ffi.cast("char *", facts.id), facts.id_len))
+        name = ffi.unpack(facts.name, facts.name_len)
+        certificate = self._fingerprint(hooks.ctx, int(ffi.cast("uintptr_t", facts.certificate)))
+        blob = cache._wrap(key, int(facts.origin), name, certificate, der_bytes)
         try:
             cache.store.set(key, blob, expires - now)
-        except StoreError as exc:
-            self._store_failed("write", exc)
-            return
-        except Exception as exc:  # a user-written store with a bug: still no failed handshake
+        except Exception as exc:  # StoreError, or a custom store's bug: never a failed handshake
             self._store_failed("write", exc)
             return
         cache._count("stores")
 
-    def _is_stateless_ticket(self, ssl, session) -> bool:
-        """TLS 1.3 with tickets on: the ticket carries the session, and the server is never
-        asked for it by id. (Early data with anti-replay turns tickets stateful.)"""
-        api = self.api
-        if api.SSL_SESSION_get_protocol_version(session) != lib.TLS1_3_VERSION:
-            return False
-        options = int(api.SSL_CTX_get_options(api.SSL_get_SSL_CTX(ssl)))
-        if options & lib.SSL_OP_NO_TICKET:
-            return False
-        anti_replay = not options & lib.SSL_OP_NO_ANTI_REPLAY
-        return not (api.SSL_SESSION_get_max_early_data(session) > 0 and anti_replay)
+    def _buffers(self):
+        """Per-thread scratch space for sc_describe_new (handshakes run in many threads)."""
+        local = self._local
+        try:
+            return local.facts, local.der
+        except AttributeError:
+            local.facts = ffi.new("sc_new_facts *")
+            local.der = ffi.new("unsigned char[]", _DER_BUFFER)
+            return local.facts, local.der
 
     # -- get ---------------------------------------------------------------------------
 
@@ -410,54 +405,27 @@ class _Attachment:
             # would let the client skip ever seeing this server's certificate.
             return self._reject("certificate", SessionError(
                 "the session was made by a server with another certificate"))
-        try:
-            session = session_from_der(self.instance, stored.der)
-        except SessionError as exc:
-            return self._reject("der", exc)
-        reason = self._refusal(ssl, session, session_id, stored.server_name)
-        if reason is not None:
-            self.api.SSL_SESSION_free(session)
-            return self._reject("check", SessionError(reason))
-        # OpenSSL refuses an expired session after this callback (a full handshake); say
-        # so here, so that "hits" counts only sessions that resume.
-        made = int(lib.sc_session_time(self.slot, session))
-        if made + int(self.api.SSL_SESSION_get_timeout(session)) <= now:
-            self.api.SSL_SESSION_free(session)
-            cache._count("expired")
-            return ffi.NULL
-        lib.sc_session_set_origin(self.slot, session, stored.origin)
+        made_for = stored.server_name
+        reason = ffi.new("int *")
+        session = lib.sc_parse_offered(
+            self.slot, ssl, ffi.from_buffer(stored.der), len(stored.der), session_id, len(session_id),
+            self.sid_ctx, len(self.sid_ctx), made_for if made_for else ffi.NULL,
+            len(made_for) if made_for else -1, stored.origin, int(now), reason)
+        if session == ffi.NULL:
+            if reason[0] == lib.SC_OFFER_EXPIRED:  # as OpenSSL would refuse it after us
+                cache._count("expired")
+                return ffi.NULL
+            return self._reject("check", SessionError(_OFFER_REFUSALS.get(reason[0], "refused")))
         cache._count("hits")
         return session
 
-    def _refusal(self, ssl, session, session_id: bytes, made_for: Optional[bytes]) -> Optional[str]:
-        api = self.api
-        length = ffi.new("unsigned int *")
-        found = ffi.unpack(ffi.cast("char *", api.SSL_SESSION_get_id(session, length)), length[0])
-        if found != session_id:
-            return "the stored session has another session id than its key"
-        # OpenSSL would refuse it after this callback too; refused here, it is counted so.
-        context = ffi.unpack(ffi.cast("char *", api.SSL_SESSION_get0_id_context(session, length)), length[0])
-        if context != self.sid_ctx:
-            return f"the stored session belongs to the session id context {context!r}, not {self.sid_ctx!r}"
-        asked = _requested_server_name(self.slot, ssl)
-        if asked is _UNREADABLE:
-            return "the client's server name cannot be read as a host name"
-        if asked is not _UNKNOWN:
-            if made_for != asked:
-                # Resuming across names skips the certificate and client-verification
-                # settings of the name asked for (nginx CVE-2025-23419, httpd CVE-2025-23048).
-                return f"the session was made for server name {made_for!r}, the client asks for {asked!r}"
-        return None
-
-    def _certificate_of(self, ctx: int) -> bytes:
+    def _fingerprint(self, ctx: int, cert: int) -> bytes:
         """Fingerprint of the session context's certificate (not the SNI-switched one's:
         a lookup happens before the switch), recomputed only when the certificate changes."""
-        api = self.api
-        pointer = ffi.cast("SSL_CTX *", ctx)
-        cert = int(ffi.cast("uintptr_t", api.SSL_CTX_get0_certificate(pointer)))
         cached_for, fingerprint = self._certificate
         if cert == cached_for:
             return fingerprint
+        pointer = ffi.cast("SSL_CTX *", ctx)
         buffer = ffi.new("unsigned char[]", 16384)
         length = lib.sc_certificate_der(self.slot, pointer, buffer, 16384)
         if length < 0:
@@ -467,6 +435,10 @@ class _Attachment:
         fingerprint = hashlib.sha256(der).digest()[:16] if der else b"\0" * 16
         self._certificate = (cert, fingerprint)
         return fingerprint
+
+    def _certificate_of(self, ctx: int) -> bytes:
+        cert = self.api.SSL_CTX_get0_certificate(ffi.cast("SSL_CTX *", ctx))
+        return self._fingerprint(ctx, int(ffi.cast("uintptr_t", cert)))
 
     # -- remove ---------------------------------------------------------------------------
 
@@ -488,19 +460,14 @@ class _Attachment:
         return ffi.NULL
 
 
-_UNKNOWN = object()  # OpenSSL cannot say (no SSL_client_hello_get0_ext): check skipped
-_UNREADABLE = object()  # not a host name (empty, malformed, over 255 bytes): refused
-
-
-def _requested_server_name(slot: int, ssl):
-    """The SNI name in the ClientHello being processed (lowercase), None if it has none,
-    or _UNKNOWN / _UNREADABLE."""
-    buffer = ffi.new("char[256]")
-    length = lib.sc_requested_server_name(slot, ssl, buffer, 256)
-    if length == -1:
-        return _UNKNOWN
-    if length < 0:
-        return _UNREADABLE
-    if length == 0:
-        return None
-    return ffi.unpack(buffer, length).lower()
+_OFFER_REFUSALS = {
+    lib.SC_OFFER_NOT_DER: "the stored bytes are not a session this OpenSSL can read",
+    lib.SC_OFFER_OTHER_ID: "the stored session has another session id than its key",
+    lib.SC_OFFER_OTHER_CONTEXT: "the stored session belongs to another session id context",
+    lib.SC_OFFER_UNREADABLE_NAME: "the client's server name cannot be read as a host name",
+    # Resuming across names skips the certificate and client-verification settings of the
+    # name asked for (nginx CVE-2025-23419, httpd CVE-2025-23048).
+    lib.SC_OFFER_OTHER_NAME: "the session was made for another server name than the client asks for",
+}
+#: Scratch space for a new session's DER: nearly all sessions fit.
+_DER_BUFFER = 2048
