@@ -55,11 +55,8 @@ INCLUDES = """
 #include <unistd.h>
 """
 
-TYPES = """
-static const int SC_MAX_INSTANCES;
-static const int SC_POOL;
-
-typedef struct {
+# What sc_describe_new reports about a new session: declared once, for cffi and for C.
+NEW_FACTS = """typedef struct {
     unsigned char id[32]; unsigned int id_len;
     unsigned char sid_ctx[32]; unsigned int sid_ctx_len;
     int protocol; int stateless;
@@ -67,7 +64,13 @@ typedef struct {
     void *certificate;
     int der_len;
     char name[256]; int name_len;
-} sc_new_facts;
+} sc_new_facts;"""
+
+TYPES = """
+static const int SC_MAX_INSTANCES;
+static const int SC_POOL;
+
+@NEW_FACTS@
 
 static const int SC_OFFER_OK;
 static const int SC_OFFER_NOT_DER;
@@ -76,7 +79,7 @@ static const int SC_OFFER_OTHER_CONTEXT;
 static const int SC_OFFER_UNREADABLE_NAME;
 static const int SC_OFFER_OTHER_NAME;
 static const int SC_OFFER_EXPIRED;
-"""
+""".replace("@NEW_FACTS@", NEW_FACTS)
 
 FUNCTIONS = """
 extern "Python" int sc_py_new_session(int, SSL_CTX *, SSL *, SSL_SESSION *);
@@ -537,15 +540,7 @@ int sc_session_set_origin(int slot, SSL_SESSION *sess, long long origin)
  * What SessionCache needs from OpenSSL for one new session, and the checks it makes on
  * one offered session, done here rather than as a dozen calls through cffi. */
 
-typedef struct {
-    unsigned char id[32]; unsigned int id_len;
-    unsigned char sid_ctx[32]; unsigned int sid_ctx_len;
-    int protocol; int stateless;
-    long long made; long timeout; long long origin;
-    void *certificate;
-    int der_len;
-    char name[256]; int name_len;
-} sc_new_facts;
+@NEW_FACTS@
 
 #define SC_OFFER_OK 0
 #define SC_OFFER_NOT_DER 1
@@ -802,4 +797,5 @@ int sc_certificate_der(int slot, SSL_CTX *ctx, unsigned char *buf, int buflen)
         return -n;
     return a->i2d_X509(cert, &p);
 }
-""".replace("@TRAMPOLINES@", _generate_trampolines())
+""".replace("@TRAMPOLINES@", _generate_trampolines()).replace(
+    "@NEW_FACTS@", NEW_FACTS)

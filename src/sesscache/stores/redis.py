@@ -78,6 +78,20 @@ class _RedisCommon:
         # gives 0: the value would be expired before anyone could read it.
         return int(ttl * 1000.0)
 
+    def _connect(self, prefix: Union[bytes, str], timeout: float, url: Optional[str], client: Any,
+                 client_kwargs: Dict[str, Any], redis_cls: Any, retry_cls: Any) -> None:
+        """Use the given client, or make one from the URL (sync and asyncio alike)."""
+        self._setup(prefix, timeout)
+        if client is not None:
+            if url is not None or client_kwargs:
+                raise ConfigurationError("pass either url (and client options) or client, not both")
+            self._owns_client = False
+            self.client = client
+        else:
+            self._owns_client = True
+            self.client = redis_cls.from_url(url or _DEFAULT_URL, **self._client_kwargs(client_kwargs, retry_cls))
+        self._where = self._describe_where(self.client)
+
     def _describe_where(self, client: Any) -> str:
         # From the pool's connection arguments, so no password can leak into logs.
         try:
@@ -188,18 +202,7 @@ class RedisStore(_RedisCommon, BaseStore):
         **client_kwargs: Any,
     ) -> None:
         _require_redis()
-        self._setup(prefix, timeout)
-        if client is not None:
-            if url is not None or client_kwargs:
-                raise ConfigurationError("pass either url (and client options) or client, not both")
-            self._owns_client = False
-            self.client = client
-        else:
-            self._owns_client = True
-            self.client = _redis.Redis.from_url(
-                url or _DEFAULT_URL, **self._client_kwargs(client_kwargs, _Retry)
-            )
-        self._where = self._describe_where(self.client)
+        self._connect(prefix, timeout, url, client, client_kwargs, _redis.Redis, _Retry)
 
     def get(self, key: bytes) -> Optional[bytes]:
         k = self._key(key)
@@ -295,18 +298,7 @@ class AsyncRedisStore(_RedisCommon):
         import redis.asyncio as aredis
         from redis.asyncio.retry import Retry as AsyncRetry
 
-        self._setup(prefix, timeout)
-        if client is not None:
-            if url is not None or client_kwargs:
-                raise ConfigurationError("pass either url (and client options) or client, not both")
-            self._owns_client = False
-            self.client = client
-        else:
-            self._owns_client = True
-            self.client = aredis.Redis.from_url(
-                url or _DEFAULT_URL, **self._client_kwargs(client_kwargs, AsyncRetry)
-            )
-        self._where = self._describe_where(self.client)
+        self._connect(prefix, timeout, url, client, client_kwargs, aredis.Redis, AsyncRetry)
 
     async def get(self, key: bytes) -> Optional[bytes]:
         k = self._key(key)
