@@ -352,15 +352,7 @@ class _BufferedTap(_TapBase, asyncio.BufferedProtocol):
             self.store._serving.prefetched = previous
 
     def feed(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            buffer = self.get_buffer(len(view))
-            size = min(len(buffer), len(view))
-            if not size:
-                raise RuntimeError("get_buffer() returned an empty buffer")
-            buffer[:size] = view[:size]
-            view = view[size:]
-            self.buffer_updated(size)
+        _feed_buffered(self, data)
 
 
 class _Tap(_TapBase, asyncio.Protocol):
