@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import array
 import hashlib
-import importlib.util
 import os
 import re
 import select
@@ -18,7 +17,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -631,8 +629,6 @@ def test_pyopenssl_tls13_stateless_ticket(pem_files, cert):
 
 
 def test_pyopenssl_fresh_hello(pem_files):
-    from OpenSSL import SSL
-
     end = PyOpenSSLEnd(pyopenssl_client(pem_files, alpn=[b"spdy/3", b"h2"]), False, server_hostname="svc.local")
     assert not end.step()
     wire = end.take()

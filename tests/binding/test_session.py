@@ -1,7 +1,6 @@
 """Session objects: serialization, properties, bridging to pyOpenSSL, bad bytes."""
 from __future__ import annotations
 
-import gc
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -9,7 +8,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import sesscache
 from sesscache import Session, SessionError
 from tests.binding.test_callbacks import DictCache
-from tests.tls import TLS12, TLS13, PyOpenSSLStack
+from tests.tls import TLS12, PyOpenSSLStack
 
 
 @pytest.fixture

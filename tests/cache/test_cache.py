@@ -1,7 +1,6 @@
 """SessionCache over real handshakes: policy, sealing, lifetimes, SNI, faults."""
 from __future__ import annotations
 
-import logging
 import threading
 import time
 

@@ -7,7 +7,7 @@ import sesscache
 from sesscache import ClientSessionCache, SessionCache, SQLiteStore
 from sesscache.sealing import generate_key
 from tests.servers import EchoServer, _retry
-from tests.tls import TLS12, TLS13, StdlibStack
+from tests.tls import TLS12, StdlibStack
 
 
 def _connect(certs, cache, port):
