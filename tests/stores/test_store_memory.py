@@ -27,7 +27,7 @@ class FakeClock:
 
 
 def _accounted_bytes(store: MemoryStore) -> int:
-    return sum(len(k) + len(v) for k, (v, _) in store._data.items())
+    return sum(len(k) + len(v) for k, v, _ in store.entries())
 
 
 def test_least_recently_used_is_evicted():
@@ -215,7 +215,7 @@ def test_threads_hammering_keep_counts_consistent():
     assert store.expired == 0
     assert info["entries"] <= 500
     assert info["bytes"] == _accounted_bytes(store)
-    assert not set(all_popped) & set(store._data)
+    assert not set(all_popped) & {k for k, _, _ in store.entries()}
 
 
 # -- stateful model checks ------------------------------------------------------------------------
@@ -278,7 +278,7 @@ class UnboundedMemoryMachine(RuleBasedStateMachine):
         assert self.store.describe()["bytes"] == _accounted_bytes(self.store)
         assert self.store.evictions == 0
         live = {k for k in self.model if self.model[k][1] > self.clock.now}
-        assert live <= set(self.store._data)
+        assert live <= {k for k, _, _ in self.store.entries()}
 
 
 class BoundedMemoryMachine(RuleBasedStateMachine):

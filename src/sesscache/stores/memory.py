@@ -1,24 +1,27 @@
-"""In-process store: an LRU dictionary with per-entry expiry.
+"""In-process store: an LRU table with per-entry expiry, kept in C.
 
 The default store. It is shared by the threads of one process only; a server with several
 worker processes needs :class:`~sesscache.stores.sqlite.SQLiteStore` or a network store for
 workers to resume each other's sessions.
+
+The table itself lives in the compiled module (``_cffi_src/memory_store.py``), so that a
+:class:`~sesscache.SessionCache` over it can store and look sessions up from libssl's
+callbacks without entering Python at all (see ``_cffi_src/fast_path.py``). This class is
+its Python face, for the cache's other paths and for you.
 """
 from __future__ import annotations
 
-import threading
+import struct
 import time
-from collections import OrderedDict
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .._binding import ffi, lib
 from ..errors import ConfigurationError, ValueTooLarge
 from .base import MAX_TTL, BaseStore, as_bytes, check_ttl
 
 __all__ = ["MemoryStore"]
 
-# How many least-recently-used entries a set() inspects for expiry on its way out. Entries that
-# nobody reads drift to the LRU end, so that is where expired ones collect.
-_PURGE_PEEK = 2
+_DUMP_RECORD = struct.Struct("=IId")
 
 
 class MemoryStore(BaseStore):
@@ -26,15 +29,18 @@ class MemoryStore(BaseStore):
 
     Args:
         max_sessions: most entries held; setting one more evicts the least recently used.
-        max_bytes: optional cap on the sum of ``len(key) + len(value)`` over all entries (Python's
-            own per-entry overhead, roughly 200 bytes, is not counted). A single value larger
-            than this raises :class:`~sesscache.errors.ValueTooLarge`.
-        clock: monotonic seconds; injectable for tests.
+        max_bytes: optional cap on the sum of ``len(key) + len(value)`` over all entries (the
+            table's own overhead, about 70 bytes an entry, is not counted). A single value
+            larger than this raises :class:`~sesscache.errors.ValueTooLarge`.
+        clock: monotonic seconds; injectable for tests. With any clock but the default,
+            a cache over this store serves every event from Python (the C fast path reads
+            the real monotonic clock).
 
-    ``get``, ``set``, ``delete`` and ``pop`` are O(1) and hold one lock for a few dictionary
-    operations, so they are safe from OpenSSL callbacks running in many threads. Expired entries
-    are never returned; they are dropped when touched, when they reach the LRU end during a
-    ``set``, or by :meth:`purge_expired`.
+    ``get``, ``set``, ``delete`` and ``pop`` are O(1) and hold one mutex for a few table
+    operations, so they are safe from OpenSSL callbacks running in many threads. Expired
+    entries are never returned; they are dropped when touched, when they reach the LRU end
+    during a ``set``, or by :meth:`purge_expired`. Every dropped entry is wiped (zeroed)
+    before its memory is freed: the session bytes hold the master secret.
 
     Counters for the cache to report: :attr:`evictions` (live entries pushed out by the size
     limits) and :attr:`expired` (entries dropped because their ttl had passed).
@@ -61,37 +67,24 @@ class MemoryStore(BaseStore):
             )
         self.max_sessions = max_sessions
         self.max_bytes = max_bytes
-        self._clock = clock
-        self._lock = threading.Lock()
-        # key -> (value, expires). Order is recency: the first entry is the least recently used.
-        self._data: "OrderedDict[bytes, Tuple[bytes, float]]" = OrderedDict()
-        self._bytes = 0
-        #: Live entries removed to make room (max_sessions or max_bytes reached).
-        self.evictions = 0
-        #: Entries dropped because their ttl had passed.
-        self.expired = 0
+        #: True when the C fast path may use this store (it reads the real monotonic clock).
+        self._real_clock = clock is time.monotonic
+        self._clock = lib.sc_monotonic if self._real_clock else clock
+        table = lib.sc_mem_new(max_sessions, -1 if max_bytes is None else max_bytes)
+        if table == ffi.NULL:
+            raise MemoryError("sesscache: cannot allocate the MemoryStore table")
+        # The finalizer wipes and frees every entry; the small struct itself stays (see
+        # _cffi_src/memory_store.py: a libssl callback may still hold the pointer).
+        self._table = ffi.gc(table, lib.sc_mem_close_forever)
 
-    # Note on secrets: removing an entry only drops Python's reference to the bytes object.
-    # CPython gives no way to wipe an immutable ``bytes`` (copies may exist anyway: the
-    # serialized session passed through several buffers), so session bytes stay in freed
-    # memory until it is reused. Seal values (sesscache.sealing) if process memory dumps
-    # are a concern; that does not help against a live attacker in the process either.
+    # Note on secrets: entries are wiped in C when dropped. What Python reads out with get()
+    # is an immutable bytes object that CPython gives no way to wipe; the cache's C fast
+    # path never makes one.
 
     def get(self, key: bytes) -> Optional[bytes]:
         if type(key) is not bytes:
             key = as_bytes(key, "key")
-        now = self._clock()
-        with self._lock:
-            entry = self._data.get(key)
-            if entry is None:
-                return None
-            if entry[1] <= now:
-                del self._data[key]
-                self._bytes -= len(key) + len(entry[0])
-                self.expired += 1
-                return None
-            self._data.move_to_end(key)
-            return entry[0]
+        return self._read(key, 0)
 
     def set(self, key: bytes, value: bytes, ttl: float) -> None:
         if type(key) is not bytes:
@@ -100,49 +93,35 @@ class MemoryStore(BaseStore):
             value = as_bytes(value, "value")
         if not (type(ttl) is float and 0.0 < ttl <= MAX_TTL):
             ttl = check_ttl(ttl)
-        size = len(key) + len(value)
-        max_bytes = self.max_bytes
-        if max_bytes is not None and size > max_bytes:
+        done = lib.sc_mem_set(self._table, key, len(key), value, len(value), ttl, self._clock())
+        if done == -1:
             raise ValueTooLarge(
-                f"entry of {size} bytes (key + value) exceeds MemoryStore max_bytes={max_bytes}; "
-                "raise max_bytes or lower the cache's value size limit"
+                f"entry of {len(key) + len(value)} bytes (key + value) exceeds MemoryStore "
+                f"max_bytes={self.max_bytes}; raise max_bytes or lower the cache's value size limit"
             )
-        now = self._clock()
-        entry = (value, now + ttl)
-        with self._lock:
-            data = self._data
-            old = data.pop(key, None)
-            if old is not None:
-                self._bytes -= len(key) + len(old[0])
-            data[key] = entry
-            self._bytes += size
-            if len(data) > self.max_sessions or (max_bytes is not None and self._bytes > max_bytes):
-                self._shrink(now)
-            else:
-                self._purge_lru_end(now)
+        if done != 1:
+            raise MemoryError("sesscache: MemoryStore could not allocate an entry")
 
     def delete(self, key: bytes) -> None:
         if type(key) is not bytes:
             key = as_bytes(key, "key")
-        with self._lock:
-            entry = self._data.pop(key, None)
-            if entry is not None:
-                self._bytes -= len(key) + len(entry[0])
+        lib.sc_mem_delete(self._table, key, len(key))
 
     def pop(self, key: bytes) -> Optional[bytes]:
         """Atomic get + delete: of several threads popping one key, exactly one gets the value."""
         if type(key) is not bytes:
             key = as_bytes(key, "key")
-        now = self._clock()
-        with self._lock:
-            entry = self._data.pop(key, None)
-            if entry is None:
-                return None
-            self._bytes -= len(key) + len(entry[0])
-            if entry[1] <= now:
-                self.expired += 1
-                return None
-            return entry[0]
+        return self._read(key, 1)
+
+    def _read(self, key: bytes, take: int) -> Optional[bytes]:
+        size = ffi.new("size_t *")  # per call: threads read at once
+        copy = lib.sc_mem_get(self._table, key, len(key), self._clock(), take, size)
+        if copy == ffi.NULL:
+            return None
+        try:
+            return ffi.unpack(ffi.cast("char *", copy), size[0])
+        finally:
+            lib.sc_mem_free_copy(copy, size[0])
 
     def purge_expired(self) -> int:
         """Drop every expired entry now; O(n) under the lock. Returns how many were dropped.
@@ -150,62 +129,60 @@ class MemoryStore(BaseStore):
         Not needed for correctness (expired entries are never returned); call it from a timer if
         memory held by sessions nobody asks for again matters.
         """
-        now = self._clock()
-        with self._lock:
-            dead = [k for k, (_, expires) in self._data.items() if expires <= now]
-            for k in dead:
-                value, _ = self._data.pop(k)
-                self._bytes -= len(k) + len(value)
-            self.expired += len(dead)
-            return len(dead)
+        return int(lib.sc_mem_purge_expired(self._table, self._clock()))
 
     def close(self) -> None:
-        """Drop every entry. The store stays usable (and empty)."""
-        with self._lock:
-            self._data.clear()
-            self._bytes = 0
+        """Drop (and wipe) every entry. The store stays usable (and empty)."""
+        lib.sc_mem_close(self._table, 0)
+
+    @property
+    def evictions(self) -> int:
+        """Live entries removed to make room (max_sessions or max_bytes reached)."""
+        return self._info().evictions
+
+    @property
+    def expired(self) -> int:
+        """Entries dropped because their ttl had passed."""
+        return self._info().expired
 
     def describe(self) -> Dict[str, Any]:
         """``entries`` may include expired entries not yet purged; ``bytes`` is keys + values."""
-        with self._lock:
-            return {
-                "kind": self.kind,
-                "entries": len(self._data),
-                "bytes": self._bytes,
-                "max_sessions": self.max_sessions,
-                "max_bytes": self.max_bytes,
-                "evictions": self.evictions,
-                "expired": self.expired,
-            }
+        info = self._info()
+        return {
+            "kind": self.kind,
+            "entries": info.entries,
+            "bytes": info.bytes,
+            "max_sessions": self.max_sessions,
+            "max_bytes": self.max_bytes,
+            "evictions": info.evictions,
+            "expired": info.expired,
+        }
+
+    def entries(self) -> List[Tuple[bytes, bytes, float]]:
+        """A snapshot of ``(key, value, expires)``, least recently used first (expired
+        entries not purged yet included); for tests and debugging, O(n) under the lock."""
+        while True:
+            need = lib.sc_mem_dump(self._table, ffi.NULL, 0)
+            buffer = ffi.new("unsigned char[]", max(need, 1))
+            if lib.sc_mem_dump(self._table, buffer, need) == need:
+                break  # (the table changed between the two calls otherwise: try again)
+        raw = ffi.buffer(buffer, need)[:]
+        out = []
+        at = 0
+        while at < need:
+            key_len, value_len, expires = _DUMP_RECORD.unpack_from(raw, at)
+            at += _DUMP_RECORD.size
+            out.append((raw[at:at + key_len], raw[at + key_len:at + key_len + value_len], expires))
+            at += key_len + value_len
+        return out
+
+    def _info(self):
+        info = ffi.new("sc_mem_info *")
+        lib.sc_mem_describe(self._table, info)
+        return info
 
     def __len__(self) -> int:
-        return len(self._data)
+        return int(self._info().entries)
 
     def __repr__(self) -> str:
-        return f"<MemoryStore entries={len(self._data)} max_sessions={self.max_sessions}>"
-
-    # -- helpers, called with the lock held ------------------------------------------------
-
-    def _purge_lru_end(self, now: float) -> None:
-        data = self._data
-        for _ in range(_PURGE_PEEK):
-            if not data:
-                return
-            key = next(iter(data))
-            value, expires = data[key]
-            if expires > now:
-                return
-            del data[key]
-            self._bytes -= len(key) + len(value)
-            self.expired += 1
-
-    def _shrink(self, now: float) -> None:
-        data = self._data
-        max_bytes = self.max_bytes
-        while len(data) > self.max_sessions or (max_bytes is not None and self._bytes > max_bytes):
-            key, (value, expires) = data.popitem(last=False)
-            self._bytes -= len(key) + len(value)
-            if expires <= now:
-                self.expired += 1
-            else:
-                self.evictions += 1
+        return f"<MemoryStore entries={len(self)} max_sessions={self.max_sessions}>"
