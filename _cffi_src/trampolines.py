@@ -141,6 +141,11 @@ static SSL_SESSION *sc_py_get_session(int, SSL_CTX *, SSL *, const unsigned char
 static void sc_py_remove_session(int, SSL_CTX *, SSL_SESSION *);
 static void sc_py_context_freed(int, SSL_CTX *);
 
+/* The fast path (fast_path.py, compiled after this file). */
+static int sc_fast_on_new(int, int, SSL *, SSL_SESSION *, SSL_CTX *);
+static int sc_fast_on_get(int, int, SSL *, const unsigned char *, int, SSL_CTX *, SSL_SESSION **);
+static void sc_fast_forget(int, int);
+
 static sc_api sc_apis[SC_MAX_INSTANCES];
 static int sc_ready[SC_MAX_INSTANCES];
 static int sc_ctx_idx[SC_MAX_INSTANCES];
@@ -281,11 +286,14 @@ static SSL_CTX *sc_owner(int slot, int index, SSL *ssl)
 
 static int sc_on_new(int slot, int index, SSL *ssl, SSL_SESSION *sess)
 {
+    SSL_CTX *ctx;
     if (!sc_python_alive)
         return 0;
+    ctx = sc_owner(slot, index, ssl);
     /* Python takes its own reference when it keeps the session: always 0 here, so
      * OpenSSL drops the one it took for us and ownership stays simple. */
-    sc_py_new_session(slot, sc_owner(slot, index, ssl), ssl, sess);
+    if (!sc_fast_on_new(slot, index, ssl, sess, ctx))
+        sc_py_new_session(slot, ctx, ssl, sess);
     return 0;
 }
 
@@ -293,9 +301,12 @@ static SSL_SESSION *sc_on_get(int slot, int index, SSL *ssl, const unsigned char
                               int len, int *copy)
 {
     SSL_SESSION *sess;
+    SSL_CTX *ctx;
     if (!sc_python_alive)
         return NULL;
-    sess = sc_py_get_session(slot, sc_owner(slot, index, ssl), ssl, id, len);
+    ctx = sc_owner(slot, index, ssl);
+    if (!sc_fast_on_get(slot, index, ssl, id, len, ctx, &sess))
+        sess = sc_py_get_session(slot, ctx, ssl, id, len);
     /* Python hands back a reference of its own (fresh from d2i, or up-ref'd): OpenSSL
      * takes it over. copy = 1 here would leak one session per hit. */
     *copy = 0;
@@ -340,6 +351,7 @@ static void sc_pool_release(int slot, SSL_CTX *ctx)
 {
     int i = sc_pool_find(slot, ctx);
     if (i >= 0) {
+        sc_fast_forget(slot, i);
         __atomic_store_n(&sc_pool_pinned[slot][i], 0, __ATOMIC_RELEASE);
         __atomic_store_n(&sc_pool_ctx[slot][i], NULL, __ATOMIC_RELEASE);
     }

@@ -7,12 +7,15 @@ Without a corpus directory, a temporary one is seeded with real blobs (a session
 its cache envelope, a sealed blob). The first byte of each input picks the target:
 
 * 0: ``Session.from_bytes(rest, server_context)``: a Session or SessionError.
-* 1: the cache's get path: a store hands ``rest`` to the cache as the stored value for the
-  session a real, recorded ClientHello offers; a fresh server connection reads that hello,
-  so OpenSSL calls the get hook exactly as in production, and answers.
+* 1: the cache's get path: ``rest`` is stored as the value for the session a real,
+  recorded ClientHello offers; a fresh server connection reads that hello, so OpenSSL
+  calls the get hook exactly as in production, and answers. The store is a plain
+  ``MemoryStore``, so the C fast path reads it first and hands what it refuses to the
+  Python handler: both are fuzzed.
 * 2: the same with ``rest`` as the DER inside a well-formed envelope (so mutations reach
   d2i_SSL_SESSION and the checks after it, not only the envelope parser).
-* 3: the same as 1 through a sealed cache.
+* 3: the same as 1 through a sealed cache (the Python path only: the store hands the
+  input back from its ``get``).
 
 Oracles: no crash, no exception other than the expected ones, no SSL_SESSION left alive
 after an input (OpenSSL's own count, checked every input), and the server still resumes
@@ -39,7 +42,7 @@ NAME = "localhost"
 
 
 class Store(MemoryStore):
-    """Answers every lookup with the current fuzz input."""
+    """Answers every lookup with the current fuzz input (a subclass: no fast path)."""
 
     value = None
 
@@ -66,7 +69,7 @@ def _setup():
     ca.issue_cert(NAME).private_key_and_cert_chain_pem.write_to_path(str(folder / "server.pem"))
     rigs = []
     for sealed in (False, True):
-        store = Store()
+        store = Store() if sealed else MemoryStore()
         cache = SessionCache(store, lifetime=3600, seal_keys=[generate_key()] if sealed else None)
         server = testing.TestContext(True, certfile=str(folder / "server.pem"), version=testing.TLS1_2,
                                      tickets=False)
@@ -75,8 +78,7 @@ def _setup():
         s, c = testing.handshake(server, client, server_name=NAME)
         session = c.get_session()
         _close(s, c)
-        key = next(iter(store._data))
-        blob = store._data[key][0]
+        key, blob, _ = store.entries()[0]
         hello_conn = client.connection()
         hello_conn.set_server_name(NAME)
         hello_conn.set_session(session)
@@ -100,7 +102,10 @@ COUNT = [0]
 
 
 def _serve(rig, value):
-    rig["store"].value = value
+    if isinstance(rig["store"], Store):
+        rig["store"].value = value
+    else:  # the plain store: the input is what it holds, for C to read
+        rig["store"].set(rig["key"], value, 3600.0)
     conn = rig["server"].connection()
     conn.feed(rig["hello"])
     try:
@@ -109,7 +114,10 @@ def _serve(rig, value):
         pass  # an alert is an answer; a crash or a Python error from sesscache is not
     answer = conn.pending_output()
     conn.free()
-    rig["store"].value = None
+    if isinstance(rig["store"], Store):
+        rig["store"].value = None
+    else:
+        rig["store"].set(rig["key"], rig["blob"], 3600.0)
     assert answer, "the server did not answer the ClientHello"
 
 

@@ -158,6 +158,7 @@ class SessionCache:
         self._stats_lock = threading.Lock()
         self._burst = BurstLogger(logger, log_interval)
         self._attached: Dict[Any, _Attachment] = {}
+        self._fast_policies: list = []  # sc_fast *, one per attachment ever made
         self._attached_lock = threading.Lock()
 
     # --- attaching ------------------------------------------------------------------
@@ -189,7 +190,7 @@ class SessionCache:
                 "single_use=True needs attach(..., internal_cache=False): OpenSSL's in-process "
                 "cache would otherwise resume a session again without asking the store")
         bound = bind_context(context)
-        attachment = _Attachment(self, bound.instance, sid_ctx)
+        attachment = _Attachment(self, bound.instance, sid_ctx, self._fast_policy(sid_ctx))
         set_session_id_context(context, sid_ctx)
         mode = SESS_CACHE_SERVER if internal_cache else SESS_CACHE_SERVER | SESS_CACHE_NO_INTERNAL
         set_session_cache_mode(context, mode)
@@ -207,8 +208,24 @@ class SessionCache:
             logger.warning("sesscache: cannot cap TLS 1.3 session lifetimes on this context (%s); "
                            "the store still refuses sessions past their first handshake's lifetime",
                            bound.instance.describe())
+        if attachment.fast is not None:
+            lib.sc_fast_enable(bound.instance.slot, bound.pointer, attachment.fast)
         with self._attached_lock:
             self._attached[(bound.instance.slot, bound.ctx)] = attachment
+
+    def _fast_policy(self, sid_ctx: bytes):
+        """The C fast path's copy of this cache's policy, when its store is the plain
+        in-process one (no sealing, the real clock, no method overridden); else None."""
+        store = self.store
+        if self._sealer is not None or type(store) is not MemoryStore or not store._real_clock:
+            return None
+        policy = lib.sc_fast_new(store._table, sid_ctx, len(sid_ctx), self.lifetime,
+                                 self.max_session_size, 1 if self.single_use else 0)
+        if policy == ffi.NULL:
+            return None
+        # Never freed (a context may outlive the cache and still call in); about 200 bytes.
+        self._fast_policies.append(policy)
+        return policy
 
     def detach(self, context: Any) -> None:
         """Stop serving ``context``; its own internal cache keeps working."""
@@ -216,10 +233,12 @@ class SessionCache:
         hooks = _callbacks._hooks_for(context)
         if hooks is None or hooks.owner is not self:
             raise ConfigurationError("this cache is not attached to that context")
+        with self._attached_lock:
+            attachment = self._attached.pop((bound.instance.slot, bound.ctx), None)
+        if attachment is not None and attachment.fast is not None:
+            lib.sc_fast_disable(bound.instance.slot, bound.pointer, attachment.fast)
         _callbacks._install(context, new=None, get=None, remove=None)
         set_session_cache_mode(context, SESS_CACHE_SERVER)
-        with self._attached_lock:
-            self._attached.pop((bound.instance.slot, bound.ctx), None)
 
     def session_id_context(self, context: Any) -> Optional[bytes]:
         """The session id context this cache serves ``context`` with (part of every store
@@ -236,8 +255,25 @@ class SessionCache:
         """A snapshot of the counters; ``evictions`` comes from the store where it keeps one."""
         with self._stats_lock:
             snapshot = CacheStats(**self._stats.as_dict())
+        counts = ffi.new("sc_fast_counts *")
+        for policy in self._fast_policies:  # what the C fast path answered by itself
+            lib.sc_fast_counts_of(policy, counts)
+            snapshot.hits += counts.hits
+            snapshot.misses += counts.misses
+            snapshot.stores += counts.stores
+            snapshot.stateless += counts.stateless
         snapshot.evictions += int(getattr(self.store, "evictions", 0) or 0)
         return snapshot
+
+    def handed_over(self) -> int:
+        """How many events the C fast path handed to the Python handlers (refusals,
+        first sightings of a certificate, ...): for tests and benchmarks."""
+        counts = ffi.new("sc_fast_counts *")
+        total = 0
+        for policy in self._fast_policies:
+            lib.sc_fast_counts_of(policy, counts)
+            total += counts.handed_over
+        return total
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._stats_lock:
@@ -282,10 +318,12 @@ class _Attachment:
     """The handlers of one cache on one context (one libssl copy, one id context)."""
 
     __slots__ = ("cache", "instance", "slot", "sid_ctx", "api", "_warned_sid", "_warned_tickets",
-                 "_certificate", "_local")
+                 "_certificate", "_local", "fast")
 
-    def __init__(self, cache: SessionCache, instance: LibsslInstance, sid_ctx: bytes) -> None:
+    def __init__(self, cache: SessionCache, instance: LibsslInstance, sid_ctx: bytes,
+                 fast: Any = None) -> None:
         self.cache = cache
+        self.fast = fast  #: the C fast path's policy (sc_fast *), or None
         self.instance = instance
         self.slot = instance.slot
         self.sid_ctx = sid_ctx
@@ -308,6 +346,8 @@ class _Attachment:
             cache._count("stateless")
             if not self._warned_tickets:
                 self._warned_tickets = True
+                if self.fast is not None:  # warned once: C may count the rest itself
+                    lib.sc_fast_stateless_noted(self.fast)
                 logger.warning(
                     "sesscache: this context sends TLS 1.3 stateless tickets, which carry the "
                     "session to the client and are never looked up in a cache: TLS 1.3 sessions "
@@ -434,6 +474,8 @@ class _Attachment:
         der = ffi.unpack(ffi.cast("char *", buffer), max(length, 0))
         fingerprint = hashlib.sha256(der).digest()[:16] if der else b"\0" * 16
         self._certificate = (cert, fingerprint)
+        if self.fast is not None and cert:
+            lib.sc_fast_learn_certificate(self.fast, ffi.cast("void *", cert), fingerprint)
         return fingerprint
 
     def _certificate_of(self, ctx: int) -> bytes:
