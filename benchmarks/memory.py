@@ -38,7 +38,7 @@ def blob_sizes(p) -> Dict[str, Dict[str, int]]:
             for key in p.key_types:
                 arm = C.build_arm(st, C.SC_L1, version, key, pool=2)
                 cache = arm.keep[0]
-                k, (blob, _) = next(iter(cache.store._data.items()))
+                k, blob, _ = cache.store.entries()[0]
                 der = cache._unwrap(k, blob)[-1]  # private envelope: the DER is its last field
                 out[f"{stack_name} {version} {key}"] = {"key": len(k), "blob": len(blob), "der": len(der)}
     return out

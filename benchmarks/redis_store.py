@@ -157,7 +157,7 @@ def run(p, progress) -> Dict[str, Any]:
                 del arms
         # store latency on a real blob
         arm = C.build_arm(C.stack(p.stacks[0]), C.SC_L1, C.TLS13, "ecdsa", pool=2)
-        blob = next(iter(arm.keep[0].store._data.values()))[0]
+        blob = arm.keep[0].store.entries()[0][1]
         with tempfile.TemporaryDirectory(prefix="sesscache-bench-sqlite-",
                                          dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as tmp:
             stores = {kind: factory(kind)() for kind in urls}
