@@ -16,8 +16,9 @@ Python handler as it would without the fast path, which does the work again, cou
 and logs it. So the C code only has to be right about the cases it accepts, and the
 Python code stays the one reference for every refusal.
 
-``sc_fast`` structs are never freed (about 200 bytes per attachment): a context can
-outlive its cache and still run a callback holding the pointer.
+``sc_fast`` structs are never freed (about 200 bytes per attachment, kept on a list of
+every one made): a context can outlive its cache and still run a callback holding the
+pointer.
 """
 
 # Declared once, for cffi and for C.
@@ -66,9 +67,11 @@ struct sc_fast {
     void *cert;                      /* the certificate the fingerprint is of */
     unsigned char fingerprint[16];
     long long hits, misses, stores, stateless, handed_over;  /* atomic */
+    struct sc_fast *next_made;       /* every policy ever made: none is ever unreachable */
 };
 
 static sc_fast *sc_pool_fast[SC_MAX_INSTANCES][SC_POOL];
+static sc_fast *sc_fast_all;
 
 /* For benchmarks: with timing on, each fast-path event's duration in nanoseconds is kept
  * (new: 0, get: 1; the first SC_FAST_SAMPLES of each), since no Python timer can see it. */
@@ -120,6 +123,10 @@ sc_fast *sc_fast_new(sc_mem *store, const unsigned char *sid_ctx, unsigned int s
     f->max_session_size = max_session_size;
     f->single_use = single_use;
     pthread_mutex_init(&f->cert_lock, NULL);
+    f->next_made = __atomic_load_n(&sc_fast_all, __ATOMIC_ACQUIRE);
+    while (!__atomic_compare_exchange_n(&sc_fast_all, &f->next_made, f, 1, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+        ;
     return f;
 }
 
@@ -227,6 +234,7 @@ static int sc_fast_new_session(int slot, int index, SSL *ssl, SSL_SESSION *sess,
     int stored;
     if (f == NULL)
         return 0;
+    facts.der_len = 0;
     if (!sc_describe_new(slot, ssl, sess, ctx, &facts, der, SC_FAST_DER_BUFFER))
         goto hand_over;
     if (facts.id_len < 1 || facts.id_len > 32)
@@ -259,12 +267,14 @@ static int sc_fast_new_session(int slot, int index, SSL *ssl, SSL_SESSION *sess,
     stored = sc_mem_set(f->store, key, key_len, blob + at,
                         SC_ENVELOPE_SIZE + (size_t)facts.name_len + (size_t)facts.der_len,
                         expires - now, sc_monotonic());
-    explicit_bzero(der, (size_t)facts.der_len);
     if (stored != 1)
         goto hand_over;
+    explicit_bzero(der, (size_t)facts.der_len);
     sc_fast_count(&f->stores);
     return 1;
 hand_over:
+    if (facts.der_len > 0)  /* the session's secrets stay on no stack */
+        explicit_bzero(der, (size_t)facts.der_len);
     sc_fast_count(&f->handed_over);
     return 0;
 }

@@ -239,7 +239,7 @@ def _memory(res: Dict[str, Any], add) -> None:
     add("Stored sizes of real server-side sessions (bytes): " + "; ".join(
         f"{k}: DER {v['der']}, blob {v['blob']}, key {v['key']}" for k, v in sizes.items()) + ".")
     add("")
-    add("| MemoryStore, tracemalloc | entries | key + value bytes | held per entry | store overhead per entry | sessions per MiB |")
+    add("| MemoryStore, malloc in use (mallinfo2) | entries | key + value bytes | held per entry | store overhead per entry | sessions per MiB |")
     add("| --- | ---: | ---: | ---: | ---: | ---: |")
     for label, s in res["per_session"].items():
         add(f"| {label} blob | {s['entries']} | {s['key_bytes'] + s['value_bytes']} | {s['held_per_entry']:.0f} "

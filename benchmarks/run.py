@@ -9,7 +9,7 @@ Sub-benchmarks, selectable by name (default: all, in this order):
   events   cost of one new-session and one get-session event, in microseconds
   prefork  4 forked workers on one listening socket: per-process caches vs one SQLiteStore
   redis    RedisStore on loopback vs MemoryStore; store get/set latency p50/p99
-  memory   bytes per cached session (tracemalloc), RSS over up to a million handshakes
+  memory   bytes per cached session (malloc in use), RSS over up to a million handshakes
   walk     (opt-in, not in "all") the new-session handler's cost as the internal cache
            fills, with and without the lifetime clamp (SSL_SESSION_set_timeout)
 
@@ -66,7 +66,7 @@ class Params:
     redis_block: int = 100
     redis_latency_calls: int = 20000
     # memory
-    tracemalloc_entries: int = 100_000
+    store_entries: int = 100_000
     rss_handshakes: int = 1_000_000
     rss_clients: int = 64
     rss_lifetime: float = 60.0
