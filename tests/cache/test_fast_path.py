@@ -32,33 +32,42 @@ PATHS = {"c": _fast_store, "python": _python_store}
 
 
 def _rewrite(store: MemoryStore, change) -> int:
-    """Replace every stored blob with change(blob); returns how many there were."""
+    """Replace every stored blob with change(key, blob); returns how many there were."""
     entries = store.entries()
     for key, blob, _ in entries:
-        store.set(key, change(blob), 60.0)
+        store.set(key, change(key, blob), 60.0)
     return len(entries)
 
 
 def _with_origin(delta):
-    def change(blob):
+    def change(key, blob):
         (origin,) = struct.unpack_from(">q", blob, 1)
         return blob[:1] + struct.pack(">q", origin + delta) + blob[9:]
     return change
 
 
-def _flip_last(blob):  # inside the DER
-    return blob[:-3] + bytes([blob[-3] ^ 0x01]) + blob[-2:]
+def _other_id_inside(key, blob):
+    """The DER still parses, but the session id in it is not the one it is stored under
+    (a byte of its id flipped: the key ends with the id)."""
+    session_id = key[5 + key[4]:]
+    at = blob.rindex(session_id)
+    return blob[:at] + bytes([blob[at] ^ 0x01]) + blob[at + 1:]
+
+
+def _der_cut(key, blob):  # the envelope is whole, the DER inside it is not
+    return blob[:-9]
 
 
 TAMPERING = {
     "untouched": None,
-    "der-flipped": _flip_last,
-    "truncated": lambda blob: blob[:40],
-    "garbage": lambda blob: b"\xe1" + b"\x00" * 80,
-    "other-format": lambda blob: b"\xe2" + blob[1:],
+    "der-other-id": _other_id_inside,
+    "der-cut": _der_cut,
+    "truncated": lambda key, blob: blob[:40],
+    "garbage": lambda key, blob: b"\xe1" + b"\x00" * 80,
+    "other-format": lambda key, blob: b"\xe2" + blob[1:],
     "expired-origin": _with_origin(-400),
     "future-origin": _with_origin(+3600),
-    "other-certificate": lambda blob: blob[:9] + bytes(16) + blob[25:],
+    "other-certificate": lambda key, blob: blob[:9] + bytes(16) + blob[25:],
 }
 
 
