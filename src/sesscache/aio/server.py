@@ -6,10 +6,11 @@ import asyncio
 import asyncio.sslproto as _sslproto
 import logging
 import ssl as _ssl
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
+from .._hello_scan import HelloScan
 from ..cache import SessionCache
-from ..clienthello import ClientHello, ClientHelloError, ClientHelloReader
+from ..clienthello import ClientHelloError
 from ..errors import ConfigurationError
 
 from .prefetch import PrefetchingStore, _check_seconds
@@ -128,40 +129,50 @@ class _Front:
         self.hello_timeout = hello_timeout
         self.tls_kwargs = tls_kwargs
         self.tasks: set = set()
+        # Every store key of this server starts with it (SessionCache.key_for of an empty id).
+        self.key_prefix = SessionCache.key_for(sid_ctx, b"")
 
-    def store_keys(self, hello: ClientHello) -> list:
-        return [SessionCache.key_for(self.sid_ctx, sid) for sid in hello.lookup_keys()]
+    def upgrade(self, transport: asyncio.Transport, source: HelloScan,
+                keys: Optional[Tuple[bytes, ...]]) -> None:
+        """Start the connection's upgrade. A lookup that needs no waiting (an inline store,
+        nothing to look up) is done right here; only the handshake itself runs in a task."""
+        store = self.store
+        prefetched: Dict[bytes, bytes] = {}
+        lookup: Optional[list] = None
+        if keys:
+            prefix = self.key_prefix
+            lookup = [prefix + key for key in keys]
+            if store._inline:
+                prefetched = store._prefetch_inline(lookup, self.cache.single_use)
+                lookup = None
+        task = self.loop.create_task(self._upgrade(transport, source, lookup, prefetched))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-    async def upgrade(self, transport: asyncio.Transport, data: bytearray,
-                      hello: Optional[ClientHello]) -> None:
+    async def _upgrade(self, transport: asyncio.Transport, source: HelloScan, lookup: Optional[list],
+                       prefetched: Dict[bytes, bytes]) -> None:
         try:
-            await self._upgrade(transport, data, hello)
+            if lookup is not None:
+                prefetched = await self.store.prefetch(lookup, pop=self.cache.single_use)
+            if transport.is_closing():
+                return
+            pending = _PendingApp()
+            replay = _Replay(transport, source, self.store, prefetched)
+            replay.install()
+            try:
+                tls_transport = await self.loop.start_tls(
+                    transport, pending, self.context, server_side=True, **self.tls_kwargs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # TLS alert, client gone, handshake timeout: nothing to serve
+                self.store._count("handshake_failures")
+                logger.debug("sesscache.aio: TLS handshake failed: %s: %s", type(exc).__name__, exc)
+                return
+            finally:
+                replay.remove()
         except asyncio.CancelledError:  # the loop is shutting down
             transport.abort()
             raise
-
-    async def _upgrade(self, transport: asyncio.Transport, data: bytearray,
-                       hello: Optional[ClientHello]) -> None:
-        store = self.store
-        prefetched: Dict[bytes, bytes] = {}
-        if hello is not None:
-            keys = self.store_keys(hello)
-            if keys:
-                prefetched = await store.prefetch(keys, pop=self.cache.single_use)
-        if transport.is_closing():
-            return
-        pending = _PendingApp()
-        replay = _Replay(transport, bytes(data), store, prefetched)
-        replay.install()
-        try:
-            tls_transport = await self.loop.start_tls(
-                transport, pending, self.context, server_side=True, **self.tls_kwargs)
-        except Exception as exc:  # TLS alert, client gone, handshake timeout: nothing to serve
-            store._count("handshake_failures")
-            logger.debug("sesscache.aio: TLS handshake failed: %s: %s", type(exc).__name__, exc)
-            return
-        finally:
-            replay.remove()
         try:
             protocol = self.protocol_factory()
         except Exception as exc:
@@ -178,7 +189,7 @@ class _HelloSniffer(asyncio.Protocol):
 
     def __init__(self, front: _Front) -> None:
         self._front = front
-        self._reader = ClientHelloReader()
+        self._scan = HelloScan()
         self._transport: Optional[asyncio.Transport] = None
         self._timer: Optional[asyncio.TimerHandle] = None
         self._done = False
@@ -189,18 +200,18 @@ class _HelloSniffer(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._done:  # read in the same turn as the end of the hello: replayed with it
-            self._reader.data += data
+            self._scan.append(data)
             return
         try:
-            hello = self._reader.feed(data)
+            keys = self._scan.feed(data)
         except ClientHelloError as exc:
             self._front.store._count("hellos_unparsable")
             logger.debug("sesscache.aio: not a ClientHello, handing it to OpenSSL as is: %s", exc)
             self._finish(None)
             return
-        if hello is not None:
+        if keys is not None:
             self._front.store._count("hellos")
-            self._finish(hello)
+            self._finish(keys)
 
     def eof_received(self) -> bool:
         # The client stopped sending before its hello was complete: there is no handshake
@@ -224,7 +235,7 @@ class _HelloSniffer(asyncio.Protocol):
             "it gets a full handshake", self._front.hello_timeout)
         self._finish(None)
 
-    def _finish(self, hello: Optional[ClientHello]) -> None:
+    def _finish(self, keys: Optional[Tuple[bytes, ...]]) -> None:
         self._done = True
         if self._timer is not None:
             self._timer.cancel()
@@ -232,10 +243,7 @@ class _HelloSniffer(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         transport.pause_reading()
-        front = self._front
-        task = front.loop.create_task(front.upgrade(transport, self._reader.data, hello))
-        front.tasks.add(task)
-        task.add_done_callback(front.tasks.discard)
+        self._front.upgrade(transport, self._scan, keys)
 
 
 class _Replay:
@@ -251,10 +259,10 @@ class _Replay:
     before any further byte is read, replays, and then really resumes reading.
     """
 
-    def __init__(self, transport: asyncio.Transport, data: bytes, store: PrefetchingStore,
+    def __init__(self, transport: asyncio.Transport, source: HelloScan, store: PrefetchingStore,
                  prefetched: Dict[bytes, bytes]) -> None:
         self.transport = transport
-        self.data = data
+        self.source: Optional[HelloScan] = source  # its .data: every byte read so far
         self.store = store
         self.prefetched = prefetched
         self.tap: Optional[asyncio.BaseProtocol] = None
@@ -276,15 +284,22 @@ class _Replay:
                 type(ssl_protocol).__name__)
             transport.abort()
             return
-        if isinstance(ssl_protocol, asyncio.BufferedProtocol):
-            tap: asyncio.BaseProtocol = _BufferedTap(ssl_protocol, self.store, self.prefetched)
+        buffered = isinstance(ssl_protocol, asyncio.BufferedProtocol)
+        if not self.prefetched:
+            # Nothing prefetched: the store has nothing to find in a map, so the SSL protocol
+            # gets the bytes and the socket directly, without a tap in between.
+            tap: Any = _Untapped(ssl_protocol, buffered)
+        elif buffered:
+            tap = _BufferedTap(ssl_protocol, self.store, self.prefetched)
         else:  # Python < 3.11: SSLProtocol is a plain Protocol
             tap = _Tap(ssl_protocol, self.store, self.prefetched)
-        self.tap = tap
-        transport.set_protocol(tap)
-        data, self.data = self.data, b""
+        if not isinstance(tap, _Untapped):
+            self.tap = tap
+            transport.set_protocol(tap)
+        assert self.source is not None
+        data, self.source = self.source.data, None
         try:
-            tap.feed(data)  # type: ignore[attr-defined]
+            tap.feed(data)
         except Exception as exc:  # a bug here must not leave the handshake hanging
             asyncio.get_running_loop().call_exception_handler({
                 "message": "sesscache.aio: replaying the ClientHello failed; connection closed",
@@ -303,6 +318,22 @@ class _Replay:
             if self.transport.get_protocol() is tap:
                 self.transport.set_protocol(tap.inner)  # type: ignore[attr-defined]
         self.prefetched = {}
+
+
+class _Untapped:
+    """Replays into the SSL protocol itself."""
+
+    __slots__ = ("inner", "buffered")
+
+    def __init__(self, inner, buffered: bool) -> None:
+        self.inner = inner
+        self.buffered = buffered
+
+    def feed(self, data) -> None:
+        if self.buffered:
+            _feed_buffered(self.inner, data)
+        elif data:
+            self.inner.data_received(bytes(data))
 
 
 class _TapBase:
@@ -365,7 +396,7 @@ class _Tap(_TapBase, asyncio.Protocol):
 
     def feed(self, data: bytes) -> None:
         if data:
-            self.data_received(data)
+            self.data_received(bytes(data))
 
 
 class _PendingApp(asyncio.Protocol):
