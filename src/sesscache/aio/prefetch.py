@@ -142,7 +142,7 @@ class PrefetchingStore(BaseStore):
         self._write_slots: Optional[asyncio.Semaphore] = None
         self._tails: Dict[bytes, asyncio.Task] = {}
         self._tasks: set = set()
-        self._stats = PrefetchStats()
+        self._counts = PrefetchStats().as_dict()
         self._stats_lock = threading.Lock()
         self._burst = BurstLogger(logger, log_interval)
 
@@ -151,7 +151,7 @@ class PrefetchingStore(BaseStore):
     @property
     def stats(self) -> PrefetchStats:
         with self._stats_lock:
-            return PrefetchStats(**self._stats.as_dict())
+            return PrefetchStats(**self._counts)
 
     @property
     def pending_writes(self) -> int:
@@ -164,7 +164,7 @@ class PrefetchingStore(BaseStore):
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._stats_lock:
-            setattr(self._stats, name, getattr(self._stats, name) + amount)
+            self._counts[name] += amount
 
     # --- the synchronous side: what OpenSSL's callbacks call, through SessionCache ---------
 
