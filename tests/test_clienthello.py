@@ -1197,15 +1197,16 @@ from sesscache._hello_scan import HelloScan  # noqa: E402
 
 
 def scan_feed(pieces):
-    """Feed the C scan piece by piece (as a connection would); its verdict after each."""
+    """Feed the C scan piece by piece (as a connection would); (the scan, its buffer, and
+    (verdict, bytes fed so far) after each call)."""
     scan, buf, verdicts = ffi.new("sc_hello_scan *"), bytearray(), []
     for piece in pieces:
         buf += piece
         rc = lib.sc_hello_scan_feed(scan, ffi.from_buffer(buf), len(buf))
-        verdicts.append((rc, bytes(buf)))
+        verdicts.append((rc, len(buf)))
         if rc != lib.SC_HELLO_MORE:
             break
-    return scan, verdicts
+    return scan, bytes(buf), verdicts
 
 
 def assert_scan_agrees(scan, rc, data):
@@ -1227,8 +1228,14 @@ def assert_scan_agrees(scan, rc, data):
         assert bool(scan.offers_tls13) == hello.offers_tls13
 
 
-def assert_scan_matches_reference(wire, steps=None):
-    """Every verdict along the way matches the reference's on the same prefix."""
+_VERDICT = {NeedMoreData: lib.SC_HELLO_MORE, ClientHelloError: lib.SC_HELLO_INVALID}
+
+
+def assert_scan_matches_reference(wire, steps=None, checks=40):
+    """Fed in pieces of the sizes ``steps`` cycles through, the scan's verdict after each call
+    matches the reference's on the same bytes (on ``checks`` calls spread over the run, the
+    last one included, when there are more: each check re-parses a prefix in Python), and
+    its final state gives the same facts."""
     steps = steps or [len(wire) or 1]
     pieces, pos, i = [], 0, 0
     while pos < len(wire):
@@ -1236,21 +1243,21 @@ def assert_scan_matches_reference(wire, steps=None):
         pieces.append(wire[pos : pos + step])
         pos += step
         i += 1
-    scan, verdicts = scan_feed(pieces or [b""])
-    for rc, data in verdicts:
-        # Each call reports on the bytes so far; re-check the last state only where it
-        # stands (earlier `scan` fields were overwritten), the verdicts all along.
-        expected = outcome(data)
-        kind = {NeedMoreData: lib.SC_HELLO_MORE, ClientHelloError: lib.SC_HELLO_INVALID}
-        assert rc == kind.get(type(expected), lib.SC_HELLO_COMPLETE), (len(data), expected)
-    assert_scan_agrees(scan, *verdicts[-1])
+    scan, fed, verdicts = scan_feed(pieces or [b""])
+    every = max(1, len(verdicts) // checks)
+    for n, (rc, length) in enumerate(verdicts):
+        if n % every and n != len(verdicts) - 1:
+            continue
+        expected = outcome(fed[:length])
+        assert rc == _VERDICT.get(type(expected), lib.SC_HELLO_COMPLETE), (length, expected)
+    assert_scan_agrees(scan, verdicts[-1][0], fed[: verdicts[-1][1]])
 
 
 def test_scan_agrees_on_every_prefix_of_real_hellos(all_hellos):
     for name, wire in all_hellos.items():
         for cut in range(len(wire) + 1):
-            scan, verdicts = scan_feed([wire[:cut]])
-            assert_scan_agrees(scan, *verdicts[-1])
+            scan, fed, verdicts = scan_feed([wire[:cut]])
+            assert_scan_agrees(scan, verdicts[-1][0], fed)
         assert_scan_matches_reference(wire, [1])  # one byte per call: the walk resumes
 
 
