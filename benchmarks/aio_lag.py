@@ -31,7 +31,13 @@ network does not add noise; TLS 1.3 with stateful tickets (OP_NO_TICKET) by defa
 
 Timing on a shared machine: the arms run in interleaved rounds (one block per arm per round,
 in an order shuffled per round) and handshakes/s is reported as the median over rounds of the
-ratio to the internal arm of the same round, never as lone absolute numbers. On a machine with
+ratio to the internal arm of the same round, never as lone absolute numbers. Two throughput
+ratios are reported side by side, neither is dropped: handshakes per wall-clock second, and per
+second of the server process's CPU. The wall clock follows whatever sets the pace: when the
+clients' process is at 100% of its CPU (it usually is here: a Python TLS client does as much
+work per handshake as the server), it measures the clients, and on a shared machine it
+follows the other work. CPU per handshake is the server's own cost. The verdicts judge both,
+with the lowest-highest round, and say which of those causes applies. On a machine with
 two CPUs the server and the clients are pinned to one each. The load average is printed and
 saved: other work on the machine shows up as lag in every arm, the floor included.
 
