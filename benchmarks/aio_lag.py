@@ -31,7 +31,13 @@ network does not add noise; TLS 1.3 with stateful tickets (OP_NO_TICKET) by defa
 
 Timing on a shared machine: the arms run in interleaved rounds (one block per arm per round,
 in an order shuffled per round) and handshakes/s is reported as the median over rounds of the
-ratio to the internal arm of the same round, never as lone absolute numbers. On a machine with
+ratio to the internal arm of the same round, never as lone absolute numbers. Two throughput
+ratios are reported side by side, neither is dropped: handshakes per wall-clock second, and per
+second of the server process's CPU. The wall clock follows whatever sets the pace: when the
+clients' process is at 100% of its CPU (it usually is here: a Python TLS client does as much
+work per handshake as the server), it measures the clients, and on a shared machine it
+follows the other work. CPU per handshake is the server's own cost. The verdicts judge both,
+with the lowest-highest round, and say which of those causes applies. On a machine with
 two CPUs the server and the clients are pinned to one each. The load average is printed and
 saved: other work on the machine shows up as lag in every arm, the floor included.
 
@@ -63,7 +69,7 @@ from typing import Any, Dict, List, Optional
 
 import sesscache
 from sesscache import MemoryStore, SessionCache
-from sesscache.aio import PrefetchingStore, start_server
+from sesscache.aio import DEFAULT_LOOKUP_TIMEOUT, PrefetchingStore, start_server
 from sesscache.stores import BaseStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "aio"
@@ -353,10 +359,14 @@ async def run_clients(seed_port: int, port: int, n: int, seconds: float, ca: str
     counts = {"connections": 0, "offered": 0, "resumed": 0, "failed": 0}
     loop = asyncio.get_running_loop()
     start = loop.time()
+    cpu = time.process_time()
     await asyncio.gather(*(client_task(port, ctx, session, start + seconds, counts)
                            for session in sessions))
     counts["elapsed"] = loop.time() - start
     counts["timed_from"] = start
+    # The clients' own CPU: near one CPU-second per second, they (not the server) set the
+    # pace, and handshakes per wall-clock second measure the client process.
+    counts["client_cpu_s"] = time.process_time() - cpu
     return counts
 
 
@@ -408,6 +418,7 @@ def summarize(rounds: List[Dict[str, Dict[str, Any]]], arms: List[str]) -> List[
             "ratio_range": [min(ratios), max(ratios)] if ratios else None,
             "reference": reference,
             "ratio_vs_reference": statistics.median(ref_ratios) if ref_ratios else None,
+            "ratio_vs_reference_range": [min(ref_ratios), max(ref_ratios)] if ref_ratios else None,
             "hs_per_cpu_s": statistics.median(b["hs_per_cpu_s"] for b in blocks),
             "cpu_ratio_vs_reference": statistics.median(cpu_ratios) if cpu_ratios else None,
             "cpu_ratio_range": [min(cpu_ratios), max(cpu_ratios)] if cpu_ratios else None,
@@ -419,46 +430,107 @@ def summarize(rounds: List[Dict[str, Dict[str, Any]]], arms: List[str]) -> List[
             "lag_over_floor_ms": statistics.median(excess),
             "p99_lag_ms": statistics.median(b["p99_lag_ms"] for b in blocks),
             "connections": sum(b["connections"] for b in blocks),
+            "server_busy": statistics.median(b["server_busy"] for b in blocks),
+            "client_busy": statistics.median(b["client_busy"] for b in blocks),
         })
     return rows
 
 
-def print_table(rows: List[Dict[str, Any]], args, loads) -> None:
-    print(f"\nload average while it ran: {loads[0]:.1f}-{loads[1]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{args.clients} reconnecting clients, {args.version}, {args.rounds} round(s) of "
-          f"{args.seconds:.1f} s per arm, medians over rounds.\n"
-          "hs/s: handshakes per wall-clock second; per CPU-s: per second of the server's own CPU "
-          "(robust to other work on the machine). 'x ref': ratio to the reference arm of the same "
-          "round (internal; no-cache for aio-hang), target >= "
-          f"{RATIO_TARGET}. 'x sync': CPU ratio to sync-memory, the same cache without "
-          "sesscache.aio (what the aio layer itself costs).\nmax lag: the longest stall of the loop in a block; 'over floor': minus "
-          f"the internal arm's in the same round, target <= {LAG_TARGET * 1e3:.0f} ms.\n")
-    header = (f"{'arm':<14}{'hs/s':>6}{'x ref':>7}{'per CPU-s':>11}{'x ref':>7}{'(range)':>12}"
-              f"{'x sync':>8}{'resumed':>9}{'dropped':>8}{'max lag':>9}{'over floor':>12}{'p99 lag':>9}")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        rng = r["cpu_ratio_range"]
-        sync = r["cpu_ratio_vs_sync_memory"]
-        print(f"{r['arm']:<14}{r['hs_per_s']:>6.0f}{r['ratio_vs_reference']:>7.2f}"
-              f"{r['hs_per_cpu_s']:>11.0f}{r['cpu_ratio_vs_reference']:>7.2f}"
-              f"{f'{rng[0]:.2f}-{rng[1]:.2f}':>12}{f'{sync:.2f}' if sync else '':>8}"
-              f"{r['resumed_pct']:>8.1f}%{r['failed']:>8d}"
-              f"{r['max_lag_ms']:>7.0f}ms{r['lag_over_floor_ms']:>+10.0f}ms{r['p99_lag_ms']:>7.0f}ms")
-    print()
+def _judge(ratio: float, rng: List[float]) -> str:
+    if rng[0] >= RATIO_TARGET:
+        return "ok"
+    if rng[1] < RATIO_TARGET:
+        return "MISSED"
+    # The median says one thing, the rounds span the target: say which, and that it is noise.
+    return f"{'ok' if ratio >= RATIO_TARGET else 'MISSED'} on the median, rounds span the target"
+
+
+def verdicts(rows: List[Dict[str, Any]], args) -> List[Dict[str, Any]]:
+    """One verdict per aio arm, on every target, with both throughput measures: the ratio of
+    handshakes per wall-clock second, and of handshakes per second of server CPU. Neither is
+    left out. Notes say when the wall clock cannot tell anything about the server: the
+    clients' process saturated its CPU in the reference arm (it set the pace, not the
+    server), or the store's latency caps what 50 clients can do."""
+    by_arm = {r["arm"]: r for r in rows}
+    out = []
     for r in rows:
         if not r["arm"].startswith("aio-"):
             continue
-        lag_ok = r["lag_over_floor_ms"] <= LAG_TARGET * 1e3
-        ratio = r["ratio_vs_reference"]
-        cpu_ratio = r["cpu_ratio_vs_reference"]
+        ref = by_arm[r["reference"]]
         want = 0.0 if r["arm"] == "aio-hang" else 100.0
-        resumed_ok = abs(r["resumed_pct"] - want) < 0.05
-        print(f"{r['arm']:<14} lag {'ok' if lag_ok else 'MISSED'} ({r['lag_over_floor_ms']:+.0f} ms "
-              f"over the floor); throughput x {r['reference']}: wall {ratio:.2f} "
-              f"({'ok' if ratio >= RATIO_TARGET else 'MISSED'}), CPU {cpu_ratio:.2f} "
-              f"({'ok' if cpu_ratio >= RATIO_TARGET else 'MISSED'}); resumed {r['resumed_pct']:.1f}% "
-              f"({'ok' if resumed_ok else 'MISSED'}, want {want:.0f}%); dropped {r['failed']}")
+        notes = []
+        if ref["client_busy"] >= 0.9:
+            notes.append(f"wall clock is client-bound: the clients' process was {ref['client_busy']:.0%} "
+                         f"busy in {ref['arm']} (server {ref['server_busy']:.0%})")
+        wall_ok = _judge(r["ratio_vs_reference"], r["ratio_vs_reference_range"]) == "ok"
+        cpu_ok = _judge(r["cpu_ratio_vs_reference"], r["cpu_ratio_range"]) == "ok"
+        if wall_ok != cpu_ok and max(ref["server_busy"], ref["client_busy"]) < 0.9:
+            notes.append(f"wall and CPU disagree; neither process saturated its CPU in {ref['arm']} "
+                         f"(server {ref['server_busy']:.0%}, clients {ref['client_busy']:.0%} busy, "
+                         "the machine shared): handshakes per wall second follow what else runs, "
+                         "server CPU per handshake does not")
+        latency = {"aio-5ms": 0.005, "aio-50ms": 0.05, "aio-hang": DEFAULT_LOOKUP_TIMEOUT}.get(r["arm"])
+        if latency:
+            # Every connection waits for the store once (lookup or its timeout): at most
+            # clients/latency connections per second, whatever the server's speed.
+            bound = args.clients / latency
+            if bound < RATIO_TARGET * ref["hs_per_s"]:
+                notes.append(f"wall target out of reach by design: {args.clients} clients waiting "
+                             f"{latency * 1e3:.0f} ms each make at most {bound:.0f} hs/s")
+        out.append({
+            "arm": r["arm"], "reference": r["reference"],
+            "lag": "ok" if r["lag_over_floor_ms"] <= LAG_TARGET * 1e3 else "MISSED",
+            "lag_over_floor_ms": r["lag_over_floor_ms"],
+            "wall_ratio": r["ratio_vs_reference"], "wall_range": r["ratio_vs_reference_range"],
+            "wall": _judge(r["ratio_vs_reference"], r["ratio_vs_reference_range"]),
+            "cpu_ratio": r["cpu_ratio_vs_reference"], "cpu_range": r["cpu_ratio_range"],
+            "cpu": _judge(r["cpu_ratio_vs_reference"], r["cpu_ratio_range"]),
+            "resumed_pct": r["resumed_pct"], "resumed_want_pct": want,
+            "resumed": "ok" if abs(r["resumed_pct"] - want) < 0.05 else "MISSED",
+            "dropped": r["failed"],
+            "notes": notes,
+        })
+    return out
+
+
+def print_table(rows: List[Dict[str, Any]], judged: List[Dict[str, Any]], args, loads) -> None:
+    print(f"\nload average while it ran: {loads[0]:.1f}-{loads[1]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{args.clients} reconnecting clients, {args.version}, {args.rounds} round(s) of "
+          f"{args.seconds:.1f} s per arm, medians over rounds (ranges: lowest-highest round).\n"
+          "hs/s: handshakes per wall-clock second; per CPU-s: per second of the server's own CPU "
+          "(robust to other work on the machine). 'x ref': ratio to the reference arm of the same "
+          "round (internal; no-cache for aio-hang), target >= "
+          f"{RATIO_TARGET}, for both. 'x sync': CPU ratio to sync-memory, the same cache without "
+          "sesscache.aio (what the aio layer itself costs). busy: CPU seconds per second of the "
+          "server's process and of the clients' (pinned to one CPU each).\n"
+          "max lag: the longest stall of the loop in a block; 'over floor': minus "
+          f"the internal arm's in the same round, target <= {LAG_TARGET * 1e3:.0f} ms.\n")
+    header = (f"{'arm':<14}{'hs/s':>6}{'wall x ref':>11}{'(range)':>11}{'per CPU-s':>10}{'CPU x ref':>10}"
+              f"{'(range)':>11}{'x sync':>7}{'busy srv/cli':>13}{'resumed':>9}{'dropped':>8}"
+              f"{'max lag':>8}{'over floor':>11}{'p99 lag':>8}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        wrng = r["ratio_vs_reference_range"]
+        rng = r["cpu_ratio_range"]
+        sync = r["cpu_ratio_vs_sync_memory"]
+        busy = f"{r['server_busy']:.0%}/{r['client_busy']:.0%}"
+        print(f"{r['arm']:<14}{r['hs_per_s']:>6.0f}{r['ratio_vs_reference']:>11.2f}"
+              f"{f'{wrng[0]:.2f}-{wrng[1]:.2f}':>11}"
+              f"{r['hs_per_cpu_s']:>10.0f}{r['cpu_ratio_vs_reference']:>10.2f}"
+              f"{f'{rng[0]:.2f}-{rng[1]:.2f}':>11}{f'{sync:.2f}' if sync else '':>7}{busy:>13}"
+              f"{r['resumed_pct']:>8.1f}%{r['failed']:>8d}"
+              f"{r['max_lag_ms']:>6.0f}ms{r['lag_over_floor_ms']:>+9.0f}ms{r['p99_lag_ms']:>6.0f}ms")
+    print()
+    for v in judged:
+        wr, cr = v["wall_range"], v["cpu_range"]
+        print(f"{v['arm']:<14} lag {v['lag']} ({v['lag_over_floor_ms']:+.0f} ms over the floor); "
+              f"throughput x {v['reference']}: wall {v['wall_ratio']:.2f} [{wr[0]:.2f}-{wr[1]:.2f}] "
+              f"{v['wall']}; CPU {v['cpu_ratio']:.2f} [{cr[0]:.2f}-{cr[1]:.2f}] {v['cpu']}; "
+              f"resumed {v['resumed_pct']:.1f}% ({v['resumed']}, want {v['resumed_want_pct']:.0f}%); "
+              f"dropped {v['dropped']}")
+        for note in v["notes"]:
+            print(f"{'':<14}   {note}")
 
 
 def main() -> int:
@@ -512,8 +584,14 @@ def main() -> int:
                     window = block["cpu_window_s"] / block["elapsed"] if block["elapsed"] else 0
                     block["hs_per_cpu_s"] = (block["connections"] * window / block["server_cpu_s"]
                                              if block["server_cpu_s"] else 0.0)
+                    block["server_busy"] = (block["server_cpu_s"] / block["cpu_window_s"]
+                                            if block["cpu_window_s"] else 0.0)
+                    block["client_busy"] = (block["client_cpu_s"] / block["elapsed"]
+                                            if block["elapsed"] else 0.0)
                     blocks[arm] = block
                     print(f"round {number + 1}/{args.rounds} {arm:<14} {block['hs_per_s']:7.0f} hs/s "
+                          f"{block['hs_per_cpu_s']:6.0f}/CPU-s (server busy {block['server_busy']:.0%}, "
+                          f"clients {block['client_busy']:.0%}) "
                           f"resumed {block['resumed']}/{block['offered']} failed {block['failed']} "
                           f"max lag {block['max_lag_ms']:.1f} ms (longest GC pause "
                           f"{block['gc_max_pause_ms']:.1f} ms, {block['gc_full_collections']} full)",
@@ -524,8 +602,9 @@ def main() -> int:
             worker.join(10)
 
     rows = summarize(rounds, arms)
+    judged = verdicts(rows, args)
     loads = [b["loadavg_1min"] for r in rounds for b in r.values()]
-    print_table(rows, args, (min(loads), max(loads)))
+    print_table(rows, judged, args, (min(loads), max(loads)))
     if not args.no_save:
         RESULTS.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -542,6 +621,7 @@ def main() -> int:
                             "sesscache_libssl": sesscache.libssl_info().describe(),
                             "platform": platform.platform(), "cpus": os.cpu_count()},
             "summary": rows,
+            "verdicts": judged,
             "rounds": rounds,
         }, indent=2, default=str))
         print(f"\nsaved {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")

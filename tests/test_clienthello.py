@@ -1185,3 +1185,209 @@ def test_generated_hellos_round_trip(session_id, suites, host, alpn, versions, p
         assert keys == tuple(dict.fromkeys(i for i in psk if len(i) <= 32))
     else:
         assert keys == ((session_id,) if session_id else ())
+
+
+# --------------------------------------------------------------------------- the C scan
+# sesscache.aio reads hellos with the C scan of _cffi_src/clienthello.py; the Python parser
+# above is its reference. Same verdict (incomplete with the same `needed`, invalid, complete
+# with the same bytes consumed) and the same lookup facts, on every input generated here.
+
+from sesscache._binding import ffi, lib  # noqa: E402
+from sesscache._hello_scan import HelloScan  # noqa: E402
+
+
+def scan_feed(pieces):
+    """Feed the C scan piece by piece (as a connection would); (the scan, its buffer, and
+    (verdict, bytes fed so far) after each call)."""
+    scan, buf, verdicts = ffi.new("sc_hello_scan *"), bytearray(), []
+    for piece in pieces:
+        buf += piece
+        rc = lib.sc_hello_scan_feed(scan, ffi.from_buffer(buf), len(buf))
+        verdicts.append((rc, len(buf)))
+        if rc != lib.SC_HELLO_MORE:
+            break
+    return scan, bytes(buf), verdicts
+
+
+def assert_scan_agrees(scan, rc, data):
+    expected = outcome(data)
+    if isinstance(expected, NeedMoreData):
+        assert rc == lib.SC_HELLO_MORE, (rc, expected)
+        assert scan.needed == expected.needed
+    elif isinstance(expected, ClientHelloError):
+        assert rc == lib.SC_HELLO_INVALID, expected
+    else:
+        hello, used = expected
+        assert rc == lib.SC_HELLO_COMPLETE
+        assert scan.consumed == used
+        keys = tuple(ffi.buffer(scan.keys[i], scan.key_lens[i])[:] for i in range(scan.nkeys))
+        assert keys == hello.lookup_keys()[:2]
+        assert ffi.buffer(scan.sid, scan.sid_len)[:] == hello.legacy_session_id
+        sni = ffi.string(scan.sni, scan.sni_len).decode() if scan.sni_len >= 0 else None
+        assert sni == hello.server_name
+        assert bool(scan.offers_tls13) == hello.offers_tls13
+
+
+_VERDICT = {NeedMoreData: lib.SC_HELLO_MORE, ClientHelloError: lib.SC_HELLO_INVALID}
+
+
+def assert_scan_matches_reference(wire, steps=None, checks=40):
+    """Fed in pieces of the sizes ``steps`` cycles through, the scan's verdict after each call
+    matches the reference's on the same bytes (on ``checks`` calls spread over the run, the
+    last one included, when there are more: each check re-parses a prefix in Python), and
+    its final state gives the same facts."""
+    steps = steps or [len(wire) or 1]
+    pieces, pos, i = [], 0, 0
+    while pos < len(wire):
+        step = steps[i % len(steps)]
+        pieces.append(wire[pos : pos + step])
+        pos += step
+        i += 1
+    scan, fed, verdicts = scan_feed(pieces or [b""])
+    every = max(1, len(verdicts) // checks)
+    for n, (rc, length) in enumerate(verdicts):
+        if n % every and n != len(verdicts) - 1:
+            continue
+        expected = outcome(fed[:length])
+        assert rc == _VERDICT.get(type(expected), lib.SC_HELLO_COMPLETE), (length, expected)
+    assert_scan_agrees(scan, verdicts[-1][0], fed[: verdicts[-1][1]])
+
+
+def test_scan_agrees_on_every_prefix_of_real_hellos(all_hellos):
+    for name, wire in all_hellos.items():
+        for cut in range(len(wire) + 1):
+            scan, fed, verdicts = scan_feed([wire[:cut]])
+            assert_scan_agrees(scan, verdicts[-1][0], fed)
+        assert_scan_matches_reference(wire, [1])  # one byte per call: the walk resumes
+
+
+@pytest.mark.parametrize("sizes", [(1,), (3,), (100,), (1, 500, 2), (4096,)])
+def test_scan_agrees_on_refragmented_real_hellos(all_hellos, sizes):
+    for name, wire in all_hellos.items():
+        message, _ = hello_message(wire)
+        fragmented = records(message, sizes)
+        assert_scan_matches_reference(fragmented + b"\x14\x03\x03\x00\x01\x01", [7, 300, 1])
+        assert_scan_matches_reference(fragmented)
+
+
+@pytest.mark.parametrize("data, match", RECORD_FAULTS, ids=[m for _, m in RECORD_FAULTS])
+def test_scan_refuses_record_faults(data, match):
+    assert_scan_matches_reference(data)
+    assert_scan_matches_reference(data, [1])
+
+
+@pytest.mark.parametrize("body, match", MALFORMED, ids=[m for _, m in MALFORMED])
+def test_scan_refuses_malformed_bodies(body, match):
+    wire = wire_of(body)
+    assert_scan_matches_reference(wire)
+    with pytest.raises(ClientHelloError, match=match):  # the reference says why
+        HelloScan().feed(wire)
+
+
+def test_scan_limits_match_the_reference():
+    claim = (ch.MAX_CLIENT_HELLO - 4 + 1).to_bytes(3, "big")
+    assert_scan_matches_reference(b"\x16\x03\x01\x40\x00\x01" + claim)
+    at_limit = (ch.MAX_CLIENT_HELLO - 4).to_bytes(3, "big")
+    assert_scan_matches_reference(b"\x16\x03\x01\x40\x00\x01" + at_limit)
+    body_len = ch.MAX_CLIENT_HELLO - 4
+    thin = records(b"\x01" + body_len.to_bytes(3, "big") + b"\x00" * body_len, (1,))
+    assert_scan_matches_reference(thin[: 2 * ch.MAX_CLIENT_HELLO + 600], [4096])
+    # The largest hello allowed, in full-size records, with a session id to find.
+    pad = ch.MAX_CLIENT_HELLO - 4 - len(hello_body(ext(0xFF01, b""), session_id=b"\x42" * 32))
+    body = hello_body(ext(0xFF01, b"\x00" * pad), session_id=b"\x42" * 32)
+    assert len(body) + 4 == ch.MAX_CLIENT_HELLO
+    assert_scan_matches_reference(wire_of(body))
+
+
+def test_scan_one_byte_records_fed_one_byte_at_a_time_is_linear(ca):
+    big = std_client(ca, alpn=[f"p{i:03d}".ljust(200, "x") for i in range(100)])
+    message, _ = hello_message(first_flight(big, server_hostname="localhost"))
+    wire = records(message, (1,))  # 20 000 records, 120 000 feeds
+    reader = HelloScan()
+    start = time.perf_counter()
+    for i in range(len(wire)):
+        keys = reader.feed(wire[i : i + 1])
+    elapsed = time.perf_counter() - start
+    assert keys == parse(wire)[0].lookup_keys()  # the random 32-byte legacy id of a TLS 1.3 client
+    assert reader.consumed == len(wire) and reader.server_name == "localhost"
+    assert bytes(reader.data) == wire
+    assert elapsed < 5.0
+
+
+def test_hello_scan_gives_what_the_prefetch_needs(all_hellos):
+    for name, wire in all_hellos.items():
+        hello, used = parse(wire)
+        reader = HelloScan()
+        assert reader.feed(wire[:10]) is None
+        keys = reader.feed(wire[10:] + b"\x17\x03\x03")
+        assert keys == hello.lookup_keys()[:2], name
+        assert reader.server_name == hello.server_name and reader.consumed == used
+        assert reader.feed(b"\x00\x01x") == keys  # stays done, keeps every byte
+        reader.append(b"more")
+        assert bytes(reader.data) == wire + b"\x17\x03\x03\x00\x01xmore"
+
+
+def test_hello_scan_error_is_sticky_and_says_why():
+    reader = HelloScan()
+    with pytest.raises(ClientHelloError, match="not TLS"):
+        reader.feed(b"GET / HTTP/1.1\r\n")
+    with pytest.raises(ClientHelloError, match="not TLS"):
+        reader.feed(b"\x16\x03\x01")
+    reader = HelloScan()
+    body_fault = wire_of(hello_body(session_id=b"\x01" * 33))
+    assert reader.feed(bytearray(body_fault[:20])) is None
+    with pytest.raises(ClientHelloError, match="legacy_session_id"):
+        reader.feed(body_fault[20:])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFF))
+def test_scan_on_random_bytes_agrees(body, record_len, hs_len):
+    assert_scan_matches_reference(body)
+    assert_scan_matches_reference(
+        b"\x16\x03\x01" + record_len.to_bytes(2, "big") + b"\x01" + hs_len.to_bytes(3, "big") + body)
+    assert_scan_matches_reference(wire_of(body))
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_scan_on_mutated_real_hellos_agrees(all_hellos, data):
+    name = data.draw(st.sampled_from(sorted(all_hellos)))
+    message, _ = hello_message(all_hellos[name])
+    wire = bytearray(records(message, data.draw(st.lists(st.integers(1, 3000), min_size=1, max_size=4))))
+    for _ in range(data.draw(st.integers(1, 8))):
+        kind = data.draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
+        pos = data.draw(st.integers(0, max(0, len(wire) - 1)))
+        if kind == "flip" and wire:
+            wire[pos] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "set" and wire:
+            wire[pos] = data.draw(st.sampled_from([0, 1, 0x20, 0x29, 0x2B, 0x7F, 0x80, 0xFF]))
+        elif kind == "insert":
+            wire[pos:pos] = data.draw(st.binary(min_size=1, max_size=4))
+        elif kind == "delete":
+            del wire[pos : pos + data.draw(st.integers(1, 4))]
+        else:
+            del wire[pos:]
+    steps = data.draw(st.lists(st.integers(1, 700), min_size=1, max_size=5))
+    assert_scan_matches_reference(bytes(wire), steps)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    session_id=st.binary(max_size=32),
+    host=st.none() | st.text(_host_chars, min_size=1, max_size=255),
+    versions=st.none() | st.lists(st.sampled_from([0x0304, 0x0303, 0x0A0A]), min_size=1, max_size=4),
+    psk=st.none() | st.lists(st.sampled_from([b"a" * 32, b"b" * 32, b"c", b"t" * 33, b"u" * 200]),
+                             min_size=1, max_size=5),
+    unknown=st.dictionaries(st.integers(0, 0xFFFF).filter(lambda t: t not in _known), st.binary(max_size=40), max_size=5),
+    sizes=st.lists(st.integers(1, 2000), min_size=1, max_size=5),
+)
+def test_scan_on_generated_hellos_agrees(session_id, host, versions, psk, unknown, sizes):
+    extensions = [ext(t, d) for t, d in unknown.items()]
+    if host is not None:
+        extensions.append(sni_ext(host.encode()))
+    if versions is not None:
+        extensions.append(versions_ext(*versions))
+    if psk is not None:
+        extensions.append(psk_ext(*psk))
+    assert_scan_matches_reference(wire_of(hello_body(*extensions, session_id=session_id), sizes))

@@ -98,3 +98,17 @@ def test_client_cache():
                       r"server: (resumed|full handshake)", output)
     assert runs == [("1", "no", "full handshake"), ("2", "yes", "resumed"),
                     ("3", "yes", "resumed")], output
+
+
+def test_aiohttp_server():
+    if importlib.util.find_spec("aiohttp") is None:
+        reason = "aiohttp is not installed: pip install -e '.[test]'"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run every example: {reason}", pytrace=False)
+        pytest.skip(reason)
+    output = run_example("aiohttp_server.py")
+    assert "GET from A, no session : 200 hello from A over TLSv1.3 (full handshake)" in output, output
+    assert "GET from B, A's session: 200 hello from B over TLSv1.3 (resumed)" in output, output
+    assert "B, 20 reconnections    : 20/20 resumed" in output, output
+    counters = dict(re.findall(r"(\w+)=(\d+)", output.split("store B:")[1]))
+    assert counters == {"hellos": "21", "lookups": "21", "found": "21", "prefetch_hits": "21"}, output

@@ -17,13 +17,16 @@ the hello; this module does the same for asyncio::
 
 Each connection, in order:
 
-1. The ClientHello is read off the socket (plain TCP, no TLS yet) with
-   :class:`~sesscache.clienthello.ClientHelloReader`, which stays linear however the client
-   splits it.
+1. The ClientHello is read off the socket (plain TCP, no TLS yet) with a scan in C that makes
+   the decisions of :class:`~sesscache.clienthello.ClientHelloReader` (its reference, which
+   says why when bytes are refused) and stays linear however the client splits the hello.
 2. Its lookup keys (:meth:`ClientHello.lookup_keys`: the TLS 1.2 session id or the TLS 1.3
-   stateful ticket) are looked up in the store with ``await``, under a timeout.
+   stateful ticket) are looked up in the store with ``await``, under a timeout. A store
+   called inline (``MemoryStore``) is read at once, and a hello with nothing to look up
+   (no session id, a stateless ticket) goes straight on: no task, no await.
 3. A hit is put in a prefetch map that belongs to this connection alone.
-4. The connection is upgraded with ``loop.start_tls``; the bytes already read are replayed
+4. The connection is upgraded as ``loop.start_tls`` would (its SSL protocol, its arguments,
+   its handshake timeout), without the coroutine; the bytes already read are replayed
    into the TLS protocol, and OpenSSL's synchronous get callback, through
    :class:`SessionCache`, reads the prefetched session from :class:`PrefetchingStore`
    without touching the network. The map lives until the handshake is over: after a
@@ -66,8 +69,8 @@ so the server behaves exactly as a plain asyncio TLS server would: OpenSSL sends
 if it accepts what the parser did not, completes a full handshake). The parser is never the
 reason a client is refused.
 
-**The application protocol**: ``loop.start_tls`` does not call ``connection_made``, and once
-the handshake completes, data may be delivered before ``start_tls`` returns. The protocol
+**The application protocol**: as with ``loop.start_tls``, the SSL protocol does not call
+``connection_made``, and data may be delivered as the handshake completes. The protocol
 made by ``protocol_factory`` is created after the handshake succeeds; data, end of file or a
 connection loss that arrive before it exists are held and delivered right after its
 ``connection_made``, in order. A client whose handshake fails never reaches the application.
@@ -77,9 +80,11 @@ this process made still resume without the store, but every hello that names a s
 looked up anyway, because that cache cannot be consulted before OpenSSL reads the hello. With
 ``internal_cache=False`` the store is the only cache, as nginx and Apache use a shared one.
 
-**Event loop**: asyncio's own loops. The replay relies on the order in which ``start_tls``
-sets the TLS protocol, starts it and resumes reading (the same from Python 3.9 to 3.13, where
-this is tested on the selector loop; the proactor loop follows the same sequence, untested).
+**Event loop**: asyncio's own loops. The upgrade does what ``loop.start_tls`` does (make
+``asyncio.sslproto.SSLProtocol`` with its arguments, set it on the transport, call its
+``connection_made``, wait for its waiter), the same from Python 3.9 to 3.13, where this is
+tested on the selector loop; the proactor loop is untested. An asyncio whose SSLProtocol
+takes other arguments gets its connections closed, with the reason logged.
 uvloop's transports are not supported; :func:`create_server` says so. Only ``ssl.SSLContext``
 can be used, as with any asyncio server.
 """

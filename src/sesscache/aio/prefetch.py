@@ -142,7 +142,7 @@ class PrefetchingStore(BaseStore):
         self._write_slots: Optional[asyncio.Semaphore] = None
         self._tails: Dict[bytes, asyncio.Task] = {}
         self._tasks: set = set()
-        self._stats = PrefetchStats()
+        self._counts = PrefetchStats().as_dict()
         self._stats_lock = threading.Lock()
         self._burst = BurstLogger(logger, log_interval)
 
@@ -151,7 +151,7 @@ class PrefetchingStore(BaseStore):
     @property
     def stats(self) -> PrefetchStats:
         with self._stats_lock:
-            return PrefetchStats(**self._stats.as_dict())
+            return PrefetchStats(**self._counts)
 
     @property
     def pending_writes(self) -> int:
@@ -164,7 +164,7 @@ class PrefetchingStore(BaseStore):
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._stats_lock:
-            setattr(self._stats, name, getattr(self._stats, name) + amount)
+            self._counts[name] += amount
 
     # --- the synchronous side: what OpenSSL's callbacks call, through SessionCache ---------
 
@@ -281,6 +281,8 @@ class PrefetchingStore(BaseStore):
         """
         loop = asyncio.get_running_loop()
         self.bind(loop)
+        if self._inline:
+            return self._prefetch_inline(keys, pop)
         todo = keys[:_MAX_KEYS_PER_HELLO]
         for key in todo:
             # Written here and not landed yet: the store has nothing newer. The value goes in
@@ -312,6 +314,30 @@ class PrefetchingStore(BaseStore):
                 found[key] = value
                 break  # at most one key of a hello can name a session
         return found
+
+    def _prefetch_inline(self, keys: Sequence[bytes], pop: bool) -> Dict[bytes, bytes]:
+        """:meth:`prefetch` for a backend called inline (a ``MemoryStore``), without a
+        coroutine: the servers call it straight from the protocol that read the hello. Such
+        a backend answers before the call returns, so there is no timeout to run and nothing
+        stays in flight; ``set`` writes through it, so the local copy holds nothing to skip to.
+        """
+        method = self.backend.pop if pop else self.backend.get
+        for key in keys[:_MAX_KEYS_PER_HELLO]:
+            self._count("lookups")
+            try:
+                value = method(key)
+            except Exception as exc:
+                self._lookup_failed(exc)
+                continue
+            if value is None:
+                self._count("lookup_misses")
+                continue
+            if not isinstance(value, (bytes, bytearray, memoryview)):
+                self._lookup_failed(TypeError(f"store returned {type(value).__name__}, not bytes"))
+                continue
+            self._count("found")
+            return {key: bytes(value)}
+        return {}
 
     async def _lookup(self, key: bytes, pop: bool, timeout: float) -> Optional[bytes]:
         self._count("lookups")

@@ -1,15 +1,19 @@
-"""The asyncio servers of :mod:`sesscache.aio`: read the ClientHello, await the lookup, then
-hand the connection (hello replayed) to TLS with ``loop.start_tls``."""
+"""The asyncio servers of :mod:`sesscache.aio`: read the ClientHello, look the session up
+(awaited only for a store that must be), then hand the connection (hello replayed) to
+asyncio's SSL protocol as ``loop.start_tls`` does."""
 from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto as _sslproto
+import collections
+import functools
 import logging
 import ssl as _ssl
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
+from .._hello_scan import HelloScan
 from ..cache import SessionCache
-from ..clienthello import ClientHello, ClientHelloError, ClientHelloReader
+from ..clienthello import ClientHelloError
 from ..errors import ConfigurationError
 
 from .prefetch import PrefetchingStore, _check_seconds
@@ -52,7 +56,7 @@ async def create_server(protocol_factory: Callable[[], asyncio.BaseProtocol], ho
 
     The listening socket is plain TCP; each connection is read up to its ClientHello, the
     session is fetched from ``cache.store`` (a :class:`PrefetchingStore`) and the connection
-    is upgraded with ``loop.start_tls(..., ssl)``. ``protocol_factory()`` is called after the
+    is upgraded as ``loop.start_tls(..., ssl)`` would. ``protocol_factory()`` is called after the
     handshake succeeded and its protocol gets ``connection_made`` with the TLS transport.
 
     :param ssl: the server's ``ssl.SSLContext``.
@@ -128,40 +132,110 @@ class _Front:
         self.hello_timeout = hello_timeout
         self.tls_kwargs = tls_kwargs
         self.tasks: set = set()
+        self.hello_deadlines = _Deadlines(loop, hello_timeout)
+        # Every store key of this server starts with it (SessionCache.key_for of an empty id).
+        self.key_prefix = SessionCache.key_for(sid_ctx, b"")
 
-    def store_keys(self, hello: ClientHello) -> list:
-        return [SessionCache.key_for(self.sid_ctx, sid) for sid in hello.lookup_keys()]
+    def upgrade(self, transport: asyncio.Transport, source: HelloScan,
+                keys: Optional[Tuple[bytes, ...]]) -> None:
+        """Hand the connection to TLS once its hello is in (or given up on). A lookup that
+        needs no waiting (an inline store, or nothing to look up) is made right here and the
+        handshake starts in the same call; only a store that must be awaited takes a task."""
+        if keys:
+            lookup = [self.key_prefix + key for key in keys]
+            store = self.store
+            if not store._inline:
+                transport.pause_reading()  # until the lookup is done: nothing piles up
+                task = self.loop.create_task(self._lookup_then_tls(transport, source, lookup))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+                return
+            prefetched = store._prefetch_inline(lookup, self.cache.single_use)
+        else:
+            prefetched = {}
+        self.start_tls(transport, source, prefetched)
 
-    async def upgrade(self, transport: asyncio.Transport, data: bytearray,
-                      hello: Optional[ClientHello]) -> None:
+    async def _lookup_then_tls(self, transport: asyncio.Transport, source: HelloScan,
+                               lookup: list) -> None:
         try:
-            await self._upgrade(transport, data, hello)
+            prefetched = await self.store.prefetch(lookup, pop=self.cache.single_use)
         except asyncio.CancelledError:  # the loop is shutting down
             transport.abort()
             raise
-
-    async def _upgrade(self, transport: asyncio.Transport, data: bytearray,
-                       hello: Optional[ClientHello]) -> None:
-        store = self.store
-        prefetched: Dict[bytes, bytes] = {}
-        if hello is not None:
-            keys = self.store_keys(hello)
-            if keys:
-                prefetched = await store.prefetch(keys, pop=self.cache.single_use)
         if transport.is_closing():
             return
+        self.start_tls(transport, source, prefetched)
+        transport.resume_reading()
+
+    def start_tls(self, transport: asyncio.Transport, source: HelloScan,
+                  prefetched: Dict[bytes, bytes]) -> None:
+        """What ``loop.start_tls(transport, ..., server_side=True)`` does, at once instead of
+        from a coroutine and two ``call_soon``: asyncio's SSLProtocol, made with start_tls's
+        arguments, goes on the transport, its ``connection_made`` starts the handshake (and
+        its timeout), and the bytes read so far are replayed into it before the socket is read
+        again. The end of the handshake is a callback on the protocol's waiter, as
+        ``start_tls`` awaits it.
+
+        With sessions prefetched, a tap between the transport and the SSL protocol makes the
+        connection's map visible to the store while OpenSSL reads this connection's bytes,
+        until the handshake is over (after a HelloRetryRequest OpenSSL asks again)."""
+        loop = self.loop
+        waiter = loop.create_future()
         pending = _PendingApp()
-        replay = _Replay(transport, bytes(data), store, prefetched)
-        replay.install()
         try:
-            tls_transport = await self.loop.start_tls(
-                transport, pending, self.context, server_side=True, **self.tls_kwargs)
-        except Exception as exc:  # TLS alert, client gone, handshake timeout: nothing to serve
-            store._count("handshake_failures")
+            ssl_protocol = _sslproto.SSLProtocol(
+                loop, pending, self.context, waiter, server_side=True,
+                call_connection_made=False, **self.tls_kwargs)
+        except TypeError as exc:
+            # Not the SSLProtocol this relies on (a future asyncio?): never guess how to
+            # drive it. The client is closed and told nothing; the log says why.
+            self.store._burst.log(
+                logging.ERROR, "replay",
+                "sesscache.aio: asyncio's SSLProtocol does not take loop.start_tls's arguments "
+                "(%s); this Python's asyncio is not supported by sesscache.aio, connections "
+                "are closed", exc)
+            transport.abort()
+            return
+        buffered = isinstance(ssl_protocol, asyncio.BufferedProtocol)
+        tap: Optional[_TapBase] = None
+        if prefetched:
+            tap = (_BufferedTap if buffered else _Tap)(ssl_protocol, self.store, prefetched)
+            transport.set_protocol(tap)
+        else:  # nothing for the store to find in a map: no tap
+            transport.set_protocol(ssl_protocol)
+        data, source.data = source.data, b""
+        try:
+            ssl_protocol.connection_made(transport)
+            if tap is not None:
+                tap.feed(data)
+            elif buffered:
+                _feed_buffered(ssl_protocol, data)
+            elif data:  # Python < 3.11: SSLProtocol is a plain Protocol
+                ssl_protocol.data_received(bytes(data))
+        except Exception as exc:  # a bug here must not leave the handshake hanging
+            loop.call_exception_handler({
+                "message": "sesscache.aio: replaying the ClientHello failed; connection closed",
+                "exception": exc, "transport": transport})
+            transport.abort()
+            return
+        waiter.add_done_callback(
+            functools.partial(self._handshake_done, transport, ssl_protocol, pending, tap))
+
+    def _handshake_done(self, transport: asyncio.Transport, ssl_protocol: Any,
+                        pending: "_PendingApp", tap: Optional["_TapBase"],
+                        waiter: "asyncio.Future") -> None:
+        if tap is not None:  # the SSL protocol reads the socket directly again
+            tap.prefetched = None
+            if transport.get_protocol() is tap:
+                transport.set_protocol(ssl_protocol)
+        exc = None if waiter.cancelled() else waiter.exception()
+        tls_transport = ssl_protocol._app_transport  # what start_tls returns
+        if waiter.cancelled() or exc is not None or tls_transport is None:
+            # TLS alert, client gone, handshake timeout: nothing to serve
+            transport.close()  # as start_tls does
+            self.store._count("handshake_failures")
             logger.debug("sesscache.aio: TLS handshake failed: %s: %s", type(exc).__name__, exc)
             return
-        finally:
-            replay.remove()
         try:
             protocol = self.protocol_factory()
         except Exception as exc:
@@ -173,48 +247,77 @@ class _Front:
         pending.hand_over(protocol, tls_transport, self.loop)
 
 
+class _Deadlines:
+    """``hello_timeout`` for every connection of a server, with one timer instead of one per
+    connection: the deadlines come in the order connections do, so a queue keeps them sorted.
+    The timer is armed for the oldest deadline still waiting; connections whose hello is done
+    leave the queue as they reach its head (at the next connection or the next timer)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.queue: collections.deque = collections.deque()  # (deadline, sniffer)
+        self.timer: Optional[asyncio.TimerHandle] = None
+
+    def watch(self, sniffer: "_HelloSniffer") -> None:
+        queue = self.queue
+        while queue and queue[0][1]._done:
+            queue.popleft()
+        deadline = self.loop.time() + self.timeout
+        queue.append((deadline, sniffer))
+        if self.timer is None:
+            self.timer = self.loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self.timer = None
+        queue = self.queue
+        now = self.loop.time()
+        while queue and (queue[0][0] <= now or queue[0][1]._done):
+            _, sniffer = queue.popleft()
+            if not sniffer._done:
+                sniffer._late()
+        if queue:
+            self.timer = self.loop.call_at(queue[0][0], self._expire)
+
+
 class _HelloSniffer(asyncio.Protocol):
     """The first protocol of every connection: reads the ClientHello, then upgrades."""
 
     def __init__(self, front: _Front) -> None:
         self._front = front
-        self._reader = ClientHelloReader()
+        self._scan = HelloScan()
         self._transport: Optional[asyncio.Transport] = None
-        self._timer: Optional[asyncio.TimerHandle] = None
         self._done = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        self._timer = self._front.loop.call_later(self._front.hello_timeout, self._late)
+        self._front.hello_deadlines.watch(self)
 
     def data_received(self, data: bytes) -> None:
         if self._done:  # read in the same turn as the end of the hello: replayed with it
-            self._reader.data += data
+            self._scan.append(data)
             return
         try:
-            hello = self._reader.feed(data)
+            keys = self._scan.feed(data)
         except ClientHelloError as exc:
             self._front.store._count("hellos_unparsable")
             logger.debug("sesscache.aio: not a ClientHello, handing it to OpenSSL as is: %s", exc)
             self._finish(None)
             return
-        if hello is not None:
+        if keys is not None:
             self._front.store._count("hellos")
-            self._finish(hello)
+            self._finish(keys)
 
     def eof_received(self) -> bool:
         # The client stopped sending before its hello was complete: there is no handshake
         # to have. Returning False lets the transport close.
-        if self._timer is not None:
-            self._timer.cancel()
+        self._done = True
         return False
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._done = True
 
     def _late(self) -> None:
-        self._timer = None
         if self._done or self._transport is None or self._transport.is_closing():
             return
         self._front.store._count("hellos_late")
@@ -224,85 +327,11 @@ class _HelloSniffer(asyncio.Protocol):
             "it gets a full handshake", self._front.hello_timeout)
         self._finish(None)
 
-    def _finish(self, hello: Optional[ClientHello]) -> None:
+    def _finish(self, keys: Optional[Tuple[bytes, ...]]) -> None:
         self._done = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         transport = self._transport
         assert transport is not None
-        transport.pause_reading()
-        front = self._front
-        task = front.loop.create_task(front.upgrade(transport, self._reader.data, hello))
-        front.tasks.add(task)
-        task.add_done_callback(front.tasks.discard)
-
-
-class _Replay:
-    """Gives the bytes read so far to the TLS protocol that ``start_tls`` made, exactly once,
-    before the socket is read again; and makes the connection's prefetch map visible to the
-    store while that protocol handles this connection's bytes.
-
-    ``loop.start_tls`` pauses reading, sets its SSL protocol on the transport, then schedules
-    ``ssl_protocol.connection_made`` (which starts the handshake) followed by
-    ``transport.resume_reading``. The ``resume_reading`` it schedules is looked up on the
-    transport when ``start_tls`` runs, so an instance attribute set just before takes its
-    place: it runs right after ``connection_made``, when the protocol is ready for data and
-    before any further byte is read, replays, and then really resumes reading.
-    """
-
-    def __init__(self, transport: asyncio.Transport, data: bytes, store: PrefetchingStore,
-                 prefetched: Dict[bytes, bytes]) -> None:
-        self.transport = transport
-        self.data = data
-        self.store = store
-        self.prefetched = prefetched
-        self.tap: Optional[asyncio.BaseProtocol] = None
-
-    def install(self) -> None:
-        self.transport.resume_reading = self._resume  # type: ignore[method-assign]
-
-    def _resume(self) -> None:
-        transport = self.transport
-        del transport.resume_reading  # the class's method again
-        ssl_protocol = transport.get_protocol()
-        if not isinstance(ssl_protocol, _sslproto.SSLProtocol):
-            # Not the sequence this relies on (a future asyncio?): never guess where the
-            # bytes go. The client is closed and told nothing; the log says why.
-            self.store._burst.log(
-                logging.ERROR, "replay",
-                "sesscache.aio: start_tls put a %s on the transport, not asyncio's SSLProtocol; "
-                "this Python's asyncio is not supported by sesscache.aio, connections are closed",
-                type(ssl_protocol).__name__)
-            transport.abort()
-            return
-        if isinstance(ssl_protocol, asyncio.BufferedProtocol):
-            tap: asyncio.BaseProtocol = _BufferedTap(ssl_protocol, self.store, self.prefetched)
-        else:  # Python < 3.11: SSLProtocol is a plain Protocol
-            tap = _Tap(ssl_protocol, self.store, self.prefetched)
-        self.tap = tap
-        transport.set_protocol(tap)
-        data, self.data = self.data, b""
-        try:
-            tap.feed(data)  # type: ignore[attr-defined]
-        except Exception as exc:  # a bug here must not leave the handshake hanging
-            asyncio.get_running_loop().call_exception_handler({
-                "message": "sesscache.aio: replaying the ClientHello failed; connection closed",
-                "exception": exc, "transport": transport})
-            transport.abort()
-            return
-        transport.resume_reading()
-
-    def remove(self) -> None:
-        """After the handshake: the SSL protocol reads the socket directly again and the
-        prefetched sessions are dropped."""
-        vars(self.transport).pop("resume_reading", None)
-        tap = self.tap
-        if tap is not None:
-            tap.prefetched = None  # type: ignore[attr-defined]
-            if self.transport.get_protocol() is tap:
-                self.transport.set_protocol(tap.inner)  # type: ignore[attr-defined]
-        self.prefetched = {}
+        self._front.upgrade(transport, self._scan, keys)
 
 
 class _TapBase:
@@ -365,11 +394,11 @@ class _Tap(_TapBase, asyncio.Protocol):
 
     def feed(self, data: bytes) -> None:
         if data:
-            self.data_received(data)
+            self.data_received(bytes(data))
 
 
 class _PendingApp(asyncio.Protocol):
-    """The application's stand-in during the handshake: ``start_tls`` never calls
+    """The application's stand-in during the handshake: the SSL protocol never calls
     ``connection_made`` and may deliver data before it returns. Everything is held and handed
     to the real protocol, in order, after its ``connection_made``."""
 
