@@ -1138,6 +1138,20 @@ _host_chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_
 _known = {0, 16, 41, 42, 43}
 
 
+def _generated_extensions(unknown, host=None, alpn=None, versions=None, early=False):
+    """The extensions of a generated hello, before any PSK (which must come last)."""
+    extensions = [ext(t, d) for t, d in unknown.items()]
+    if host is not None:
+        extensions.append(sni_ext(host.encode()))
+    if alpn is not None:
+        extensions.append(alpn_ext(*alpn))
+    if versions is not None:
+        extensions.append(versions_ext(*versions))
+    if early:
+        extensions.append(ext(42, b""))
+    return extensions
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     session_id=st.binary(max_size=32),
@@ -1152,15 +1166,7 @@ _known = {0, 16, 41, 42, 43}
     sizes=st.lists(st.integers(1, 2000), min_size=1, max_size=5),
 )
 def test_generated_hellos_round_trip(session_id, suites, host, alpn, versions, psk, early, unknown, order, sizes):
-    extensions = [ext(t, d) for t, d in unknown.items()]
-    if host is not None:
-        extensions.append(sni_ext(host.encode()))
-    if alpn is not None:
-        extensions.append(alpn_ext(*alpn))
-    if versions is not None:
-        extensions.append(versions_ext(*versions))
-    if early:
-        extensions.append(ext(42, b""))
+    extensions = _generated_extensions(unknown, host, alpn, versions, early)
     order.shuffle(extensions)
     if psk is not None:
         extensions.append(psk_ext(*psk))  # must be last
@@ -1383,11 +1389,7 @@ def test_scan_on_mutated_real_hellos_agrees(all_hellos, data):
     sizes=st.lists(st.integers(1, 2000), min_size=1, max_size=5),
 )
 def test_scan_on_generated_hellos_agrees(session_id, host, versions, psk, unknown, sizes):
-    extensions = [ext(t, d) for t, d in unknown.items()]
-    if host is not None:
-        extensions.append(sni_ext(host.encode()))
-    if versions is not None:
-        extensions.append(versions_ext(*versions))
+    extensions = _generated_extensions(unknown, host, versions=versions)
     if psk is not None:
         extensions.append(psk_ext(*psk))
     assert_scan_matches_reference(wire_of(hello_body(*extensions, session_id=session_id), sizes))

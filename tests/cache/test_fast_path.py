@@ -105,23 +105,6 @@ def test_the_c_path_refuses_other_server_names_as_the_python_path(stack, version
     assert c_stats == py_stats and c_stats["rejected"] == 1
 
 
-def test_a_session_of_another_certificate_is_refused_in_c(stack, version, certs):
-    store = MemoryStore()
-    first_cache, second_cache = SessionCache(store), SessionCache(store)
-    first = stack.server_context(version)
-    second = stack.server_context(version, certfile=certs.other_server_pem)
-    first_cache.attach(first, internal_cache=False)
-    second_cache.attach(second, internal_cache=False)
-    client = stack.client_context()
-    warm = stack.handshake(second, client, server_name="example.com")  # learns its certificate
-    made = stack.handshake(first, client, server_name="example.com")
-    offered = stack.handshake(second, client, made.client_session, server_name="example.com")
-    assert not offered.server_reused
-    assert second_cache.stats.rejected == 1 and second_cache.stats.hits == 0
-    for hs in (warm, made, offered):
-        stack.close(hs)
-
-
 def test_steady_state_never_enters_python(stack, version):
     """After the first events (which teach the C side the certificate's fingerprint),
     stores, hits and misses are all answered in C."""

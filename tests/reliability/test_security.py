@@ -23,7 +23,10 @@ from tests.reliability.hello import (
 )
 from tests.tls import TLS12, TLS13
 
-def test_a_session_of_another_certificate_is_refused(stack, version, certs):
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "certificate-known-in-c"])
+def test_a_session_of_another_certificate_is_refused(stack, version, certs, warm):
+    """``warm``: the second server has served a handshake first, so the C fast path knows its
+    certificate and meets the foreign session with its own fingerprint check."""
     store = MemoryStore()
     first_cache, second_cache = SessionCache(store), SessionCache(store)
     first = stack.server_context(version)
@@ -31,6 +34,8 @@ def test_a_session_of_another_certificate_is_refused(stack, version, certs):
     first_cache.attach(first, internal_cache=False)
     second_cache.attach(second, internal_cache=False)
     client = stack.client_context()
+    if warm:
+        stack.close(stack.handshake(second, client, server_name="example.com"))
     made = stack.handshake(first, client, server_name="example.com")
     stack.close(made)
     offered = stack.handshake(second, client, made.client_session, server_name="example.com")
