@@ -86,8 +86,9 @@ async def create_server(protocol_factory: Callable[[], asyncio.BaseProtocol], ho
         raise ConfigurationError(
             f"cache.store is a {type(store).__name__}; sesscache.aio needs a PrefetchingStore in "
             "front of it so that OpenSSL's synchronous lookup never waits for the network: "
-            "SessionCache(PrefetchingStore(AsyncRedisStore(url))) (or around MemoryStore(), "
-            "SQLiteStore(path))")
+            "SessionCache(PrefetchingStore(AsyncRedisStore(url))) (or around SQLiteStore(path)). "
+            "A plain MemoryStore never waits: attach the cache to the ssl.SSLContext and use "
+            "asyncio.start_server(..., ssl=context) instead, which is faster")
     for name in ("ssl_handshake_timeout", "ssl_shutdown_timeout", "server_hostname"):
         if name in kwds:  # pragma: no cover - they are named parameters here
             raise ConfigurationError(f"{name} is not a create_server argument here")
