@@ -484,3 +484,49 @@ class SQLiteMachine(RuleBasedStateMachine):
 
 TestSQLiteModel = SQLiteMachine.TestCase
 TestSQLiteModel.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+
+
+def test_writers_of_one_process_take_turns_and_a_stuck_turn_is_a_clear_error(db):
+    """This process's writers queue on the store's own lock instead of racing through
+    SQLite's busy handler (which can starve one of them under a steady stream of writes).
+    A turn held past ``timeout`` is a StoreError that says so; the store works on after."""
+    store = SQLiteStore(db, timeout=0.2)
+    store.set(b"k", b"v", 60.0)  # the file and this thread's connection exist
+    errors = []
+
+    def write():
+        try:
+            store.set(b"other", b"value", 60.0)
+        except StoreError as exc:
+            errors.append(exc)
+
+    with store._write_turn:  # another writer of this process is in the middle of a write
+        thread = threading.Thread(target=write)
+        started = time.monotonic()
+        thread.start()
+        thread.join(5)
+        waited = time.monotonic() - started
+    assert len(errors) == 1 and "this process's other threads" in str(errors[0])
+    assert 0.15 <= waited < 2.0
+    store.set(b"other", b"value", 60.0)
+    assert store.get(b"other") == b"value"
+
+    # Eight threads writing flat out for a second: nobody waits anywhere near the timeout.
+    store = SQLiteStore(db, timeout=1.0)
+    failures, stop = [], time.monotonic() + 1.0
+
+    def flood(n):
+        i = 0
+        while time.monotonic() < stop:
+            try:
+                store.set(b"%d-%d" % (n, i), b"x" * 150, 60.0)
+            except StoreError as exc:  # pragma: no cover - what the turns prevent
+                failures.append(exc)
+            i += 1
+
+    threads = [threading.Thread(target=flood, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not failures, failures[:3]

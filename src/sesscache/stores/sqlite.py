@@ -1,7 +1,10 @@
 """SQLite store: one file shared by every worker process on a host.
 
-The file is in WAL mode, so readers never wait for a writer and a writer waits at most
-``timeout`` seconds for another writer (SQLite's busy timeout). Every thread of every process
+The file is in WAL mode, so readers never wait for a writer. A writer waits at most
+``timeout`` seconds for the other threads of its process (they take turns on a lock of the
+store's: SQLite's own busy handler polls with growing sleeps, and under a steady stream of
+writes from many threads one of them could keep losing the race for longer than any timeout),
+then at most ``timeout`` seconds for writers in other processes (SQLite's busy timeout). Every thread of every process
 gets its own connection, opened on first use; a connection is never used across ``os.fork()``
 (the store notices the pid change and opens a fresh one).
 
@@ -124,6 +127,10 @@ class SQLiteStore(BaseStore):
         self._owned: List[_Conn] = []
         self._owned_lock = threading.Lock()
         self._owned_pid = os.getpid()
+        # This process's writers take turns here (see the module docstring); made anew after a
+        # fork, like _owned_lock.
+        self._write_turn = threading.Lock()
+        self._write_turn_pid = os.getpid()
         self._writes = 0
         self._closed = False
         self._has_returning = _HAS_RETURNING
@@ -166,7 +173,7 @@ class SQLiteStore(BaseStore):
         c = self._conn()
         now = self._clock()
         try:
-            c.conn.execute(self._sql_set, (key, value, now + ttl)).fetchall()
+            self._write(c, self._sql_set, (key, value, now + ttl))
         except sqlite3.Error as exc:
             raise self._fault(exc, c, "write") from exc
         self._writes += 1  # racy across threads: only paces purges, exactness does not matter
@@ -178,7 +185,7 @@ class SQLiteStore(BaseStore):
             key = as_bytes(key, "key")
         c = self._conn()
         try:
-            c.conn.execute(self._sql_delete, (key,)).fetchall()
+            self._write(c, self._sql_delete, (key,))
         except sqlite3.Error as exc:
             raise self._fault(exc, c, "write") from exc
 
@@ -189,9 +196,9 @@ class SQLiteStore(BaseStore):
         c = self._conn()
         try:
             if self._has_returning:
-                rows = c.conn.execute(self._sql_pop, (key,)).fetchall()
+                rows = self._write(c, self._sql_pop, (key,))
             else:
-                rows = self._pop_in_transaction(c.conn, key)
+                rows = self._in_turn(lambda: self._pop_in_transaction(c.conn, key))
         except sqlite3.Error as exc:
             raise self._fault(exc, c, "write") from exc
         if not rows:
@@ -203,7 +210,7 @@ class SQLiteStore(BaseStore):
         """Delete expired rows now; returns how many. Raises StoreError like a write."""
         c = self._conn()
         try:
-            cur = c.conn.execute(self._sql_purge, (self._clock(),))
+            cur = self._in_turn(lambda: c.conn.execute(self._sql_purge, (self._clock(),)))
             cur.fetchall()
             return max(cur.rowcount, 0)
         except sqlite3.Error as exc:
@@ -314,6 +321,26 @@ class SQLiteStore(BaseStore):
         self._local.c = c
         return c
 
+    def _write(self, c: "_Conn", sql: str, args: tuple) -> List[Any]:
+        """Run one writing statement, in turn with this process's other writers."""
+        return self._in_turn(lambda: c.conn.execute(sql, args).fetchall())
+
+    def _in_turn(self, work: Callable[[], Any]) -> Any:
+        pid = os.getpid()
+        if self._write_turn_pid != pid:
+            self._write_turn = threading.Lock()
+            self._write_turn_pid = pid
+        turn = self._write_turn
+        if not turn.acquire(timeout=self.timeout):
+            raise StoreError(
+                f"SQLite database {self.path!r} is locked: this process's other threads kept "
+                f"writing for longer than timeout={self.timeout}s; raise timeout, or spread the "
+                "load over fewer threads")
+        try:
+            return work()
+        finally:
+            turn.release()
+
     def _owned_guard(self) -> threading.Lock:
         pid = os.getpid()
         if self._owned_pid != pid:
@@ -355,11 +382,11 @@ class SQLiteStore(BaseStore):
 
     def _purge(self, c: _Conn, now: float) -> None:
         try:
-            cur = c.conn.execute(self._sql_purge, (now,))
+            cur = self._in_turn(lambda: c.conn.execute(self._sql_purge, (now,)))
             cur.fetchall()
             if cur.rowcount > 0:
                 log.debug("purged %d expired sessions from %s", cur.rowcount, self.path)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StoreError) as exc:
             # The write this purge followed succeeded; an expired row left behind is harmless.
             log.debug("purge of %s skipped: %s", self.path, exc)
 
