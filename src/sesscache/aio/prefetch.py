@@ -168,13 +168,18 @@ class PrefetchingStore(BaseStore):
 
     # --- the synchronous side: what OpenSSL's callbacks call, through SessionCache ---------
 
-    def get(self, key: bytes) -> Optional[bytes]:
+    def _prefetched(self, key: bytes) -> Optional[bytes]:
+        """The value fetched for the handshake running on this thread, if any (counted)."""
         prefetched = getattr(self._serving, "prefetched", None)
-        if prefetched:
-            value = prefetched.get(key)
-            if value is not None:
-                self._count("prefetch_hits")
-                return value
+        value = prefetched.get(key) if prefetched else None
+        if value is not None:
+            self._count("prefetch_hits")
+        return value
+
+    def get(self, key: bytes) -> Optional[bytes]:
+        value = self._prefetched(key)
+        if value is not None:
+            return value
         value = self.backend.get(key) if self._inline else self.local.get(key)
         if value is not None:
             self._count("local_hits")
@@ -185,12 +190,9 @@ class PrefetchingStore(BaseStore):
         (atomically) by the lookup; it stays in the connection's map until the handshake ends,
         so the second hello after a HelloRetryRequest finds it too. A value from the local copy
         is taken out of it and deleted from the store behind any write still pending."""
-        prefetched = getattr(self._serving, "prefetched", None)
-        if prefetched:
-            value = prefetched.get(key)
-            if value is not None:
-                self._count("prefetch_hits")
-                return value
+        value = self._prefetched(key)
+        if value is not None:
+            return value
         if self._inline:
             value = self.backend.pop(key)
             if value is not None:

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Dict, Optional, Protocol, runtime_checkable
+from typing import Any, Dict, Optional, Protocol, Tuple, runtime_checkable
 
 from ..errors import ConfigurationError
 
@@ -126,6 +126,19 @@ def as_bytes(data: Any, what: str) -> bytes:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     raise TypeError(f"store {what}s are bytes, got {type(data).__name__}")
+
+
+def checked_entry(key: Any, value: Any, ttl: Any) -> Tuple[bytes, bytes, float]:
+    """``set``'s arguments as ``(bytes, bytes, float)``: TypeError or ConfigurationError as
+    :func:`as_bytes` and :func:`check_ttl` raise them. The common case (bytes, bytes, a float
+    in range) costs three type checks."""
+    if type(key) is not bytes:
+        key = as_bytes(key, "key")
+    if type(value) is not bytes:
+        value = as_bytes(value, "value")
+    if not (type(ttl) is float and 0.0 < ttl <= MAX_TTL):
+        ttl = check_ttl(ttl)
+    return key, value, ttl
 
 
 class BaseStore:

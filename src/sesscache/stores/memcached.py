@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
-from .base import MAX_TTL, BaseStore, as_bytes, check_ttl
+from .base import BaseStore, as_bytes, checked_entry
 
 try:
     from pymemcache import exceptions as _mexc
@@ -139,11 +139,8 @@ class MemcachedStore(BaseStore):
         return None if raw is None else self._unpack(raw)
 
     def set(self, key: bytes, value: bytes, ttl: float) -> None:
+        key, value, ttl = checked_entry(key, value, ttl)
         mkey = self._key(key)
-        if type(value) is not bytes:
-            value = as_bytes(value, "value")
-        if not (type(ttl) is float and 0.0 < ttl <= MAX_TTL):
-            ttl = check_ttl(ttl)
         if len(value) > self.max_value_bytes:
             raise ValueTooLarge(
                 f"value of {len(value)} bytes exceeds MemcachedStore max_value_bytes="

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .._binding import ffi, lib
 from ..errors import ConfigurationError, ValueTooLarge
-from .base import MAX_TTL, BaseStore, as_bytes, check_ttl
+from .base import BaseStore, as_bytes, checked_entry
 
 __all__ = ["MemoryStore"]
 
@@ -87,12 +87,7 @@ class MemoryStore(BaseStore):
         return self._read(key, 0)
 
     def set(self, key: bytes, value: bytes, ttl: float) -> None:
-        if type(key) is not bytes:
-            key = as_bytes(key, "key")
-        if type(value) is not bytes:
-            value = as_bytes(value, "value")
-        if not (type(ttl) is float and 0.0 < ttl <= MAX_TTL):
-            ttl = check_ttl(ttl)
+        key, value, ttl = checked_entry(key, value, ttl)
         done = lib.sc_mem_set(self._table, key, len(key), value, len(value), ttl, self._clock())
         if done == -1:
             raise ValueTooLarge(

@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
-from .base import MAX_TTL, BaseStore, as_bytes, check_ttl
+from .base import BaseStore, as_bytes, checked_entry
 
 __all__ = ["SQLiteStore"]
 
@@ -164,12 +164,7 @@ class SQLiteStore(BaseStore):
         return rows[0][0] if rows else None
 
     def set(self, key: bytes, value: bytes, ttl: float) -> None:
-        if type(key) is not bytes:
-            key = as_bytes(key, "key")
-        if type(value) is not bytes:
-            value = as_bytes(value, "value")
-        if not (type(ttl) is float and 0.0 < ttl <= MAX_TTL):
-            ttl = check_ttl(ttl)
+        key, value, ttl = checked_entry(key, value, ttl)
         c = self._conn()
         now = self._clock()
         try:
