@@ -32,7 +32,13 @@ typedef struct {
 
 INCLUDES = _SHARED_TYPES
 
-TYPES = _SHARED_TYPES
+# The envelope's numbers, read by cache.py from here too, so C and Python cannot disagree.
+TYPES = _SHARED_TYPES + """
+static const int SC_ENVELOPE_VERSION;
+static const int SC_ENVELOPE_SIZE;
+static const int SC_ENVELOPE_OVERHEAD;
+static const int SC_CLOCK_SKEW;
+"""
 
 FUNCTIONS = """
 sc_fast *sc_fast_new(sc_mem *, const unsigned char *, unsigned int, double, long long, int);
@@ -48,10 +54,14 @@ int sc_fast_timed_events(int, unsigned int *, int);
 CUSTOMIZATIONS = r"""
 /* --- the fast path ------------------------------------------------------------------ */
 
+/* The envelope cache.py writes and reads (it takes these numbers from here): a format
+ * byte no sealed blob starts with; its size, >Bq16sB (format, origin, certificate
+ * fingerprint, name length); what sealing and the envelope add to a DER at most; how far
+ * in the future an origin may lie (the clocks of a fleet disagree a little). */
 #define SC_ENVELOPE_VERSION 0xE1
-#define SC_ENVELOPE_SIZE 26          /* >Bq16sB */
-#define SC_ENVELOPE_OVERHEAD 512     /* cache._MAX_ENVELOPE_OVERHEAD */
-#define SC_CLOCK_SKEW 60             /* cache._CLOCK_SKEW */
+#define SC_ENVELOPE_SIZE 26
+#define SC_ENVELOPE_OVERHEAD 512
+#define SC_CLOCK_SKEW 60
 #define SC_FAST_DER_BUFFER 2048      /* larger sessions go through Python */
 #define SC_FAST_BLOB_BUFFER (SC_ENVELOPE_SIZE + 255 + SC_FAST_DER_BUFFER)
 

@@ -74,14 +74,17 @@ DEFAULT_SESSION_ID_CONTEXT = b"sesscache"
 # context's certificate (SHA-256, first 16 bytes), length of the SNI name; then the name
 # (ASCII, lowercase) and the DER. The name is ours, not OpenSSL's: a server without a
 # servername callback does not record it in the session.
+# The C fast path (_cffi_src/fast_path.py) writes and reads the same envelope; the numbers
+# come from there so that the two cannot drift apart.
 _ENVELOPE = struct.Struct(">Bq16sB")
+assert _ENVELOPE.size == lib.SC_ENVELOPE_SIZE
 # The format byte is one no sealed blob starts with (sealing's own format byte is 1), so
 # a sealed blob read by a cache without keys is told apart at once, not misread.
-_ENVELOPE_VERSION = 0xE1
+_ENVELOPE_VERSION = lib.SC_ENVELOPE_VERSION
 #: Sealing and the envelope add at most this much to a session's DER.
-_MAX_ENVELOPE_OVERHEAD = 512
+_MAX_ENVELOPE_OVERHEAD = lib.SC_ENVELOPE_OVERHEAD
 #: How far in the future a session's origin may lie (clocks of a fleet disagree a little).
-_CLOCK_SKEW = 60
+_CLOCK_SKEW = lib.SC_CLOCK_SKEW
 
 
 class _Stored(NamedTuple):
@@ -255,25 +258,26 @@ class SessionCache:
         """A snapshot of the counters; ``evictions`` comes from the store where it keeps one."""
         with self._stats_lock:
             snapshot = CacheStats(**self._stats.as_dict())
-        counts = ffi.new("sc_fast_counts *")
-        for policy in self._fast_policies:  # what the C fast path answered by itself
-            lib.sc_fast_counts_of(policy, counts)
-            snapshot.hits += counts.hits
-            snapshot.misses += counts.misses
-            snapshot.stores += counts.stores
-            snapshot.stateless += counts.stateless
+        fast = self._fast_counts()  # what the C fast path answered by itself
+        for name in ("hits", "misses", "stores", "stateless"):
+            setattr(snapshot, name, getattr(snapshot, name) + fast[name])
         snapshot.evictions += int(getattr(self.store, "evictions", 0) or 0)
         return snapshot
 
     def handed_over(self) -> int:
         """How many events the C fast path handed to the Python handlers (refusals,
         first sightings of a certificate, ...): for tests and benchmarks."""
+        return self._fast_counts()["handed_over"]
+
+    def _fast_counts(self) -> Dict[str, int]:
+        """The C fast path's counters, summed over every attachment this cache made."""
+        totals = dict.fromkeys(("hits", "misses", "stores", "stateless", "handed_over"), 0)
         counts = ffi.new("sc_fast_counts *")
-        total = 0
         for policy in self._fast_policies:
             lib.sc_fast_counts_of(policy, counts)
-            total += counts.handed_over
-        return total
+            for name in totals:
+                totals[name] += getattr(counts, name)
+        return totals
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._stats_lock:
