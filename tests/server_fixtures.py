@@ -249,14 +249,13 @@ def memcached_server(tmp_path_factory: pytest.TempPathFactory):
 # -- private servers for fault tests ------------------------------------------------------------
 
 
-@pytest.fixture
-def redis_servers(tmp_path_factory: pytest.TempPathFactory):
-    """``start(tcp=False, extra_args=())`` -> a running RedisServer, stopped after the test."""
+def _private_servers(tmp_path_factory, server_class, binary: str, override_env: str, folder: str):
+    """A ``start(**kwargs)`` making running servers of one kind; stops them when resumed."""
     started: List[ServerProcess] = []
 
-    def start(**kwargs: Any) -> RedisServer:
-        _need_binary("redis-server", "redis-server", "SESSCACHE_TEST_REDIS_URL")
-        server = RedisServer(tmp_path_factory.mktemp("redis-private"), **kwargs)
+    def start(**kwargs: Any) -> ServerProcess:
+        _need_binary(binary, binary, override_env)
+        server = server_class(tmp_path_factory.mktemp(folder), **kwargs)
         started.append(server)
         server.start()
         return server
@@ -264,23 +263,20 @@ def redis_servers(tmp_path_factory: pytest.TempPathFactory):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def redis_servers(tmp_path_factory: pytest.TempPathFactory):
+    """``start(tcp=False, extra_args=())`` -> a running RedisServer, stopped after the test."""
+    yield from _private_servers(tmp_path_factory, RedisServer, "redis-server",
+                                "SESSCACHE_TEST_REDIS_URL", "redis-private")
 
 
 @pytest.fixture
 def memcached_servers(tmp_path_factory: pytest.TempPathFactory):
     """``start(tcp=False, extra_args=())`` -> a running MemcachedServer, stopped after the test."""
-    started: List[ServerProcess] = []
-
-    def start(**kwargs: Any) -> MemcachedServer:
-        _need_binary("memcached", "memcached", "SESSCACHE_TEST_MEMCACHED")
-        server = MemcachedServer(tmp_path_factory.mktemp("memcached-private"), **kwargs)
-        started.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    yield from _private_servers(tmp_path_factory, MemcachedServer, "memcached",
+                                "SESSCACHE_TEST_MEMCACHED", "memcached-private")
 
 
 # -- stores -------------------------------------------------------------------------------------
