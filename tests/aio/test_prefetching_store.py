@@ -25,6 +25,17 @@ class FailingStore(SlowStore):
         raise StoreError("connection refused (test)")
 
 
+class BreakableStore(SlowStore):
+    """A SlowStore whose calls raise while ``broken`` (a store that is down)."""
+
+    broken = True
+
+    async def _wait(self, delay):
+        if self.broken:
+            raise StoreError("connection refused (test)")
+        await super()._wait(delay)
+
+
 class SleepyStore(BaseStore):
     """A synchronous store that blocks its caller: must run in a thread, never on the loop."""
 
@@ -139,7 +150,8 @@ def test_prefetch_timeout_cancels_an_asyncio_lookup():
 
 def test_store_errors_are_counted_misses_logged_once_per_burst(caplog):
     async def main():
-        store = PrefetchingStore(FailingStore())
+        # Never paused here: every call must reach the failing store (pausing is tested below).
+        store = PrefetchingStore(FailingStore(), trip_after=None)
         store.bind(asyncio.get_running_loop())
         with caplog.at_level(logging.WARNING, logger="sesscache.aio"):
             for _ in range(5):
@@ -301,6 +313,8 @@ def test_aclose_lets_pending_writes_land_then_closes_the_backend():
     {"lookup_timeout": 0}, {"lookup_timeout": -1}, {"lookup_timeout": float("nan")},
     {"max_lookups": 0}, {"max_lookups": True}, {"max_pending_writes": 0},
     {"max_concurrent_writes": 0}, {"write_timeout": 0},
+    {"trip_after": 0}, {"trip_after": True}, {"trip_after": "5"}, {"retry_after": 0},
+    {"retry_after": float("inf")},
 ])
 def test_bad_limits_are_configuration_errors(kwargs):
     with pytest.raises(ConfigurationError):
@@ -334,5 +348,123 @@ def test_a_stalled_loop_does_not_turn_a_quick_store_into_a_timeout():
             loop.call_soon(stall)
             assert await store.prefetch([b"k"]) == {b"k": b"v"}, stall_after
         assert store.stats.lookup_timeouts == 0
+
+    run(main())
+
+
+def test_a_store_failing_trip_after_times_in_a_row_is_paused_then_tried_again(caplog):
+    """Down store: after trip_after failures nothing is sent to it (hellos get no lookup,
+    new sessions stay local) until retry_after has passed; then one call tries it, and the
+    pause ends when a trial succeeds."""
+    async def main():
+        down = BreakableStore()
+        store = PrefetchingStore(down, trip_after=3, retry_after=0.2)
+        store.bind(asyncio.get_running_loop())
+        with caplog.at_level(logging.INFO, logger="sesscache.aio"):
+            for _ in range(3):
+                assert await store.prefetch([b"k"]) == {}
+            assert down.calls["get"] == 3 and store.stats.store_pauses == 1
+            for _ in range(4):  # paused: not sent to the store at all
+                assert await store.prefetch([b"k"]) == {}
+            store.set(b"new", b"v", 60)
+            assert down.calls == {"get": 3, "set": 0, "delete": 0, "pop": 0}
+            stats = store.stats
+            assert stats.lookups_shed == 4 and stats.writes_shed == 1 and stats.lookups == 3, stats
+            assert store.get(b"new") == b"v"  # the session stays resumable in this process
+
+            await asyncio.sleep(0.25)
+            assert await store.prefetch([b"k"]) == {}  # the trial, still failing
+            assert await store.prefetch([b"k"]) == {}  # paused again
+            assert down.calls["get"] == 4 and store.stats.lookups_shed == 5
+
+            down.broken = False
+            down.backend.set(b"k", b"stored", 60)
+            await asyncio.sleep(0.25)
+            assert await store.prefetch([b"k"]) == {b"k": b"stored"}  # the trial succeeds
+            assert await store.prefetch([b"k"]) == {b"k": b"stored"}  # and the pause is over
+            store.set(b"later", b"v2", 60)
+            assert await store.flush(5)
+            assert down.backend.get(b"later") == b"v2"
+        stats = store.stats
+        assert stats.store_pauses == 1 and stats.found == 2 and stats.lookups_shed == 5, stats
+        messages = [r.getMessage() for r in caplog.records]
+        assert len([m for m in messages if "failed 3 times in a row" in m]) == 1
+        assert any("answers again" in m for m in messages)
+
+    run(main())
+
+
+def test_a_hanging_store_is_paused_after_its_lookups_time_out():
+    async def main():
+        hanging = SlowStore(hang=True)
+        store = PrefetchingStore(hanging, lookup_timeout=0.02, trip_after=2, retry_after=30)
+        store.bind(asyncio.get_running_loop())
+        for _ in range(2):
+            assert await store.prefetch([b"k"]) == {}
+        await wait_until(lambda: hanging.cancelled == 2)
+        for _ in range(10):
+            assert await store.prefetch([b"k"]) == {}
+        assert hanging.calls["get"] == 2 and store.lookups_in_flight == 0
+        stats = store.stats
+        assert stats.lookup_timeouts == 2 and stats.lookups_shed == 10 and stats.store_pauses == 1
+
+    run(main())
+
+
+def test_answers_in_between_failures_keep_the_store_in_use():
+    """Only failures in a row pause: a miss is an answer, and resets the count."""
+    async def main():
+        flaky = BreakableStore()
+        store = PrefetchingStore(flaky, trip_after=3)
+        store.bind(asyncio.get_running_loop())
+        for broken in (True, True, False, True, True, False, True, True):
+            flaky.broken = broken
+            assert await store.prefetch([b"k"]) == {}
+        stats = store.stats
+        assert stats.store_pauses == 0 and stats.lookups_shed == 0 and flaky.calls["get"] == 8
+        assert stats.lookup_errors == 6 and stats.lookup_misses == 2
+
+    run(main())
+
+
+def test_a_write_can_be_the_trial_that_ends_a_pause():
+    """A server whose clients never resume makes no lookups: its writes try the store."""
+    async def main():
+        down = BreakableStore()
+        store = PrefetchingStore(down, trip_after=2, retry_after=0.1)
+        store.bind(asyncio.get_running_loop())
+        store.set(b"a", b"1", 60)
+        store.set(b"b", b"2", 60)
+        assert await store.flush(5) and store.stats.store_pauses == 1
+        store.set(b"c", b"3", 60)
+        assert store.stats.writes_shed == 1
+        down.broken = False
+        await asyncio.sleep(0.15)
+        store.set(b"d", b"4", 60)  # the trial
+        assert await store.flush(5)
+        store.set(b"e", b"5", 60)
+        assert await store.flush(5)
+        assert down.backend.get(b"d") == b"4" and down.backend.get(b"e") == b"5"
+        assert down.backend.get(b"c") is None and store.get(b"c") == b"3"  # kept locally
+        stats = store.stats
+        assert stats.writes == 2 and stats.write_errors == 2 and stats.writes_shed == 1, stats
+
+    run(main())
+
+
+def test_a_lookup_cancelled_by_its_server_is_not_a_timeout():
+    """The connection's task is cancelled (the server closes) while the store is awaited:
+    the cancel goes through, and is neither swallowed nor counted against the store."""
+    async def main():
+        hanging = SlowStore(hang=True)
+        store = PrefetchingStore(hanging, lookup_timeout=5, trip_after=1)
+        task = asyncio.get_running_loop().create_task(store.prefetch([b"k"]))
+        await wait_until(lambda: hanging.calls["get"] == 1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        stats = store.stats
+        assert stats.lookup_timeouts == 0 and stats.store_pauses == 0
+        assert store.lookups_in_flight == 0 and hanging.cancelled == 1
 
     run(main())

@@ -16,7 +16,7 @@ from sesscache import MemoryStore, SessionCache, SQLiteStore
 from sesscache.aio import PrefetchingStore, create_server, start_server
 from sesscache.errors import ConfigurationError
 from tests.aio.client import HandshakeFailed, TLSClient, resumed
-from tests.aio.conftest import SID_CTX, LagMeter, SlowStore, run, wait_until
+from tests.aio.conftest import LagMeter, SlowStore, run, wait_until
 from tests.tls import TLS12, TLS13
 
 
@@ -229,7 +229,8 @@ def test_a_hanging_store_costs_a_full_handshake_and_never_blocks_the_loop(server
         _, port_a, _, store_a = await servers.start(backend)
         hanging = SlowStore(backend, hang=True)
         _, port_b, cache_b, store_b = await servers.start(
-            hanging, store_kwargs={"lookup_timeout": 0.05, "write_timeout": 0.2})
+            hanging, store_kwargs={"lookup_timeout": 0.05, "write_timeout": 0.2,
+                                   "trip_after": None})  # never paused: every call waits
         client_ctx = servers.client_context()
         sessions = [await _session_from(port_a, client_ctx) for _ in range(10)]
         await store_a.flush(5)
@@ -243,6 +244,51 @@ def test_a_hanging_store_costs_a_full_handshake_and_never_blocks_the_loop(server
         await wait_until(lambda: store_b.lookups_in_flight == 0)
         await servers.close()
         assert store_b.stats.write_errors >= 10  # the writes timed out too, counted
+
+    run(main())
+
+
+def test_a_hanging_store_is_paused_and_resumptions_come_back_once_it_answers(servers):
+    """Host B's store hangs: the first hellos wait lookup_timeout, then the store is paused
+    and hellos get their full handshake without a lookup (nothing more is sent to the
+    store). Once the store answers again, a trial lookup ends the pause and sessions made on
+    host A resume on B again."""
+    async def main():
+        backend = MemoryStore()
+        _, port_a, _, store_a = await servers.start(backend)
+        hanging = SlowStore(backend, hang=True)
+        _, port_b, _, store_b = await servers.start(
+            hanging, store_kwargs={"lookup_timeout": 0.05, "trip_after": 5, "retry_after": 0.3})
+        client_ctx = servers.client_context()
+        sessions = [await _session_from(port_a, client_ctx) for _ in range(10)]
+        assert await store_a.flush(5)
+        first = await asyncio.gather(*(resumed(port_b, client_ctx, s) for s in sessions))
+        assert [r[0] for r in first] == [False] * 10
+        stats = store_b.stats
+        # The hellos come together: most wait out their lookup; on a slow machine the last
+        # ones may already find the store paused.
+        assert stats.lookup_timeouts >= 5 and stats.store_pauses == 1, stats
+        shed_first = stats.lookups_shed
+        assert stats.lookup_timeouts + shed_first == 10, stats
+        calls = dict(hanging.calls)
+        with LagMeter() as meter:
+            second = await asyncio.gather(*(resumed(port_b, client_ctx, s) for s in sessions))
+        assert [r[0] for r in second] == [False] * 10  # served at once, with full handshakes
+        assert hanging.calls == calls  # nothing sent to the paused store
+        stats = store_b.stats
+        assert stats.lookups_shed == shed_first + 10 and stats.writes_shed >= 10, stats
+        assert stats.handshake_failures == 0 and meter.max_lag < 0.5
+
+        hanging.hang = False
+        await asyncio.sleep(0.35)
+        reused, _, _ = await resumed(port_b, client_ctx, sessions[0])  # the trial
+        assert reused
+        for session in sessions[1:]:
+            reused, _, _ = await resumed(port_b, client_ctx, session)
+            assert reused
+        stats = store_b.stats
+        assert stats.found == 10 and stats.store_pauses == 1, stats
+        assert stats.lookups_shed == shed_first + 10, stats
 
     run(main())
 

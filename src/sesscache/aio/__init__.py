@@ -52,6 +52,13 @@ client):
     in a thread counts until the thread returns, even after its timeout). Beyond it, a new
     hello gets no lookup: clients offering random session ids cannot make the server an
     amplifier that multiplies its connection rate onto the store.
+``trip_after`` (default 5) and ``retry_after`` (default 1 s, :class:`PrefetchingStore`)
+    A store that fails ``trip_after`` times in a row (lookups or writes timing out or
+    raising) is paused: for ``retry_after`` seconds hellos get no lookup, so a client waits
+    no ``lookup_timeout`` before its full handshake, and new sessions stay in the local copy
+    (this process still resumes them). Then one call tries the store; its success ends the
+    pause. Counted in ``store_pauses``, ``lookups_shed`` and ``writes_shed``, logged once per
+    pause. ``trip_after=None`` never pauses.
 Two keys per hello
     A hello names one session in practice (a session id, or one stateful TLS 1.3 ticket); only
     the first two of its lookup keys are looked up, so a hello listing many PSK identities
@@ -91,6 +98,7 @@ can be used, as with any asyncio server.
 from __future__ import annotations
 
 from ..clienthello import MAX_CLIENT_HELLO
+from .breaker import DEFAULT_RETRY_AFTER, DEFAULT_TRIP_AFTER
 from .prefetch import (
     DEFAULT_LOOKUP_TIMEOUT,
     DEFAULT_MAX_CONCURRENT_WRITES,
@@ -114,4 +122,6 @@ __all__ = [
     "DEFAULT_MAX_PENDING_WRITES",
     "DEFAULT_MAX_CONCURRENT_WRITES",
     "DEFAULT_WRITE_TIMEOUT",
+    "DEFAULT_TRIP_AFTER",
+    "DEFAULT_RETRY_AFTER",
 ]

@@ -14,6 +14,7 @@ from .._burstlog import BurstLogger
 from ..errors import ConfigurationError
 from ..stores.base import BaseStore
 from ..stores.memory import MemoryStore
+from .breaker import DEFAULT_RETRY_AFTER, DEFAULT_TRIP_AFTER, StoreBreaker
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +48,15 @@ class PrefetchStats:
     lookup_timeouts: int = 0  #: lookups abandoned after lookup_timeout
     lookup_errors: int = 0  #: lookups that failed (store down, store bug)
     lookups_skipped: int = 0  #: hellos that got no lookup because max_lookups were in flight
+    lookups_shed: int = 0  #: hellos that got no lookup because the store was paused (failing)
     local_skips: int = 0  #: lookups not needed: the session was in the local write-behind copy
     prefetch_hits: int = 0  #: OpenSSL's get answered from the prefetch map
     local_hits: int = 0  #: OpenSSL's get answered from the local copy (or an in-memory backend)
     writes: int = 0  #: background writes (set, delete) that reached the store
     write_errors: int = 0  #: background writes that failed or timed out
     writes_dropped: int = 0  #: writes not attempted (queue full, no event loop): local copy only
+    writes_shed: int = 0  #: writes not attempted because the store was paused: local copy only
+    store_pauses: int = 0  #: times the store failed trip_after times in a row and was paused
     handshake_failures: int = 0  #: upgrades that failed (TLS alert, client gone, timeout)
 
     def as_dict(self) -> Dict[str, int]:
@@ -94,6 +98,12 @@ class PrefetchingStore(BaseStore):
     :param max_concurrent_writes: background writes running at once.
     :param write_timeout: seconds before a background write counts as failed.
     :param local: the write-behind copy (default ``MemoryStore(max_sessions=10000)``).
+    :param trip_after: store failures in a row (lookup or write timeouts and errors) after
+        which the store is paused: for ``retry_after`` seconds hellos get no lookup (a full
+        handshake at once, not after ``lookup_timeout``) and new sessions stay in the local
+        copy; then one call tries the store, and its success ends the pause. ``None``: never
+        pause. See :mod:`sesscache.aio.breaker`.
+    :param retry_after: seconds between trial calls to a paused store.
     :param log_interval: faults are logged once per burst of this many seconds.
     """
 
@@ -105,6 +115,8 @@ class PrefetchingStore(BaseStore):
                  max_concurrent_writes: int = DEFAULT_MAX_CONCURRENT_WRITES,
                  write_timeout: float = DEFAULT_WRITE_TIMEOUT,
                  local: Optional[MemoryStore] = None, run_in_thread: Optional[bool] = None,
+                 trip_after: Optional[int] = DEFAULT_TRIP_AFTER,
+                 retry_after: float = DEFAULT_RETRY_AFTER,
                  log_interval: float = 10.0) -> None:
         for name in ("get", "set", "delete"):
             if not callable(getattr(backend, name, None)):
@@ -118,6 +130,12 @@ class PrefetchingStore(BaseStore):
                             ("max_concurrent_writes", max_concurrent_writes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+        if trip_after is not None and (isinstance(trip_after, bool) or not isinstance(trip_after, int)
+                                       or trip_after < 1):
+            raise ConfigurationError(
+                f"trip_after must be an int >= 1 (failures in a row), or None to never pause "
+                f"the store, got {trip_after!r}")
+        _check_seconds("retry_after", retry_after, 3600)
         self.backend = backend
         self.local = local if local is not None else MemoryStore(max_sessions=10_000)
         self.lookup_timeout = float(lookup_timeout)
@@ -145,6 +163,7 @@ class PrefetchingStore(BaseStore):
         self._counts = PrefetchStats().as_dict()
         self._stats_lock = threading.Lock()
         self._burst = BurstLogger(logger, log_interval)
+        self._breaker = StoreBreaker(trip_after, float(retry_after))
 
     # --- statistics -------------------------------------------------------------------
 
@@ -307,9 +326,13 @@ class PrefetchingStore(BaseStore):
                                 "catches up. Raise max_lookups if the store can take more",
                                 self._lookups_in_flight)
                 break
-            remaining = deadline - loop.time()
+            now = loop.time()
+            remaining = deadline - now
             if remaining <= 0:
                 self._count("lookup_timeouts")
+                break
+            if not self._breaker.allow(now):
+                self._count("lookups_shed")
                 break
             value = await self._lookup(key, pop, remaining)
             if value is not None:
@@ -344,24 +367,12 @@ class PrefetchingStore(BaseStore):
     async def _lookup(self, key: bytes, pop: bool, timeout: float) -> Optional[bytes]:
         self._count("lookups")
         op = "pop" if pop else "get"
-        try:
-            waiter, started = self._start_call(op, (key,), self._lookup_finished)
-            self._lookups_in_flight += 1
-        except Exception as exc:  # an inline call failed at once
-            return self._lookup_failed(exc)
-        try:
-            if started is not None:
-                # The timeout counts from when the store call really runs (its task's first
-                # step, a loop turn from now). On a loop stalled for longer than the timeout,
-                # a timer started now would expire before the call could even begin, and a
-                # quick store would look like a hanging one.
-                await started
-            finished = await _wait(waiter, timeout)
-        except asyncio.CancelledError:
-            waiter.cancel()
-            raise
-        if not finished:
-            waiter.cancel()  # an asyncio store's call ends; a thread's call runs on, counted
+        if self._async:
+            answered, value, exc = await self._ask_async(getattr(self.backend, op), key, timeout)
+        else:
+            answered, value, exc = await self._ask_thread(op, key, timeout)
+        if not answered:
+            self._store_failed()
             self._count("lookup_timeouts")
             self._burst.log(logging.WARNING, "lookup-timeout",
                             "sesscache.aio: the session store did not answer within "
@@ -369,17 +380,91 @@ class PrefetchingStore(BaseStore):
                             "is overloaded or far away: check it or raise lookup_timeout",
                             self.lookup_timeout)
             return None
-        exc = waiter.exception()
+        if exc is None and value is not None and not isinstance(value, (bytes, bytearray, memoryview)):
+            exc = TypeError(f"store returned {type(value).__name__}, not bytes")
         if exc is not None:
+            self._store_failed()
             return self._lookup_failed(exc)
-        value = waiter.result()
+        self._store_answered()
         if value is None:
             self._count("lookup_misses")
             return None
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            return self._lookup_failed(TypeError(f"store returned {type(value).__name__}, not bytes"))
         self._count("found")
         return bytes(value)
+
+    async def _ask_async(self, method: Callable, key: bytes, timeout: float):
+        """Await an asyncio store's call right in the connection's task (no task, future or
+        done-callback of its own per lookup), cancelling it at ``timeout``. The timer starts
+        as the call does, so a loop stalled by other handshakes does not count against the
+        store. Returns ``(answered, value, error)``."""
+        loop = self._loop
+        assert loop is not None
+        task = asyncio.current_task()
+        assert task is not None
+        expired = []
+        queued = []
+
+        def expire() -> None:
+            # The cancel is queued, not done here: a store that answered in this same loop
+            # turn already has the task's wake-up queued, which then runs first, returns the
+            # value and withdraws the cancel.
+            queued.append(loop.call_soon(cancel))
+
+        def cancel() -> None:
+            expired.append(True)
+            task.cancel()
+
+        timer = loop.call_later(timeout, expire)
+        self._lookups_in_flight += 1
+        try:
+            value = await method(key)
+        except asyncio.CancelledError:
+            if not expired or _still_cancelled(task):
+                raise  # the server is shutting down, not a timeout
+            return False, None, None
+        except Exception as exc:
+            return True, None, exc
+        finally:
+            timer.cancel()
+            if queued:
+                queued[0].cancel()
+            self._lookups_in_flight -= 1
+        if expired and _still_cancelled(task):  # a store that swallowed our cancel
+            raise asyncio.CancelledError()
+        return True, value, None
+
+    async def _ask_thread(self, op: str, key: bytes, timeout: float):
+        """A synchronous store's call in the thread pool, waited for at most ``timeout``.
+        The thread cannot be stopped: it stays counted in flight until it returns."""
+        try:
+            waiter = self._start_call(op, (key,), self._lookup_finished)
+            self._lookups_in_flight += 1
+        except Exception as exc:
+            return True, None, exc
+        try:
+            finished = await _wait(waiter, timeout)
+        except asyncio.CancelledError:
+            waiter.cancel()
+            raise
+        if not finished:
+            waiter.cancel()
+            return False, None, None
+        return True, None if waiter.exception() else waiter.result(), waiter.exception()
+
+    def _store_answered(self) -> None:
+        if self._breaker.succeeded():
+            logger.info("sesscache.aio: the session store answers again; lookups and writes resume")
+
+    def _store_failed(self) -> None:
+        loop = self._loop
+        if loop is not None and self._breaker.failed(loop.time()):
+            self._count("store_pauses")
+            self._burst.log(logging.WARNING, "store-paused",
+                            "sesscache.aio: the session store failed %d times in a row; it is "
+                            "left alone for retry_after=%.1fs (clients get a full handshake at "
+                            "once, new sessions stay in this process), then one call tries it "
+                            "again. Check the store", self._breaker.trip_after,
+                            self._breaker.retry_after)
 
     def _lookup_failed(self, exc: BaseException) -> None:
         self._count("lookup_errors")
@@ -391,43 +476,24 @@ class PrefetchingStore(BaseStore):
     def _lookup_finished(self) -> None:
         self._lookups_in_flight -= 1
 
-    def _start_call(self, op: str, args: tuple, finished: Callable[[], None]):
-        """Start ``backend.<op>(*args)``; return a future for its result and, for an asyncio
-        store, a future set once the call runs. ``finished`` runs on the loop once the call
-        really ended (a thread's call may outlive a timeout)."""
+    def _start_call(self, op: str, args: tuple, finished: Callable[[], None]) -> "asyncio.Future":
+        """Start ``backend.<op>(*args)`` in the thread pool; return a future for its result.
+        ``finished`` runs on the loop once the call really ended (it may outlive a timeout)."""
         loop = self._loop
-        assert loop is not None
-        method = getattr(self.backend, op)
-        if self._async:
-            started = loop.create_future()
+        assert loop is not None and self._threaded
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="sesscache-aio")
 
-            async def call():
-                if not started.done():
-                    started.set_result(None)
-                return await method(*args)
+        def done(_):
+            try:
+                loop.call_soon_threadsafe(finished)
+            except RuntimeError:  # the loop is closed: nothing left to count for
+                pass
 
-            task = loop.create_task(call())
-            task.add_done_callback(lambda _: finished())
-            return task, started
-        if self._threaded:
-            if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=4, thread_name_prefix="sesscache-aio")
-
-            def done(_):
-                try:
-                    loop.call_soon_threadsafe(finished)
-                except RuntimeError:  # the loop is closed: nothing left to count for
-                    pass
-
-            cf = self._executor.submit(method, *args)
-            cf.add_done_callback(done)
-            return asyncio.wrap_future(cf, loop=loop), None
-        future = loop.create_future()
-        result = method(*args)  # inline (MemoryStore): exceptions propagate to the caller
-        future.set_result(result)
-        loop.call_soon(finished)
-        return future, None
+        cf = self._executor.submit(getattr(self.backend, op), *args)
+        cf.add_done_callback(done)
+        return asyncio.wrap_future(cf, loop=loop)
 
     # --- background writes -------------------------------------------------------------------
 
@@ -450,6 +516,11 @@ class PrefetchingStore(BaseStore):
             self._count("writes_dropped")
 
     def _start_write(self, op: str, key: bytes, value: Optional[bytes], ttl: Optional[float]) -> None:
+        loop = self._loop
+        assert loop is not None
+        if not self._breaker.allow(loop.time()):
+            self._count("writes_shed")  # the local copy keeps a session; a delete is moot
+            return
         if self._pending_writes >= self.max_pending_writes:
             self._count("writes_dropped")
             self._burst.log(logging.WARNING, "write-queue",
@@ -457,8 +528,6 @@ class PrefetchingStore(BaseStore):
                             "sessions stay in this process only until the store catches up",
                             self._pending_writes)
             return
-        loop = self._loop
-        assert loop is not None
         self._pending_writes += 1
         previous = self._tails.get(key)
         task = loop.create_task(self._write(op, key, value, ttl, previous))
@@ -503,7 +572,7 @@ class PrefetchingStore(BaseStore):
             else:
                 released = asyncio.get_running_loop().create_future()
                 try:
-                    waiter, _ = self._start_call(
+                    waiter = self._start_call(
                         op, args, lambda: released.done() or released.set_result(None))
                 except Exception as exc:
                     self._write_failed(op, exc)
@@ -520,12 +589,14 @@ class PrefetchingStore(BaseStore):
                     self._write_failed(op, exc)
                     return
         self._count("writes")
+        self._store_answered()
         if op == "set" and self.local.get(key) == value:
             # Landed: the store answers for it now. A newer value (another set) stays.
             self.local.delete(key)
 
     def _write_failed(self, op: str, exc: BaseException) -> None:
         self._count("write_errors")
+        self._store_failed()
         self._burst.log(logging.WARNING, "write-error",
                         "sesscache.aio: background session %s failed (%s: %s); this process "
                         "keeps its local copy, other processes will not resume the session",
@@ -581,6 +652,14 @@ async def _wait(future: "asyncio.Future", timeout: float) -> bool:
         timer.cancel()
         future.remove_done_callback(wake)
     return future.done()
+
+
+def _still_cancelled(task: "asyncio.Task") -> bool:
+    """Take back the one cancel sesscache made for a timeout; True if the task was also
+    cancelled by someone else (Python 3.11+ counts cancels; before it, one cancel is all
+    there is, and it was ours)."""
+    uncancel = getattr(task, "uncancel", None)
+    return uncancel is not None and uncancel() > 0
 
 
 def _check_seconds(name: str, value: Any, most: float) -> None:
