@@ -22,6 +22,10 @@ event-loop lag every connection of that server suffers. Arms, each on fresh serv
   aio-50ms       ... in 50 ms (lookup_timeout raised to 200 ms, or every lookup would time out).
   aio-hang       ... over a store that never answers: every lookup times out (50 ms), nothing
                  resumes, nobody may be dropped.
+  paced-50ms     the internal arm again, with each client pausing 50 ms before each connection:
+                 the load aio-50ms puts on the server (each client waits 50 ms per connection,
+                 so at most clients/0.05 connections a second) without any store. aio-50ms is judged against internal (the target) and
+                 against this arm (what the store costs beyond its unavoidable wait).
   blocking-5ms   asyncio.start_server(ssl=ctx) with a SessionCache attached over a synchronous
                  store that answers in 5 ms: what one gets without sesscache.aio.
   blocking-50ms  ... in 50 ms.
@@ -81,7 +85,13 @@ TICK = 0.002
 # What an arm's throughput is held against: a store that never answers can only give full
 # handshakes, so its reference is a server doing full handshakes.
 REFERENCE = {"aio-hang": "no-cache"}
-ARMS = ["internal", "no-cache", "sync-memory", "aio-memory", "aio-5ms", "aio-50ms", "aio-hang", "blocking-5ms", "blocking-50ms"]
+# The same wait per connection as a store arm, with OpenSSL's cache and no store: a second
+# reference, at the same load.
+SAME_LOAD = {"aio-50ms": "paced-50ms"}
+# Seconds a client of these arms pauses before each connection.
+PAUSE = {"paced-50ms": 0.05}
+ARMS = ["internal", "no-cache", "sync-memory", "aio-memory", "aio-5ms", "aio-50ms", "aio-hang",
+        "paced-50ms", "blocking-5ms", "blocking-50ms"]
 VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
 
@@ -222,7 +232,7 @@ async def start_arm(arm: str, cert: str, version: str):
     ctx = server_context(cert, version)
     shared = MemoryStore(max_sessions=200_000)  # the fleet's store, as seen by both servers
     store = cache = None
-    if arm in ("internal", "no-cache"):
+    if arm in ("internal", "no-cache", "paced-50ms"):
         if arm == "no-cache":
             sesscache.set_session_cache_mode(ctx, sesscache.SESS_CACHE_OFF)
         server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx, backlog=512)
@@ -266,7 +276,7 @@ async def serve_block(arm: str, cert: str, version: str, clients, args) -> Dict[
     meter = LagMeter()
     ticker = asyncio.get_running_loop().create_task(meter.run())
     loop = asyncio.get_running_loop()
-    clients.send(("run", seed_port, port, args.clients, args.seconds))
+    clients.send(("run", seed_port, port, args.clients, args.seconds, PAUSE.get(arm, 0.0)))
     # The client process answers when its clients are done; wait for it without blocking.
     with GCMeter() as gc_meter:
         result = await loop.run_in_executor(None, clients.recv)
@@ -290,7 +300,11 @@ async def serve_block(arm: str, cert: str, version: str, clients, args) -> Dict[
 # --- client side (another process) ------------------------------------------------------
 
 
-async def one_connection(port: int, ctx: ssl.SSLContext, session) -> tuple:
+async def one_connection(port: int, ctx: ssl.SSLContext, session, pause: float = 0.0) -> tuple:
+    if pause:
+        # Spread over 0-2x its mean: with one fixed pause the clients fall into step and
+        # connect in bursts, each burst waiting for the one before it.
+        await asyncio.sleep(random.uniform(0.0, 2.0 * pause))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -332,11 +346,11 @@ async def one_connection(port: int, ctx: ssl.SSLContext, session) -> tuple:
         writer.close()
 
 
-async def client_task(port, ctx, session, deadline, counts) -> None:
+async def client_task(port, ctx, session, deadline, counts, pause) -> None:
     loop = asyncio.get_running_loop()
     while loop.time() < deadline:
         try:
-            reused, _ = await asyncio.wait_for(one_connection(port, ctx, session), 10)
+            reused, _ = await asyncio.wait_for(one_connection(port, ctx, session, pause), 10)
         except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
             counts["failed"] += 1
             counts.setdefault("errors", {}).setdefault(type(exc).__name__, 0)
@@ -348,7 +362,8 @@ async def client_task(port, ctx, session, deadline, counts) -> None:
         counts["resumed"] += reused
 
 
-async def run_clients(seed_port: int, port: int, n: int, seconds: float, ca: str) -> Dict[str, Any]:
+async def run_clients(seed_port: int, port: int, n: int, seconds: float, pause: float,
+                      ca: str) -> Dict[str, Any]:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(ca)
     # Each client makes its session on the seed server (one full handshake, its session read
@@ -360,7 +375,7 @@ async def run_clients(seed_port: int, port: int, n: int, seconds: float, ca: str
     loop = asyncio.get_running_loop()
     start = loop.time()
     cpu = time.process_time()
-    await asyncio.gather(*(client_task(port, ctx, session, start + seconds, counts)
+    await asyncio.gather(*(client_task(port, ctx, session, start + seconds, counts, pause)
                            for session in sessions))
     counts["elapsed"] = loop.time() - start
     counts["timed_from"] = start
@@ -377,8 +392,8 @@ def client_process(conn, ca: str, cpu: Optional[int]) -> None:
         message = conn.recv()
         if message[0] == "stop":
             return
-        _, seed_port, port, n, seconds = message
-        conn.send(asyncio.run(run_clients(seed_port, port, n, seconds, ca)))
+        _, seed_port, port, n, seconds, pause = message
+        conn.send(asyncio.run(run_clients(seed_port, port, n, seconds, pause, ca)))
 
 
 # --- orchestration -----------------------------------------------------------------------
@@ -411,6 +426,11 @@ def summarize(rounds: List[Dict[str, Dict[str, Any]]], arms: List[str]) -> List[
                       if arm.startswith("aio-") and arm != "aio-hang" and "sync-memory" in r
                       and r["sync-memory"]["hs_per_cpu_s"]]
         offered = sum(b["offered"] for b in blocks)
+        same_load = SAME_LOAD.get(arm)
+        load_ratios = [r[arm]["hs_per_s"] / r[same_load]["hs_per_s"] for r in rounds
+                       if same_load in r and r[same_load]["hs_per_s"]]
+        load_cpu_ratios = [r[arm]["hs_per_cpu_s"] / r[same_load]["hs_per_cpu_s"] for r in rounds
+                           if same_load in r and r[same_load]["hs_per_cpu_s"]]
         rows.append({
             "arm": arm,
             "hs_per_s": statistics.median(b["hs_per_s"] for b in blocks),
@@ -423,6 +443,12 @@ def summarize(rounds: List[Dict[str, Dict[str, Any]]], arms: List[str]) -> List[
             "cpu_ratio_vs_reference": statistics.median(cpu_ratios) if cpu_ratios else None,
             "cpu_ratio_range": [min(cpu_ratios), max(cpu_ratios)] if cpu_ratios else None,
             "cpu_ratio_vs_sync_memory": statistics.median(aio_ratios) if aio_ratios else None,
+            "same_load_reference": same_load if load_ratios else None,
+            "ratio_vs_same_load": statistics.median(load_ratios) if load_ratios else None,
+            "ratio_vs_same_load_range": [min(load_ratios), max(load_ratios)] if load_ratios else None,
+            "cpu_ratio_vs_same_load": statistics.median(load_cpu_ratios) if load_cpu_ratios else None,
+            "cpu_ratio_vs_same_load_range": ([min(load_cpu_ratios), max(load_cpu_ratios)]
+                                             if load_cpu_ratios else None),
             "resumed_pct": 100.0 * sum(b["resumed"] for b in blocks) / offered if offered else 0.0,
             "failed": sum(b["failed"] for b in blocks),
             "max_lag_ms": statistics.median(b["max_lag_ms"] for b in blocks),
@@ -476,7 +502,15 @@ def verdicts(rows: List[Dict[str, Any]], args) -> List[Dict[str, Any]]:
             bound = args.clients / latency
             if bound < RATIO_TARGET * ref["hs_per_s"]:
                 notes.append(f"wall target out of reach by design: {args.clients} clients waiting "
-                             f"{latency * 1e3:.0f} ms each make at most {bound:.0f} hs/s")
+                             f"{latency * 1e3:.0f} ms each make at most {bound:.0f} hs/s "
+                             f"({bound / ref['hs_per_s']:.2f} of {ref['arm']}); measured "
+                             f"{r['hs_per_s'] / bound:.2f} of that bound")
+        if r["ratio_vs_same_load"] is not None:
+            wr, cr = r["ratio_vs_same_load_range"], r["cpu_ratio_vs_same_load_range"]
+            notes.append(f"x {r['same_load_reference']} (internal cache, the same wait, no store): "
+                         f"wall {r['ratio_vs_same_load']:.2f} [{wr[0]:.2f}-{wr[1]:.2f}] "
+                         f"{_judge(r['ratio_vs_same_load'], wr)}; CPU {r['cpu_ratio_vs_same_load']:.2f} "
+                         f"[{cr[0]:.2f}-{cr[1]:.2f}] {_judge(r['cpu_ratio_vs_same_load'], cr)}")
         out.append({
             "arm": r["arm"], "reference": r["reference"],
             "lag": "ok" if r["lag_over_floor_ms"] <= LAG_TARGET * 1e3 else "MISSED",
