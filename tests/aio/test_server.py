@@ -206,6 +206,54 @@ def test_a_client_that_sends_half_a_hello_and_stalls_is_handed_to_tls_then_timed
     run(main())
 
 
+def test_bytes_sent_after_the_hello_during_a_lookup_are_held_bounded_then_replayed(servers, monkeypatch):
+    """The socket is still read while the store is awaited. A client that sends on after its
+    hello (nothing a TLS client does) is paused beyond a bound, and what it sent goes to
+    OpenSSL with the hello, which refuses it: a failed handshake, nothing held unbounded."""
+    from sesscache.aio import server as aio_server
+
+    held = []
+    original = aio_server._HelloSniffer.data_received
+
+    def watched(self, data):
+        original(self, data)
+        held.append(len(self._scan.data))
+
+    monkeypatch.setattr(aio_server._HelloSniffer, "data_received", watched)
+
+    async def main():
+        backend = MemoryStore()
+        _, port_a, _, store_a = await servers.start(backend)
+        _, port_b, _, store_b = await servers.start(SlowStore(backend, delay=0.3),
+                                                    store_kwargs={"lookup_timeout": 2.0})
+        client_ctx = servers.client_context()
+        session = await _session_from(port_a, client_ctx)
+        await store_a.flush(5)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = client_ctx.wrap_bio(incoming, outgoing, server_hostname="localhost", session=session)
+        with pytest.raises(ssl.SSLWantReadError):
+            obj.do_handshake()
+        hello = outgoing.read()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_b)
+        writer.write(hello + b"\x17" * (16 * aio_server._MAX_HELD))
+        try:
+            await asyncio.wait_for(writer.drain(), 0.2)  # the server stops reading
+        except asyncio.TimeoutError:
+            pass
+        try:  # answered with an alert and closed, or reset: the client left bytes unread
+            await asyncio.wait_for(reader.read(), 5)
+        except ConnectionResetError:
+            pass
+        writer.close()
+        await wait_until(lambda: store_b.stats.handshake_failures == 1)
+        assert max(held) <= aio_server._MAX_HELD + 256 * 1024, max(held)  # one read past it at most
+        assert store_b.stats.found == 1  # the lookup was made and answered meanwhile
+        reused, _, _ = await resumed(port_b, client_ctx, session)  # the server lives on
+        assert reused
+
+    run(main())
+
+
 def test_a_slow_hello_still_completes_as_a_full_handshake(servers):
     """Past hello_timeout the client is not dropped: its hello goes to OpenSSL without a
     lookup and the handshake completes (full, though it offered a valid session)."""

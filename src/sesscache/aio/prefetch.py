@@ -15,6 +15,7 @@ from ..errors import ConfigurationError
 from ..stores.base import BaseStore
 from ..stores.memory import MemoryStore
 from .breaker import DEFAULT_RETRY_AFTER, DEFAULT_TRIP_AFTER, StoreBreaker
+from .deadlines import DeadlineQueue, TaskTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,9 @@ class PrefetchingStore(BaseStore):
         self._lookups_in_flight = 0
         self._pending_writes = 0
         self._write_slots: Optional[asyncio.Semaphore] = None
+        # Made by bind(): one loop timer each for every lookup's and every write's timeout.
+        self._lookup_deadlines: Optional[DeadlineQueue] = None
+        self._write_deadlines: Optional[DeadlineQueue] = None
         self._tails: Dict[bytes, asyncio.Task] = {}
         self._tasks: set = set()
         self._counts = PrefetchStats().as_dict()
@@ -276,6 +280,8 @@ class PrefetchingStore(BaseStore):
         self._loop = loop
         self._loop_thread = None
         self._write_slots = None
+        self._lookup_deadlines = DeadlineQueue(loop, self.lookup_timeout)
+        self._write_deadlines = DeadlineQueue(loop, self.write_timeout)
         self._tails.clear()
 
     def _on_loop_thread(self) -> bool:
@@ -334,7 +340,7 @@ class PrefetchingStore(BaseStore):
             if not self._breaker.allow(now):
                 self._count("lookups_shed")
                 break
-            value = await self._lookup(key, pop, remaining)
+            value = await self._lookup(key, pop, remaining, first=key is todo[0])
             if value is not None:
                 found[key] = value
                 break  # at most one key of a hello can name a session
@@ -364,11 +370,11 @@ class PrefetchingStore(BaseStore):
             return {key: bytes(value)}
         return {}
 
-    async def _lookup(self, key: bytes, pop: bool, timeout: float) -> Optional[bytes]:
+    async def _lookup(self, key: bytes, pop: bool, timeout: float, first: bool) -> Optional[bytes]:
         self._count("lookups")
         op = "pop" if pop else "get"
         if self._async:
-            answered, value, exc = await self._ask_async(getattr(self.backend, op), key, timeout)
+            answered, value, exc = await self._ask_async(getattr(self.backend, op), key, timeout, first)
         else:
             answered, value, exc = await self._ask_thread(op, key, timeout)
         if not answered:
@@ -392,44 +398,30 @@ class PrefetchingStore(BaseStore):
         self._count("found")
         return bytes(value)
 
-    async def _ask_async(self, method: Callable, key: bytes, timeout: float):
+    async def _ask_async(self, method: Callable, key: bytes, timeout: float, first: bool):
         """Await an asyncio store's call right in the connection's task (no task, future or
-        done-callback of its own per lookup), cancelling it at ``timeout``. The timer starts
-        as the call does, so a loop stalled by other handshakes does not count against the
-        store. Returns ``(answered, value, error)``."""
+        done-callback of its own per lookup), cancelling it at ``timeout``: the store's
+        ``lookup_timeout`` for a hello's first key (on the shared deadline queue), what is
+        left of it for a second. The timeout starts as the call does, so a loop stalled by
+        other handshakes does not count against the store. Returns ``(answered, value, error)``."""
         loop = self._loop
-        assert loop is not None
         task = asyncio.current_task()
-        assert task is not None
-        expired = []
-        queued = []
-
-        def expire() -> None:
-            # The cancel is queued, not done here: a store that answered in this same loop
-            # turn already has the task's wake-up queued, which then runs first, returns the
-            # value and withdraws the cancel.
-            queued.append(loop.call_soon(cancel))
-
-        def cancel() -> None:
-            expired.append(True)
-            task.cancel()
-
-        timer = loop.call_later(timeout, expire)
+        assert loop is not None and task is not None
+        timer = (TaskTimeout(task, self._lookup_deadlines) if first
+                 else TaskTimeout(task, when=loop.time() + timeout))
         self._lookups_in_flight += 1
         try:
             value = await method(key)
         except asyncio.CancelledError:
-            if not expired or _still_cancelled(task):
+            if not timer.expired or timer.still_cancelled():
                 raise  # the server is shutting down, not a timeout
             return False, None, None
         except Exception as exc:
             return True, None, exc
         finally:
-            timer.cancel()
-            if queued:
-                queued[0].cancel()
+            timer.withdraw()
             self._lookups_in_flight -= 1
-        if expired and _still_cancelled(task):  # a store that swallowed our cancel
+        if timer.expired and timer.still_cancelled():  # a store that swallowed our cancel
             raise asyncio.CancelledError()
         return True, value, None
 
@@ -551,15 +543,13 @@ class PrefetchingStore(BaseStore):
         async with self._write_slots:
             if self._async:
                 # Awaited right here, in this task, under a timer: no second task per write.
-                timed_out = []
                 task = asyncio.current_task()
                 assert task is not None
-                timer = task.get_loop().call_later(
-                    self.write_timeout, lambda: (timed_out.append(True), task.cancel()))
+                timer = TaskTimeout(task, self._write_deadlines)
                 try:
                     await getattr(self.backend, op)(*args)
                 except asyncio.CancelledError:
-                    if not timed_out:
+                    if not timer.expired or timer.still_cancelled():
                         raise
                     self._write_failed(op, TimeoutError(
                         f"no answer within write_timeout={self.write_timeout}s"))
@@ -568,7 +558,7 @@ class PrefetchingStore(BaseStore):
                     self._write_failed(op, exc)
                     return
                 finally:
-                    timer.cancel()
+                    timer.withdraw()
             else:
                 released = asyncio.get_running_loop().create_future()
                 try:
@@ -652,14 +642,6 @@ async def _wait(future: "asyncio.Future", timeout: float) -> bool:
         timer.cancel()
         future.remove_done_callback(wake)
     return future.done()
-
-
-def _still_cancelled(task: "asyncio.Task") -> bool:
-    """Take back the one cancel sesscache made for a timeout; True if the task was also
-    cancelled by someone else (Python 3.11+ counts cancels; before it, one cancel is all
-    there is, and it was ours)."""
-    uncancel = getattr(task, "uncancel", None)
-    return uncancel is not None and uncancel() > 0
 
 
 def _check_seconds(name: str, value: Any, most: float) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto as _sslproto
-import collections
 import functools
 import logging
 import ssl as _ssl
@@ -13,9 +12,10 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from .._hello_scan import HelloScan
 from ..cache import SessionCache
-from ..clienthello import ClientHelloError
+from ..clienthello import MAX_CLIENT_HELLO, ClientHelloError
 from ..errors import ConfigurationError
 
+from .deadlines import Deadline, DeadlineQueue
 from .prefetch import PrefetchingStore, _check_seconds
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,8 @@ class _Front:
         self.hello_timeout = hello_timeout
         self.tls_kwargs = tls_kwargs
         self.tasks: set = set()
-        self.hello_deadlines = _Deadlines(loop, hello_timeout)
+        # hello_timeout for every connection, on one loop timer
+        self.hello_deadlines = DeadlineQueue(loop, hello_timeout)
         # Every store key of this server starts with it (SessionCache.key_for of an empty id).
         self.key_prefix = SessionCache.key_for(sid_ctx, b"")
 
@@ -146,7 +147,9 @@ class _Front:
             lookup = [self.key_prefix + key for key in keys]
             store = self.store
             if not store._inline:
-                transport.pause_reading()  # until the lookup is done: nothing piles up
+                # The socket is still read during the lookup (pausing and resuming it costs
+                # two system calls per connection): a TLS client sends nothing more until the
+                # server answers, and a client that does is paused by the sniffer.
                 task = self.loop.create_task(self._lookup_then_tls(transport, source, lookup))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
@@ -248,37 +251,9 @@ class _Front:
         pending.hand_over(protocol, tls_transport, self.loop)
 
 
-class _Deadlines:
-    """``hello_timeout`` for every connection of a server, with one timer instead of one per
-    connection: the deadlines come in the order connections do, so a queue keeps them sorted.
-    The timer is armed for the oldest deadline still waiting; connections whose hello is done
-    leave the queue as they reach its head (at the next connection or the next timer)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        self.loop = loop
-        self.timeout = timeout
-        self.queue: collections.deque = collections.deque()  # (deadline, sniffer)
-        self.timer: Optional[asyncio.TimerHandle] = None
-
-    def watch(self, sniffer: "_HelloSniffer") -> None:
-        queue = self.queue
-        while queue and queue[0][1]._done:
-            queue.popleft()
-        deadline = self.loop.time() + self.timeout
-        queue.append((deadline, sniffer))
-        if self.timer is None:
-            self.timer = self.loop.call_at(deadline, self._expire)
-
-    def _expire(self) -> None:
-        self.timer = None
-        queue = self.queue
-        now = self.loop.time()
-        while queue and (queue[0][0] <= now or queue[0][1]._done):
-            _, sniffer = queue.popleft()
-            if not sniffer._done:
-                sniffer._late()
-        if queue:
-            self.timer = self.loop.call_at(queue[0][0], self._expire)
+# Bytes held for replay while a lookup runs (the hello and whatever came after it); beyond
+# it the socket is not read until TLS takes over. A hello is at most MAX_CLIENT_HELLO.
+_MAX_HELD = MAX_CLIENT_HELLO + 16 * 1024
 
 
 class _HelloSniffer(asyncio.Protocol):
@@ -289,14 +264,22 @@ class _HelloSniffer(asyncio.Protocol):
         self._scan = HelloScan()
         self._transport: Optional[asyncio.Transport] = None
         self._done = False
+        self._deadline: Optional[Deadline] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        self._front.hello_deadlines.watch(self)
+        self._deadline = self._front.hello_deadlines.add(self._late)
+
+    def _stop_reading_hello(self) -> None:
+        self._done = True
+        if self._deadline is not None:
+            self._deadline.cancel()
 
     def data_received(self, data: bytes) -> None:
-        if self._done:  # read in the same turn as the end of the hello: replayed with it
+        if self._done:  # read after the hello, before TLS takes over: replayed with it
             self._scan.append(data)
+            if len(self._scan.data) > _MAX_HELD and self._transport is not None:
+                self._transport.pause_reading()  # resumed once TLS takes over
             return
         try:
             keys = self._scan.feed(data)
@@ -312,11 +295,11 @@ class _HelloSniffer(asyncio.Protocol):
     def eof_received(self) -> bool:
         # The client stopped sending before its hello was complete: there is no handshake
         # to have. Returning False lets the transport close.
-        self._done = True
+        self._stop_reading_hello()
         return False
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
-        self._done = True
+        self._stop_reading_hello()
 
     def _late(self) -> None:
         if self._done or self._transport is None or self._transport.is_closing():
@@ -329,7 +312,7 @@ class _HelloSniffer(asyncio.Protocol):
         self._finish(None)
 
     def _finish(self, keys: Optional[Tuple[bytes, ...]]) -> None:
-        self._done = True
+        self._stop_reading_hello()
         transport = self._transport
         assert transport is not None
         self._front.upgrade(transport, self._scan, keys)
