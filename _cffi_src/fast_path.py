@@ -26,7 +26,7 @@ _SHARED_TYPES = """
 typedef struct sc_fast sc_fast;
 typedef struct {
     long long hits; long long misses; long long stores; long long stateless;
-    long long handed_over;
+    long long handed_over; long long from_first;
 } sc_fast_counts;
 """
 
@@ -41,7 +41,8 @@ static const int SC_CLOCK_SKEW;
 """
 
 FUNCTIONS = """
-sc_fast *sc_fast_new(sc_mem *, const unsigned char *, unsigned int, double, long long, int);
+sc_fast *sc_fast_new(sc_mem *, const unsigned char *, unsigned int, double, long long, int,
+                     sc_mem *, int);
 int sc_fast_enable(int, SSL_CTX *, sc_fast *);
 void sc_fast_disable(int, SSL_CTX *, sc_fast *);
 void sc_fast_learn_certificate(sc_fast *, void *, const unsigned char *);
@@ -67,6 +68,8 @@ CUSTOMIZATIONS = r"""
 
 struct sc_fast {
     sc_mem *store;
+    sc_mem *first;                   /* read before store when not NULL (prefetched sessions) */
+    int new_in_python;               /* new sessions always go to Python (it writes them on) */
     unsigned char sid_ctx[32];
     unsigned int sid_ctx_len;
     double lifetime;                 /* seconds, from the full handshake */
@@ -77,6 +80,7 @@ struct sc_fast {
     void *cert;                      /* the certificate the fingerprint is of */
     unsigned char fingerprint[16];
     long long hits, misses, stores, stateless, handed_over;  /* atomic */
+    long long from_first;            /* of the hits, those read from first */
     struct sc_fast *next_made;       /* every policy ever made: none is ever unreachable */
 };
 
@@ -118,7 +122,8 @@ static void sc_fast_sample(int kind, double started)
 }
 
 sc_fast *sc_fast_new(sc_mem *store, const unsigned char *sid_ctx, unsigned int sid_ctx_len,
-                     double lifetime, long long max_session_size, int single_use)
+                     double lifetime, long long max_session_size, int single_use,
+                     sc_mem *first, int new_in_python)
 {
     sc_fast *f;
     if (sid_ctx_len > 32)
@@ -127,6 +132,8 @@ sc_fast *sc_fast_new(sc_mem *store, const unsigned char *sid_ctx, unsigned int s
     if (f == NULL)
         return NULL;
     f->store = store;
+    f->first = first;
+    f->new_in_python = new_in_python;
     memcpy(f->sid_ctx, sid_ctx, sid_ctx_len);
     f->sid_ctx_len = sid_ctx_len;
     f->lifetime = lifetime;
@@ -191,6 +198,7 @@ void sc_fast_counts_of(sc_fast *f, sc_fast_counts *out)
     out->stores = __atomic_load_n(&f->stores, __ATOMIC_RELAXED);
     out->stateless = __atomic_load_n(&f->stateless, __ATOMIC_RELAXED);
     out->handed_over = __atomic_load_n(&f->handed_over, __ATOMIC_RELAXED);
+    out->from_first = __atomic_load_n(&f->from_first, __ATOMIC_RELAXED);
 }
 
 static void sc_fast_count(long long *counter)
@@ -216,7 +224,11 @@ static sc_fast *sc_fast_for(int slot, int index)
     if (index >= SC_POOL)
         return NULL;
     f = __atomic_load_n(&sc_pool_fast[slot][index], __ATOMIC_ACQUIRE);
-    return f != NULL && !__atomic_load_n(&f->store->closed, __ATOMIC_RELAXED) ? f : NULL;
+    if (f == NULL || __atomic_load_n(&f->store->closed, __ATOMIC_RELAXED))
+        return NULL;
+    if (f->first != NULL && __atomic_load_n(&f->first->closed, __ATOMIC_RELAXED))
+        return NULL;
+    return f;
 }
 
 static size_t sc_store_key(const sc_fast *f, const unsigned char *id, unsigned int id_len,
@@ -245,6 +257,8 @@ static int sc_fast_new_session(int slot, int index, SSL *ssl, SSL_SESSION *sess,
     if (f == NULL)
         return 0;
     facts.der_len = 0;
+    if (f->new_in_python)
+        goto hand_over;
     if (!sc_describe_new(slot, ssl, sess, ctx, &facts, der, SC_FAST_DER_BUFFER))
         goto hand_over;
     if (facts.id_len < 1 || facts.id_len > 32)
@@ -299,8 +313,8 @@ static int sc_fast_get_session(int slot, int index, SSL *ssl, const unsigned cha
     unsigned char fingerprint[16];
     size_t blob_len = 0, key_len, start;
     long long origin = 0;
-    double now;
-    int found, reason, i;
+    double now, clock;
+    int found = 0, from_first, reason, i;
     SSL_SESSION *sess;
     *out = NULL;
     if (f == NULL)
@@ -308,7 +322,12 @@ static int sc_fast_get_session(int slot, int index, SSL *ssl, const unsigned cha
     if (f->single_use || id_len < 1 || id_len > 32)
         goto hand_over;
     key_len = sc_store_key(f, id, (unsigned int)id_len, key);
-    found = sc_mem_copy_into(f->store, key, key_len, sc_monotonic(), blob, sizeof(blob), &blob_len);
+    clock = sc_monotonic();
+    if (f->first != NULL)
+        found = sc_mem_copy_into(f->first, key, key_len, clock, blob, sizeof(blob), &blob_len);
+    from_first = found != 0;
+    if (found == 0)
+        found = sc_mem_copy_into(f->store, key, key_len, clock, blob, sizeof(blob), &blob_len);
     if (found == 0) {
         sc_fast_count(&f->misses);
         return 1;
@@ -334,6 +353,8 @@ static int sc_fast_get_session(int slot, int index, SSL *ssl, const unsigned cha
     if (sess == NULL)
         goto hand_over;
     sc_fast_count(&f->hits);
+    if (from_first)
+        sc_fast_count(&f->from_first);
     *out = sess;
     return 1;
 hand_over:

@@ -217,17 +217,29 @@ class SessionCache:
             self._attached[(bound.instance.slot, bound.ctx)] = attachment
 
     def _fast_policy(self, sid_ctx: bytes):
-        """The C fast path's copy of this cache's policy, when its store is the plain
-        in-process one (no sealing, the real clock, no method overridden); else None."""
+        """The C fast path's copy of this cache's policy, when C can read its store (no
+        sealing): the plain in-process one (the real clock, no method overridden), for
+        lookups and new sessions; or a ``PrefetchingStore``'s tables, for lookups only
+        (it writes new sessions on to its real store). Else None."""
         store = self.store
-        if self._sealer is not None or type(store) is not MemoryStore or not store._real_clock:
+        if self._sealer is not None:
             return None
-        policy = lib.sc_fast_new(store._table, sid_ctx, len(sid_ctx), self.lifetime,
-                                 self.max_session_size, 1 if self.single_use else 0)
+        if type(store) is MemoryStore and store._real_clock:
+            first, table, new_in_python = ffi.NULL, store._table, 0
+        else:
+            tables = getattr(store, "_fast_tables", lambda: None)()
+            if tables is None:
+                return None
+            (first, table), new_in_python = tables, 1
+        policy = lib.sc_fast_new(table, sid_ctx, len(sid_ctx), self.lifetime, self.max_session_size,
+                                 1 if self.single_use else 0, first, new_in_python)
         if policy == ffi.NULL:
             return None
         # Never freed (a context may outlive the cache and still call in); about 200 bytes.
         self._fast_policies.append(policy)
+        made = getattr(store, "_fast_policy_made", None)
+        if made is not None:
+            made(policy)  # the store counts what C read from it
         return policy
 
     def detach(self, context: Any) -> None:

@@ -16,7 +16,7 @@ from sesscache import MemoryStore, SessionCache, SQLiteStore
 from sesscache.aio import PrefetchingStore, create_server, start_server
 from sesscache.errors import ConfigurationError
 from tests.aio.client import HandshakeFailed, TLSClient, resumed
-from tests.aio.conftest import LagMeter, SlowStore, run, wait_until
+from tests.aio.conftest import SID_CTX, LagMeter, Servers, SlowStore, handle_lines, run, wait_until
 from tests.tls import TLS12, TLS13
 
 
@@ -60,6 +60,78 @@ def test_a_session_made_on_one_server_resumes_on_another_through_the_store(serve
         assert stats.lookup_timeouts == stats.lookup_errors == stats.handshake_failures == 0, stats
         assert cache_b.stats.hits >= 3
         await servers.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("version", [TLS12, TLS13])
+def test_prefetched_sessions_are_answered_in_c_and_counted_once(servers, version):
+    """The cache's C fast path reads the sessions the store holds for running handshakes:
+    no Python runs for the lookup. New sessions still go through Python (they must be
+    written on to the store), which the fast path counts as handed over."""
+    async def main():
+        backend = MemoryStore()
+        _, port_a, _, store_a = await servers.start(backend, version=version)
+        _, port_b, cache_b, store_b = await servers.start(SlowStore(backend), version=version)
+        client_ctx = servers.client_context()
+        session = await _session_from(port_a, client_ctx)
+        assert await store_a.flush(5)
+        assert cache_b._fast_policies, "no fast path for a PrefetchingStore over an asyncio store"
+        for _ in range(4):
+            reused, _, _ = await resumed(port_b, client_ctx, session)
+            assert reused
+        fast = cache_b._fast_counts()
+        stats = store_b.stats
+        # The first lookup goes to Python, which shows C the context's certificate.
+        assert fast["hits"] == 3 and stats.prefetch_hits == 4 and stats.local_hits == 0, (fast, stats)
+        assert cache_b.stats.hits == 4
+        new_sessions = 4 if version == TLS13 else 0  # a TLS 1.3 resumption makes a new session
+        assert fast["handed_over"] == 1 + new_sessions and cache_b.stats.stores == new_sessions
+        assert store_b._holds == {} and len(store_b._held) == 0  # released after each handshake
+
+    run(main())
+
+
+def test_a_plain_asyncio_server_over_a_prefetching_store_resumes_from_the_local_copy(certs):
+    """Without sesscache.aio nothing is prefetched: the local copy of sessions written here
+    (and not landed yet) still answers, in C (which learnt the certificate from the new session)."""
+    async def main():
+        slow = SlowStore(write_delay=5.0)
+        store = PrefetchingStore(slow)
+        cache = SessionCache(store)
+        servers = Servers(certs)
+        ctx = servers.server_context(TLS12)
+        cache.attach(ctx, session_id_context=SID_CTX, internal_cache=False)
+        store.bind(asyncio.get_running_loop())
+        server = await asyncio.start_server(handle_lines, "127.0.0.1", 0, ssl=ctx)
+        port = server.sockets[0].getsockname()[1]
+        client_ctx = servers.client_context()
+        session = await _session_from(port, client_ctx)
+        for _ in range(3):
+            reused, _, _ = await resumed(port, client_ctx, session)
+            assert reused
+        assert store.stats.local_hits == 3 and store.stats.prefetch_hits == 0
+        assert cache._fast_counts()["hits"] == 3 and len(slow.backend) == 0  # C; not landed
+        server.close()
+        await server.wait_closed()
+
+    run(main())
+
+
+def test_concurrent_handshakes_resuming_one_session_each_find_it(servers):
+    """A browser resumes one session on several connections at once: the session is held
+    for each handshake, and one ending does not take it from the others."""
+    async def main():
+        backend = MemoryStore()
+        _, port_a, _, store_a = await servers.start(backend)
+        _, port_b, _, store_b = await servers.start(SlowStore(backend, delay=0.02))
+        client_ctx = servers.client_context()
+        session = await _session_from(port_a, client_ctx)
+        assert await store_a.flush(5)
+        for _ in range(3):
+            results = await asyncio.gather(*(resumed(port_b, client_ctx, session) for _ in range(8)))
+            assert [r[0] for r in results] == [True] * 8
+        assert store_b.stats.prefetch_hits == 24 and store_b._holds == {}
 
     run(main())
 

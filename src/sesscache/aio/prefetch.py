@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, Optional, Sequence
 
+from .._binding import ffi, lib
 from .._burstlog import BurstLogger
 from ..errors import ConfigurationError
 from ..stores.base import BaseStore
@@ -32,6 +33,9 @@ DEFAULT_WRITE_TIMEOUT = 1.0
 # A hello has one key in practice (one session id, or one stateful ticket); a client listing
 # many PSK identities must not buy many lookups.
 _MAX_KEYS_PER_HELLO = 2
+# Longest a prefetched session is held for handshakes (each is released as its handshake
+# ends; this only bounds one that never ends, beyond asyncio's 60 s handshake timeout).
+_HOLD_SECONDS = 120.0
 
 
 
@@ -156,6 +160,12 @@ class PrefetchingStore(BaseStore):
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[int] = None
         self._serving = threading.local()  # .prefetched: the map of the handshake on this thread
+        # Prefetched sessions of the handshakes running now, readable by OpenSSL's callbacks
+        # in C (SessionCache's fast path) and Python alike; a key is held once per handshake
+        # that fetched it (a browser resumes one session on several connections at once).
+        self._held = MemoryStore(max_sessions=10_000)
+        self._holds: Dict[bytes, int] = {}
+        self._fast_policies: list = []  # SessionCache's C fast path over our tables
         self._lookups_in_flight = 0
         self._pending_writes = 0
         self._write_slots: Optional[asyncio.Semaphore] = None
@@ -174,7 +184,14 @@ class PrefetchingStore(BaseStore):
     @property
     def stats(self) -> PrefetchStats:
         with self._stats_lock:
-            return PrefetchStats(**self._counts)
+            snapshot = PrefetchStats(**self._counts)
+        # What SessionCache's C fast path read from our tables by itself.
+        counts = ffi.new("sc_fast_counts *")
+        for policy in self._fast_policies:
+            lib.sc_fast_counts_of(policy, counts)
+            snapshot.prefetch_hits += counts.from_first
+            snapshot.local_hits += counts.hits - counts.from_first
+        return snapshot
 
     @property
     def pending_writes(self) -> int:
@@ -192,12 +209,45 @@ class PrefetchingStore(BaseStore):
     # --- the synchronous side: what OpenSSL's callbacks call, through SessionCache ---------
 
     def _prefetched(self, key: bytes) -> Optional[bytes]:
-        """The value fetched for the handshake running on this thread, if any (counted)."""
+        """The value fetched for the handshake running on this thread (``single_use``), or
+        held for the handshakes running now, if any (counted)."""
         prefetched = getattr(self._serving, "prefetched", None)
         value = prefetched.get(key) if prefetched else None
+        if value is None and self._holds:
+            value = self._held.get(key)
         if value is not None:
             self._count("prefetch_hits")
         return value
+
+    def _hold(self, prefetched: Dict[bytes, bytes]) -> None:
+        """Make sessions prefetched for one handshake readable until :meth:`_release`
+        (event loop thread only). Not for ``single_use``: a popped session must reach its
+        own handshake alone, through the connection's map."""
+        for key, value in prefetched.items():
+            self._held.set(key, value, _HOLD_SECONDS)
+            self._holds[key] = self._holds.get(key, 0) + 1
+
+    def _release(self, prefetched: Dict[bytes, bytes]) -> None:
+        for key in prefetched:
+            left = self._holds.get(key, 0) - 1
+            if left > 0:
+                self._holds[key] = left
+            else:
+                self._holds.pop(key, None)
+                self._held.delete(key)
+
+    def _fast_tables(self):
+        """For :class:`SessionCache`: the C tables its fast path may answer lookups from
+        (held prefetches, then the local copy), or None. New sessions are never written by
+        C: they must go on to the real store, which only Python can schedule."""
+        local = self.local
+        if (type(self) is not PrefetchingStore or self._inline or type(local) is not MemoryStore
+                or not local._real_clock):
+            return None
+        return self._held._table, local._table
+
+    def _fast_policy_made(self, policy) -> None:
+        self._fast_policies.append(policy)
 
     def get(self, key: bytes) -> Optional[bytes]:
         value = self._prefetched(key)
@@ -247,6 +297,7 @@ class PrefetchingStore(BaseStore):
         """Drop the local copy. Background writes and the backend are left alone: use
         ``await aclose()`` to let pending writes land and close the backend."""
         self.local.close()
+        self._held.close()
 
     def describe(self) -> Dict[str, Any]:
         local = self.local.describe()
@@ -620,6 +671,7 @@ class PrefetchingStore(BaseStore):
             self._executor.shutdown(wait=False)
             self._executor = None
         self.local.close()
+        self._held.close()
 
 
 async def _wait(future: "asyncio.Future", timeout: float) -> bool:

@@ -180,9 +180,12 @@ class _Front:
         again. The end of the handshake is a callback on the protocol's waiter, as
         ``start_tls`` awaits it.
 
-        With sessions prefetched, a tap between the transport and the SSL protocol makes the
-        connection's map visible to the store while OpenSSL reads this connection's bytes,
-        until the handshake is over (after a HelloRetryRequest OpenSSL asks again)."""
+        Sessions prefetched are held by the store until the handshake is over (after a
+        HelloRetryRequest OpenSSL asks again), where OpenSSL's get callback finds them, in C
+        when the cache's fast path serves the context. A ``single_use`` cache's session was
+        popped for this connection alone: a tap between the transport and the SSL protocol
+        makes the connection's own map visible to the store while OpenSSL reads this
+        connection's bytes."""
         loop = self.loop
         waiter = loop.create_future()
         pending = _PendingApp()
@@ -202,10 +205,14 @@ class _Front:
             return
         buffered = isinstance(ssl_protocol, asyncio.BufferedProtocol)
         tap: Optional[_TapBase] = None
-        if prefetched:
+        held: Optional[Dict[bytes, bytes]] = None
+        if prefetched and self.cache.single_use:
             tap = (_BufferedTap if buffered else _Tap)(ssl_protocol, self.store, prefetched)
             transport.set_protocol(tap)
-        else:  # nothing for the store to find in a map: no tap
+        else:
+            if prefetched:
+                self.store._hold(prefetched)
+                held = prefetched
             transport.set_protocol(ssl_protocol)
         data, source.data = source.data, b""
         try:
@@ -221,13 +228,17 @@ class _Front:
                 "message": "sesscache.aio: replaying the ClientHello failed; connection closed",
                 "exception": exc, "transport": transport})
             transport.abort()
+            if held:
+                self.store._release(held)
             return
         waiter.add_done_callback(
-            functools.partial(self._handshake_done, transport, ssl_protocol, pending, tap))
+            functools.partial(self._handshake_done, transport, ssl_protocol, pending, tap, held))
 
     def _handshake_done(self, transport: asyncio.Transport, ssl_protocol: Any,
                         pending: "_PendingApp", tap: Optional["_TapBase"],
-                        waiter: "asyncio.Future") -> None:
+                        held: Optional[Dict[bytes, bytes]], waiter: "asyncio.Future") -> None:
+        if held:
+            self.store._release(held)
         if tap is not None:  # the SSL protocol reads the socket directly again
             tap.prefetched = None
             if transport.get_protocol() is tap:
