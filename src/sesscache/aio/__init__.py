@@ -24,12 +24,14 @@ Each connection, in order:
    stateful ticket) are looked up in the store with ``await``, under a timeout. A store
    called inline (``MemoryStore``) is read at once, and a hello with nothing to look up
    (no session id, a stateless ticket) goes straight on: no task, no await.
-3. A hit is put in a prefetch map that belongs to this connection alone.
+3. A hit is held by the :class:`PrefetchingStore` for this handshake, in a C table the
+   cache's fast path reads (a ``single_use`` cache's popped session goes in a map that
+   belongs to this connection alone instead).
 4. The connection is upgraded as ``loop.start_tls`` would (its SSL protocol, its arguments,
    its handshake timeout), without the coroutine; the bytes already read are replayed
    into the TLS protocol, and OpenSSL's synchronous get callback, through
-   :class:`SessionCache`, reads the prefetched session from :class:`PrefetchingStore`
-   without touching the network. The map lives until the handshake is over: after a
+   :class:`SessionCache`, finds the prefetched session without touching the network (in
+   C: no Python runs for the lookup). It is held until the handshake is over: after a
    HelloRetryRequest OpenSSL asks for the session a second time, for the second hello.
 5. New sessions are written to a local copy at once and to the real store in the background.
 

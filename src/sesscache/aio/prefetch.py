@@ -55,7 +55,7 @@ class PrefetchStats:
     lookups_skipped: int = 0  #: hellos that got no lookup because max_lookups were in flight
     lookups_shed: int = 0  #: hellos that got no lookup because the store was paused (failing)
     local_skips: int = 0  #: lookups not needed: the session was in the local write-behind copy
-    prefetch_hits: int = 0  #: OpenSSL's get answered from the prefetch map
+    prefetch_hits: int = 0  #: OpenSSL's get answered with a prefetched session (C or Python)
     local_hits: int = 0  #: OpenSSL's get answered from the local copy (or an in-memory backend)
     writes: int = 0  #: background writes (set, delete) that reached the store
     write_errors: int = 0  #: background writes that failed or timed out
@@ -76,8 +76,9 @@ class PrefetchingStore(BaseStore):
     network (so a server not made by this module, which prefetches nothing, resumes only what
     the local copy holds):
 
-    * ``get``/``pop`` answer from the prefetch map of the connection being handshaken,
-      then from a local write-behind copy of sessions written here whose write to the
+    * ``get``/``pop`` answer from the sessions prefetched for the handshakes running now
+      (``pop``: from the map of the connection being handshaken), then from a local
+      write-behind copy of sessions written here whose write to the
       store has not landed yet; otherwise a miss.
     * ``set`` writes the local copy and schedules the real write on the event loop;
       ``delete`` likewise. Writes for one key reach the store in the order they were made.
@@ -238,13 +239,14 @@ class PrefetchingStore(BaseStore):
 
     def _fast_tables(self):
         """For :class:`SessionCache`: the C tables its fast path may answer lookups from
-        (held prefetches, then the local copy), or None. New sessions are never written by
-        C: they must go on to the real store, which only Python can schedule."""
-        local = self.local
-        if (type(self) is not PrefetchingStore or self._inline or type(local) is not MemoryStore
-                or not local._real_clock):
+        (held prefetches, then the local copy, or a ``MemoryStore`` backend read inline), or
+        None. New sessions are never written by C: they must go on to the real store, which
+        only Python can schedule."""
+        behind = self.backend if self._inline else self.local
+        if (type(self) is not PrefetchingStore or type(behind) is not MemoryStore
+                or not behind._real_clock):
             return None
-        return self._held._table, local._table
+        return self._held._table, behind._table
 
     def _fast_policy_made(self, policy) -> None:
         self._fast_policies.append(policy)
