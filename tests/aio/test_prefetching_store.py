@@ -368,6 +368,7 @@ def test_a_store_failing_trip_after_times_in_a_row_is_paused_then_tried_again(ca
                 assert await store.prefetch([b"k"]) == {}
             store.set(b"new", b"v", 60)
             assert down.calls == {"get": 3, "set": 0, "delete": 0, "pop": 0}
+            assert store.describe()["store_paused"] is True
             stats = store.stats
             assert stats.lookups_shed == 4 and stats.writes_shed == 1 and stats.lookups == 3, stats
             assert store.get(b"new") == b"v"  # the session stays resumable in this process
@@ -382,6 +383,7 @@ def test_a_store_failing_trip_after_times_in_a_row_is_paused_then_tried_again(ca
             await asyncio.sleep(0.25)
             assert await store.prefetch([b"k"]) == {b"k": b"stored"}  # the trial succeeds
             assert await store.prefetch([b"k"]) == {b"k": b"stored"}  # and the pause is over
+            assert store.describe()["store_paused"] is False
             store.set(b"later", b"v2", 60)
             assert await store.flush(5)
             assert down.backend.get(b"later") == b"v2"

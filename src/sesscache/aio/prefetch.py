@@ -311,6 +311,8 @@ class PrefetchingStore(BaseStore):
             "backend_calls": "asyncio" if self._async else ("thread" if self._threaded else "inline"),
             "lookups_in_flight": self._lookups_in_flight,
             "pending_writes": self._pending_writes,
+            "held_for_handshakes": len(self._holds),
+            "store_paused": self._breaker.is_open,
             "lookup_timeout": self.lookup_timeout,
             "max_lookups": self.max_lookups,
             "max_pending_writes": self.max_pending_writes,
