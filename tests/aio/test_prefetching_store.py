@@ -470,3 +470,21 @@ def test_a_lookup_cancelled_by_its_server_is_not_a_timeout():
         assert store.lookups_in_flight == 0 and hanging.cancelled == 1
 
     run(main())
+
+
+def test_a_synchronous_store_that_times_out_in_its_threads_is_paused_too():
+    async def main():
+        sleepy = SleepyStore(0.3)
+        store = PrefetchingStore(sleepy, lookup_timeout=0.03, trip_after=2, retry_after=30)
+        store.bind(asyncio.get_running_loop())
+        for _ in range(2):
+            assert await store.prefetch([b"k"]) == {}
+        started = len(sleepy.threads)
+        for _ in range(5):
+            assert await store.prefetch([b"k"]) == {}
+        stats = store.stats
+        assert stats.lookup_timeouts == 2 and stats.lookups_shed == 5 and stats.lookups == 2, stats
+        assert stats.store_pauses == 1 and started >= 1
+        await wait_until(lambda: store.lookups_in_flight == 0)  # the threads ran out on their own
+
+    run(main())
