@@ -38,6 +38,7 @@ static const int SC_ENVELOPE_VERSION;
 static const int SC_ENVELOPE_SIZE;
 static const int SC_ENVELOPE_OVERHEAD;
 static const int SC_CLOCK_SKEW;
+static const int SC_STORE_KEY_MAX;
 """
 
 FUNCTIONS = """
@@ -48,6 +49,8 @@ void sc_fast_disable(int, SSL_CTX *, sc_fast *);
 void sc_fast_learn_certificate(sc_fast *, void *, const unsigned char *);
 void sc_fast_stateless_noted(sc_fast *);
 void sc_fast_counts_of(sc_fast *, sc_fast_counts *);
+int sc_fast_set_journal(sc_fast *, int);
+int sc_fast_drain(sc_fast *, unsigned char *, unsigned char *, double *, int);
 void sc_fast_time_events(int);
 int sc_fast_timed_events(int, unsigned int *, int);
 """
@@ -65,6 +68,14 @@ CUSTOMIZATIONS = r"""
 #define SC_CLOCK_SKEW 60
 #define SC_FAST_DER_BUFFER 2048      /* larger sessions go through Python */
 #define SC_FAST_BLOB_BUFFER (SC_ENVELOPE_SIZE + 255 + SC_FAST_DER_BUFFER)
+#define SC_STORE_KEY_MAX (5 + 32 + 32)   /* b"sc1:" + len + sid_ctx + id */
+
+/* A new session stored by C that Python must still write on to a remote store. */
+typedef struct {
+    unsigned char key[SC_STORE_KEY_MAX];
+    unsigned char key_len;
+    double ttl;
+} sc_journal_entry;
 
 struct sc_fast {
     sc_mem *store;
@@ -81,6 +92,12 @@ struct sc_fast {
     unsigned char fingerprint[16];
     long long hits, misses, stores, stateless, handed_over;  /* atomic */
     long long from_first;            /* of the hits, those read from first */
+    /* With new_in_python, a journal lets C store new sessions anyway: each is noted here
+     * and Python, draining it on the event loop, schedules its write to the real store.
+     * When the journal is full the session is handed over instead: none is lost. */
+    pthread_mutex_t journal_lock;
+    sc_journal_entry *journal;       /* a ring of journal_capacity, or NULL: off */
+    int journal_capacity, journal_start, journal_count;
     struct sc_fast *next_made;       /* every policy ever made: none is ever unreachable */
 };
 
@@ -140,6 +157,7 @@ sc_fast *sc_fast_new(sc_mem *store, const unsigned char *sid_ctx, unsigned int s
     f->max_session_size = max_session_size;
     f->single_use = single_use;
     pthread_mutex_init(&f->cert_lock, NULL);
+    pthread_mutex_init(&f->journal_lock, NULL);
     f->next_made = __atomic_load_n(&sc_fast_all, __ATOMIC_ACQUIRE);
     while (!__atomic_compare_exchange_n(&sc_fast_all, &f->next_made, f, 1, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE))
@@ -189,6 +207,56 @@ void sc_fast_learn_certificate(sc_fast *f, void *cert, const unsigned char *fing
 void sc_fast_stateless_noted(sc_fast *f)
 {
     __atomic_store_n(&f->stateless_noted, 1, __ATOMIC_RELEASE);
+}
+
+/* Turn the journal on with room for capacity entries (what is in it is kept if it fits),
+ * or off with 0 (entries still in it are dropped: drain first). 0 on failure. The ring is
+ * never freed while the policy lives but replaced: a larger one is allocated and copied. */
+int sc_fast_set_journal(sc_fast *f, int capacity)
+{
+    sc_journal_entry *ring = NULL;
+    int i, kept;
+    if (capacity < 0 || capacity > 1 << 20)
+        return 0;
+    if (capacity > 0) {
+        ring = calloc((size_t)capacity, sizeof(*ring));
+        if (ring == NULL)
+            return 0;
+    }
+    pthread_mutex_lock(&f->journal_lock);
+    kept = f->journal_count < capacity ? f->journal_count : capacity;
+    for (i = 0; i < kept; i++)
+        ring[i] = f->journal[(f->journal_start + i) % f->journal_capacity];
+    if (f->journal != NULL) {
+        explicit_bzero(f->journal, (size_t)f->journal_capacity * sizeof(*f->journal));
+        free(f->journal);
+    }
+    __atomic_store_n(&f->journal, ring, __ATOMIC_RELEASE);
+    f->journal_capacity = capacity;
+    f->journal_start = 0;
+    f->journal_count = kept;
+    pthread_mutex_unlock(&f->journal_lock);
+    return 1;
+}
+
+/* Takes up to cap entries, oldest first: keys into keys (SC_STORE_KEY_MAX bytes each),
+ * their lengths and time to live; returns how many. */
+int sc_fast_drain(sc_fast *f, unsigned char *keys, unsigned char *key_lens, double *ttls, int cap)
+{
+    int n = 0;
+    sc_journal_entry *e;
+    pthread_mutex_lock(&f->journal_lock);
+    while (n < cap && f->journal_count > 0) {
+        e = &f->journal[f->journal_start];
+        memcpy(keys + (size_t)n * SC_STORE_KEY_MAX, e->key, e->key_len);
+        key_lens[n] = e->key_len;
+        ttls[n] = e->ttl;
+        f->journal_start = (f->journal_start + 1) % f->journal_capacity;
+        f->journal_count--;
+        n++;
+    }
+    pthread_mutex_unlock(&f->journal_lock);
+    return n;
 }
 
 void sc_fast_counts_of(sc_fast *f, sc_fast_counts *out)
@@ -248,7 +316,7 @@ static int sc_fast_new_session(int slot, int index, SSL *ssl, SSL_SESSION *sess,
     sc_fast *f = sc_fast_for(slot, index);
     sc_new_facts facts;
     unsigned char blob[SC_FAST_BLOB_BUFFER];
-    unsigned char key[5 + 32 + 32];
+    unsigned char key[SC_STORE_KEY_MAX];
     unsigned char *der = blob + SC_ENVELOPE_SIZE + 255;
     double now, expires;
     size_t key_len, at, i;
@@ -257,7 +325,7 @@ static int sc_fast_new_session(int slot, int index, SSL *ssl, SSL_SESSION *sess,
     if (f == NULL)
         return 0;
     facts.der_len = 0;
-    if (f->new_in_python)
+    if (f->new_in_python && __atomic_load_n(&f->journal, __ATOMIC_ACQUIRE) == NULL)
         goto hand_over;
     if (!sc_describe_new(slot, ssl, sess, ctx, &facts, der, SC_FAST_DER_BUFFER))
         goto hand_over;
@@ -288,9 +356,27 @@ static int sc_fast_new_session(int slot, int index, SSL *ssl, SSL_SESSION *sess,
     blob[at + 25] = (unsigned char)facts.name_len;
     memcpy(blob + at + SC_ENVELOPE_SIZE, facts.name, (size_t)facts.name_len);
     key_len = sc_store_key(f, facts.id, facts.id_len, key);
+    if (f->new_in_python) {
+        /* Stored and noted together, or neither: a journal with no room hands over. */
+        pthread_mutex_lock(&f->journal_lock);
+        if (f->journal == NULL || f->journal_count >= f->journal_capacity) {
+            pthread_mutex_unlock(&f->journal_lock);
+            goto hand_over;
+        }
+    }
     stored = sc_mem_set(f->store, key, key_len, blob + at,
                         SC_ENVELOPE_SIZE + (size_t)facts.name_len + (size_t)facts.der_len,
                         expires - now, sc_monotonic());
+    if (f->new_in_python) {
+        if (stored == 1) {
+            sc_journal_entry *e = &f->journal[(f->journal_start + f->journal_count) % f->journal_capacity];
+            memcpy(e->key, key, key_len);
+            e->key_len = (unsigned char)key_len;
+            e->ttl = expires - now;
+            f->journal_count++;
+        }
+        pthread_mutex_unlock(&f->journal_lock);
+    }
     if (stored != 1)
         goto hand_over;
     explicit_bzero(der, (size_t)facts.der_len);

@@ -66,9 +66,9 @@ def test_a_session_made_on_one_server_resumes_on_another_through_the_store(serve
 
 @pytest.mark.parametrize("version", [TLS12, TLS13])
 def test_prefetched_sessions_are_answered_in_c_and_counted_once(servers, version):
-    """The cache's C fast path reads the sessions the store holds for running handshakes:
-    no Python runs for the lookup. New sessions still go through Python (they must be
-    written on to the store), which the fast path counts as handed over."""
+    """The cache's C fast path reads the sessions the store holds for running handshakes,
+    and stores new ones in the local copy: no Python runs for either. The writes to the
+    store are still Python's, scheduled from C's journal after each handshake."""
     async def main():
         backend = MemoryStore()
         _, port_a, _, store_a = await servers.start(backend, version=version)
@@ -76,6 +76,7 @@ def test_prefetched_sessions_are_answered_in_c_and_counted_once(servers, version
         client_ctx = servers.client_context()
         session = await _session_from(port_a, client_ctx)
         assert await store_a.flush(5)
+        before = len(backend)
         assert cache_b._fast_policies, "no fast path for a PrefetchingStore over an asyncio store"
         for _ in range(4):
             reused, _, _ = await resumed(port_b, client_ctx, session)
@@ -85,9 +86,15 @@ def test_prefetched_sessions_are_answered_in_c_and_counted_once(servers, version
         # The first lookup goes to Python, which shows C the context's certificate.
         assert fast["hits"] == 3 and stats.prefetch_hits == 4 and stats.local_hits == 0, (fast, stats)
         assert cache_b.stats.hits == 4
-        new_sessions = 4 if version == TLS13 else 0  # a TLS 1.3 resumption makes a new session
-        assert fast["handed_over"] == 1 + new_sessions and cache_b.stats.stores == new_sessions
+        # A TLS 1.3 resumption makes a new session: C stores it in the local copy and notes
+        # it; the server drains the note after the handshake and writes it on to the store.
+        new_sessions = 4 if version == TLS13 else 0
+        assert fast["handed_over"] == 1 and fast["stores"] == new_sessions
+        assert cache_b.stats.stores == new_sessions
         assert store_b._holds == {} and len(store_b._held) == 0  # released after each handshake
+        assert await store_b.flush(5)
+        assert store_b.stats.writes == new_sessions and len(backend) == before + new_sessions
+        assert store_b.describe()["entries"] == 0  # landed: the local copy let them go
 
     run(main())
 
@@ -112,6 +119,39 @@ def test_a_plain_asyncio_server_over_a_prefetching_store_resumes_from_the_local_
             assert reused
         assert store.stats.local_hits == 3 and store.stats.prefetch_hits == 0
         assert cache._fast_counts()["hits"] == 3 and len(slow.backend) == 0  # C; not landed
+        server.close()
+        await server.wait_closed()
+
+    run(main())
+
+
+def test_new_sessions_beyond_the_journal_go_through_python_and_none_is_lost(certs):
+    """The journal of sessions C stored holds a bounded number until the loop drains it;
+    with no room, a new session is handed to Python, which writes it on as before. Here
+    nothing drains between handshakes (a plain asyncio server): flush does."""
+    async def main():
+        backend = MemoryStore()
+        store = PrefetchingStore(SlowStore(backend))
+        store._journal_capacity = 2
+        cache = SessionCache(store)
+        servers = Servers(certs)
+        ctx = servers.server_context(TLS12)
+        cache.attach(ctx, session_id_context=SID_CTX, internal_cache=False)
+        store.bind(asyncio.get_running_loop())
+        store._journal_new_sessions()
+        server = await asyncio.start_server(handle_lines, "127.0.0.1", 0, ssl=ctx)
+        port = server.sockets[0].getsockname()[1]
+        client_ctx = servers.client_context()
+        for _ in range(5):
+            await _session_from(port, client_ctx)
+        fast = cache._fast_counts()
+        # the first taught C the certificate; two fit the journal; two found it full
+        assert fast["stores"] == 2 and fast["handed_over"] == 3, fast
+        await wait_until(lambda: len(backend) == 3)  # Python's three, scheduled at once
+        await asyncio.sleep(0.05)
+        assert len(backend) == 3  # the journaled two wait for a drain
+        assert await store.flush(5)
+        assert len(backend) == 5 and store.stats.writes == 5 and cache.stats.stores == 5
         server.close()
         await server.wait_closed()
 

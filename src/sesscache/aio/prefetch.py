@@ -36,6 +36,10 @@ _MAX_KEYS_PER_HELLO = 2
 # Longest a prefetched session is held for handshakes (each is released as its handshake
 # ends; this only bounds one that never ends, beyond asyncio's 60 s handshake timeout).
 _HOLD_SECONDS = 120.0
+# New sessions the C fast path may store and note before the event loop drains the note
+# (after every handshake); beyond it they go through Python, as without the journal.
+_JOURNAL_CAPACITY = 1024
+_DRAIN_BATCH = 64
 
 
 
@@ -167,6 +171,9 @@ class PrefetchingStore(BaseStore):
         self._held = MemoryStore(max_sessions=10_000)
         self._holds: Dict[bytes, int] = {}
         self._fast_policies: list = []  # SessionCache's C fast path over our tables
+        self._journaling = False  # C stores new sessions, noted for us to write on
+        self._journal_capacity = _JOURNAL_CAPACITY
+        self._drained: Optional[tuple] = None  # buffers for sc_fast_drain
         self._lookups_in_flight = 0
         self._pending_writes = 0
         self._write_slots: Optional[asyncio.Semaphore] = None
@@ -250,6 +257,41 @@ class PrefetchingStore(BaseStore):
 
     def _fast_policy_made(self, policy) -> None:
         self._fast_policies.append(policy)
+        if self._journaling:
+            lib.sc_fast_set_journal(policy, self._journal_capacity)
+
+    def _journal_new_sessions(self) -> None:
+        """Let the C fast path store new sessions in the local copy itself, noting each in
+        a journal that :meth:`_drain_journal` turns into background writes. Only for a
+        store served by a :mod:`sesscache.aio` server, which drains it after every handshake
+        (anywhere else a noted session would wait for the next lookup or ``flush``). Not for
+        an inline backend: Python writes through to it at once."""
+        if self._journaling or self._inline:
+            return
+        self._journaling = True
+        for policy in self._fast_policies:
+            lib.sc_fast_set_journal(policy, self._journal_capacity)
+
+    def _drain_journal(self) -> None:
+        """Schedule the writes of the new sessions C stored in the local copy (on the event
+        loop's thread). A session gone from the local copy meanwhile (evicted, expired) is
+        skipped, as a local copy's would be."""
+        if not self._journaling:
+            return
+        if self._drained is None:
+            self._drained = (ffi.new("unsigned char[]", _DRAIN_BATCH * lib.SC_STORE_KEY_MAX),
+                             ffi.new("unsigned char[]", _DRAIN_BATCH), ffi.new("double[]", _DRAIN_BATCH))
+        keys, lengths, ttls = self._drained
+        width = lib.SC_STORE_KEY_MAX
+        for policy in self._fast_policies:
+            taken = _DRAIN_BATCH
+            while taken == _DRAIN_BATCH:
+                taken = lib.sc_fast_drain(policy, keys, lengths, ttls, _DRAIN_BATCH)
+                for i in range(taken):
+                    key = bytes(ffi.buffer(keys + i * width, lengths[i]))
+                    value = self.local.get(key)
+                    if value is not None:
+                        self._schedule("set", key, value, ttls[i])
 
     def get(self, key: bytes) -> Optional[bytes]:
         value = self._prefetched(key)
@@ -365,6 +407,7 @@ class PrefetchingStore(BaseStore):
         self.bind(loop)
         if self._inline:
             return self._prefetch_inline(keys, pop)
+        self._drain_journal()  # sessions C stored since the last handshake ended
         todo = keys[:_MAX_KEYS_PER_HELLO]
         for key in todo:
             # Written here and not landed yet: the store has nothing newer. The value goes in
@@ -649,6 +692,7 @@ class PrefetchingStore(BaseStore):
 
     async def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until every background write has landed or failed; False on timeout."""
+        self._drain_journal()
         tasks = set(self._tasks)
         if not tasks:
             return True

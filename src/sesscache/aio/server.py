@@ -95,6 +95,7 @@ async def create_server(protocol_factory: Callable[[], asyncio.BaseProtocol], ho
     _check_seconds("hello_timeout", hello_timeout, 3600)
     sid_ctx = _attached_session_id_context(cache, ssl, session_id_context, internal_cache)
     store.bind(loop)
+    store._journal_new_sessions()  # drained after every handshake, in _Front._handshake_done
     tls_kwargs: Dict[str, Any] = {}
     if ssl_handshake_timeout is not None:
         tls_kwargs["ssl_handshake_timeout"] = ssl_handshake_timeout
@@ -239,6 +240,7 @@ class _Front:
                         held: Optional[Dict[bytes, bytes]], waiter: "asyncio.Future") -> None:
         if held:
             self.store._release(held)
+        self.store._drain_journal()  # the new sessions of this handshake: written on
         if tap is not None:  # the SSL protocol reads the socket directly again
             tap.prefetched = None
             if transport.get_protocol() is tap:
