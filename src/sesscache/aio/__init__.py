@@ -33,7 +33,9 @@ Each connection, in order:
    :class:`SessionCache`, finds the prefetched session without touching the network (in
    C: no Python runs for the lookup). It is held until the handshake is over: after a
    HelloRetryRequest OpenSSL asks for the session a second time, for the second hello.
-5. New sessions are written to a local copy at once and to the real store in the background.
+5. New sessions are written to a local copy at once (by the cache's C fast path, which
+   notes each in a journal the server drains after every handshake) and to the real store
+   in the background.
 
 **Limits** (each a keyword argument; every one ends in a full handshake, never in a dropped
 client):
