@@ -317,8 +317,17 @@ class SQLiteStore(BaseStore):
         return c
 
     def _write(self, c: "_Conn", sql: str, args: tuple) -> List[Any]:
-        """Run one writing statement, in turn with this process's other writers."""
-        return self._in_turn(lambda: c.conn.execute(sql, args).fetchall())
+        """Run one writing statement, in turn with this process's other writers. A failure
+        carries how long SQLite took to give up (``_fault`` tells a busy file that made it
+        wait out ``timeout`` from one that was refused at once)."""
+        def run() -> List[Any]:
+            started = time.monotonic()
+            try:
+                return c.conn.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                exc.sesscache_waited = time.monotonic() - started  # type: ignore[attr-defined]
+                raise
+        return self._in_turn(run)
 
     def _in_turn(self, work: Callable[[], Any]) -> Any:
         pid = os.getpid()
@@ -396,10 +405,21 @@ class SQLiteStore(BaseStore):
         keep = False
         if "locked" in low or "busy" in low:
             keep = True
-            msg = (
-                f"{where} is locked: another connection held a write transaction for longer than "
-                f"timeout={self.timeout}s; find the long transaction or raise timeout"
-            )
+            waited = getattr(exc, "sesscache_waited", None)
+            if waited is not None and waited < self.timeout / 2:
+                # SQLite gave up without waiting out its busy timeout: not a long transaction
+                # elsewhere, and raising timeout would not help.
+                msg = (
+                    f"{where} is locked: SQLite refused the {action} after {waited:.3f}s "
+                    f"({name or text}), without waiting its timeout={self.timeout}s; the "
+                    "handshake goes on without the store"
+                )
+            else:
+                after = f" (gave up after {waited:.1f}s, {name or text})" if waited is not None else ""
+                msg = (
+                    f"{where} is locked: another connection held a write transaction for longer "
+                    f"than timeout={self.timeout}s{after}; find the long transaction or raise timeout"
+                )
         elif "readonly" in low or "read-only" in low:
             msg = (
                 f"{where} is read-only ({text}): the file and its directory must be writable by "
