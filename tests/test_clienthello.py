@@ -1093,24 +1093,30 @@ def test_random_bodies_behind_valid_headers_never_crash(body, record_len, hs_len
     assert isinstance(outcome(wire_of(body)), ALLOWED)  # consistent lengths, random body
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.data())
-def test_mutated_real_hellos_never_crash(all_hellos, data):
-    name = data.draw(st.sampled_from(sorted(all_hellos)))
-    wire = bytearray(all_hellos[name])
+def _mutate(data, wire: bytearray, byte_values) -> None:
+    """One to eight random edits of ``wire`` in place: flip a bit, set a byte to one of
+    ``byte_values``, insert or delete a few bytes, or cut the rest off."""
     for _ in range(data.draw(st.integers(1, 8))):
         kind = data.draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
         pos = data.draw(st.integers(0, max(0, len(wire) - 1)))
         if kind == "flip" and wire:
             wire[pos] ^= 1 << data.draw(st.integers(0, 7))
         elif kind == "set" and wire:
-            wire[pos] = data.draw(st.sampled_from([0, 1, 0x20, 0x7F, 0x80, 0xFF]))
+            wire[pos] = data.draw(st.sampled_from(byte_values))
         elif kind == "insert":
             wire[pos:pos] = data.draw(st.binary(min_size=1, max_size=4))
         elif kind == "delete":
             del wire[pos : pos + data.draw(st.integers(1, 4))]
         else:
             del wire[pos:]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_mutated_real_hellos_never_crash(all_hellos, data):
+    name = data.draw(st.sampled_from(sorted(all_hellos)))
+    wire = bytearray(all_hellos[name])
+    _mutate(data, wire, [0, 1, 0x20, 0x7F, 0x80, 0xFF])
     result = outcome(bytes(wire))
     assert isinstance(result, ALLOWED)
     if isinstance(result, tuple):
@@ -1361,19 +1367,8 @@ def test_scan_on_mutated_real_hellos_agrees(all_hellos, data):
     name = data.draw(st.sampled_from(sorted(all_hellos)))
     message, _ = hello_message(all_hellos[name])
     wire = bytearray(records(message, data.draw(st.lists(st.integers(1, 3000), min_size=1, max_size=4))))
-    for _ in range(data.draw(st.integers(1, 8))):
-        kind = data.draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
-        pos = data.draw(st.integers(0, max(0, len(wire) - 1)))
-        if kind == "flip" and wire:
-            wire[pos] ^= 1 << data.draw(st.integers(0, 7))
-        elif kind == "set" and wire:
-            wire[pos] = data.draw(st.sampled_from([0, 1, 0x20, 0x29, 0x2B, 0x7F, 0x80, 0xFF]))
-        elif kind == "insert":
-            wire[pos:pos] = data.draw(st.binary(min_size=1, max_size=4))
-        elif kind == "delete":
-            del wire[pos : pos + data.draw(st.integers(1, 4))]
-        else:
-            del wire[pos:]
+    # 0x29, 0x2B: extension types the scan looks for (pre_shared_key, supported_versions)
+    _mutate(data, wire, [0, 1, 0x20, 0x29, 0x2B, 0x7F, 0x80, 0xFF])
     steps = data.draw(st.lists(st.integers(1, 700), min_size=1, max_size=5))
     assert_scan_matches_reference(bytes(wire), steps)
 

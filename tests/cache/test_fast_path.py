@@ -105,15 +105,22 @@ def test_the_c_path_refuses_other_server_names_as_the_python_path(stack, version
     assert c_stats == py_stats and c_stats["rejected"] == 1
 
 
-def test_steady_state_never_enters_python(stack, version):
-    """After the first events (which teach the C side the certificate's fingerprint),
-    stores, hits and misses are all answered in C."""
+def _after_one_full_handshake(stack, version):
+    """A cache over a plain MemoryStore (the C path) on a new context, after one full
+    handshake: (cache, server context, client context, that handshake, closed)."""
     cache = SessionCache(MemoryStore())
     server = stack.server_context(version)
     cache.attach(server, internal_cache=False)
     client = stack.client_context()
     first = stack.handshake(server, client)
     stack.close(first)
+    return cache, server, client, first
+
+
+def test_steady_state_never_enters_python(stack, version):
+    """After the first events (which teach the C side the certificate's fingerprint),
+    stores, hits and misses are all answered in C."""
+    cache, server, client, first = _after_one_full_handshake(stack, version)
     warm = stack.handshake(server, client, first.client_session)
     stack.close(warm)
     handed = cache.handed_over()
@@ -132,12 +139,7 @@ def test_steady_state_never_enters_python(stack, version):
 
 
 def test_a_miss_is_answered_in_c(stack):
-    cache = SessionCache(MemoryStore())
-    server = stack.server_context(TLS12)
-    cache.attach(server, internal_cache=False)
-    client = stack.client_context()
-    first = stack.handshake(server, client)
-    stack.close(first)
+    cache, server, client, first = _after_one_full_handshake(stack, TLS12)
     cache.store.close()  # every session gone
     handed, misses = cache.handed_over(), cache.stats.misses
     again = stack.handshake(server, client, first.client_session)
