@@ -49,7 +49,7 @@ void sc_fast_disable(int, SSL_CTX *, sc_fast *);
 void sc_fast_learn_certificate(sc_fast *, void *, const unsigned char *);
 void sc_fast_stateless_noted(sc_fast *);
 void sc_fast_counts_of(sc_fast *, sc_fast_counts *);
-int sc_fast_set_journal(sc_fast *, int);
+int sc_fast_start_journal(sc_fast *, int);
 int sc_fast_drain(sc_fast *, unsigned char *, unsigned char *, double *, int);
 void sc_fast_time_events(int);
 int sc_fast_timed_events(int, unsigned int *, int);
@@ -209,33 +209,27 @@ void sc_fast_stateless_noted(sc_fast *f)
     __atomic_store_n(&f->stateless_noted, 1, __ATOMIC_RELEASE);
 }
 
-/* Turn the journal on with room for capacity entries (what is in it is kept if it fits),
- * or off with 0 (entries still in it are dropped: drain first). 0 on failure. The ring is
- * never freed while the policy lives but replaced: a larger one is allocated and copied. */
-int sc_fast_set_journal(sc_fast *f, int capacity)
+/* Turn the journal on, with room for capacity entries; 1 when it is on (a second call
+ * changes nothing), 0 when it cannot be (bad capacity, no memory). It stays on, and its
+ * ring allocated, as long as the policy lives. */
+int sc_fast_start_journal(sc_fast *f, int capacity)
 {
-    sc_journal_entry *ring = NULL;
-    int i, kept;
-    if (capacity < 0 || capacity > 1 << 20)
+    sc_journal_entry *ring;
+    if (__atomic_load_n(&f->journal, __ATOMIC_ACQUIRE) != NULL)
+        return 1;
+    if (capacity < 1 || capacity > 1 << 20)
         return 0;
-    if (capacity > 0) {
-        ring = calloc((size_t)capacity, sizeof(*ring));
-        if (ring == NULL)
-            return 0;
-    }
+    ring = calloc((size_t)capacity, sizeof(*ring));
+    if (ring == NULL)
+        return 0;
     pthread_mutex_lock(&f->journal_lock);
-    kept = f->journal_count < capacity ? f->journal_count : capacity;
-    for (i = 0; i < kept; i++)
-        ring[i] = f->journal[(f->journal_start + i) % f->journal_capacity];
-    if (f->journal != NULL) {
-        explicit_bzero(f->journal, (size_t)f->journal_capacity * sizeof(*f->journal));
-        free(f->journal);
+    if (f->journal == NULL) {
+        f->journal_capacity = capacity;
+        __atomic_store_n(&f->journal, ring, __ATOMIC_RELEASE);
+        ring = NULL;
     }
-    __atomic_store_n(&f->journal, ring, __ATOMIC_RELEASE);
-    f->journal_capacity = capacity;
-    f->journal_start = 0;
-    f->journal_count = kept;
     pthread_mutex_unlock(&f->journal_lock);
+    free(ring);  /* another thread turned it on first */
     return 1;
 }
 

@@ -283,13 +283,7 @@ class SessionCache:
 
     def _fast_counts(self) -> Dict[str, int]:
         """The C fast path's counters, summed over every attachment this cache made."""
-        totals = dict.fromkeys(("hits", "misses", "stores", "stateless", "handed_over"), 0)
-        counts = ffi.new("sc_fast_counts *")
-        for policy in self._fast_policies:
-            lib.sc_fast_counts_of(policy, counts)
-            for name in totals:
-                totals[name] += getattr(counts, name)
-        return totals
+        return fast_path_counts(self._fast_policies)
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._stats_lock:
@@ -328,6 +322,19 @@ class SessionCache:
     def __repr__(self) -> str:
         return (f"<SessionCache store={type(self.store).__name__} lifetime={self.lifetime:.0f}s "
                 f"sealed={self._sealer is not None}>")
+
+
+def fast_path_counts(policies: Sequence[Any]) -> Dict[str, int]:
+    """The counters of C fast-path policies (``sc_fast *``), summed: what C answered by
+    itself (``hits``, of them ``from_first``: read from a policy's first table; ``misses``,
+    ``stores``, ``stateless``) and what it ``handed_over`` to Python."""
+    totals = dict.fromkeys(("hits", "misses", "stores", "stateless", "handed_over", "from_first"), 0)
+    counts = ffi.new("sc_fast_counts *")
+    for policy in policies:
+        lib.sc_fast_counts_of(policy, counts)
+        for name in totals:
+            totals[name] += getattr(counts, name)
+    return totals
 
 
 class _Attachment:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from .._binding import ffi, lib
 from .._burstlog import BurstLogger
+from ..cache import fast_path_counts
 from ..errors import ConfigurationError
 from ..stores.base import BaseStore
 from ..stores.memory import MemoryStore
@@ -194,11 +195,9 @@ class PrefetchingStore(BaseStore):
         with self._stats_lock:
             snapshot = PrefetchStats(**self._counts)
         # What SessionCache's C fast path read from our tables by itself.
-        counts = ffi.new("sc_fast_counts *")
-        for policy in self._fast_policies:
-            lib.sc_fast_counts_of(policy, counts)
-            snapshot.prefetch_hits += counts.from_first
-            snapshot.local_hits += counts.hits - counts.from_first
+        fast = fast_path_counts(self._fast_policies)
+        snapshot.prefetch_hits += fast["from_first"]
+        snapshot.local_hits += fast["hits"] - fast["from_first"]
         return snapshot
 
     @property
@@ -247,8 +246,8 @@ class PrefetchingStore(BaseStore):
     def _fast_tables(self):
         """For :class:`SessionCache`: the C tables its fast path may answer lookups from
         (held prefetches, then the local copy, or a ``MemoryStore`` backend read inline), or
-        None. New sessions are never written by C: they must go on to the real store, which
-        only Python can schedule."""
+        None. C stores new sessions only once :meth:`_journal_new_sessions` is on: their
+        writes to the real store are Python's to schedule, from the journal."""
         behind = self.backend if self._inline else self.local
         if (type(self) is not PrefetchingStore or type(behind) is not MemoryStore
                 or not behind._real_clock):
@@ -258,7 +257,7 @@ class PrefetchingStore(BaseStore):
     def _fast_policy_made(self, policy) -> None:
         self._fast_policies.append(policy)
         if self._journaling:
-            lib.sc_fast_set_journal(policy, self._journal_capacity)
+            lib.sc_fast_start_journal(policy, self._journal_capacity)
 
     def _journal_new_sessions(self) -> None:
         """Let the C fast path store new sessions in the local copy itself, noting each in
@@ -270,7 +269,7 @@ class PrefetchingStore(BaseStore):
             return
         self._journaling = True
         for policy in self._fast_policies:
-            lib.sc_fast_set_journal(policy, self._journal_capacity)
+            lib.sc_fast_start_journal(policy, self._journal_capacity)
 
     def _drain_journal(self) -> None:
         """Schedule the writes of the new sessions C stored in the local copy (on the event

@@ -170,7 +170,7 @@ class _Front:
         if transport.is_closing():
             return
         self.start_tls(transport, source, prefetched)
-        transport.resume_reading()
+        transport.resume_reading()  # if the sniffer paused it (bytes beyond _MAX_HELD)
 
     def start_tls(self, transport: asyncio.Transport, source: HelloScan,
                   prefetched: Dict[bytes, bytes]) -> None:
