@@ -205,9 +205,7 @@ class SQLiteStore(BaseStore):
         """Delete expired rows now; returns how many. Raises StoreError like a write."""
         c = self._conn()
         try:
-            cur = self._in_turn(lambda: c.conn.execute(self._sql_purge, (self._clock(),)))
-            cur.fetchall()
-            return max(cur.rowcount, 0)
+            return self._delete_expired(c, self._clock())
         except sqlite3.Error as exc:
             raise self._fault(exc, c, "write") from exc
 
@@ -384,12 +382,17 @@ class SQLiteStore(BaseStore):
             raise
         return rows
 
+    def _delete_expired(self, c: _Conn, now: float) -> int:
+        """Delete the rows expired at ``now``, in turn with the other writers; how many."""
+        cur = self._in_turn(lambda: c.conn.execute(self._sql_purge, (now,)))
+        cur.fetchall()
+        return max(cur.rowcount, 0)
+
     def _purge(self, c: _Conn, now: float) -> None:
         try:
-            cur = self._in_turn(lambda: c.conn.execute(self._sql_purge, (now,)))
-            cur.fetchall()
-            if cur.rowcount > 0:
-                log.debug("purged %d expired sessions from %s", cur.rowcount, self.path)
+            purged = self._delete_expired(c, now)
+            if purged:
+                log.debug("purged %d expired sessions from %s", purged, self.path)
         except (sqlite3.Error, StoreError) as exc:
             # The write this purge followed succeeded; an expired row left behind is harmless.
             log.debug("purge of %s skipped: %s", self.path, exc)
@@ -411,8 +414,8 @@ class SQLiteStore(BaseStore):
                 # elsewhere, and raising timeout would not help.
                 msg = (
                     f"{where} is locked: SQLite refused the {action} after {waited:.3f}s "
-                    f"({name or text}), without waiting its timeout={self.timeout}s; the "
-                    "handshake goes on without the store"
+                    f"({name or text}), without waiting its timeout={self.timeout}s: no long "
+                    "transaction elsewhere, and raising timeout would not help"
                 )
             else:
                 after = f" (gave up after {waited:.1f}s, {name or text})" if waited is not None else ""
