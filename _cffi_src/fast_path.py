@@ -2,7 +2,8 @@
 
 When a ``SessionCache`` over a plain ``MemoryStore`` (no sealing, the real clock) is
 attached to a context, it hands this module its policy (``sc_fast``): the session id
-context, the lifetime, the size cap and the fingerprint of the context's certificate.
+context, the lifetime and the size cap (the certificate's fingerprint comes from the
+context's own state, see trampolines.py).
 The trampolines then try the fast path first:
 
 * new session: describe it, serialize it, wrap it in the same envelope the Python code
@@ -10,15 +11,15 @@ The trampolines then try the fast path first:
 * lookup: a miss, or a blob that opens, passes every check and parses, is answered here.
 
 Anything else (a session that is stateless before Python has warned about it, from
-another id context, expired, too large, a blob that does not open or is refused, a
-certificate not seen yet, ``single_use``) is *handed over*: the trampoline calls the
+another id context, expired, too large, a blob that does not open or is refused,
+``single_use``) is *handed over*: the trampoline calls the
 Python handler as it would without the fast path, which does the work again, counts it
 and logs it. So the C code only has to be right about the cases it accepts, and the
 Python code stays the one reference for every refusal.
 
-``sc_fast`` structs are never freed (about 200 bytes per attachment, kept on a list of
-every one made): a context can outlive its cache and still run a callback holding the
-pointer.
+``sc_fast`` structs are never freed (about 200 bytes per cache and session id context,
+shared by every context the cache serves with it, kept on a list of every one made): a
+context can outlive its cache and still run a callback holding the pointer.
 """
 
 # Declared once, for cffi and for C.
@@ -26,7 +27,7 @@ _SHARED_TYPES = """
 typedef struct sc_fast sc_fast;
 typedef struct {
     long long hits; long long misses; long long stores; long long stateless;
-    long long handed_over; long long from_first;
+    long long handed_over; long long from_first; long long rejected;
 } sc_fast_counts;
 """
 
@@ -46,7 +47,6 @@ sc_fast *sc_fast_new(sc_mem *, const unsigned char *, unsigned int, double, long
                      sc_mem *, int);
 int sc_fast_enable(int, SSL_CTX *, sc_fast *);
 void sc_fast_disable(int, SSL_CTX *, sc_fast *);
-void sc_fast_learn_certificate(sc_fast *, void *, const unsigned char *);
 void sc_fast_stateless_noted(sc_fast *);
 void sc_fast_counts_of(sc_fast *, sc_fast_counts *);
 int sc_fast_start_journal(sc_fast *, int);
@@ -87,11 +87,9 @@ struct sc_fast {
     long long max_session_size;
     int single_use;
     int stateless_noted;             /* Python has warned: C may count the rest */
-    pthread_mutex_t cert_lock;
-    void *cert;                      /* the certificate the fingerprint is of */
-    unsigned char fingerprint[16];
     long long hits, misses, stores, stateless, handed_over;  /* atomic */
     long long from_first;            /* of the hits, those read from first */
+    long long rejected;              /* offers refused before any lookup (sc_fast_note_offer) */
     /* With new_in_python, a journal lets C store new sessions anyway: each is noted here
      * and Python, draining it on the event loop, schedules its write to the real store.
      * When the journal is full the session is handed over instead: none is lost. */
@@ -101,7 +99,6 @@ struct sc_fast {
     struct sc_fast *next_made;       /* every policy ever made: none is ever unreachable */
 };
 
-static sc_fast *sc_pool_fast[SC_MAX_INSTANCES][SC_POOL];
 static sc_fast *sc_fast_all;
 
 /* For benchmarks: with timing on, each fast-path event's duration in nanoseconds is kept
@@ -156,7 +153,6 @@ sc_fast *sc_fast_new(sc_mem *store, const unsigned char *sid_ctx, unsigned int s
     f->lifetime = lifetime;
     f->max_session_size = max_session_size;
     f->single_use = single_use;
-    pthread_mutex_init(&f->cert_lock, NULL);
     pthread_mutex_init(&f->journal_lock, NULL);
     f->next_made = __atomic_load_n(&sc_fast_all, __ATOMIC_ACQUIRE);
     while (!__atomic_compare_exchange_n(&sc_fast_all, &f->next_made, f, 1, __ATOMIC_ACQ_REL,
@@ -165,43 +161,21 @@ sc_fast *sc_fast_new(sc_mem *store, const unsigned char *sid_ctx, unsigned int s
     return f;
 }
 
-/* Put f in front of ctx's hooks; -1 when ctx has no trampoline of its own (the shared
- * one cannot tell contexts apart), so Python serves it. */
+/* Put f in front of ctx's hooks; 1 when done, 0 when ctx has no state (never hooked). */
 int sc_fast_enable(int slot, SSL_CTX *ctx, sc_fast *f)
 {
-    int i;
-    if (!sc_slot_ok(slot))
-        return -1;
-    i = sc_pool_find(slot, ctx);
-    if (i < 0)
-        return -1;
-    __atomic_store_n(&sc_pool_fast[slot][i], f, __ATOMIC_RELEASE);
-    return i;
+    sc_ctx_state *st = sc_state_of(slot, ctx);
+    if (st == NULL)
+        return 0;
+    __atomic_store_n(&st->fast, f, __ATOMIC_RELEASE);
+    return 1;
 }
 
 void sc_fast_disable(int slot, SSL_CTX *ctx, sc_fast *f)
 {
-    int i;
-    if (!sc_slot_ok(slot))
-        return;
-    i = sc_pool_find(slot, ctx);
-    if (i >= 0)
-        __atomic_compare_exchange_n(&sc_pool_fast[slot][i], &f, NULL, 0, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE);
-}
-
-/* Called when a pool entry is released (its context freed or unhooked). */
-static void sc_fast_forget(int slot, int index)
-{
-    __atomic_store_n(&sc_pool_fast[slot][index], NULL, __ATOMIC_RELEASE);
-}
-
-void sc_fast_learn_certificate(sc_fast *f, void *cert, const unsigned char *fingerprint)
-{
-    pthread_mutex_lock(&f->cert_lock);
-    f->cert = cert;
-    memcpy(f->fingerprint, fingerprint, 16);
-    pthread_mutex_unlock(&f->cert_lock);
+    sc_ctx_state *st = sc_state_of(slot, ctx);
+    if (st != NULL)
+        __atomic_compare_exchange_n(&st->fast, &f, NULL, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
 void sc_fast_stateless_noted(sc_fast *f)
@@ -261,6 +235,7 @@ void sc_fast_counts_of(sc_fast *f, sc_fast_counts *out)
     out->stateless = __atomic_load_n(&f->stateless, __ATOMIC_RELAXED);
     out->handed_over = __atomic_load_n(&f->handed_over, __ATOMIC_RELAXED);
     out->from_first = __atomic_load_n(&f->from_first, __ATOMIC_RELAXED);
+    out->rejected = __atomic_load_n(&f->rejected, __ATOMIC_RELAXED);
 }
 
 static void sc_fast_count(long long *counter)
@@ -268,24 +243,13 @@ static void sc_fast_count(long long *counter)
     __atomic_add_fetch(counter, 1, __ATOMIC_RELAXED);
 }
 
-/* 1 with the fingerprint copied when cert is the one learnt, else 0. */
-static int sc_fast_fingerprint(sc_fast *f, void *cert, unsigned char *out)
-{
-    int known;
-    pthread_mutex_lock(&f->cert_lock);
-    known = f->cert != NULL && f->cert == cert;
-    if (known)
-        memcpy(out, f->fingerprint, 16);
-    pthread_mutex_unlock(&f->cert_lock);
-    return known;
-}
-
-static sc_fast *sc_fast_for(int slot, int index)
+/* The fast path of a context's state, unless it has none or its stores are closed. */
+static sc_fast *sc_fast_of(sc_ctx_state *st)
 {
     sc_fast *f;
-    if (index >= SC_POOL)
+    if (st == NULL)
         return NULL;
-    f = __atomic_load_n(&sc_pool_fast[slot][index], __ATOMIC_ACQUIRE);
+    f = __atomic_load_n(&st->fast, __ATOMIC_ACQUIRE);
     if (f == NULL || __atomic_load_n(&f->store->closed, __ATOMIC_RELAXED))
         return NULL;
     if (f->first != NULL && __atomic_load_n(&f->first->closed, __ATOMIC_RELAXED))
@@ -305,9 +269,10 @@ static size_t sc_store_key(const sc_fast *f, const unsigned char *id, unsigned i
 }
 
 /* 1: the new session was stored (or counted as a stateless ticket); 0: hand it over. */
-static int sc_fast_new_session(int slot, int index, SSL *ssl, SSL_SESSION *sess, SSL_CTX *ctx)
+static int sc_fast_new_session(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *ctx)
 {
-    sc_fast *f = sc_fast_for(slot, index);
+    sc_ctx_state *st = sc_state_of(slot, ctx);
+    sc_fast *f = sc_fast_of(st);
     sc_new_facts facts;
     unsigned char blob[SC_FAST_BLOB_BUFFER];
     unsigned char key[SC_STORE_KEY_MAX];
@@ -331,7 +296,8 @@ static int sc_fast_new_session(int slot, int index, SSL *ssl, SSL_SESSION *sess,
         sc_fast_count(&f->stateless);
         return 1;
     }
-    if (facts.sid_ctx_len != f->sid_ctx_len || memcmp(facts.sid_ctx, f->sid_ctx, f->sid_ctx_len) != 0)
+    if (facts.bound == 0 || (facts.bound < 0 && (facts.sid_ctx_len != f->sid_ctx_len
+            || memcmp(facts.sid_ctx, f->sid_ctx, f->sid_ctx_len) != 0)))
         goto hand_over;
     now = sc_wall_clock();
     expires = (double)facts.origin + f->lifetime;
@@ -345,8 +311,7 @@ static int sc_fast_new_session(int slot, int index, SSL *ssl, SSL_SESSION *sess,
     origin = facts.origin;
     for (i = 0; i < 8; i++)
         blob[at + 1 + i] = (unsigned char)((unsigned long long)origin >> (56 - 8 * i));
-    if (!sc_fast_fingerprint(f, facts.certificate, blob + at + 9))
-        goto hand_over;
+    sc_state_cert_fp(st, blob + at + 9);
     blob[at + 25] = (unsigned char)facts.name_len;
     memcpy(blob + at + SC_ENVELOPE_SIZE, facts.name, (size_t)facts.name_len);
     key_len = sc_store_key(f, facts.id, facts.id_len, key);
@@ -384,10 +349,11 @@ hand_over:
 }
 
 /* 1: answered (*out: the session, or NULL for a miss); 0: hand the lookup over. */
-static int sc_fast_get_session(int slot, int index, SSL *ssl, const unsigned char *id, int id_len,
+static int sc_fast_get_session(int slot, SSL *ssl, const unsigned char *id, int id_len,
                                SSL_CTX *ctx, SSL_SESSION **out)
 {
-    sc_fast *f = sc_fast_for(slot, index);
+    sc_ctx_state *st = sc_state_of(slot, ctx);
+    sc_fast *f = sc_fast_of(st);
     unsigned char blob[SC_FAST_BLOB_BUFFER];
     unsigned char key[5 + 32 + 32];
     unsigned char fingerprint[16];
@@ -423,8 +389,8 @@ static int sc_fast_get_session(int slot, int index, SSL *ssl, const unsigned cha
     now = sc_wall_clock();
     if ((double)origin + f->lifetime <= now || (double)origin > now + SC_CLOCK_SKEW)
         goto hand_over;
-    if (!sc_fast_fingerprint(f, sc_apis[slot].SSL_CTX_get0_certificate(ctx), fingerprint)
-            || memcmp(fingerprint, blob + 9, 16) != 0)
+    sc_state_cert_fp(st, fingerprint);
+    if (memcmp(fingerprint, blob + 9, 16) != 0)
         goto hand_over;
     sess = sc_parse_offered(slot, ssl, blob + start, (long)(blob_len - start), id, id_len,
                             f->sid_ctx, f->sid_ctx_len, blob[25] ? (const char *)blob + SC_ENVELOPE_SIZE : NULL,
@@ -443,30 +409,115 @@ hand_over:
     return 0;
 }
 
-static int sc_fast_on_new(int slot, int index, SSL *ssl, SSL_SESSION *sess, SSL_CTX *ctx)
+static int sc_fast_on_new(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *ctx)
 {
     double started;
     int done;
     if (!__atomic_load_n(&sc_fast_timing, __ATOMIC_ACQUIRE))
-        return sc_fast_new_session(slot, index, ssl, sess, ctx);
+        return sc_fast_new_session(slot, ssl, sess, ctx);
     started = sc_monotonic();
-    done = sc_fast_new_session(slot, index, ssl, sess, ctx);
+    done = sc_fast_new_session(slot, ssl, sess, ctx);
     if (done)
         sc_fast_sample(0, started);
     return done;
 }
 
-static int sc_fast_on_get(int slot, int index, SSL *ssl, const unsigned char *id, int id_len,
+static int sc_fast_on_get(int slot, SSL *ssl, const unsigned char *id, int id_len,
                           SSL_CTX *ctx, SSL_SESSION **out)
 {
     double started;
     int done;
     if (!__atomic_load_n(&sc_fast_timing, __ATOMIC_ACQUIRE))
-        return sc_fast_get_session(slot, index, ssl, id, id_len, ctx, out);
+        return sc_fast_get_session(slot, ssl, id, id_len, ctx, out);
     started = sc_monotonic();
-    done = sc_fast_get_session(slot, index, ssl, id, id_len, ctx, out);
+    done = sc_fast_get_session(slot, ssl, id, id_len, ctx, out);
     if (done)
         sc_fast_sample(1, started);
     return done;
+}
+
+/* --- offers refused before any lookup ------------------------------------------------
+ * With OpenSSL's internal cache in front, a session this process made is resumed (or
+ * refused) without any callback: when the client asks for another name, or the context
+ * has a new certificate, OpenSSL refuses it on its own, because the connection's bound
+ * session id context differs, and nothing would count it. So the ClientHello callback
+ * looks the offered session up in the tables the fast path reads: when it was made for
+ * another name or certificate, the refusal is counted and the connection marked. When a
+ * lookup follows in the handshake (OpenSSL's internal cache did not hold the session),
+ * it takes the count back and counts what it decides itself. One offer, one count. */
+
+/* The session id a ClientHello offers: the first TLS 1.3 PSK identity when it has the
+ * length of a session id (a stateful ticket), else the legacy session id (TLS 1.2).
+ * Returns its length, 0 for none. */
+static int sc_offered_id(sc_api *a, SSL *ssl, unsigned char *id)
+{
+    const unsigned char *ext, *legacy;
+    size_t extlen, listlen, len;
+    if (a->SSL_client_hello_get0_ext(ssl, 41 /* pre_shared_key */, &ext, &extlen) && extlen >= 4) {
+        listlen = ((size_t)ext[0] << 8) | ext[1];
+        len = ((size_t)ext[2] << 8) | ext[3];
+        if (listlen + 2 <= extlen && len + 2 <= listlen && len == 32) {
+            memcpy(id, ext + 4, 32);
+            return 32;
+        }
+        return 0;
+    }
+    if (a->SSL_client_hello_get0_session_id == NULL)
+        return 0;
+    len = a->SSL_client_hello_get0_session_id(ssl, &legacy);
+    if (len < 1 || len > 32)
+        return 0;
+    memcpy(id, legacy, len);
+    return (int)len;
+}
+
+static void sc_fast_note_offer(sc_ctx_state *st, SSL *ssl, const char *name, int name_len,
+                               const unsigned char *cert_fp)
+{
+    sc_fast *f = sc_fast_of(st);
+    sc_api *a = &sc_apis[st->slot];
+    unsigned char blob[SC_FAST_BLOB_BUFFER];
+    unsigned char key[SC_STORE_KEY_MAX];
+    unsigned char id[32];
+    size_t blob_len = 0, key_len;
+    double clock;
+    int id_len, found = 0, refused;
+    if (f == NULL || a->SSL_client_hello_get0_ext == NULL)
+        return;
+    /* Without OpenSSL's internal lookup every offer reaches a lookup, which counts. */
+    if (a->SSL_CTX_ctrl(st->ctx, SSL_CTRL_GET_SESS_CACHE_MODE, 0, NULL) & SSL_SESS_CACHE_NO_INTERNAL_LOOKUP)
+        return;
+    id_len = sc_offered_id(a, ssl, id);
+    if (id_len <= 0)
+        return;
+    key_len = sc_store_key(f, id, (unsigned int)id_len, key);
+    clock = sc_monotonic();
+    if (f->first != NULL)
+        found = sc_mem_copy_into(f->first, key, key_len, clock, blob, sizeof(blob), &blob_len);
+    if (found == 0)
+        found = sc_mem_copy_into(f->store, key, key_len, clock, blob, sizeof(blob), &blob_len);
+    if (found != 1 || blob_len <= SC_ENVELOPE_SIZE || blob[0] != SC_ENVELOPE_VERSION
+            || blob_len <= (size_t)SC_ENVELOPE_SIZE + blob[25]) {
+        explicit_bzero(blob, blob_len);
+        return;  /* not one the lookup could resume: whatever happens is counted there */
+    }
+    refused = memcmp(blob + 9, cert_fp, 16) != 0
+        || name_len < 0
+        || !(blob[25] == 0 ? name_len == 0
+             : sc_same_name(name, name_len, (const char *)blob + SC_ENVELOPE_SIZE, blob[25]));
+    explicit_bzero(blob, blob_len);
+    if (refused && a->SSL_set_ex_data(ssl, sc_offer_idx[st->slot], f) == 1)
+        sc_fast_count(&f->rejected);
+}
+
+/* A lookup is about to decide on the offer: take back the count made for it above. */
+static void sc_fast_uncount_refused_offer(int slot, SSL *ssl)
+{
+    sc_api *a = &sc_apis[slot];
+    sc_fast *f = (sc_fast *)a->SSL_get_ex_data(ssl, sc_offer_idx[slot]);
+    if (f != NULL) {
+        a->SSL_set_ex_data(ssl, sc_offer_idx[slot], NULL);
+        __atomic_sub_fetch(&f->rejected, 1, __ATOMIC_RELAXED);
+    }
 }
 """

@@ -2,60 +2,71 @@
 
 libssl calls a plain C function pointer and passes no user argument, so each copy of
 libssl (a *slot*) gets its own trio of C trampolines that know their slot; they find the
-context's Python hooks through the registry in ``sesscache._callbacks`` and call into
+context's Python hooks through the registry in ``sesscache.callbacks`` and call into
 Python through cffi ``extern "Python"`` functions. These are compiled into the module
 and live as long as the process: an ``SSL_CTX_free`` that runs the remove callback long
 after the Python objects that set the hooks are gone never jumps into freed memory.
 
 ex_data indices registered once per slot:
 
-* ``ctx_idx`` on ``SSL_CTX``: a marker on hooked contexts, whose free function tells
-  Python the context is gone (so its registry entry and callables are dropped).
-* ``ssl_idx`` on ``SSL``: its new function records the context an ``SSL`` was created
-  from. That is the *session* context, whose hooks must run even after an SNI callback
-  switched the connection to another ``SSL_CTX`` (OpenSSL does not expose it).
+* ``ctx_idx`` on ``SSL_CTX``: the context's *state* (``sc_ctx_state``, below), made the
+  first time sesscache hooks or pins a context and freed by OpenSSL's ex_data free hook
+  with the context, after telling Python the context is gone.
+* ``ssl_idx`` on ``SSL``: the context a server connection started on, its *session
+  context*. OpenSSL runs the session callbacks of that context, also after an SNI
+  callback switched the connection to another ``SSL_CTX``, and it does not expose it. It
+  is recorded twice: by the ex_data new hook (OpenSSL up to 3.1 sets the context before
+  creating ex_data; 3.2 and 4.0 after, so nothing is recorded there) and by the
+  ClientHello callback every hooked server context gets (before any SNI switch).
 * ``sess_idx`` on ``SSL_SESSION``: counts live sessions of that copy, through OpenSSL's
-  own object life cycle, so tests can prove that nothing leaks.
+  own object life cycle, so tests can prove that nothing leaks; and carries each
+  session's origin (the time of its first full handshake).
 
-Which context's hooks run: OpenSSL calls the callbacks of the *session context* (the
-one the connection was created from), even after an SNI callback switched the
-connection to another ``SSL_CTX``, and it does not expose that context. So every hooked
-context gets trampolines of its own from a pool (``SC_POOL`` per slot) that know their
-context. Past the pool, contexts share one trampoline that asks the connection: the
-context recorded by ``ssl_idx`` (OpenSSL up to 3.1 creates an ``SSL``'s ex_data after
-setting its context; 4.0 before, so nothing is recorded there) or else
-``SSL_get_SSL_CTX``, which is the switched context.
+Per-context state, not a pool: each hooked context's settings (the session id context to
+pin or bind, the TLS 1.3 lifetime cap, the cache's C fast path) live in memory of its
+own, as many contexts as there are (gunicorn makes one per connection), and the C
+callbacks that need them get a pointer to it as their argument.
+
+Binding sessions to the server name and certificate: for a context a ``SessionCache``
+serves, the ClientHello callback sets the connection's session id context to a digest of
+the configured one, the certificate of the context and the SNI name the client asks for.
+OpenSSL copies it into every session made on the connection and resumes a session only
+where it matches (``ssl_get_prev_session``, for its internal cache, the external cache
+and tickets alike, TLS 1.2 and 1.3). So a session made for one name is a full handshake
+for any other, whichever cache holds it: OpenSSL's own check does the refusing, as
+nginx's per-virtual-host context does since CVE-2025-23419.
 
 Once Python is finalizing (``sc_set_python_alive(0)`` from an ``atexit`` hook), the
 trampolines answer OpenSSL's safe defaults without calling Python.
 """
 
-def _generate_trampolines(slots: int = 8, pool: int = 32) -> str:
-    """One trio of trampolines per (slot, pool index), plus the shared one at ``pool``."""
+def _generate_trampolines(slots: int = 8) -> str:
+    """One trio of trampolines per slot: the slot is all they need to know."""
     lines = []
     for slot in range(slots):
-        for index in range(pool + 1):
-            n = f"{slot}_{index}"
-            lines.append(
-                f"static int sc_new_cb_{n}(SSL *s, SSL_SESSION *x) "
-                f"{{ return sc_on_new({slot}, {index}, s, x); }}\n"
-                f"static SSL_SESSION *sc_get_cb_{n}(SSL *s, const unsigned char *id, int len, int *copy) "
-                f"{{ return sc_on_get({slot}, {index}, s, id, len, copy); }}\n"
-                f"static void sc_remove_cb_{n}(SSL_CTX *c, SSL_SESSION *x) "
-                f"{{ sc_on_remove({slot}, c, x); }}")
+        lines.append(
+            f"static int sc_new_cb_{slot}(SSL *s, SSL_SESSION *x) "
+            f"{{ return sc_on_new({slot}, s, x); }}\n"
+            f"static SSL_SESSION *sc_get_cb_{slot}(SSL *s, const unsigned char *id, int len, int *copy) "
+            f"{{ return sc_on_get({slot}, s, id, len, copy); }}\n"
+            f"static void sc_remove_cb_{slot}(SSL_CTX *c, SSL_SESSION *x) "
+            f"{{ sc_on_remove({slot}, c, x); }}")
     for kind, ctype in (("new", "sc_new_cb_t"), ("get", "sc_get_cb_t"), ("remove", "sc_remove_cb_t")):
-        rows = ",\n    ".join("{" + ", ".join(f"sc_{kind}_cb_{slot}_{i}" for i in range(pool + 1)) + "}"
-                              for slot in range(slots))
-        lines.append(f"static const {ctype} sc_{kind}_cbs[SC_MAX_INSTANCES][SC_POOL + 1] = {{\n    {rows}}};")
+        row = ", ".join(f"sc_{kind}_cb_{slot}" for slot in range(slots))
+        lines.append(f"static const {ctype} sc_{kind}_cbs[SC_MAX_INSTANCES] = {{{row}}};")
     return "\n".join(lines)
 
 
 INCLUDES = """
 #include <string.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <time.h>
 """
 
 # What sc_describe_new reports about a new session: declared once, for cffi and for C.
+# bound: 1 when the session's id context is the one sesscache bound its connection to
+# (name and certificate), 0 when it is another, -1 when the context is not bound.
 NEW_FACTS = """typedef struct {
     unsigned char id[32]; unsigned int id_len;
     unsigned char sid_ctx[32]; unsigned int sid_ctx_len;
@@ -64,11 +75,11 @@ NEW_FACTS = """typedef struct {
     void *certificate;
     int der_len;
     char name[256]; int name_len;
+    int bound;
 } sc_new_facts;"""
 
 TYPES = """
 static const int SC_MAX_INSTANCES;
-static const int SC_POOL;
 
 @NEW_FACTS@
 
@@ -79,6 +90,10 @@ static const int SC_OFFER_OTHER_CONTEXT;
 static const int SC_OFFER_UNREADABLE_NAME;
 static const int SC_OFFER_OTHER_NAME;
 static const int SC_OFFER_EXPIRED;
+
+static const int SC_PIN_NONE;
+static const int SC_PIN_CONTEXT;
+static const int SC_PIN_BOUND;
 """.replace("@NEW_FACTS@", NEW_FACTS)
 
 FUNCTIONS = """
@@ -107,11 +122,17 @@ int sc_memory_readable(const void *, size_t);
 SSL_CTX *sc_recorded_session_ctx(int, SSL *);
 long long sc_session_origin(int, SSL_SESSION *);
 int sc_pin_session_id_context(int, SSL_CTX *, const unsigned char *, unsigned int);
+int sc_bind_session_id_context(int, SSL_CTX *, const unsigned char *, unsigned int);
+void sc_unbind_session_id_context(int, SSL_CTX *);
+int sc_pin_of(int, SSL_CTX *);
 int sc_cap_lifetime(int, SSL_CTX *, long);
 int sc_describe_new(int, SSL *, SSL_SESSION *, SSL_CTX *, sc_new_facts *, unsigned char *, int);
 SSL_SESSION *sc_parse_offered(int, SSL *, const unsigned char *, long, const unsigned char *, int,
                               const unsigned char *, unsigned int, const char *, int, long long,
                               long long, int *);
+void sc_sha256(const unsigned char *, size_t, unsigned char *);
+int sc_bound_session_id_context(const unsigned char *, unsigned int, const unsigned char *,
+                                const char *, int, unsigned char *);
 
 int sc_session_set_origin(int, SSL_SESSION *, long long);
 void sc_flush_sessions(int, SSL_CTX *, long long);
@@ -119,7 +140,6 @@ void sc_flush_sessions(int, SSL_CTX *, long long);
 
 CUSTOMIZATIONS = r"""
 #define SC_MAX_INSTANCES 8
-#define SC_POOL 32
 
 /* SSL_CTX_free (and with it the remove callback and the ex_data free hook) can run while
  * Python is unwinding with an exception set, when the context's last reference goes with
@@ -141,15 +161,42 @@ static SSL_SESSION *sc_py_get_session(int, SSL_CTX *, SSL *, const unsigned char
 static void sc_py_remove_session(int, SSL_CTX *, SSL_SESSION *);
 static void sc_py_context_freed(int, SSL_CTX *);
 
+/* --- per-context state ---------------------------------------------------------- */
+
+#define SC_PIN_NONE 0      /* only the ClientHello record of the session context */
+#define SC_PIN_CONTEXT 1   /* set the configured session id context on each connection */
+#define SC_PIN_BOUND 2     /* set one bound to the SNI name and the certificate */
+
+struct sc_fast;
+typedef struct sc_ctx_state {
+    int slot;
+    SSL_CTX *ctx;
+    int pin;                        /* SC_PIN_*; atomic */
+    unsigned int sid_len;
+    unsigned char sid[32];          /* the configured session id context */
+    long lifetime;                  /* TLS 1.3 cap in seconds, 0: none; atomic */
+    struct sc_fast *fast;           /* the cache's C fast path, or NULL; atomic */
+    /* The fingerprint of the context's certificate, recomputed when it changes (a reload),
+     * under a sequence lock rather than a mutex: a lock held by another thread at fork()
+     * would stay held in the child forever. */
+    unsigned int cert_seq;          /* odd while a thread rewrites the two below */
+    const void *cert;               /* the certificate cert_fp is of */
+    unsigned char cert_fp[16];      /* SHA-256 of its DER, first 16 bytes */
+} sc_ctx_state;
+
 /* The fast path (fast_path.py, compiled after this file). */
-static int sc_fast_on_new(int, int, SSL *, SSL_SESSION *, SSL_CTX *);
-static int sc_fast_on_get(int, int, SSL *, const unsigned char *, int, SSL_CTX *, SSL_SESSION **);
-static void sc_fast_forget(int, int);
+static int sc_fast_on_new(int, SSL *, SSL_SESSION *, SSL_CTX *);
+static int sc_fast_on_get(int, SSL *, const unsigned char *, int, SSL_CTX *, SSL_SESSION **);
+static void sc_fast_note_offer(sc_ctx_state *, SSL *, const char *, int, const unsigned char *);
+static void sc_fast_uncount_refused_offer(int, SSL *);
 
 static sc_api sc_apis[SC_MAX_INSTANCES];
 static int sc_ready[SC_MAX_INSTANCES];
 static int sc_ctx_idx[SC_MAX_INSTANCES];
 static int sc_ssl_idx[SC_MAX_INSTANCES];
+/* On SSL: the fast path that counted the refusal of the session this connection's
+ * ClientHello offers, until a lookup takes the count over (sc_fast_note_offer). */
+static int sc_offer_idx[SC_MAX_INSTANCES];
 static int sc_sess_idx[SC_MAX_INSTANCES];
 static long sc_live[SC_MAX_INSTANCES];
 static volatile int sc_python_alive = 1;
@@ -165,31 +212,61 @@ long sc_live_sessions(int slot)
     return sc_slot_ok(slot) ? __atomic_load_n(&sc_live[slot], __ATOMIC_SEQ_CST) : -1;
 }
 
-static void sc_pool_release(int slot, SSL_CTX *ctx);
 static SSL_CTX *sc_session_ctx(int slot, SSL *ssl);
 long long sc_session_origin(int slot, SSL_SESSION *sess);
 long long sc_session_time(int slot, SSL_SESSION *sess);
+int sc_requested_server_name(int slot, SSL *ssl, char *out, int outlen);
+
+/* The state of ctx, or NULL when sesscache never hooked or pinned it. */
+static sc_ctx_state *sc_state_of(int slot, SSL_CTX *ctx)
+{
+    if (ctx == NULL || !sc_slot_ok(slot) || !sc_ready[slot])
+        return NULL;
+    return (sc_ctx_state *)sc_apis[slot].SSL_CTX_get_ex_data(ctx, sc_ctx_idx[slot]);
+}
+
+/* The state of ctx, made on first need. Called from Python (which holds the GIL, and so
+ * never races itself here) while the context is being configured. */
+static sc_ctx_state *sc_state_for(int slot, SSL_CTX *ctx)
+{
+    sc_ctx_state *st = sc_state_of(slot, ctx);
+    if (st != NULL || ctx == NULL || !sc_slot_ok(slot) || !sc_ready[slot])
+        return st;
+    st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return NULL;
+    st->slot = slot;
+    st->ctx = ctx;
+    if (sc_apis[slot].SSL_CTX_set_ex_data(ctx, sc_ctx_idx[slot], st) != 1) {
+        free(st);
+        return NULL;
+    }
+    return st;
+}
 
 /* --- ex_data hooks (argl carries the slot) ------------------------------------ */
 
 static void sc_ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
                            long argl, void *argp)
 {
+    sc_ctx_state *st = (sc_ctx_state *)ptr;
     (void)ad; (void)idx; (void)argp;
-    /* Called for every SSL_CTX of this copy; only hooked ones carry the marker. */
-    if (ptr == NULL)
+    /* Called for every SSL_CTX of this copy; only those sesscache touched have a state.
+     * OpenSSL frees ex_data after flushing the context's sessions, and no connection of
+     * the context is left: nothing can reach the state after this. */
+    if (st == NULL)
         return;
-    sc_pool_release((int)argl, (SSL_CTX *)parent);
     if (sc_python_alive) {
         SC_KEEPING_PENDING_ERROR(sc_py_context_freed((int)argl, (SSL_CTX *)parent));
     }
+    free(st);
 }
 
 static void sc_ssl_ex_new(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
                           long argl, void *argp)
 {
-    /* SSL_new sets ssl->ctx (== session_ctx) before creating ex_data. The SSL holds a
-     * reference on its session context, so the stored pointer cannot dangle. */
+    /* OpenSSL up to 3.1 sets ssl->ctx (== session_ctx) before creating ex_data. The SSL
+     * holds a reference on its session context, so the stored pointer cannot dangle. */
     sc_api *a = &sc_apis[argl];
     SSL_CTX *ctx;
     (void)ptr; (void)argp;
@@ -234,21 +311,32 @@ int sc_register_ex_indices(int slot)
                                                   NULL, NULL);
     sc_sess_idx[slot] = a->CRYPTO_get_ex_new_index(2, slot, NULL, (void *)sc_sess_ex_new,
                                                    NULL, (void *)sc_sess_ex_free);
-    if (sc_ctx_idx[slot] < 0 || sc_ssl_idx[slot] < 0 || sc_sess_idx[slot] < 0)
+    sc_offer_idx[slot] = a->CRYPTO_get_ex_new_index(0, slot, NULL, NULL, NULL, NULL);
+    if (sc_ctx_idx[slot] < 0 || sc_ssl_idx[slot] < 0 || sc_sess_idx[slot] < 0
+            || sc_offer_idx[slot] < 0)
         return 0;
     sc_ready[slot] = 1;
     return 1;
 }
 
-static int sc_pool_is_pinned(int slot, SSL_CTX *ctx);
+static int sc_client_hello_cb(SSL *ssl, int *alert, void *arg);
 
+/* Make sure a hooked context has its state (so its free is reported to Python) and its
+ * ClientHello callback (which records the session context of each server connection).
+ * Unhooking changes nothing: the state stays until the context is freed. */
 int sc_mark_context(int slot, SSL_CTX *ctx, int hooked)
 {
+    sc_ctx_state *st;
     if (!sc_slot_ok(slot) || !sc_ready[slot])
         return 0;
-    if (!hooked && sc_pool_is_pinned(slot, ctx))
-        return 1;  /* still needs the free notification to release its pool entry */
-    return sc_apis[slot].SSL_CTX_set_ex_data(ctx, sc_ctx_idx[slot], hooked ? (void *)1 : NULL);
+    if (!hooked)
+        return 1;
+    st = sc_state_for(slot, ctx);
+    if (st == NULL)
+        return 0;
+    if (sc_apis[slot].SSL_CTX_set_client_hello_cb != NULL)
+        sc_apis[slot].SSL_CTX_set_client_hello_cb(ctx, sc_client_hello_cb, st);
+    return 1;
 }
 
 /* --- the trampolines ------------------------------------------------------------ */
@@ -268,44 +356,29 @@ SSL_CTX *sc_recorded_session_ctx(int slot, SSL *ssl)
     return (SSL_CTX *)sc_apis[slot].SSL_get_ex_data(ssl, sc_ssl_idx[slot]);
 }
 
-/* The pool: sc_pool_ctx[slot][i] is the context trampoline i serves (NULL: free).
- * Index SC_POOL is the shared trampoline. Entries are claimed with a compare-and-swap
- * and released when the context is freed or fully unhooked, after which OpenSSL
- * cannot call them for that context any more. */
-static SSL_CTX *sc_pool_ctx[SC_MAX_INSTANCES][SC_POOL];
-/* 1 while the entry also pins a session id context (see below): kept even with no hooks. */
-static int sc_pool_pinned[SC_MAX_INSTANCES][SC_POOL];
-
-static SSL_CTX *sc_owner(int slot, int index, SSL *ssl)
-{
-    SSL_CTX *ctx = NULL;
-    if (index < SC_POOL)
-        ctx = __atomic_load_n(&sc_pool_ctx[slot][index], __ATOMIC_ACQUIRE);
-    return ctx != NULL ? ctx : sc_session_ctx(slot, ssl);
-}
-
-static int sc_on_new(int slot, int index, SSL *ssl, SSL_SESSION *sess)
+static int sc_on_new(int slot, SSL *ssl, SSL_SESSION *sess)
 {
     SSL_CTX *ctx;
     if (!sc_python_alive)
         return 0;
-    ctx = sc_owner(slot, index, ssl);
+    ctx = sc_session_ctx(slot, ssl);
     /* Python takes its own reference when it keeps the session: always 0 here, so
      * OpenSSL drops the one it took for us and ownership stays simple. */
-    if (!sc_fast_on_new(slot, index, ssl, sess, ctx))
+    if (!sc_fast_on_new(slot, ssl, sess, ctx))
         sc_py_new_session(slot, ctx, ssl, sess);
     return 0;
 }
 
-static SSL_SESSION *sc_on_get(int slot, int index, SSL *ssl, const unsigned char *id,
-                              int len, int *copy)
+static SSL_SESSION *sc_on_get(int slot, SSL *ssl, const unsigned char *id, int len, int *copy)
 {
     SSL_SESSION *sess;
     SSL_CTX *ctx;
     if (!sc_python_alive)
         return NULL;
-    ctx = sc_owner(slot, index, ssl);
-    if (!sc_fast_on_get(slot, index, ssl, id, len, ctx, &sess))
+    ctx = sc_session_ctx(slot, ssl);
+    /* A lookup counts what it refuses itself (see sc_fast_note_offer). */
+    sc_fast_uncount_refused_offer(slot, ssl);
+    if (!sc_fast_on_get(slot, ssl, id, len, ctx, &sess))
         sess = sc_py_get_session(slot, ctx, ssl, id, len);
     /* Python hands back a reference of its own (fresh from d2i, or up-ref'd): OpenSSL
      * takes it over. copy = 1 here would leak one session per hit. */
@@ -323,105 +396,306 @@ static void sc_on_remove(int slot, SSL_CTX *ctx, SSL_SESSION *sess)
 
 @TRAMPOLINES@
 
-static int sc_pool_find(int slot, SSL_CTX *ctx)
-{
-    int i;
-    for (i = 0; i < SC_POOL; i++)
-        if (__atomic_load_n(&sc_pool_ctx[slot][i], __ATOMIC_ACQUIRE) == ctx)
-            return i;
-    return -1;
-}
-
-static int sc_pool_claim(int slot, SSL_CTX *ctx)
-{
-    int i = sc_pool_find(slot, ctx);
-    SSL_CTX *expected;
-    if (i >= 0)
-        return i;
-    for (i = 0; i < SC_POOL; i++) {
-        expected = NULL;
-        if (__atomic_compare_exchange_n(&sc_pool_ctx[slot][i], &expected, ctx, 0,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-            return i;
-    }
-    return SC_POOL;  /* the shared trampoline */
-}
-
-static void sc_pool_release(int slot, SSL_CTX *ctx)
-{
-    int i = sc_pool_find(slot, ctx);
-    if (i >= 0) {
-        sc_fast_forget(slot, i);
-        __atomic_store_n(&sc_pool_pinned[slot][i], 0, __ATOMIC_RELEASE);
-        __atomic_store_n(&sc_pool_ctx[slot][i], NULL, __ATOMIC_RELEASE);
-    }
-}
-
-static int sc_pool_is_pinned(int slot, SSL_CTX *ctx)
-{
-    int i = sc_pool_find(slot, ctx);
-    return i >= 0 && __atomic_load_n(&sc_pool_pinned[slot][i], __ATOMIC_ACQUIRE);
-}
-
 /* Install (1) or clear (0) each of the three hooks; -1 leaves that hook as it is.
- * Returns the trampoline index used (SC_POOL: the shared one), -1 on a bad slot. */
+ * Returns 1, or -1 on a bad slot. */
 int sc_install(int slot, SSL_CTX *ctx, int new_cb, int get_cb, int remove_cb)
 {
     sc_api *a;
-    int i;
     if (!sc_slot_ok(slot) || !sc_ready[slot])
         return -1;
     a = &sc_apis[slot];
-    i = sc_pool_claim(slot, ctx);
     if (new_cb >= 0)
-        a->SSL_CTX_sess_set_new_cb(ctx, new_cb ? sc_new_cbs[slot][i] : NULL);
+        a->SSL_CTX_sess_set_new_cb(ctx, new_cb ? sc_new_cbs[slot] : NULL);
     if (get_cb >= 0)
-        a->SSL_CTX_sess_set_get_cb(ctx, get_cb ? sc_get_cbs[slot][i] : NULL);
+        a->SSL_CTX_sess_set_get_cb(ctx, get_cb ? sc_get_cbs[slot] : NULL);
     if (remove_cb >= 0)
-        a->SSL_CTX_sess_set_remove_cb(ctx, remove_cb ? sc_remove_cbs[slot][i] : NULL);
-    if (a->SSL_CTX_sess_get_new_cb(ctx) == NULL && a->SSL_CTX_sess_get_get_cb(ctx) == NULL
-            && a->SSL_CTX_sess_get_remove_cb(ctx) == NULL && !sc_pool_is_pinned(slot, ctx))
-        sc_pool_release(slot, ctx);
-    return i;
+        a->SSL_CTX_sess_set_remove_cb(ctx, remove_cb ? sc_remove_cbs[slot] : NULL);
+    return 1;
 }
 
-/* Pinning a context's session id context onto each of its connections.
- *
- * CPython 3.13 sets b"Python\0" as the session id context of every server-side SSL it
- * makes (python/cpython#105293), which overrides the context's: sessions would carry
- * CPython's id context instead of the one the cache was attached with, for every
- * service alike. A ClientHello callback runs before OpenSSL looks a session up or
- * makes a new one, and sets the context's value back on the connection. Its data lives
- * in static memory per pool index, so it can never dangle. */
-typedef struct { int slot; unsigned int len; unsigned char bytes[32]; } sc_sid_t;
-static sc_sid_t sc_pool_sid[SC_MAX_INSTANCES][SC_POOL];
+/* --- SHA-256 (FIPS 180-4), for session id contexts and certificate fingerprints ------
+ * Computed here rather than by the libssl copy: a context's copy may be one whose
+ * digest functions sesscache never resolved, and these inputs are public. */
+typedef struct { uint32_t h[8]; uint64_t len; unsigned char buf[64]; size_t used; } sc_sha256_ctx;
 
-static int sc_pin_sid_cb(SSL *ssl, int *alert, void *arg)
+static const uint32_t sc_sha256_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+#define SC_ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sc_sha256_block(sc_sha256_ctx *c, const unsigned char *p)
 {
-    const sc_sid_t *sid = (const sc_sid_t *)arg;
+    uint32_t w[64], a, b, d, e, f, g, h, cc, t1, t2;
+    int i;
+    for (i = 0; i < 16; i++)
+        w[i] = ((uint32_t)p[4 * i] << 24) | ((uint32_t)p[4 * i + 1] << 16)
+             | ((uint32_t)p[4 * i + 2] << 8) | (uint32_t)p[4 * i + 3];
+    for (i = 16; i < 64; i++)
+        w[i] = (SC_ROR(w[i - 2], 17) ^ SC_ROR(w[i - 2], 19) ^ (w[i - 2] >> 10)) + w[i - 7]
+             + (SC_ROR(w[i - 15], 7) ^ SC_ROR(w[i - 15], 18) ^ (w[i - 15] >> 3)) + w[i - 16];
+    a = c->h[0]; b = c->h[1]; cc = c->h[2]; d = c->h[3];
+    e = c->h[4]; f = c->h[5]; g = c->h[6]; h = c->h[7];
+    for (i = 0; i < 64; i++) {
+        t1 = h + (SC_ROR(e, 6) ^ SC_ROR(e, 11) ^ SC_ROR(e, 25)) + ((e & f) ^ (~e & g))
+           + sc_sha256_k[i] + w[i];
+        t2 = (SC_ROR(a, 2) ^ SC_ROR(a, 13) ^ SC_ROR(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
+        h = g; g = f; f = e; e = d + t1; d = cc; cc = b; b = a; a = t1 + t2;
+    }
+    c->h[0] += a; c->h[1] += b; c->h[2] += cc; c->h[3] += d;
+    c->h[4] += e; c->h[5] += f; c->h[6] += g; c->h[7] += h;
+}
+
+static void sc_sha256_init(sc_sha256_ctx *c)
+{
+    static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(c->h, iv, sizeof(iv));
+    c->len = 0;
+    c->used = 0;
+}
+
+static void sc_sha256_update(sc_sha256_ctx *c, const unsigned char *p, size_t n)
+{
+    c->len += n;
+    while (n > 0) {
+        size_t take = 64 - c->used < n ? 64 - c->used : n;
+        memcpy(c->buf + c->used, p, take);
+        c->used += take;
+        p += take;
+        n -= take;
+        if (c->used == 64) {
+            sc_sha256_block(c, c->buf);
+            c->used = 0;
+        }
+    }
+}
+
+static void sc_sha256_final(sc_sha256_ctx *c, unsigned char *out)
+{
+    uint64_t bits = c->len * 8;
+    unsigned char pad = 0x80, zero = 0, length[8];
+    int i;
+    sc_sha256_update(c, &pad, 1);
+    while (c->used != 56)
+        sc_sha256_update(c, &zero, 1);
+    for (i = 0; i < 8; i++)
+        length[i] = (unsigned char)(bits >> (56 - 8 * i));
+    sc_sha256_update(c, length, 8);
+    for (i = 0; i < 8; i++) {
+        out[4 * i] = (unsigned char)(c->h[i] >> 24);
+        out[4 * i + 1] = (unsigned char)(c->h[i] >> 16);
+        out[4 * i + 2] = (unsigned char)(c->h[i] >> 8);
+        out[4 * i + 3] = (unsigned char)c->h[i];
+    }
+}
+
+void sc_sha256(const unsigned char *data, size_t len, unsigned char *out)
+{
+    sc_sha256_ctx c;
+    sc_sha256_init(&c);
+    sc_sha256_update(&c, data, len);
+    sc_sha256_final(&c, out);
+}
+
+/* --- session id contexts bound to the server name and certificate ----------------- */
+
+static const unsigned char sc_binding_tag[] = "sesscache/bound-session-id-context/1";
+
+/* The session id context of a connection to a bound context: SHA-256 over a tag, the
+ * configured context, the certificate's fingerprint and the SNI name asked for, in
+ * lowercase (name_len 0: no name; negative: a name that cannot be compared, for which
+ * `unique` makes a context no other connection ever has). Writes 32 bytes; returns 32.
+ * Python computes the same (cache.bound_session_id_context) for its tests. */
+int sc_bound_session_id_context(const unsigned char *sid, unsigned int sid_len,
+                                const unsigned char *cert_fp, const char *name, int name_len,
+                                unsigned char *out)
+{
+    static unsigned long long unique;
+    sc_sha256_ctx c;
+    unsigned char byte;
+    unsigned long long n;
+    int i;
+    sc_sha256_init(&c);
+    sc_sha256_update(&c, sc_binding_tag, sizeof(sc_binding_tag));  /* with its NUL */
+    byte = (unsigned char)sid_len;
+    sc_sha256_update(&c, &byte, 1);
+    sc_sha256_update(&c, sid, sid_len);
+    sc_sha256_update(&c, cert_fp, 16);
+    if (name_len < 0) {
+        byte = 2;
+        sc_sha256_update(&c, &byte, 1);
+        /* unique in this process (the counter) and among processes sharing a store */
+        n = __atomic_add_fetch(&unique, 1, __ATOMIC_RELAXED);
+        sc_sha256_update(&c, (const unsigned char *)&n, sizeof(n));
+        n = (unsigned long long)getpid();
+        sc_sha256_update(&c, (const unsigned char *)&n, sizeof(n));
+        n = (unsigned long long)time(NULL);
+        sc_sha256_update(&c, (const unsigned char *)&n, sizeof(n));
+    } else {
+        byte = name_len > 0 ? 1 : 0;
+        sc_sha256_update(&c, &byte, 1);
+        for (i = 0; i < name_len; i++) {
+            byte = (unsigned char)name[i];
+            if (byte >= 'A' && byte <= 'Z')
+                byte = (unsigned char)(byte + 32);
+            sc_sha256_update(&c, &byte, 1);
+        }
+    }
+    sc_sha256_final(&c, out);
+    return 32;
+}
+
+/* The fingerprint of a certificate: SHA-256 of its DER, first 16 bytes; zeros for none
+ * (as cache.py computes it). */
+static void sc_cert_fp(sc_api *a, const void *cert, unsigned char *out)
+{
+    unsigned char digest[32], *der, *p;
+    int n = cert != NULL ? a->i2d_X509((const X509 *)cert, NULL) : 0;
+    memset(out, 0, 16);
+    if (n > 0 && (der = malloc((size_t)n)) != NULL) {
+        p = der;
+        if (a->i2d_X509((const X509 *)cert, &p) == n) {
+            sc_sha256(der, (size_t)n, digest);
+            memcpy(out, digest, 16);
+        }
+        free(der);
+    }
+}
+
+/* The fingerprint of the context's current certificate, computed once per certificate. */
+static void sc_state_cert_fp(sc_ctx_state *st, unsigned char *out)
+{
+    sc_api *a = &sc_apis[st->slot];
+    const void *cert = a->SSL_CTX_get0_certificate(st->ctx);
+    unsigned int seq;
+    int tries;
+    for (tries = 0; tries < 64; tries++) {
+        seq = __atomic_load_n(&st->cert_seq, __ATOMIC_ACQUIRE);
+        if (seq & 1)
+            continue;  /* a writer is busy */
+        if (__atomic_load_n(&st->cert, __ATOMIC_ACQUIRE) != cert)
+            break;     /* another certificate: compute it */
+        memcpy(out, st->cert_fp, 16);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&st->cert_seq, __ATOMIC_RELAXED) == seq)
+            return;
+    }
+    sc_cert_fp(a, cert, out);
+    seq = __atomic_load_n(&st->cert_seq, __ATOMIC_ACQUIRE);
+    if (!(seq & 1) && __atomic_compare_exchange_n(&st->cert_seq, &seq, seq + 1, 0,
+                                                  __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        __atomic_store_n(&st->cert, cert, __ATOMIC_RELAXED);
+        memcpy(st->cert_fp, out, 16);
+        __atomic_store_n(&st->cert_seq, seq + 2, __ATOMIC_RELEASE);
+    }
+}
+
+/* The session id context a connection of a bound context has for the name asked. */
+static void sc_state_bound_sid(sc_ctx_state *st, const char *name, int name_len, unsigned char *out)
+{
+    unsigned char fp[16];
+    sc_state_cert_fp(st, fp);
+    sc_bound_session_id_context(st->sid, st->sid_len, fp, name, name_len, out);
+}
+
+/* The ClientHello callback of every hooked or pinned server context: it runs before
+ * OpenSSL looks a session up, makes a new one, or calls an SNI callback. */
+static int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+    sc_ctx_state *st = (sc_ctx_state *)arg;
+    sc_api *a = &sc_apis[st->slot];
+    unsigned char bound[32], fp[16];
+    char name[256];
+    int name_len;
     (void)alert;
-    sc_apis[sid->slot].SSL_set_session_id_context(ssl, sid->bytes, sid->len);
+    a->SSL_set_ex_data(ssl, sc_offer_idx[st->slot], NULL);
+    if (a->SSL_get_ex_data(ssl, sc_ssl_idx[st->slot]) == NULL)
+        a->SSL_set_ex_data(ssl, sc_ssl_idx[st->slot], st->ctx);
+    switch (__atomic_load_n(&st->pin, __ATOMIC_ACQUIRE)) {
+    case SC_PIN_CONTEXT:
+        /* CPython 3.13 sets b"Python\0" on every server connection (python/cpython#105293),
+         * overriding the context's value: set the configured one back. */
+        a->SSL_set_session_id_context(ssl, st->sid, st->sid_len);
+        break;
+    case SC_PIN_BOUND:
+        name_len = sc_requested_server_name(st->slot, ssl, name, sizeof(name));
+        if (name_len == -1)
+            name_len = -2;  /* OpenSSL cannot say: refuse, as for an unreadable name */
+        sc_state_cert_fp(st, fp);
+        sc_bound_session_id_context(st->sid, st->sid_len, fp, name, name_len, bound);
+        a->SSL_set_session_id_context(ssl, bound, 32);
+        sc_fast_note_offer(st, ssl, name, name_len, fp);
+        break;
+    default:
+        break;
+    }
     return 1;  /* SSL_CLIENT_HELLO_SUCCESS */
 }
 
-/* Returns 1 when pinned, 0 when it cannot be (no pool entry left, or no ClientHello
- * callback in this OpenSSL). The context is marked so its free releases the entry. */
+/* Set the configured session id context on each connection of ctx (stdlib contexts:
+ * CPython 3.13 overrides it per connection). 1 when done, 0 when this OpenSSL has no
+ * ClientHello callback. A bound context stays bound. */
 int sc_pin_session_id_context(int slot, SSL_CTX *ctx, const unsigned char *bytes, unsigned int len)
 {
-    int i;
-    if (!sc_slot_ok(slot) || !sc_ready[slot] || len == 0 || len > 32
+    sc_ctx_state *st;
+    if (len == 0 || len > 32 || !sc_slot_ok(slot) || !sc_ready[slot]
             || sc_apis[slot].SSL_CTX_set_client_hello_cb == NULL)
         return 0;
-    i = sc_pool_claim(slot, ctx);
-    if (i >= SC_POOL)
+    st = sc_state_for(slot, ctx);
+    if (st == NULL)
         return 0;
-    sc_pool_sid[slot][i].slot = slot;
-    sc_pool_sid[slot][i].len = len;
-    memcpy(sc_pool_sid[slot][i].bytes, bytes, len);
-    __atomic_store_n(&sc_pool_pinned[slot][i], 1, __ATOMIC_RELEASE);
-    sc_apis[slot].SSL_CTX_set_ex_data(ctx, sc_ctx_idx[slot], (void *)1);
-    sc_apis[slot].SSL_CTX_set_client_hello_cb(ctx, sc_pin_sid_cb, &sc_pool_sid[slot][i]);
+    if (__atomic_load_n(&st->pin, __ATOMIC_ACQUIRE) == SC_PIN_BOUND
+            && st->sid_len == len && memcmp(st->sid, bytes, len) == 0)
+        return 1;
+    memcpy(st->sid, bytes, len);
+    st->sid_len = len;
+    __atomic_store_n(&st->pin, SC_PIN_CONTEXT, __ATOMIC_RELEASE);
+    sc_apis[slot].SSL_CTX_set_client_hello_cb(ctx, sc_client_hello_cb, st);
     return 1;
+}
+
+/* Bind each connection's session id context to the configured one, the certificate and
+ * the SNI name asked for. 1 when done; 0 when this OpenSSL cannot (no ClientHello
+ * callback, or no way to read the ClientHello's server_name: the caller must refuse). */
+int sc_bind_session_id_context(int slot, SSL_CTX *ctx, const unsigned char *bytes, unsigned int len)
+{
+    sc_ctx_state *st;
+    if (len == 0 || len > 32 || !sc_slot_ok(slot) || !sc_ready[slot]
+            || sc_apis[slot].SSL_CTX_set_client_hello_cb == NULL
+            || sc_apis[slot].SSL_client_hello_get0_ext == NULL)
+        return 0;
+    st = sc_state_for(slot, ctx);
+    if (st == NULL)
+        return 0;
+    memcpy(st->sid, bytes, len);
+    st->sid_len = len;
+    __atomic_store_n(&st->pin, SC_PIN_BOUND, __ATOMIC_RELEASE);
+    sc_apis[slot].SSL_CTX_set_client_hello_cb(ctx, sc_client_hello_cb, st);
+    return 1;
+}
+
+/* Back from bound to the configured context alone (a cache detached). */
+void sc_unbind_session_id_context(int slot, SSL_CTX *ctx)
+{
+    sc_ctx_state *st = sc_state_of(slot, ctx);
+    int bound = SC_PIN_BOUND;
+    if (st != NULL)
+        __atomic_compare_exchange_n(&st->pin, &bound, SC_PIN_CONTEXT, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE);
+}
+
+/* How ctx's connections get their session id context: SC_PIN_*; -1 without a state. */
+int sc_pin_of(int slot, SSL_CTX *ctx)
+{
+    sc_ctx_state *st = sc_state_of(slot, ctx);
+    return st == NULL ? -1 : __atomic_load_n(&st->pin, __ATOMIC_ACQUIRE);
 }
 
 /* Capping a TLS 1.3 session's lifetime at its first full handshake's.
@@ -432,21 +706,17 @@ int sc_pin_session_id_context(int slot, SSL_CTX *ctx, const unsigned char *bytes
  * internal cache, where shortening its timeout is cheap. (Done afterwards, OpenSSL 4.0
  * re-sorts its whole session list under a lock: 1.6 ms per handshake with 18k sessions
  * cached, measured.) The session's origin rides in its ex_data (sc_session_origin). */
-static long sc_pool_lifetime[SC_MAX_INSTANCES][SC_POOL];
-typedef struct { int slot; int index; } sc_cap_t;
-static sc_cap_t sc_pool_cap[SC_MAX_INSTANCES][SC_POOL];
-
 static int sc_cap_ticket_cb(SSL *ssl, void *arg)
 {
-    const sc_cap_t *cap = (const sc_cap_t *)arg;
-    sc_api *a = &sc_apis[cap->slot];
-    long lifetime = __atomic_load_n(&sc_pool_lifetime[cap->slot][cap->index], __ATOMIC_ACQUIRE);
+    const sc_ctx_state *st = (const sc_ctx_state *)arg;
+    sc_api *a = &sc_apis[st->slot];
+    long lifetime = __atomic_load_n(&st->lifetime, __ATOMIC_ACQUIRE);
     SSL_SESSION *sess = a->SSL_get_session(ssl);
     long long origin, made, allowed;
     if (sess == NULL || lifetime <= 0)
         return 1;
-    origin = sc_session_origin(cap->slot, sess);
-    made = sc_session_time(cap->slot, sess);
+    origin = sc_session_origin(st->slot, sess);
+    made = sc_session_time(st->slot, sess);
     if (origin <= 1 || made <= 0)
         return 1;  /* a first full handshake: its timeout is already the context's */
     allowed = origin + lifetime - made;
@@ -455,28 +725,17 @@ static int sc_cap_ticket_cb(SSL *ssl, void *arg)
     return 1;  /* go on making the ticket */
 }
 
-/* Returns 1 when installed, 0 when it cannot be (no pool entry, or no such callback). */
+/* Returns 1 when installed, 0 when it cannot be (no such callback in this OpenSSL). */
 int sc_cap_lifetime(int slot, SSL_CTX *ctx, long lifetime)
 {
-    int i;
+    sc_ctx_state *st;
     if (!sc_slot_ok(slot) || !sc_ready[slot] || sc_apis[slot].SSL_CTX_set_session_ticket_cb == NULL)
         return 0;
-    i = sc_pool_find(slot, ctx);
-    if (i < 0)
+    st = sc_state_for(slot, ctx);
+    if (st == NULL)
         return 0;
-    sc_pool_cap[slot][i].slot = slot;
-    sc_pool_cap[slot][i].index = i;
-    __atomic_store_n(&sc_pool_lifetime[slot][i], lifetime, __ATOMIC_RELEASE);
-    return sc_apis[slot].SSL_CTX_set_session_ticket_cb(ctx, sc_cap_ticket_cb, NULL, &sc_pool_cap[slot][i]) == 1;
-}
-
-static int sc_is_ours(const void *const *table, const void *fn)
-{
-    int i;
-    for (i = 0; i <= SC_POOL; i++)
-        if (table[i] == fn)
-            return 1;
-    return 0;
+    __atomic_store_n(&st->lifetime, lifetime, __ATOMIC_RELEASE);
+    return sc_apis[slot].SSL_CTX_set_session_ticket_cb(ctx, sc_cap_ticket_cb, NULL, st) == 1;
 }
 
 /* Which hooks are set on ctx: 1 = ours, 0 = none, 2 = somebody else's. */
@@ -491,9 +750,9 @@ int sc_hooks_of(int slot, SSL_CTX *ctx, int *new_cb, int *get_cb, int *remove_cb
     n = a->SSL_CTX_sess_get_new_cb(ctx);
     g = a->SSL_CTX_sess_get_get_cb(ctx);
     r = a->SSL_CTX_sess_get_remove_cb(ctx);
-    *new_cb = n == NULL ? 0 : (sc_is_ours((const void *const *)sc_new_cbs[slot], (const void *)n) ? 1 : 2);
-    *get_cb = g == NULL ? 0 : (sc_is_ours((const void *const *)sc_get_cbs[slot], (const void *)g) ? 1 : 2);
-    *remove_cb = r == NULL ? 0 : (sc_is_ours((const void *const *)sc_remove_cbs[slot], (const void *)r) ? 1 : 2);
+    *new_cb = n == NULL ? 0 : (n == sc_new_cbs[slot] ? 1 : 2);
+    *get_cb = g == NULL ? 0 : (g == sc_get_cbs[slot] ? 1 : 2);
+    *remove_cb = r == NULL ? 0 : (r == sc_remove_cbs[slot] ? 1 : 2);
     return 1;
 }
 
@@ -585,6 +844,8 @@ int sc_describe_new(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *session_ctx,
     const char *name;
     uint64_t options;
     size_t i;
+    sc_ctx_state *st;
+    unsigned char expected[32];
     if (!sc_slot_ok(slot) || !sc_ready[slot])
         return 0;
     a = &sc_apis[slot];
@@ -618,6 +879,13 @@ int sc_describe_new(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *session_ctx,
         out->name[i] = '\0';
         out->name_len = (int)i;
     }
+    /* Was the session made under the id context sesscache bound its connection to? */
+    out->bound = -1;
+    st = sc_state_of(slot, session_ctx);
+    if (st != NULL && __atomic_load_n(&st->pin, __ATOMIC_ACQUIRE) == SC_PIN_BOUND) {
+        sc_state_bound_sid(st, out->name, out->name_len, expected);
+        out->bound = out->sid_ctx_len == 32 && memcmp(out->sid_ctx, expected, 32) == 0;
+    }
     return 1;
 }
 
@@ -637,9 +905,12 @@ static int sc_same_name(const char *a, int alen, const char *b, int blen)
 }
 
 /* Parse an offered session and check it as OpenSSL and the cache would: its id is the
- * one asked for, its id context is the cache's, the client asks for the server name it
- * was made for (made_for_len -1: made without one), and it has not expired. Returns the
- * session (one reference, origin recorded) or NULL with *reason set. */
+ * one asked for, the client asks for the server name it was made for (made_for_len -1:
+ * made without one), its id context is the one this connection has (for a bound context:
+ * sid_ctx bound to the name asked and the certificate; else sid_ctx itself), and it has
+ * not expired. A name that cannot be read, or a copy of OpenSSL that cannot say which
+ * name the client asks for, is refused (fail closed). Returns the session (one
+ * reference, origin recorded) or NULL with *reason set. */
 SSL_SESSION *sc_parse_offered(int slot, SSL *ssl, const unsigned char *der, long derlen,
                               const unsigned char *id, int id_len,
                               const unsigned char *sid_ctx, unsigned int sid_ctx_len,
@@ -652,6 +923,8 @@ SSL_SESSION *sc_parse_offered(int slot, SSL *ssl, const unsigned char *der, long
     unsigned int len;
     char asked[256];
     int asked_len;
+    sc_ctx_state *st;
+    unsigned char expected[32];
     *reason = SC_OFFER_OK;
     sess = sc_session_from_der(slot, der, derlen);
     if (sess == NULL) {
@@ -661,18 +934,26 @@ SSL_SESSION *sc_parse_offered(int slot, SSL *ssl, const unsigned char *der, long
     bytes = a->SSL_SESSION_get_id(sess, &len);
     if ((int)len != id_len || memcmp(bytes, id, len) != 0)
         *reason = SC_OFFER_OTHER_ID;
+    asked_len = 0;
     if (*reason == SC_OFFER_OK) {
+        asked_len = sc_requested_server_name(slot, ssl, asked, sizeof(asked));
+        if (asked_len < 0)
+            *reason = SC_OFFER_UNREADABLE_NAME;
+        else if (!(made_for_len < 0 ? asked_len == 0
+                   : sc_same_name(asked, asked_len, made_for, made_for_len)))
+            *reason = SC_OFFER_OTHER_NAME;
+    }
+    if (*reason == SC_OFFER_OK) {
+        st = sc_state_of(slot, sc_session_ctx(slot, ssl));
+        if (st != NULL && __atomic_load_n(&st->pin, __ATOMIC_ACQUIRE) == SC_PIN_BOUND
+                && st->sid_len == sid_ctx_len && memcmp(st->sid, sid_ctx, sid_ctx_len) == 0) {
+            sc_state_bound_sid(st, asked, asked_len, expected);
+            sid_ctx = expected;
+            sid_ctx_len = 32;
+        }
         bytes = a->SSL_SESSION_get0_id_context(sess, &len);
         if (len != sid_ctx_len || memcmp(bytes, sid_ctx, len) != 0)
             *reason = SC_OFFER_OTHER_CONTEXT;
-    }
-    if (*reason == SC_OFFER_OK) {
-        asked_len = sc_requested_server_name(slot, ssl, asked, sizeof(asked));
-        if (asked_len == -2)
-            *reason = SC_OFFER_UNREADABLE_NAME;
-        else if (asked_len >= 0 && !(made_for_len < 0 ? asked_len == 0
-                                     : sc_same_name(asked, asked_len, made_for, made_for_len)))
-            *reason = SC_OFFER_OTHER_NAME;
     }
     if (*reason == SC_OFFER_OK && sc_session_time(slot, sess) + a->SSL_SESSION_get_timeout(sess) <= now)
         *reason = SC_OFFER_EXPIRED;

@@ -41,7 +41,12 @@ class BoundContext:
 
 
 def bind_context(context: Any) -> BoundContext:
-    """Resolve a Python TLS context to its libssl copy and ``SSL_CTX``, verified."""
+    """Resolve a Python TLS context to its libssl copy and ``SSL_CTX``, verified.
+
+    A ``BoundContext`` is returned as it is: code that makes several calls for one context
+    (``SessionCache.attach``) resolves it once."""
+    if isinstance(context, BoundContext):
+        return context
     if _is_pyopenssl_context(context):
         return _bind_pyopenssl(context)
     if isinstance(context, ssl.SSLContext):

@@ -53,8 +53,8 @@ from .contexts import (
     MAX_SESSION_ID_CONTEXT,
     SESS_CACHE_NO_INTERNAL,
     SESS_CACHE_SERVER,
+    _set_session_id_context,
     set_session_cache_mode,
-    set_session_id_context,
 )
 from .errors import ConfigurationError, SealError, SessionError
 from .session import session_to_der
@@ -161,8 +161,10 @@ class SessionCache:
         self._stats_lock = threading.Lock()
         self._burst = BurstLogger(logger, log_interval)
         self._attached: Dict[Any, _Attachment] = {}
-        self._fast_policies: list = []  # sc_fast *, one per attachment ever made
+        self._fast_policies: list = []  # sc_fast *, every one made (never freed)
+        self._fast_by_sid: Dict[bytes, Any] = {}  # session id context -> sc_fast * or None
         self._attached_lock = threading.Lock()
+        self._warned_tickets = False
 
     # --- attaching ------------------------------------------------------------------
 
@@ -192,12 +194,23 @@ class SessionCache:
             raise ConfigurationError(
                 "single_use=True needs attach(..., internal_cache=False): OpenSSL's in-process "
                 "cache would otherwise resume a session again without asking the store")
-        bound = bind_context(context)
+        bound = bind_context(context)  # once: the calls below take it as the context
+        _set_session_id_context(bound, sid_ctx)
+        # Every connection's session id context is bound to the SNI name it asks for and
+        # the certificate: OpenSSL itself then refuses a session made for another name or
+        # certificate, in its internal cache as in the store and for tickets (RFC 6066
+        # section 3; nginx CVE-2025-23419). Without that, refuse rather than serve it.
+        if not lib.sc_bind_session_id_context(bound.instance.slot, bound.pointer, sid_ctx, len(sid_ctx)):
+            raise ConfigurationError(
+                f"{bound.instance.describe()} cannot tell sesscache which server name a client "
+                "asks for before it resumes a session (it lacks SSL_CTX_set_client_hello_cb or "
+                "SSL_client_hello_get0_ext), so a session made for one name could resume for "
+                "another. Use OpenSSL 1.1.1 or newer built with them (every official build has "
+                "them), or do not attach a cache to this context.")
         attachment = _Attachment(self, bound.instance, sid_ctx, self._fast_policy(sid_ctx))
-        set_session_id_context(context, sid_ctx)
         mode = SESS_CACHE_SERVER if internal_cache else SESS_CACHE_SERVER | SESS_CACHE_NO_INTERNAL
-        set_session_cache_mode(context, mode)
-        _callbacks._install(context, owner=self,
+        set_session_cache_mode(bound, mode)
+        _callbacks._install(bound, owner=self,
                             new=(attachment.on_new, self.attach),
                             get=(attachment.on_get, self.attach),
                             remove=(attachment.on_remove, self.attach))
@@ -215,12 +228,37 @@ class SessionCache:
             lib.sc_fast_enable(bound.instance.slot, bound.pointer, attachment.fast)
         with self._attached_lock:
             self._attached[(bound.instance.slot, bound.ctx)] = attachment
+        self._warn_if_tickets_starve(api, bound.pointer)
+
+    def _warn_if_tickets_starve(self, api: Any, ctx: Any) -> None:
+        """Say once, at attach, when the context's session tickets keep sessions from the
+        cache: with tickets on (OpenSSL's default), a TLS 1.2 server sends an empty session
+        id and a ticket, and TLS 1.3 sends stateless tickets; neither is ever looked up."""
+        if self._warned_tickets or api.SSL_CTX_get_options(ctx) & lib.SSL_OP_NO_TICKET:
+            return
+        self._warned_tickets = True
+        logger.warning(
+            "this context has session tickets on (OpenSSL's default): TLS 1.2 clients resume "
+            "with tickets instead of session ids and TLS 1.3 tickets are stateless, so this "
+            "cache gets no sessions to share and workers or hosts other than the one that made "
+            "a ticket cannot resume it. Set ctx.options |= ssl.OP_NO_TICKET (pyOpenSSL: "
+            "ctx.set_options(OpenSSL.SSL.OP_NO_TICKET)) before attach() to share sessions "
+            "through the cache.")
 
     def _fast_policy(self, sid_ctx: bytes):
         """The C fast path's copy of this cache's policy, when C can read its store (no
         sealing): the plain in-process one (the real clock, no method overridden), for
         lookups and new sessions; or a ``PrefetchingStore``'s tables, for lookups only
-        (it writes new sessions on to its real store). Else None."""
+        (it writes new sessions on to its real store). Else None. One per session id
+        context, shared by every context attached with it (gunicorn attaches one per
+        connection)."""
+        with self._attached_lock:
+            if sid_ctx in self._fast_by_sid:
+                return self._fast_by_sid[sid_ctx]
+            policy = self._fast_by_sid[sid_ctx] = self._new_fast_policy(sid_ctx)
+        return policy
+
+    def _new_fast_policy(self, sid_ctx: bytes):
         store = self.store
         if self._sealer is not None:
             return None
@@ -254,6 +292,7 @@ class SessionCache:
             lib.sc_fast_disable(bound.instance.slot, bound.pointer, attachment.fast)
         _callbacks._install(context, new=None, get=None, remove=None)
         set_session_cache_mode(context, SESS_CACHE_SERVER)
+        lib.sc_unbind_session_id_context(bound.instance.slot, bound.pointer)
 
     def session_id_context(self, context: Any) -> Optional[bytes]:
         """The session id context this cache serves ``context`` with (part of every store
@@ -271,14 +310,14 @@ class SessionCache:
         with self._stats_lock:
             snapshot = CacheStats(**self._stats.as_dict())
         fast = self._fast_counts()  # what the C fast path answered by itself
-        for name in ("hits", "misses", "stores", "stateless"):
+        for name in ("hits", "misses", "stores", "stateless", "rejected"):
             setattr(snapshot, name, getattr(snapshot, name) + fast[name])
         snapshot.evictions += int(getattr(self.store, "evictions", 0) or 0)
         return snapshot
 
     def handed_over(self) -> int:
         """How many events the C fast path handed to the Python handlers (refusals,
-        first sightings of a certificate, ...): for tests and benchmarks."""
+        expired or oversize sessions, ...): for tests and benchmarks."""
         return self._fast_counts()["handed_over"]
 
     def _fast_counts(self) -> Dict[str, int]:
@@ -327,8 +366,10 @@ class SessionCache:
 def fast_path_counts(policies: Sequence[Any]) -> Dict[str, int]:
     """The counters of C fast-path policies (``sc_fast *``), summed: what C answered by
     itself (``hits``, of them ``from_first``: read from a policy's first table; ``misses``,
-    ``stores``, ``stateless``) and what it ``handed_over`` to Python."""
-    totals = dict.fromkeys(("hits", "misses", "stores", "stateless", "handed_over", "from_first"), 0)
+    ``stores``, ``stateless``; ``rejected``: offers the ClientHello callback found made for
+    another name or certificate) and what it ``handed_over`` to Python."""
+    totals = dict.fromkeys(("hits", "misses", "stores", "stateless", "handed_over", "from_first",
+                            "rejected"), 0)
     counts = ffi.new("sc_fast_counts *")
     for policy in policies:
         lib.sc_fast_counts_of(policy, counts)
@@ -377,19 +418,22 @@ class _Attachment:
                     "will not be shared through the store. Set OP_NO_TICKET on the context "
                     "(ssl.OP_NO_TICKET / OpenSSL.SSL.OP_NO_TICKET) to share them.")
             return
-        sid_ctx = ffi.unpack(ffi.cast("char *", facts.sid_ctx), min(facts.sid_ctx_len, 32))
-        if sid_ctx != self.sid_ctx:
-            cache._count("rejected")
-            if not self._warned_sid:
+        if facts.bound != 1:
+            # Not made under the session id context the ClientHello callback bound its
+            # connection to (the configured one, the name, the certificate): the client's
+            # server name could not be read (the callback then gives the connection a
+            # context no other has: such sessions resume nowhere), or something replaced
+            # that callback or set a connection's id context afterwards (then it is not one
+            # of the 32-byte digests sesscache sets). Not stored either way.
+            if facts.sid_ctx_len != 32 and not self._warned_sid:
                 self._warned_sid = True
                 logger.error(
-                    "sesscache: sessions on this context carry the session id context %r, not %r "
-                    "that the cache was attached with, so they are not stored: something set it "
-                    "after attach() (Twisted's CertificateOptions sets a random one per process, "
-                    "which defeats sharing; CPython 3.13+ sets b'Python\\0' on each connection, "
-                    "which sesscache undoes for the contexts it attaches to). Pass "
-                    "session_id_context= to attach() and do not change it afterwards.",
-                    sid_ctx, self.sid_ctx)
+                    "sessions on this context do not carry the session id context this cache "
+                    "binds each connection to (the session_id_context given to attach(), the "
+                    "server name and the certificate), so they are not stored: something "
+                    "replaced the context's ClientHello callback or set a connection's session "
+                    "id context after attach(). Attach the cache last, after the server library "
+                    "has configured the context.")
             return
         now = time.time()
         expires = min(facts.origin + cache.lifetime, facts.made + facts.timeout)
@@ -497,8 +541,6 @@ class _Attachment:
         der = ffi.unpack(ffi.cast("char *", buffer), max(length, 0))
         fingerprint = hashlib.sha256(der).digest()[:16] if der else b"\0" * 16
         self._certificate = (cert, fingerprint)
-        if self.fast is not None and cert:
-            lib.sc_fast_learn_certificate(self.fast, ffi.cast("void *", cert), fingerprint)
         return fingerprint
 
     def _certificate_of(self, ctx: int) -> bytes:

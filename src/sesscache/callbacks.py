@@ -81,7 +81,6 @@ def _lookup(slot, ctx) -> Optional[_Hooks]:
     ref = _registry.get((slot, address(ctx)))
     return ref() if ref is not None else None
 _registry_lock = threading.RLock()
-_shared_warned: Dict[int, bool] = {}
 
 
 # --- the Python side of the trampolines --------------------------------------------
@@ -228,20 +227,12 @@ def _install(context: Any, owner: Any = None, **handlers) -> _Hooks:
             _pinned.pop(key, None)
             _attach_hooks(bound.owner, None)
             lib.sc_install(slot, bound.pointer, *flags)
-            lib.sc_mark_context(slot, bound.pointer, 0)
         else:
             if not _attach_hooks(bound.owner, hooks):
                 _pinned[key] = hooks
             _registry[key] = weakref.ref(hooks)
             lib.sc_mark_context(slot, bound.pointer, 1)
-            index = lib.sc_install(slot, bound.pointer, *flags)
-            if index == lib.SC_POOL and not _shared_warned.get(slot):
-                _shared_warned[slot] = True
-                logger.warning(
-                    "sesscache: more than %d contexts of %s have session hooks; further ones "
-                    "share a trampoline that cannot tell which context a connection started "
-                    "on, so after an SNI switch they run the switched context's hooks",
-                    lib.SC_POOL, bound.instance.describe())
+            lib.sc_install(slot, bound.pointer, *flags)
         return hooks
 
 

@@ -55,7 +55,20 @@ def set_session_id_context(context: Any, session_id_context: bytes) -> None:
     """Set the server's session id context: sessions only resume where it matches.
 
     Every server process that shares a cache must use the same value; at most 32 bytes.
+    A context a :class:`SessionCache` serves gets its value from ``attach()`` (which binds
+    each connection's to the server name and certificate too): changing it here is refused.
     """
+    bound = bind_context(context)
+    if lib.sc_pin_of(bound.instance.slot, bound.pointer) == lib.SC_PIN_BOUND:
+        raise ConfigurationError(
+            "a SessionCache serves this context and sets the session id context of each of "
+            "its connections (the one given to attach(), bound to the server name and the "
+            "certificate); pass session_id_context= to attach() instead, or detach the cache "
+            "first")
+    _set_session_id_context(context, session_id_context)
+
+
+def _set_session_id_context(context: Any, session_id_context: bytes) -> None:
     if not isinstance(session_id_context, bytes):
         raise TypeError("the session id context must be bytes")
     if not 0 < len(session_id_context) <= MAX_SESSION_ID_CONTEXT:
@@ -72,9 +85,9 @@ def set_session_id_context(context: Any, session_id_context: bytes) -> None:
         # context's value (python/cpython#105293); a ClientHello hook sets ours back.
         if not lib.sc_pin_session_id_context(bound.instance.slot, bound.pointer,
                                              session_id_context, len(session_id_context)):
-            _log.warning("sesscache: could not pin the session id context on this ssl.SSLContext "
-                         "(more than %d contexts with sesscache hooks); on CPython 3.13 and later its "
-                         "connections use CPython's own b'Python' instead", lib.SC_POOL)
+            _log.warning("could not pin the session id context on this ssl.SSLContext (%s has "
+                         "no ClientHello callback); on CPython 3.13 and later its connections use "
+                         "CPython's own b'Python' instead", bound.instance.describe())
 
 
 def set_num_tickets(context: Any, count: int) -> None:
