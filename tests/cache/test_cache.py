@@ -7,6 +7,7 @@ import time
 import pytest
 
 import sesscache
+from sesscache._contexts import bind_context
 from sesscache import MemoryStore, SessionCache, SQLiteStore
 from sesscache.errors import ConfigurationError, StoreError
 from sesscache.sealing import generate_key
@@ -351,19 +352,40 @@ def test_detach_stops_serving(stack):
         cache.detach(server)
 
 
-def test_session_id_context_changed_after_attach_is_reported(stack, caplog):
-    """What Twisted's CertificateOptions does: a random id context set after attach."""
+def test_session_id_context_changed_after_attach_changes_nothing(stack):
+    """What Twisted's CertificateOptions does: a random id context set on the context after
+    attach. Each connection's id context is the one the cache binds (the configured one,
+    with the server name and certificate), so sessions are still stored, and resume on
+    another context attached with the same value (another process of the service)."""
+    store = MemoryStore()
+    cache, other_cache = SessionCache(store), SessionCache(store)
+    server, other = stack.server_context(TLS12), stack.server_context(TLS12)
+    cache.attach(server, session_id_context=b"shared", internal_cache=False)
+    other_cache.attach(other, session_id_context=b"shared", internal_cache=False)
+    if stack.name == "pyopenssl":
+        server.set_session_id(b"random-per-process")  # pyOpenSSL's own API
+    else:  # what any library calling OpenSSL directly does
+        bound = bind_context(server)
+        assert bound.instance.api.SSL_CTX_set_session_id_context(bound.pointer, b"random", 6) == 1
+    client = stack.client_context()
+    made = stack.handshake(server, client, server_name="example.com")
+    stack.close(made)
+    assert cache.stats.stores == 1 and cache.stats.rejected == 0, cache.stats
+    resumed = stack.handshake(other, client, made.client_session, server_name="example.com")
+    stack.close(resumed)
+    assert resumed.server_reused and other_cache.stats.hits == 1
+
+
+def test_session_id_context_of_a_served_context_is_the_caches(stack):
+    """sesscache's own setter refuses to change it behind the cache's back, and works again
+    once the cache is detached."""
     cache = SessionCache()
     server = stack.server_context(TLS12)
     cache.attach(server, session_id_context=b"shared")
-    if stack.name == "pyopenssl":
-        server.set_session_id(b"random-per-process")  # pyOpenSSL's own API
-    else:
-        sesscache.set_session_id_context(server, b"random-per-process")
-    hs = stack.handshake(server, stack.client_context())
-    assert cache.stats.stores == 0 and cache.stats.rejected == 1
-    assert any("Twisted" in r.getMessage() for r in caplog.records)
-    stack.close(hs)
+    with pytest.raises(ConfigurationError, match="attach"):
+        sesscache.set_session_id_context(server, b"other")
+    cache.detach(server)
+    sesscache.set_session_id_context(server, b"other")
 
 
 def test_unclean_close_loses_nothing_with_the_cache(stack):
