@@ -431,3 +431,25 @@ def test_tls13_resumed_sessions_are_capped_inside_openssl_too(certs, stack_name)
     assert stack.to_session(again.server.get_session()).timeout <= 59
     stack.close(first)
     stack.close(again)
+
+
+@pytest.mark.parametrize("version", [TLS12, TLS13])
+def test_attach_says_once_when_tickets_starve_the_cache(stack, version, caplog):
+    """OpenSSL's default: tickets on. A TLS 1.2 server then sends an empty session id and
+    a ticket, and TLS 1.3 stateless tickets: the cache gets nothing to share. attach()
+    says so once, naming the fix; with OP_NO_TICKET it says nothing."""
+    cache = SessionCache()
+    for _ in range(3):
+        cache.attach(stack.server_context(version, tickets=True))
+    warnings = [r for r in caplog.records if "OP_NO_TICKET" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+    server = stack.server_context(version, tickets=True)
+    fresh = SessionCache()
+    fresh.attach(server)
+    client = stack.client_context()
+    stack.close(stack.handshake(server, client))
+    if version == TLS12:  # the measurement behind the warning: nothing reaches the cache
+        assert fresh.stats.stores == 0 and fresh.stats.stateless == 0, fresh.stats
+    caplog.clear()
+    SessionCache().attach(stack.server_context(version))
+    assert not [r for r in caplog.records if "OP_NO_TICKET" in r.getMessage()]
