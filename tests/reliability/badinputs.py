@@ -217,17 +217,40 @@ OTHER_ROWS = [
         "test_bad_inputs.py::test_client_hello_session_ids"),
     Row("TLS 1.3 PSK identity of 1, 33, 300 or 4000 bytes", "network", "full handshake, no lookup "
         "(OpenSSL looks up 32-byte identities only)", "-", "test_bad_inputs.py::test_client_hello_session_ids"),
-    Row("SNI host name of another name / no SNI", "network", FULL, "rejected",
+    Row("SNI host name of another name / no SNI, internal_cache=False", "network", FULL, "rejected",
         "cache/test_cache.py::test_a_session_is_never_resumed_for_another_server_name"),
-    Row("SNI host name empty, or 256+ bytes (TLS 1.2)", "network",
+    Row("SNI host name of another name, every cache mode (OpenSSL's internal cache in front, "
+        "attach()'s default; internal_cache=False; sesscache.aio) and topology (one context; "
+        "virtual hosts switched by an SNI callback), TLS 1.2 and 1.3", "network",
+        "full handshake (until 3493e9f, with the internal cache in front, it RESUMED: OpenSSL's "
+        "cache never compares names; now each connection's session id context is bound to the "
+        "name asked and OpenSSL itself refuses)", "rejected",
+        "test_sni_every_mode.py::test_a_session_resumes_for_its_own_name_only, "
+        "test_aio_resumes_for_its_own_name_only"),
+    Row("SNI host name absent, empty, 256 or 300 bytes, or another name, internal cache in front "
+        "(TLS 1.2 and 1.3)", "network", "full handshake (until 3493e9f it RESUMED)", "rejected",
+        "test_sni_every_mode.py::test_unreadable_or_other_names_with_the_internal_cache_in_front"),
+    Row("SNI host name empty, or 256+ bytes (TLS 1.2), internal_cache=False", "network",
         "full handshake (until dbae585 it RESUMED: the cache skipped its SNI check for a name it "
         "could not read, and OpenSSL skips its own length check on a TLS 1.2 resumption)", "rejected",
         "test_security.py::test_unreadable_server_names_are_refused"),
-    Row("SNI host name empty (TLS 1.3)", "network", "full handshake (until dbae585 it RESUMED)", "rejected",
+    Row("SNI host name empty (TLS 1.3), internal_cache=False", "network",
+        "full handshake (until dbae585 it RESUMED)", "rejected",
         "test_security.py::test_unreadable_server_names_are_refused"),
-    Row("SNI host name of 256+ bytes (TLS 1.3)", "network",
+    Row("SNI host name of 256+ bytes (TLS 1.3), internal_cache=False", "network",
         "refused by the cache, then an alert (OpenSSL checks the length on TLS 1.3)", "rejected",
         "test_security.py::test_unreadable_server_names_are_refused"),
+    Row("a copy of OpenSSL without SSL_client_hello_get0_ext (no way to read the name asked)",
+        "attach / network", "attach() refuses with ConfigurationError; a context attached before "
+        "resumes nothing (until 3493e9f the name check was skipped: fail open)", "rejected",
+        "test_security.py::test_a_copy_of_openssl_that_cannot_read_the_server_name_fails_closed"),
+    Row("session made under the certificate a context had before it was reloaded, internal cache "
+        "in front", "network", "full handshake (the certificate's fingerprint is part of each "
+        "connection's session id context)", "rejected",
+        "test_security.py::test_a_reloaded_certificate_refuses_the_old_certificates_sessions"),
+    Row("session made on another context with another certificate, one cache, internal cache in "
+        "front", "network", FULL, "rejected",
+        "test_security.py::test_two_contexts_with_other_certificates_sharing_one_cache"),
     Row("session made for another certificate (same names, other key), same id context and store",
         "network", "full handshake (until dbae585 it RESUMED; the envelope now carries the "
         "certificate's fingerprint)", "rejected",
