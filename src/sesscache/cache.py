@@ -180,7 +180,11 @@ class SessionCache:
 
         It sets the context's session timeout to ``lifetime`` if it was longer, and
         installs a session ticket callback (which caps each TLS 1.3 session at its first
-        handshake's lifetime): replace neither afterwards.
+        handshake's lifetime) and a ClientHello callback (which binds each connection's
+        session id context to the SNI name asked and the certificate, so that OpenSSL
+        never resumes a session for another name or certificate, from whichever cache):
+        replace none of them afterwards. With session tickets on (OpenSSL's default) the
+        cache gets nothing to share; it logs a warning once: set ``OP_NO_TICKET``.
 
         Call it right after configuring the context, before the first connection
         (pyOpenSSL 26.2+ refuses changes to a context after that).
