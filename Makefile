@@ -1,6 +1,7 @@
 # Two entry points do their own set-up: `make demo` and `make test`.
-# A virtualenv in .venv gets sesscache built (cffi, against the system OpenSSL) and
-# installed in editable mode; it is rebuilt whenever the C side or the metadata change.
+# A virtualenv in .venv gets sesscache built (cffi, against the system OpenSSL's headers)
+# and installed in editable mode, with the linked test module sesscache.testing needs
+# (SESSCACHE_BUILD_TESTING=1); it is rebuilt whenever the C side or the metadata change.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -35,7 +36,7 @@ system-packages:
 $(STAMP): $(C_SOURCES) | system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip setuptools wheel 'cffi>=1.15'
-	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test]'
+	SESSCACHE_BUILD_TESTING=1 $(BIN)/python -m pip install -q --no-build-isolation -e '.[test]'
 	touch $@
 
 clean:
