@@ -1,0 +1,105 @@
+"""What a user gets from ``pip install sesscache``: the wheel and the sdist, installed into
+fresh virtualenvs and put through ci/smoke_test.py (libssl copies, binding, cache and CLI
+on stdlib and pyOpenSSL contexts).
+
+Both are built from a clean ``git clone`` of this repository's committed HEAD, as a
+release would be: the sdist first, then the wheel from that sdist (``python -m build``),
+so a file MANIFEST.in forgets breaks both tests rather than hiding behind the work tree.
+Dependencies come from the package index pip is configured with, through pip's cache.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.packaging, pytest.mark.slow]
+
+
+def _run(cmd, *, cwd=None, env=None, timeout=600):
+    result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, (f"`{' '.join(str(c) for c in cmd)}` exited {result.returncode}\n"
+                                    f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def _clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "SESSCACHE_BUILD_TESTING", "OPENSSL_DIR", "PIP_USER")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory):
+    """sdist and repaired wheel, built from a clean clone of HEAD."""
+    if not (ROOT / ".git").exists():
+        pytest.fail(f"{ROOT} is not a git checkout: the packaging tests build from a clean clone of it")
+    work = tmp_path_factory.mktemp("dists")
+    clone = work / "clone"
+    _run(["git", "clone", "--quiet", "--no-hardlinks", ROOT, clone])
+    raw = work / "raw"
+    _run([sys.executable, "-m", "build", "--outdir", raw, clone], env=_clean_env())
+    sdists, wheels = sorted(raw.glob("*.tar.gz")), sorted(raw.glob("*.whl"))
+    assert len(sdists) == 1 and len(wheels) == 1, sorted(raw.iterdir())
+    repaired = work / "dist"
+    bin_dir = Path(sys.executable).parent
+    _run([bin_dir / "auditwheel", "repair", "--strip", "-w", repaired, wheels[0]],
+         env=_clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"))
+    (wheel,) = repaired.glob("*.whl")
+    return {"sdist": sdists[0], "wheel": wheel, "smoke": clone / "ci" / "smoke_test.py"}
+
+
+def _fresh_venv(path: Path) -> Path:
+    venv.EnvBuilder(with_pip=True, clear=True).create(path)
+    return path / "bin" / "python"
+
+
+def _smoke(python: Path, smoke: Path, cwd: Path) -> str:
+    # From an empty folder: the installed package, never this checkout, is imported.
+    result = _run([python, smoke, "--require-pyopenssl"], cwd=cwd, env=_clean_env(), timeout=300)
+    return result.stdout
+
+
+def test_the_wheel_is_one_abi3_wheel_with_no_openssl_inside(dists):
+    wheel = dists["wheel"]
+    name = wheel.name
+    assert name.startswith("sesscache-") and "-cp39-abi3-manylinux_" in name, name
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    modules = [n for n in names if n.endswith(".so")]
+    assert modules == ["sesscache/_sesscache_cffi.abi3.so"], modules  # no test module
+    assert not [n for n in names if ".libs/" in n], "auditwheel grafted libraries into the wheel"
+
+
+def test_the_wheel_installs_without_a_compiler_and_works(dists, tmp_path):
+    python = _fresh_venv(tmp_path / "venv")
+    # No compiler anywhere and only a binary sesscache: pip must not try to build it.
+    env = _clean_env(CC="/bin/false", CXX="/bin/false", LDSHARED="/bin/false")
+    _run([python, "-m", "pip", "install", "-q", "--only-binary", "sesscache", dists["wheel"],
+          "pyOpenSSL", "trustme"], env=env)
+    module = _run([python, "-c", "import sesscache._sesscache_cffi as m; print(m.__file__)"],
+                  cwd=tmp_path, env=env).stdout.strip()
+    ldd = _run(["ldd", module]).stdout
+    assert "libssl" not in ldd and "libcrypto" not in ldd, ldd
+    output = _smoke(python, dists["smoke"], tmp_path)
+    assert "smoke: ok" in output
+    assert "(bundled, " in output or "pyOpenSSL's (cryptography's) libssl" in output
+
+
+def test_the_sdist_from_a_clean_clone_builds_and_works(dists, tmp_path):
+    python = _fresh_venv(tmp_path / "venv")
+    _run([python, "-m", "pip", "install", "-q", "--no-binary", "sesscache", dists["sdist"],
+          "pyOpenSSL", "trustme"], env=_clean_env())
+    installed = _run([python, "-c", "import sesscache, os; print(os.listdir(os.path.dirname(sesscache.__file__)))"],
+                     cwd=tmp_path, env=_clean_env()).stdout
+    assert "_sesscache_testing_cffi" not in installed, installed
+    assert "smoke: ok" in _smoke(python, dists["smoke"], tmp_path)
