@@ -10,6 +10,7 @@ Dependencies come from the package index pip is configured with, through pip's c
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -19,6 +20,28 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.packaging, pytest.mark.slow]
+
+
+def _other_cpythons() -> list:
+    """The oldest and newest other CPython (3.9 or newer) on this machine, to install the
+    one abi3 wheel into: on PATH as python3.N, or under pyenv's versions folder."""
+    import glob
+    import re
+
+    found = {}
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    candidates = [shutil.which(f"python3.{minor}") for minor in range(9, 20)]
+    candidates += sorted(glob.glob(os.path.join(pyenv, "versions", "3.*", "bin", "python3")))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys, ssl; print('%d.%d' % sys.version_info[:2], "
+                                "sys.implementation.name)"], capture_output=True, text=True)
+        match = re.fullmatch(r"3\.(\d+) cpython\n", probe.stdout)
+        if probe.returncode == 0 and match and int(match[1]) >= 9 and int(match[1]) != sys.version_info[1]:
+            found.setdefault(int(match[1]), candidate)
+    return [found[minor] for minor in sorted({min(found), max(found)})] if found else []
+
+
+INTERPRETERS = [sys.executable] + _other_cpythons()
 
 
 def _run(cmd, *, cwd=None, env=None, timeout=600):
@@ -56,8 +79,11 @@ def dists(tmp_path_factory):
     return {"sdist": sdists[0], "wheel": wheel, "smoke": clone / "ci" / "smoke_test.py"}
 
 
-def _fresh_venv(path: Path) -> Path:
-    venv.EnvBuilder(with_pip=True, clear=True).create(path)
+def _fresh_venv(path: Path, python: str = sys.executable) -> Path:
+    if python == sys.executable:
+        venv.EnvBuilder(with_pip=True, clear=True).create(path)
+    else:
+        _run([python, "-m", "venv", "--clear", path], env=_clean_env())
     return path / "bin" / "python"
 
 
@@ -75,8 +101,11 @@ def test_the_wheel_is_one_abi3_wheel_with_no_openssl_inside(dists):
     assert result.returncode == 0, result.stderr
 
 
-def test_the_wheel_installs_without_a_compiler_and_works(dists, tmp_path):
-    python = _fresh_venv(tmp_path / "venv")
+@pytest.mark.parametrize("interpreter", INTERPRETERS, ids=lambda p: "this-python" if p == sys.executable else p)
+def test_the_wheel_installs_without_a_compiler_and_works(dists, tmp_path, interpreter):
+    """The one cp39-abi3 wheel, on this Python and on the oldest and newest other CPython
+    found here (3.9 and 3.13 on the development machines)."""
+    python = _fresh_venv(tmp_path / "venv", interpreter)
     # No compiler anywhere and only a binary sesscache: pip must not try to build it.
     env = _clean_env(CC="/bin/false", CXX="/bin/false", LDSHARED="/bin/false")
     _run([python, "-m", "pip", "install", "-q", "--only-binary", "sesscache", dists["wheel"],
