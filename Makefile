@@ -60,4 +60,4 @@ $(STAMP): $(C_SOURCES) | system-packages
 	touch $@
 
 clean:
-	rm -rf build dist src/*.egg-info src/sesscache/_sesscache_cffi*.so src/sesscache/_sesscache_cffi.c
+	rm -rf build dist src/*.egg-info src/sesscache/_sesscache_*cffi*.so src/sesscache/_sesscache_*cffi.c
