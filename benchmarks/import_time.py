@@ -11,6 +11,7 @@ reported (the least disturbed one). The README's install table comes from this.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 
 CODE = ("import time; t0 = time.perf_counter(); import sesscache; t1 = time.perf_counter(); "
@@ -22,9 +23,11 @@ def main() -> None:
     parser.add_argument("pythons", nargs="+", help="interpreters with sesscache installed")
     parser.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
+    args.pythons = [os.path.abspath(python) for python in args.pythons]
     best = {python: [float("inf"), float("inf")] for python in args.pythons}
     for _ in range(args.runs):
         for python in args.pythons:
+            # From / so neither a checkout nor the current folder shadows the install.
             out = subprocess.run([python, "-c", CODE], capture_output=True, text=True, check=True,
                                  cwd="/").stdout
             imported, resolved = map(float, out.split())
