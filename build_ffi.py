@@ -1,11 +1,19 @@
-"""Build sesscache's cffi extension (out-of-line, API mode) against OpenSSL's headers.
+"""Build sesscache's cffi extensions (out-of-line, API mode) against OpenSSL's headers.
 
-``pip install .`` runs this through setuptools' ``cffi_modules``. It compiles against the
-system OpenSSL (``libssl-dev`` on Debian/Ubuntu, ``openssl-devel`` on Fedora/RHEL), or
-against another one with ``OPENSSL_DIR=/prefix`` (``/prefix/include`` and ``/prefix/lib``;
-the module gets an rpath so it loads that library at run time).
+``pip install .`` runs this through setuptools' ``cffi_modules``. Two modules:
 
-The C declarations live in ``_cffi_src/`` (one module per C area, composed here).
+* ``sesscache._sesscache_cffi``, the core: compiled against OpenSSL's headers (types and
+  constants) but linked to no libssl. Every OpenSSL function it calls goes through a
+  per-copy function table filled at run time, so one abi3 binary serves the stdlib's
+  libssl, cryptography's bundled one and any other, and a wheel carries no OpenSSL.
+* ``sesscache._sesscache_testing_cffi`` (``testing_ffibuilder``), the minimal TLS
+  endpoints of ``sesscache.testing``: it *links* libssl, the system's or
+  ``OPENSSL_DIR``'s (``/prefix/include`` and ``/prefix/lib``, with an rpath so it loads
+  that library at run time). Built only when ``SESSCACHE_BUILD_TESTING=1`` (see setup.py).
+
+Headers come from the system (``libssl-dev`` on Debian/Ubuntu, ``openssl-devel`` on
+Fedora/RHEL) or from ``OPENSSL_DIR``. The C declarations live in ``_cffi_src/`` (one
+module per C area, composed here).
 """
 from __future__ import annotations
 
@@ -19,22 +27,9 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _cffi_src import MODULES  # noqa: E402
+from _cffi_src import MODULES, TESTING_MODULES  # noqa: E402
 from _cffi_src import libssl_api  # noqa: E402
 import importlib  # noqa: E402
-
-# When a function of the table exists in the headers we compile against. Functions not
-# listed are in every supported OpenSSL (1.1.1 to 4.0). This is the one place where
-# OpenSSL version differences are spelled out; everything else asks the table.
-FEATURE_GUARDS = {
-    "SSL_SESSION_get_time_ex": "OPENSSL_VERSION_NUMBER >= 0x30300000L",
-    "SSL_SESSION_set_time_ex": "OPENSSL_VERSION_NUMBER >= 0x30300000L",
-    "SSL_CTX_flush_sessions_ex": "OPENSSL_VERSION_NUMBER >= 0x30400000L",
-    "SSL_SESSION_get_time": "!defined(OPENSSL_NO_DEPRECATED_3_4)",
-    "SSL_SESSION_set_time": "!defined(OPENSSL_NO_DEPRECATED_3_4)",
-    "SSL_CTX_flush_sessions": "!defined(OPENSSL_NO_DEPRECATED_3_4)",
-}
-
 
 def _api_struct() -> str:
     fields = []
@@ -43,21 +38,38 @@ def _api_struct() -> str:
     return "typedef struct {\n" + "\n".join(fields) + "\n} sc_api;\n"
 
 
-def _fill_linked() -> str:
-    lines = ["int sc_fill_linked(int slot)", "{", "    sc_api *a = sc_api_slot(slot);",
-             "    if (a == NULL) return 0;"]
-    for _ret, name, _args, _required in libssl_api.API:
-        assign = f"    a->{name} = (__typeof__(a->{name})){name};"
-        guard = FEATURE_GUARDS.get(name)
-        if guard:
-            lines += [f"#if {guard}", assign, "#else", f"    a->{name} = NULL;", "#endif"]
-        else:
-            lines.append(assign)
-    lines += ["    return 1;", "}"]
-    return "\n".join(lines) + "\n"
+def _api_requirements() -> str:
+    """C for the table's ``required`` column: the one list of what every copy must have.
+
+    ``_instances`` reads it back (``sc_api_required``) to decide which missing functions
+    refuse a copy, and checks a filled slot with ``sc_api_first_missing``.
+    """
+    flags = ", ".join("1" if required else "0" for *_, required in libssl_api.API)
+    return f"""
+static const unsigned char sc_api_required_flags[] = {{{flags}}};
+#define SC_API_FIELDS ((int)sizeof(sc_api_required_flags))
+
+int sc_api_required(int field)
+{{
+    return field >= 0 && field < SC_API_FIELDS ? sc_api_required_flags[field] : -1;
+}}
+
+int sc_api_first_missing(int slot)
+{{
+    void **fields = (void **)sc_api_slot(slot);
+    int i;
+    if (fields == NULL)
+        return 0;
+    for (i = 0; i < SC_API_FIELDS; i++)
+        if (sc_api_required_flags[i] && fields[i] == NULL)
+            return i;
+    return -1;
+}}
+"""
 
 
-def _openssl_paths() -> tuple[list[str], list[str], list[str]]:
+def _openssl_paths(*, libraries: bool) -> tuple[list[str], list[str], list[str]]:
+    """Include dirs, library dirs and rpath; the core asks for headers only."""
     prefix = os.environ.get("OPENSSL_DIR")
     if not prefix:
         include_dirs: list[str] = []
@@ -77,13 +89,20 @@ def _openssl_paths() -> tuple[list[str], list[str], list[str]]:
         sys.exit(f"sesscache: OPENSSL_DIR={prefix} has no include/openssl/ssl.h; "
                  "it must be an OpenSSL prefix with include/ and lib/ (or lib64/).")
     libdirs = [str(d) for d in (root / "lib", root / "lib64") if d.is_dir()]
+    if not libraries:
+        return [str(include)], [], []
     if not libdirs:
         sys.exit(f"sesscache: OPENSSL_DIR={prefix} has no lib/ or lib64/ directory.")
     return [str(include)], libdirs, libdirs
 
 
-def _compose() -> FFI:
-    modules = [importlib.import_module(f"_cffi_src.{name}") for name in MODULES]
+def _modules(names: list[str]) -> list:
+    return [importlib.import_module(f"_cffi_src.{name}") for name in names]
+
+
+def _compose_core() -> FFI:
+    """The core module: OpenSSL's headers, no OpenSSL library."""
+    modules = _modules(MODULES)
     ffi = FFI()
     cdef = []
     for module in modules:
@@ -91,27 +110,57 @@ def _compose() -> FFI:
         if module is libssl_api:
             cdef.append(_api_struct())
     cdef += [module.FUNCTIONS for module in modules]
-    cdef.append("int sc_fill_linked(int);")
     ffi.cdef("\n".join(cdef))
 
     source = [module.INCLUDES for module in modules]
     source.append(_api_struct())
     source += [module.CUSTOMIZATIONS for module in modules]
-    source.append(_fill_linked())
-    include_dirs, library_dirs, rpath = _openssl_paths()
+    source.append(_api_requirements())
+    include_dirs, _library_dirs, _rpath = _openssl_paths(libraries=False)
     ffi.set_source(
         "sesscache._sesscache_cffi",
         "\n".join(source),
-        libraries=["ssl", "crypto", "dl"],
+        # No libssl, no libcrypto (and no libdl: the dynamic linker is asked through ctypes,
+        # see sesscache._dynlink). `ldd` of the module shows libc alone.
+        libraries=[],
         include_dirs=include_dirs,
-        library_dirs=library_dirs,
-        runtime_library_dirs=rpath,
         extra_compile_args=["-Wno-deprecated-declarations"],
+        py_limited_api=True,
     )
     return ffi
 
 
-ffibuilder = _compose()
+def _compose_testing() -> FFI:
+    """The test endpoints' module, linked to the libssl under test.
+
+    An FFI of its own (the core's types are not shared): ``sesscache.testing`` hands its
+    pointers to the core by address, as it would any other copy's.
+    """
+    modules = _modules(TESTING_MODULES)
+    ffi = FFI()
+    ffi.cdef("\n".join([libssl_api.TYPES] + [m.TYPES for m in modules] + [m.FUNCTIONS for m in modules]))
+    include_dirs, library_dirs, rpath = _openssl_paths(libraries=True)
+    ffi.set_source(
+        "sesscache._sesscache_testing_cffi",
+        "\n".join([libssl_api.INCLUDES] + [m.INCLUDES for m in modules] + [m.CUSTOMIZATIONS for m in modules]),
+        libraries=["ssl", "crypto"],
+        include_dirs=include_dirs,
+        library_dirs=library_dirs,
+        runtime_library_dirs=rpath,
+        extra_compile_args=["-Wno-deprecated-declarations"],
+        py_limited_api=True,
+    )
+    return ffi
+
+
+ffibuilder = _compose_core()
+
+
+def testing_ffibuilder() -> FFI:
+    """Composed only when asked for (cffi calls it): it alone needs OpenSSL's libraries."""
+    return _compose_testing()
+
 
 if __name__ == "__main__":
-    ffibuilder.compile(tmpdir=str(HERE / "build" / "cffi"), verbose=True)
+    for builder in (ffibuilder, testing_ffibuilder()):
+        builder.compile(tmpdir=str(HERE / "build" / "cffi"), verbose=True)

@@ -3,6 +3,8 @@
 Each module has the four parts pyca/cryptography's ``_cffi_src`` uses: ``INCLUDES`` (C
 ``#include`` lines), ``TYPES`` (cdef types and constants), ``FUNCTIONS`` (cdef
 prototypes) and ``CUSTOMIZATIONS`` (C code compiled into the module). ``build_ffi.py``
-composes them in the order of ``MODULES``.
+composes them in the order of ``MODULES`` into the core module (which links no libssl),
+and ``TESTING_MODULES`` into the separately built, linked test module.
 """
-MODULES = ["libssl_api", "trampolines", "memory_store", "fast_path", "testing_api", "clienthello"]
+MODULES = ["libssl_api", "trampolines", "memory_store", "fast_path", "clienthello"]
+TESTING_MODULES = ["testing_api"]

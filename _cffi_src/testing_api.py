@@ -1,8 +1,13 @@
-"""Just enough of the linked libssl to run real handshakes without a Python TLS stack.
+"""Just enough of a linked libssl to run real handshakes without a Python TLS stack.
 
 Used by ``sesscache.testing`` so the test suite can exercise the callbacks, reference
 counts and serialization on an OpenSSL that neither pyOpenSSL nor the stdlib runs on
-(the 1.1.1 row of the version matrix). Called directly: these are the linked copy only.
+(the 1.1.1 row of the version matrix). These functions are called directly, so they are
+compiled into a module of their own, ``sesscache._sesscache_testing_cffi``, which links
+libssl (the system's, or ``OPENSSL_DIR``'s with an rpath). It is built only on request
+(``SESSCACHE_BUILD_TESTING=1``: the Makefile and the matrix set it) and never goes into
+the wheel, whose core module links no OpenSSL. The core reaches that libssl the way it
+reaches the stdlib's: through the dynamic linker, from this module's own lookup scope.
 """
 
 INCLUDES = ""
@@ -20,8 +25,6 @@ static const int SSL_ERROR_SYSCALL;
 static const int SSL_VERIFY_NONE;
 static const int SSL_VERIFY_PEER;
 static const int SSL_FILETYPE_PEM;
-static const int SSL_CTRL_SET_MIN_PROTO_VERSION;
-static const int SSL_CTRL_SET_MAX_PROTO_VERSION;
 static const int SSL_CTRL_SET_TLSEXT_HOSTNAME;
 static const int SSL_SENT_SHUTDOWN;
 static const int SSL_RECEIVED_SHUTDOWN;

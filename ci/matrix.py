@@ -259,7 +259,9 @@ def text(info):
             return str(getattr(info, key))
     return str(info)
 
-out = {"linked": text(sesscache.libssl_info())}
+# The row's own OpenSSL is the one sesscache.testing's module links; the core links none.
+from sesscache import testing
+out = {"linked": text(testing.linked_instance()), "stdlib": text(sesscache.libssl_info())}
 try:
     from OpenSSL import SSL
     out["bundled"] = text(sesscache.libssl_info(SSL.Context(SSL.TLS_METHOD)))
@@ -361,6 +363,9 @@ class RowRunner:
         env = self.venv_env(venv)
         if prefix:
             env["OPENSSL_DIR"] = str(prefix)
+        # The linked test module: what puts the row's OpenSSL in the process (the core
+        # module links none; it finds that libssl in the test module's lookup scope).
+        env["SESSCACHE_BUILD_TESTING"] = "1"
         pip = [venv / "bin" / "python", "-m", "pip", "--disable-pip-version-check"]
         want_src = f"{self.src_hash} {prefix or 'system'}"
         if self.row.name == "bundled-latest" and deps_stamp.exists():

@@ -84,7 +84,10 @@ def sessions_do_not_leak_per_module():
 def pytest_report_header(config):
     try:
         import sesscache
-        lines = [f"sesscache linked libssl: {sesscache.libssl_info().describe()}",
+        from sesscache import testing
+
+        lines = [f"sesscache stdlib libssl: {sesscache.libssl_info().describe()}",
+                 f"sesscache.testing linked libssl: {testing.linked_instance().describe()}",
                  f"matrix focus: {os.environ.get('SESSCACHE_MATRIX_FOCUS', 'all')}"]
         try:
             from OpenSSL import SSL
@@ -99,8 +102,8 @@ def pytest_report_header(config):
 # --- the version matrix ---------------------------------------------------------------
 # Each row of ci/matrix.py is there for one copy of libssl: the "system" row runs
 # everything; a "bundled" row (a cryptography wheel's OpenSSL) needs only what runs on
-# pyOpenSSL, and a "linked" row (sesscache built against another OpenSSL) only what runs
-# on sesscache's own linked libssl. The rest is the same code on the same OpenSSL as the
+# pyOpenSSL, and a "linked" row (sesscache.testing's module linked to another OpenSSL)
+# only what runs on that linked libssl. The rest is the same code on the same OpenSSL as the
 # system row, so it is deselected there (reported by pytest as deselected, not skipped).
 _FOCUS_MODULES = {
     "bundled": ("tests/binding/test_instances.py", "tests/binding/test_elf.py",
@@ -111,6 +114,13 @@ _FOCUS_WORD = {"bundled": "pyopenssl", "linked": "linked"}
 
 
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get("SESSCACHE_MATRIX_ROW"):
+        # Packaging is not a matter of which OpenSSL runs: the suite's own run (make test)
+        # covers it, from a git checkout, which a row's snapshot is not.
+        packaging = [item for item in items if item.nodeid.startswith("tests/packaging/")]
+        if packaging:
+            config.hook.pytest_deselected(items=packaging)
+            items[:] = [item for item in items if item not in packaging]
     focus = os.environ.get("SESSCACHE_MATRIX_FOCUS", "all")
     if focus not in _FOCUS_WORD:
         return

@@ -64,17 +64,19 @@ def __getattr__(name: str) -> Any:
 
 
 def libssl_info(context: Any = None) -> LibsslInstance:
-    """The copy of libssl sesscache uses for ``context`` (its own linked one by default).
+    """The copy of libssl sesscache uses for ``context`` (by default, the stdlib ``ssl``
+    module's: sesscache links no OpenSSL of its own).
 
     The result says where the library lives, its version string as OpenSSL reports it,
-    whether it is the linked, a bundled (cryptography wheel) or another dynamic copy, and
-    which checks verified its function table.
+    whether it is a shared library found through the dynamic linker ("dynamic") or the
+    copy a cryptography wheel bundles ("bundled"), and which checks verified its
+    function table.
     """
     from ._contexts import bind_context
-    from ._instances import linked_instance
+    from ._instances import stdlib_instance
 
     if context is None:
-        return linked_instance()
+        return stdlib_instance()
     return bind_context(context).instance
 
 

@@ -6,7 +6,8 @@
   the object header of ``_ssl._SSLContext``. That layout is checked, the pointer is
   checked to be readable, and the context's options and verify mode, read through the
   pointer, must equal what Python reports, before the pointer is used.
-* ``sesscache.testing`` contexts, made by sesscache itself on the linked libssl.
+* ``sesscache.testing`` contexts, made by sesscache's separately built test module on
+  the libssl it links.
 
 Anything else raises :class:`UnsupportedContext` saying what is supported.
 """
@@ -90,7 +91,7 @@ def _bind_stdlib(context: ssl.SSLContext) -> BoundContext:
     base = _ssl._SSLContext
     if base.__basicsize__ < _HEADER + ffi.sizeof("void *"):
         raise UnsupportedContext("this CPython's _ssl._SSLContext layout is not the one sesscache knows")
-    instance = _instances.instance_for_library_handle(_ssl.__file__)
+    instance = _instances.stdlib_instance()
     slot = ffi.cast("void **", id(context) + _HEADER)
     candidate = slot[0]
     if candidate == ffi.NULL or address(candidate) % 8 or not lib.sc_memory_readable(candidate, 64):

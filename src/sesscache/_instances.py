@@ -2,20 +2,21 @@
 
 A process can hold several copies of OpenSSL at once:
 
-* the **linked** one: the libssl this module was compiled and linked against (the
-  system library, or ``OPENSSL_DIR``'s). Slot 0.
+* a **dynamic** one: a shared libssl some extension links. The stdlib ``_ssl`` module's
+  is the usual one (``stdlib_instance()``); ``sesscache.testing``'s linked module is
+  another. Its addresses come from the dynamic linker (``dlsym`` in the lookup scope of
+  the extension that links it), which is authoritative.
 * a **bundled** one: ``cryptography`` wheels link their own OpenSSL statically into
   their extension (``_rust.abi3.so``; ``_openssl.abi3.so`` in older wheels). Its cffi
   ``lib`` does not export the session-callback setters, so their addresses come from the
   file's ELF symbol table, and are only used once verified against the running image.
-* a **dynamic** one: another shared libssl loaded by some extension (for example the
-  stdlib ``_ssl`` when sesscache was built against a different OpenSSL). Its addresses
-  come from the dynamic linker (``dlsym``), which is authoritative.
 
-The copies share function names but not memory: a session or context from one passed
-to another's functions corrupts memory. So each copy gets a *slot*: its own function
-table in C and its own trampolines, and a pointer is only ever used with the slot of
-the copy that made it. Anything that cannot be verified is refused, never guessed.
+sesscache's compiled module links no libssl of its own: every copy it hooks is one
+already in the process, found at run time. The copies share function names but not
+memory: a session or context from one passed to another's functions corrupts memory. So
+each copy gets a *slot*: its own function table in C and its own trampolines, and a
+pointer is only ever used with the slot of the copy that made it. Anything that cannot be
+verified is refused, never guessed.
 """
 from __future__ import annotations
 
@@ -25,17 +26,15 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
-from . import _elf
+from . import _dynlink, _elf
 from ._binding import MAX_INSTANCES, address, ffi, lib
 from .errors import BindingError, UnsupportedContext
 
-# Fields of the C function table, in order, with whether each is required.
+# Fields of the C function table, in order, and the ones every copy must have: both read
+# back from the compiled module, which build_ffi.py made from _cffi_src/libssl_api.API
+# (the one list of the functions and of their `required` column).
 _API_FIELDS = [name for name, _ in ffi.typeof("sc_api").fields]
-_OPTIONAL = {
-    "SSL_CTX_flush_sessions", "SSL_CTX_flush_sessions_ex", "SSL_SESSION_get_time",
-    "SSL_SESSION_get_time_ex", "SSL_SESSION_set_time", "SSL_SESSION_set_time_ex",
-    "SSL_client_hello_get0_ext",
-}
+_REQUIRED = frozenset(name for index, name in enumerate(_API_FIELDS) if lib.sc_api_required(index) == 1)
 # Functions cryptography's cffi lib exports that the table also holds: their cffi
 # wrappers ``_cffi_d_<name>`` tie the symbol table to the running image.
 _WRAPPER_CHECKS = (
@@ -50,7 +49,7 @@ class LibsslInstance:
     """One copy of libssl in this process, with a verified function table."""
 
     slot: int
-    origin: str  #: "linked", "bundled" or "dynamic"
+    origin: str  #: "dynamic" (a shared libssl, via the dynamic linker) or "bundled"
     path: str  #: the file that holds this copy
     version: str  #: OpenSSL_version(OPENSSL_VERSION), e.g. "OpenSSL 3.0.19 27 Jan 2026"
     version_number: int  #: OpenSSL_version_num()
@@ -70,10 +69,7 @@ _slots: Dict[int, LibsslInstance] = {}
 
 
 def _dladdr(pointer) -> Tuple[str, int]:
-    info = ffi.new("Dl_info *")
-    if not lib.dladdr(ffi.cast("void *", pointer), info) or info.dli_fname == ffi.NULL:
-        raise BindingError(f"the dynamic linker does not know the address {address(pointer):#x}")
-    return os.path.realpath(ffi.string(info.dli_fname).decode()), address(info.dli_fbase)
+    return _dynlink.file_of(address(pointer))
 
 
 def _version_of(slot: int) -> Tuple[str, int]:
@@ -83,8 +79,6 @@ def _version_of(slot: int) -> Tuple[str, int]:
 
 def _register(key: Tuple[str, int], origin: str, path: str, fill: Callable[[int], Tuple[str, ...]]) -> LibsslInstance:
     with _lock:
-        if origin != "linked":
-            linked_instance()  # slot 0 belongs to the linked copy, whoever comes first
         if key in _by_key:
             return _by_key[key]
         slot = len(_slots)
@@ -93,8 +87,12 @@ def _register(key: Tuple[str, int], origin: str, path: str, fill: Callable[[int]
                 f"more than {MAX_INSTANCES} copies of libssl are loaded in this process; "
                 "sesscache has trampolines for that many. Load fewer TLS libraries.")
         checks = fill(slot)
+        missing = lib.sc_api_first_missing(slot)
+        if missing >= 0:  # _fill_from refuses first; this is the C side reading the same list
+            _wipe(slot)
+            raise BindingError(f"the libssl at {path} left the required {_API_FIELDS[missing]} unresolved")
         if not lib.sc_register_ex_indices(slot):
-            ffi.memmove(lib.sc_api_slot(slot), b"\0" * ffi.sizeof("sc_api"), ffi.sizeof("sc_api"))
+            _wipe(slot)
             raise BindingError(f"could not register ex_data indices in the libssl at {path}")
         version, number = _version_of(slot)
         instance = LibsslInstance(slot, origin, path, version, number, checks)
@@ -103,55 +101,54 @@ def _register(key: Tuple[str, int], origin: str, path: str, fill: Callable[[int]
         return instance
 
 
+def _wipe(slot: int) -> None:
+    ffi.memmove(lib.sc_api_slot(slot), b"\0" * ffi.sizeof("sc_api"), ffi.sizeof("sc_api"))
+
+
 def instance_in_slot(slot: int) -> LibsslInstance:
     return _slots[slot]
 
 
-def linked_instance() -> LibsslInstance:
-    """The libssl sesscache's own module is linked against: always slot 0."""
-    with _lock:
-        if 0 not in _slots:
-            # Fill the table first, then ask the dynamic linker where its functions live.
-            lib.sc_fill_linked(0)
-            path, base = _dladdr(lib.sc_api_slot(0).SSL_CTX_ctrl)
-            _register((path, base), "linked", path, lambda slot: ("linked at build time",))
-        return _slots[0]
+_stdlib: Optional[LibsslInstance] = None
 
 
-def _linked_address(name: str) -> int:
-    return address(getattr(linked_instance().api, name))
+def stdlib_instance() -> LibsslInstance:
+    """The libssl the stdlib ``ssl`` module runs on: what ``_ssl`` resolves, asked of the
+    dynamic linker in ``_ssl``'s own lookup scope (the main program when ``_ssl`` is built
+    into the interpreter)."""
+    global _stdlib
+    if _stdlib is None:
+        import _ssl
+
+        _stdlib = instance_for_library_handle(getattr(_ssl, "__file__", None))
+    return _stdlib
 
 
-def instance_for_library_handle(path: str) -> LibsslInstance:
+def instance_for_library_handle(path: Optional[str]) -> LibsslInstance:
     """The libssl copy an already loaded shared object (``path``) calls into.
 
     Asks the dynamic linker which ``SSL_CTX_ctrl`` the object resolves, in its own
-    lookup scope: that is the copy its pointers belong to.
+    lookup scope: that is the copy its pointers belong to. ``None`` is the main program.
     """
-    handle = lib.dlopen(path.encode(), lib.RTLD_LAZY | lib.RTLD_NOLOAD)
-    if handle == ffi.NULL:
-        raise UnsupportedContext(f"{path} is not loaded in this process")
-    try:
-        ctrl = lib.dlsym(handle, b"SSL_CTX_ctrl")
-        if ctrl == ffi.NULL:
+    where = path or "the Python executable"
+    with _dynlink.loaded(path) as handle:
+        if handle is None:
+            raise UnsupportedContext(f"{where} is not loaded in this process")
+        ctrl = _dynlink.symbol(handle, "SSL_CTX_ctrl")
+        if not ctrl:
             raise UnsupportedContext(
-                f"{path} does not resolve OpenSSL's SSL_CTX_ctrl through the dynamic linker: it "
+                f"{where} does not resolve OpenSSL's SSL_CTX_ctrl through the dynamic linker: it "
                 "carries its own, private OpenSSL (a statically linked build, as in "
                 "python-build-standalone or uv-managed Pythons). sesscache cannot reach that "
                 "copy safely. Use a Python linked to the system OpenSSL (a distribution's "
                 "python3, or pyenv built against libssl-dev), or pyOpenSSL contexts.")
-        if address(ctrl) == _linked_address("SSL_CTX_ctrl"):
-            return linked_instance()
-        lib_path, base = _dladdr(ctrl)
+        lib_path, base = _dynlink.file_of(ctrl)
 
         def fill(slot: int) -> Tuple[str, ...]:
-            _fill_from(slot, lambda name: address(lib.dlsym(handle, name.encode())) or None, lib_path)
+            _fill_from(slot, lambda name: _dynlink.symbol(handle, name) or None, lib_path)
             return ("resolved by the dynamic linker (dlsym)",)
 
         return _register((lib_path, base), "dynamic", lib_path, fill)
-    finally:
-        # RTLD_NOLOAD took a reference on an already loaded object: give it back.
-        lib.dlclose(handle)
 
 
 def _fill_from(slot: int, resolve: Callable[[str], Optional[int]], where: str) -> None:
@@ -161,7 +158,7 @@ def _fill_from(slot: int, resolve: Callable[[str], Optional[int]], where: str) -
     for name in _API_FIELDS:
         addr = resolve(name)
         if not addr:
-            if name not in _OPTIONAL:
+            if name in _REQUIRED:
                 missing.append(name)
             continue
         resolved[name] = addr
@@ -287,7 +284,7 @@ def _fill_bundled(slot, symbols, path, base, cffi_ffi, cffi_lib) -> Tuple[str, .
         refuse(str(exc))
     api = lib.sc_api_slot(slot)
     if int(api.OpenSSL_version_num()) != int(cffi_lib.OpenSSL_version_num()):
-        ffi.memmove(api, b"\0" * ffi.sizeof("sc_api"), ffi.sizeof("sc_api"))
+        _wipe(slot)
         refuse("OpenSSL_version_num called through the resolved table disagrees with cryptography's")
     return (f"{wrappers} cffi wrappers at their symbol-table addresses",
             f"{jumps} wrappers jump to the named functions ({symbols.machine})",

@@ -1,10 +1,16 @@
-"""Minimal TLS endpoints on sesscache's own linked libssl, for tests and the matrix.
+"""Minimal TLS endpoints on a libssl of their own, for tests and the OpenSSL matrix.
 
 Not a TLS library: just enough to run real handshakes over memory BIOs on an OpenSSL
 that no Python TLS stack in the process uses (for example Debian's 1.1.1w in the
 version matrix), so the callbacks, reference counts and DER round trips are exercised
 on that very library. Contexts made here work with every sesscache API that takes a
 context.
+
+The endpoints call libssl directly, so they live in a separately built module that
+links it (``sesscache._sesscache_testing_cffi``, built with ``SESSCACHE_BUILD_TESTING=1``;
+never in the wheel). sesscache's core reaches that libssl as it reaches any other shared
+copy: the dynamic linker resolves the table in the test module's lookup scope, so what
+the matrix's linked rows test is the same run-time resolution users get.
 """
 from __future__ import annotations
 
@@ -14,8 +20,18 @@ from typing import Optional, Tuple
 from . import _instances
 from ._binding import address, ffi, lib
 from ._contexts import BoundContext
-from .errors import SesscacheError
+from .errors import BindingError, SesscacheError
 from .session import Session
+
+try:
+    from . import _sesscache_testing_cffi
+except ImportError as exc:  # pragma: no cover - depends on how sesscache was built
+    raise BindingError(
+        f"sesscache.testing needs its linked test module, which this install lacks ({exc}). "
+        "It is built for development only: SESSCACHE_BUILD_TESTING=1 pip install -e . "
+        "(make .venv/.sesscache-installed does this); wheels never carry it.") from exc
+
+tffi, tlib = _sesscache_testing_cffi.ffi, _sesscache_testing_cffi.lib
 
 TLS1_2 = lib.TLS1_2_VERSION
 TLS1_3 = lib.TLS1_3_VERSION
@@ -25,15 +41,31 @@ class TLSError(SesscacheError):
     pass
 
 
+_linked: Optional[_instances.LibsslInstance] = None
+
+
+def linked_instance() -> _instances.LibsslInstance:
+    """The libssl the test module links (the system's, or the matrix row's OPENSSL_DIR)."""
+    global _linked
+    if _linked is None:
+        _linked = _instances.instance_for_library_handle(_sesscache_testing_cffi.__file__)
+    return _linked
+
+
+def _core(ctype: str, pointer):
+    """A test-module pointer as the core's cdata (two FFIs: handed over by address)."""
+    return ffi.cast(ctype, address(pointer))
+
+
 def _error_text() -> str:
-    code = lib.ERR_get_error()
+    code = tlib.ERR_get_error()
     if not code:
         return "no OpenSSL error"
-    buf = ffi.new("char[256]")
-    lib.ERR_error_string_n(code, buf, 256)
-    while lib.ERR_get_error():
+    buf = tffi.new("char[256]")
+    tlib.ERR_error_string_n(code, buf, 256)
+    while tlib.ERR_get_error():
         pass
-    return ffi.string(buf).decode()
+    return tffi.string(buf).decode()
 
 
 class TestContext:
@@ -46,40 +78,42 @@ class TestContext:
                  session_id_context: Optional[bytes] = b"sesscache-testing",
                  cache_mode: Optional[int] = None, num_tickets: Optional[int] = None,
                  timeout: Optional[int] = None) -> None:
-        instance = _instances.linked_instance()
+        instance = linked_instance()
         api = instance.api
-        method = lib.TLS_server_method() if server else lib.TLS_client_method()
-        ctx = lib.SSL_CTX_new(method)
-        if ctx == ffi.NULL:
+        method = tlib.TLS_server_method() if server else tlib.TLS_client_method()
+        ctx = tlib.SSL_CTX_new(method)
+        if ctx == tffi.NULL:
             raise TLSError(_error_text())
-        self._ctx = ffi.gc(ctx, lib.SSL_CTX_free)
+        self._ctx = tffi.gc(ctx, tlib.SSL_CTX_free)
         self.server = server
         if certfile:
-            if lib.SSL_CTX_use_certificate_chain_file(ctx, os.fsencode(certfile)) != 1 or \
-                    lib.SSL_CTX_use_PrivateKey_file(ctx, os.fsencode(certfile), lib.SSL_FILETYPE_PEM) != 1:
+            if tlib.SSL_CTX_use_certificate_chain_file(ctx, os.fsencode(certfile)) != 1 or \
+                    tlib.SSL_CTX_use_PrivateKey_file(ctx, os.fsencode(certfile), tlib.SSL_FILETYPE_PEM) != 1:
                 raise TLSError(f"cannot load {certfile}: {_error_text()}")
         if cafile:
-            if lib.SSL_CTX_load_verify_locations(ctx, os.fsencode(cafile), ffi.NULL) != 1:
+            if tlib.SSL_CTX_load_verify_locations(ctx, os.fsencode(cafile), tffi.NULL) != 1:
                 raise TLSError(f"cannot load {cafile}: {_error_text()}")
-            lib.SSL_CTX_set_verify(ctx, lib.SSL_VERIFY_PEER, ffi.NULL)
+            tlib.SSL_CTX_set_verify(ctx, tlib.SSL_VERIFY_PEER, tffi.NULL)
+        core_ctx = _core("SSL_CTX *", ctx)
         if version is not None:
-            api.SSL_CTX_ctrl(ctx, lib.SSL_CTRL_SET_MIN_PROTO_VERSION, version, ffi.NULL)
-            api.SSL_CTX_ctrl(ctx, lib.SSL_CTRL_SET_MAX_PROTO_VERSION, version, ffi.NULL)
+            api.SSL_CTX_ctrl(core_ctx, lib.SSL_CTRL_SET_MIN_PROTO_VERSION, version, ffi.NULL)
+            api.SSL_CTX_ctrl(core_ctx, lib.SSL_CTRL_SET_MAX_PROTO_VERSION, version, ffi.NULL)
         if not tickets:
-            lib.SSL_CTX_set_options(ctx, lib.SSL_OP_NO_TICKET)
+            tlib.SSL_CTX_set_options(ctx, lib.SSL_OP_NO_TICKET)
         if server and session_id_context is not None:
-            api.SSL_CTX_set_session_id_context(ctx, session_id_context, len(session_id_context))
+            api.SSL_CTX_set_session_id_context(core_ctx, session_id_context, len(session_id_context))
         if cache_mode is not None:
-            api.SSL_CTX_ctrl(ctx, lib.SSL_CTRL_SET_SESS_CACHE_MODE, cache_mode, ffi.NULL)
+            api.SSL_CTX_ctrl(core_ctx, lib.SSL_CTRL_SET_SESS_CACHE_MODE, cache_mode, ffi.NULL)
         if num_tickets is not None:
-            api.SSL_CTX_set_num_tickets(ctx, num_tickets)
+            api.SSL_CTX_set_num_tickets(core_ctx, num_tickets)
         if timeout is not None:
-            lib.SSL_CTX_set_timeout(ctx, timeout)
+            api.SSL_CTX_set_timeout(core_ctx, timeout)
         self._sesscache_bound = BoundContext(instance, address(ctx), "sesscache", self)
 
     @property
     def pointer(self):
-        return self._ctx
+        """The SSL_CTX as the core's cdata (what sesscache's function tables take)."""
+        return None if self._ctx is None else _core("SSL_CTX *", self._ctx)
 
     def connection(self) -> "TestConnection":
         return TestConnection(self)
@@ -88,7 +122,7 @@ class TestContext:
         """Free the SSL_CTX now (connections still hold references of their own)."""
         pointer, self._ctx = self._ctx, None
         if pointer is not None:
-            ffi.release(pointer)
+            tffi.release(pointer)
 
 
 class TestConnection:
@@ -97,90 +131,90 @@ class TestConnection:
     __test__ = False
 
     def __init__(self, context: TestContext) -> None:
-        ssl = lib.SSL_new(context.pointer)
-        if ssl == ffi.NULL:
+        ssl = tlib.SSL_new(context._ctx)
+        if ssl == tffi.NULL:
             raise TLSError(_error_text())
-        self._ssl = ffi.gc(ssl, lib.SSL_free)
+        self._ssl = tffi.gc(ssl, tlib.SSL_free)
         self.context = context
-        self._incoming = lib.BIO_new(lib.BIO_s_mem())
-        self._outgoing = lib.BIO_new(lib.BIO_s_mem())
-        lib.SSL_set_bio(ssl, self._incoming, self._outgoing)  # the SSL owns both BIOs now
+        self._incoming = tlib.BIO_new(tlib.BIO_s_mem())
+        self._outgoing = tlib.BIO_new(tlib.BIO_s_mem())
+        tlib.SSL_set_bio(ssl, self._incoming, self._outgoing)  # the SSL owns both BIOs now
         if context.server:
-            lib.SSL_set_accept_state(ssl)
+            tlib.SSL_set_accept_state(ssl)
         else:
-            lib.SSL_set_connect_state(ssl)
+            tlib.SSL_set_connect_state(ssl)
 
     def set_server_name(self, name: str) -> None:
-        lib.SSL_ctrl(self._ssl, lib.SSL_CTRL_SET_TLSEXT_HOSTNAME, lib.TLSEXT_NAMETYPE_host_name,
-                     ffi.new("char[]", name.encode()))
+        tlib.SSL_ctrl(self._ssl, tlib.SSL_CTRL_SET_TLSEXT_HOSTNAME, tlib.TLSEXT_NAMETYPE_host_name,
+                      tffi.new("char[]", name.encode()))
 
     def set_session(self, session: Session) -> None:
-        if session.libssl is not _instances.linked_instance():
+        if session.libssl is not linked_instance():
             raise TLSError("that session belongs to another copy of OpenSSL")
-        if lib.SSL_set_session(self._ssl, ffi.cast("SSL_SESSION *", session._ptr)) != 1:
+        if tlib.SSL_set_session(self._ssl, tffi.cast("SSL_SESSION *", address(session._ptr))) != 1:
             raise TLSError(_error_text())
 
     def get_session(self) -> Optional[Session]:
-        pointer = lib.SSL_get1_session(self._ssl)
-        if pointer == ffi.NULL:
+        pointer = tlib.SSL_get1_session(self._ssl)
+        if pointer == tffi.NULL:
             return None
-        return Session._adopt(_instances.linked_instance(), pointer)
+        return Session._adopt(linked_instance(), _core("SSL_SESSION *", pointer))
 
     @property
     def session_reused(self) -> bool:
-        return bool(_instances.linked_instance().api.SSL_session_reused(self._ssl))
+        return bool(linked_instance().api.SSL_session_reused(_core("SSL *", self._ssl)))
 
     @property
     def version(self) -> str:
-        return ffi.string(lib.SSL_get_version(self._ssl)).decode()
+        return tffi.string(tlib.SSL_get_version(self._ssl)).decode()
 
     def pending_output(self) -> bytes:
-        size = lib.BIO_ctrl_pending(self._outgoing)
+        size = tlib.BIO_ctrl_pending(self._outgoing)
         if not size:
             return b""
-        buf = ffi.new("char[]", size)
-        n = lib.BIO_read(self._outgoing, buf, size)
-        return ffi.unpack(buf, max(n, 0))
+        buf = tffi.new("char[]", size)
+        n = tlib.BIO_read(self._outgoing, buf, size)
+        return tffi.unpack(buf, max(n, 0))
 
     def feed(self, data: bytes) -> None:
         if data:
-            lib.BIO_write(self._incoming, data, len(data))
+            tlib.BIO_write(self._incoming, data, len(data))
 
     def step(self) -> bool:
         """Advance the handshake; True once it is complete."""
-        result = lib.SSL_do_handshake(self._ssl)
+        result = tlib.SSL_do_handshake(self._ssl)
         if result == 1:
             return True
-        error = lib.SSL_get_error(self._ssl, result)
-        if error in (lib.SSL_ERROR_WANT_READ, lib.SSL_ERROR_WANT_WRITE):
+        error = tlib.SSL_get_error(self._ssl, result)
+        if error in (tlib.SSL_ERROR_WANT_READ, tlib.SSL_ERROR_WANT_WRITE):
             return False
         raise TLSError(f"handshake failed: {_error_text()}")
 
     def read_pending(self) -> bytes:
         """Process whatever arrived (TLS 1.3 tickets included); return application data."""
-        buf = ffi.new("char[]", 16384)
+        buf = tffi.new("char[]", 16384)
         out = b""
         while True:
-            n = lib.SSL_read(self._ssl, buf, 16384)
+            n = tlib.SSL_read(self._ssl, buf, 16384)
             if n > 0:
-                out += ffi.unpack(buf, n)
+                out += tffi.unpack(buf, n)
                 continue
-            error = lib.SSL_get_error(self._ssl, n)
-            if error in (lib.SSL_ERROR_WANT_READ, lib.SSL_ERROR_ZERO_RETURN):
+            error = tlib.SSL_get_error(self._ssl, n)
+            if error in (tlib.SSL_ERROR_WANT_READ, tlib.SSL_ERROR_ZERO_RETURN):
                 return out
             raise TLSError(f"read failed: {_error_text()}")
 
     def write(self, data: bytes) -> None:
-        if lib.SSL_write(self._ssl, data, len(data)) != len(data):
+        if tlib.SSL_write(self._ssl, data, len(data)) != len(data):
             raise TLSError(f"write failed: {_error_text()}")
 
     def shutdown(self) -> None:
-        lib.SSL_shutdown(self._ssl)
+        tlib.SSL_shutdown(self._ssl)
 
     def free(self) -> None:
         pointer, self._ssl = self._ssl, None
         if pointer is not None:
-            ffi.release(pointer)
+            tffi.release(pointer)
 
 
 def handshake(server: TestContext, client: TestContext, session: Optional[Session] = None,
