@@ -195,6 +195,20 @@ def instance_for_cryptography() -> LibsslInstance:
     """The libssl copy behind ``cryptography``'s cffi ``lib`` (what pyOpenSSL uses)."""
     cffi_ffi, cffi_lib = _cryptography_binding()
     wrapper = address(cffi_ffi.addressof(cffi_lib, "SSL_CTX_get_options"))
+    known = _by_cryptography_wrapper.get(wrapper)
+    if known is not None:  # asked for every pyOpenSSL context: skip dladdr and realpath
+        return known
+    instance = _instance_for_cryptography(cffi_ffi, cffi_lib, wrapper)
+    _by_cryptography_wrapper[wrapper] = instance
+    return instance
+
+
+#: The copy behind cryptography's cffi lib, by the address of one of its wrappers (the
+#: same for the life of the process).
+_by_cryptography_wrapper: Dict[int, LibsslInstance] = {}
+
+
+def _instance_for_cryptography(cffi_ffi, cffi_lib, wrapper: int) -> LibsslInstance:
     path, base = _dladdr(wrapper)
     with _lock:
         if (path, base) in _by_key:
