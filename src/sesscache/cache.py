@@ -252,7 +252,7 @@ class SessionCache:
             attachment = self._attached.pop((bound.instance.slot, bound.ctx), None)
         if attachment is not None and attachment.fast is not None:
             lib.sc_fast_disable(bound.instance.slot, bound.pointer, attachment.fast)
-        _callbacks._install(context, new=None, get=None, remove=None)
+        _callbacks._install(context, owner=self, new=None, get=None, remove=None)
         set_session_cache_mode(context, SESS_CACHE_SERVER)
 
     def session_id_context(self, context: Any) -> Optional[bytes]:

@@ -191,6 +191,24 @@ def _check_mutable(bound: BoundContext) -> None:
             "first Connection.")
 
 
+def _check_not_owned(hooks: Optional[_Hooks], handlers: Dict[str, Any]) -> None:
+    """Refuse a raw callback (or its removal) on hooks a SessionCache owns.
+
+    The cache answers from its C fast path before any Python handler runs, so a raw
+    callback set beside it would be accepted and never called; and clearing one of its
+    hooks would leave the cache counting nothing. Its owner hands the hooks back
+    (``detach``); until then they are the cache's.
+    """
+    if hooks is None or hooks.owner is None:
+        return
+    names = ", ".join(f"{name}-session" for name in _HOOK_NAMES if name in handlers)
+    raise ConfigurationError(
+        f"this context is served by a {type(hooks.owner).__name__}, which owns its session "
+        f"callbacks; a raw {names} callback set here would never run. Call "
+        "cache.detach(context) first to use raw callbacks, or read cache.stats for what the "
+        "cache does.")
+
+
 def _install(context: Any, owner: Any = None, **handlers) -> _Hooks:
     """Set (or, with None, clear) handlers on a context; the low-level entry point.
 
@@ -199,9 +217,11 @@ def _install(context: Any, owner: Any = None, **handlers) -> _Hooks:
     new ``SSL_SESSION *`` reference or NULL, and ``(hooks, session_ptr)``.
     """
     bound = bind_context(context)
-    _check_mutable(bound)
     slot = bound.instance.slot
     key = (slot, bound.ctx)
+    if owner is None:
+        _check_not_owned(_lookup(slot, bound.ctx), handlers)
+    _check_mutable(bound)
     with _registry_lock:
         states = ffi.new("int[3]")
         lib.sc_hooks_of(slot, bound.pointer, states, states + 1, states + 2)
@@ -305,18 +325,23 @@ def set_remove_session_callback(context: Any, fn: Optional[RemoveSessionCallback
 
 
 def get_new_session_callback(context: Any) -> Optional[NewSessionCallback]:
-    hooks = _hooks_for(context)
-    return hooks.new_fn if hooks is not None else None
+    return _raw_fn(_hooks_for(context), "new")
 
 
 def get_get_session_callback(context: Any) -> Optional[GetSessionCallback]:
-    hooks = _hooks_for(context)
-    return hooks.get_fn if hooks is not None else None
+    return _raw_fn(_hooks_for(context), "get")
 
 
 def get_remove_session_callback(context: Any) -> Optional[RemoveSessionCallback]:
-    hooks = _hooks_for(context)
-    return hooks.remove_fn if hooks is not None else None
+    return _raw_fn(_hooks_for(context), "remove")
+
+
+def _raw_fn(hooks: Optional[_Hooks], name: str) -> Optional[Callable]:
+    """The raw callback set for a hook; None when there is none, and on a context a
+    SessionCache serves (its hooks are not raw callbacks: see ``cache.stats``)."""
+    if hooks is None or hooks.owner is not None:
+        return None
+    return getattr(hooks, name + "_fn")
 
 
 def _make_new_handler(fn: NewSessionCallback):
