@@ -148,10 +148,12 @@ class SessionCache:
         if not (isinstance(max_session_size, int) and max_session_size >= 64):
             raise ConfigurationError(
                 f"max_session_size must be an int of at least 64 bytes, got {max_session_size!r}")
-        self.store: Store = store if store is not None else MemoryStore()
-        self.lifetime = float(lifetime)
-        self.max_session_size = max_session_size
-        self.single_use = single_use
+        # Read-only (properties below): attach copies them into the C fast path, so a
+        # later change would reach the Python path only and the two would disagree.
+        self._store: Store = store if store is not None else MemoryStore()
+        self._lifetime = float(lifetime)
+        self._max_session_size = max_session_size
+        self._single_use = bool(single_use)
         self._sealer = None
         if seal_keys is not None:
             from .sealing import Sealer
@@ -163,6 +165,29 @@ class SessionCache:
         self._attached: Dict[Any, _Attachment] = {}
         self._fast_policies: list = []  # sc_fast *, one per attachment ever made
         self._attached_lock = threading.Lock()
+
+    # --- settings (fixed when the cache is made) ---------------------------------------
+
+    @property
+    def store(self) -> Store:
+        """Where sessions live (read-only)."""
+        return self._store
+
+    @property
+    def lifetime(self) -> float:
+        """The longest a session may be resumed, in seconds (read-only: make another
+        cache to change it; the C fast path copied it at attach)."""
+        return self._lifetime
+
+    @property
+    def max_session_size(self) -> int:
+        """Larger sessions are not stored (read-only)."""
+        return self._max_session_size
+
+    @property
+    def single_use(self) -> bool:
+        """Sessions are taken out of the store when used (read-only)."""
+        return self._single_use
 
     # --- attaching ------------------------------------------------------------------
 
@@ -359,8 +384,16 @@ class _Attachment:
     # -- new ---------------------------------------------------------------------
 
     def on_new(self, hooks, ssl, session) -> None:
-        cache = self.cache
         facts, der = self._buffers()
+        try:
+            self._store_new(hooks, ssl, session, facts, der)
+        finally:
+            # The DER holds the master secret: wiped after each use, as the C paths wipe
+            # theirs, not kept in the thread's buffer until the next session.
+            ffi.memmove(der, _ZEROS, _DER_BUFFER)
+
+    def _store_new(self, hooks, ssl, session, facts, der) -> None:
+        cache = self.cache
         lib.sc_describe_new(self.slot, ssl, session, ffi.cast("SSL_CTX *", hooks.ctx), facts, der, _DER_BUFFER)
         if not 1 <= facts.id_len <= 32:
             cache._count("rejected")
@@ -536,3 +569,4 @@ _OFFER_REFUSALS = {
 }
 #: Scratch space for a new session's DER: nearly all sessions fit.
 _DER_BUFFER = 2048
+_ZEROS = bytes(_DER_BUFFER)
