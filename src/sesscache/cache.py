@@ -233,7 +233,7 @@ class SessionCache:
         if api.SSL_CTX_get_timeout(bound.pointer) > self.lifetime:
             api.SSL_CTX_set_timeout(bound.pointer, int(self.lifetime))
         if not lib.sc_cap_lifetime(bound.instance.slot, bound.pointer, int(self.lifetime)):
-            logger.warning("sesscache: cannot cap TLS 1.3 session lifetimes on this context (%s); "
+            logger.warning("cannot cap TLS 1.3 session lifetimes on this context (%s); "
                            "the store still refuses sessions past their first handshake's lifetime",
                            bound.instance.describe())
         if attachment.fast is not None:
@@ -405,7 +405,7 @@ class _Attachment:
                 if self.fast is not None:  # warned once: C may count the rest itself
                     lib.sc_fast_stateless_noted(self.fast)
                 logger.warning(
-                    "sesscache: this context sends TLS 1.3 stateless tickets, which carry the "
+                    "this context sends TLS 1.3 stateless tickets, which carry the "
                     "session to the client and are never looked up in a cache: TLS 1.3 sessions "
                     "will not be shared through the store. Set OP_NO_TICKET on the context "
                     "(ssl.OP_NO_TICKET / OpenSSL.SSL.OP_NO_TICKET) to share them.")
@@ -416,7 +416,7 @@ class _Attachment:
             if not self._warned_sid:
                 self._warned_sid = True
                 logger.error(
-                    "sesscache: sessions on this context carry the session id context %r, not %r "
+                    "sessions on this context carry the session id context %r, not %r "
                     "that the cache was attached with, so they are not stored: something set it "
                     "after attach() (Twisted's CertificateOptions sets a random one per process, "
                     "which defeats sharing; CPython 3.13+ sets b'Python\\0' on each connection, "
@@ -438,7 +438,7 @@ class _Attachment:
         if len(der_bytes) > cache.max_session_size:
             cache._count("oversize")
             cache._burst.log(logging.WARNING, "oversize",
-                             "sesscache: a %d-byte session is over max_session_size (%d) and is not "
+                             "a %d-byte session is over max_session_size (%d) and is not "
                              "stored; raise max_session_size if such sessions are expected (large "
                              "client certificate chains)", len(der_bytes), cache.max_session_size)
             return
@@ -548,13 +548,13 @@ class _Attachment:
     def _store_failed(self, what: str, exc: BaseException) -> None:
         self.cache._count("errors")
         self.cache._burst.log(logging.WARNING, "store-" + what,
-                              "sesscache: session store %s failed (%s: %s); the handshake goes on as "
+                              "session store %s failed (%s: %s); the handshake goes on as "
                               "a full one", what, type(exc).__name__, str(exc))
 
     def _reject(self, topic: str, exc: BaseException):
         self.cache._count("rejected")
         self.cache._burst.log(logging.WARNING, "reject-" + topic,
-                              "sesscache: refused a stored session: %s", str(exc))
+                              "refused a stored session: %s", str(exc))
         return ffi.NULL
 
 

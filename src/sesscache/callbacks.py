@@ -28,6 +28,7 @@ import weakref
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from ._binding import address, ffi, lib
+from ._burstlog import BurstLogger
 from ._contexts import BoundContext, bind_context, connection_for
 from ._instances import LibsslInstance
 from .errors import CallbackError, ConfigurationError, SessionError
@@ -40,6 +41,8 @@ GetSessionCallback = Callable[[Any, bytes], Union[Session, bytes, bytearray, mem
 RemoveSessionCallback = Callable[[Any, Session], None]
 
 _HOOK_NAMES = ("new", "get", "remove")
+#: Seconds between two log lines about the same callback failing on the same context.
+_LOG_INTERVAL = 10.0
 
 
 class _Hooks:
@@ -47,7 +50,7 @@ class _Hooks:
     callable it came from (``fn``) and the object that installed it (``owner``)."""
 
     __slots__ = ("slot", "ctx", "kind", "instance", "context_ref", "__weakref__",
-                 "new", "get", "remove", "new_fn", "get_fn", "remove_fn", "owner")
+                 "new", "get", "remove", "new_fn", "get_fn", "remove_fn", "owner", "burst")
 
     def __init__(self, bound: BoundContext) -> None:
         self.slot = bound.instance.slot
@@ -61,6 +64,7 @@ class _Hooks:
         self.new = self.get = self.remove = None
         self.new_fn = self.get_fn = self.remove_fn = None
         self.owner = None
+        self.burst: Optional[BurstLogger] = None  #: made at the first callback error
 
     @property
     def bound(self) -> BoundContext:
@@ -143,9 +147,15 @@ def _report(hooks: _Hooks, ssl, which: str, exc: BaseException) -> None:
     # Logged as text, not exc_info: a record that keeps the traceback keeps its frames,
     # and through their f_back links the whole call stack of the handshake (contexts,
     # connections, sessions) for as long as a handler holds on to the record.
-    logger.error("sesscache: the %s callback raised %s: %s; OpenSSL was told there is no "
-                 "session, and the handshake goes on\n%s", which, type(exc).__name__, str(exc),
-                 "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+    # Once per burst and context (a callback that fails on every handshake must not write
+    # a traceback per handshake), and per kind of failure, so a new one shows at once.
+    burst = hooks.burst
+    if burst is None:
+        burst = hooks.burst = BurstLogger(logger, _LOG_INTERVAL)
+    burst.log(logging.ERROR, f"{which}:{type(exc).__name__}",
+              "the %s callback raised %s: %s; OpenSSL was told there is no session, and the "
+              "handshake goes on\n%s", which, type(exc).__name__, str(exc),
+              "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
     traceback.clear_frames(exc.__traceback__)
     if hooks.kind == "pyopenssl" and ssl is not None:
         try:
@@ -258,7 +268,7 @@ def _install(context: Any, owner: Any = None, **handlers) -> _Hooks:
             if index == lib.SC_POOL and not _shared_warned.get(slot):
                 _shared_warned[slot] = True
                 logger.warning(
-                    "sesscache: more than %d contexts of %s have session hooks; further ones "
+                    "more than %d contexts of %s have session hooks; further ones "
                     "share a trampoline that cannot tell which context a connection started "
                     "on, so after an SNI switch they run the switched context's hooks",
                     lib.SC_POOL, bound.instance.describe())

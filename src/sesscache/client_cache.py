@@ -130,5 +130,5 @@ class ClientSessionCache:
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.errors += 1
-        self._burst.log(logging.WARNING, what, "sesscache: client session %s failed (%s: %s); "
+        self._burst.log(logging.WARNING, what, "client session %s failed (%s: %s); "
                         "the connection does a full handshake", what, type(exc).__name__, str(exc))

@@ -72,7 +72,7 @@ def set_session_id_context(context: Any, session_id_context: bytes) -> None:
         # context's value (python/cpython#105293); a ClientHello hook sets ours back.
         if not lib.sc_pin_session_id_context(bound.instance.slot, bound.pointer,
                                              session_id_context, len(session_id_context)):
-            _log.warning("sesscache: could not pin the session id context on this ssl.SSLContext "
+            _log.warning("could not pin the session id context on this ssl.SSLContext "
                          "(more than %d contexts with sesscache hooks); on CPython 3.13 and later its "
                          "connections use CPython's own b'Python' instead", lib.SC_POOL)
 

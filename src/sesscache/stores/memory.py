@@ -72,7 +72,7 @@ class MemoryStore(BaseStore):
         self._clock = lib.sc_monotonic if self._real_clock else clock
         table = lib.sc_mem_new(max_sessions, -1 if max_bytes is None else max_bytes)
         if table == ffi.NULL:
-            raise MemoryError("sesscache: cannot allocate the MemoryStore table")
+            raise MemoryError("cannot allocate the MemoryStore table")
         # The finalizer wipes and frees every entry; the small struct itself stays (see
         # _cffi_src/memory_store.py: a libssl callback may still hold the pointer).
         self._table = ffi.gc(table, lib.sc_mem_close_forever)
@@ -95,7 +95,7 @@ class MemoryStore(BaseStore):
                 f"max_bytes={self.max_bytes}; raise max_bytes or lower the cache's value size limit"
             )
         if done != 1:
-            raise MemoryError("sesscache: MemoryStore could not allocate an entry")
+            raise MemoryError("MemoryStore could not allocate an entry")
 
     def delete(self, key: bytes) -> None:
         if type(key) is not bytes:
