@@ -59,6 +59,7 @@ from .contexts import (
 from .errors import ConfigurationError, SealError, SessionError
 from .session import session_to_der
 from .stores import MemoryStore, Store
+from .stores.base import check_store, has_atomic_pop
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +151,17 @@ class SessionCache:
                 f"max_session_size must be an int of at least 64 bytes, got {max_session_size!r}")
         # Read-only (properties below): attach copies them into the C fast path, so a
         # later change would reach the Python path only and the two would disagree.
-        self._store: Store = store if store is not None else MemoryStore()
+        self._store: Store = check_store(store) if store is not None else MemoryStore()
         self._lifetime = float(lifetime)
         self._max_session_size = max_session_size
         self._single_use = bool(single_use)
+        self._take = self._store.pop if has_atomic_pop(self._store) else self._get_then_delete
+        if self._single_use and self._take == self._get_then_delete:
+            logger.warning(
+                "single_use=True over %s, which has no atomic pop: a session is taken with get "
+                "then delete, so two handshakes at the same moment may both resume it. Give the "
+                "store a pop that takes atomically (every bundled store has one) where that "
+                "matters.", type(self._store).__name__)
         self._sealer = None
         if seal_keys is not None:
             from .sealing import Sealer
@@ -341,8 +349,44 @@ class SessionCache:
         name = bytes(blob[_ENVELOPE.size:start]) or None
         return _Stored(origin, name, certificate, memoryview(blob)[start:])
 
+    def _get_then_delete(self, key: bytes) -> Optional[bytes]:
+        """single_use's take for a store without an atomic pop (warned about at __init__)."""
+        blob = self._store.get(key)
+        if blob is not None:
+            self._store.delete(key)
+        return blob
+
+    # --- closing ------------------------------------------------------------------------
+
     def close(self) -> None:
-        self.store.close()
+        """Detach from every context this cache serves, then close the store (when it has
+        ``close``): for good, and calling it again does nothing. A pyOpenSSL context that
+        has made connections may not be changed (pyOpenSSL 26.2+): there the cache's
+        handlers are turned off inside sesscache instead, and its lookups find nothing."""
+        with self._attached_lock:
+            attached = list(self._attached.items())
+        for (slot, ctx), attachment in attached:
+            hooks = _callbacks._lookup(slot, ctx)
+            ours = hooks is not None and hooks.owner is self
+            context = hooks.context_ref() if ours else None
+            if context is not None and _callbacks._may_change(context):
+                self.detach(context)
+                continue
+            with self._attached_lock:
+                self._attached.pop((slot, ctx), None)
+            if attachment.fast is not None:
+                lib.sc_fast_disable(slot, ffi.cast("SSL_CTX *", ctx), attachment.fast)
+            if ours:
+                _callbacks._turn_off(hooks)
+        close = getattr(self._store, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "SessionCache":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return (f"<SessionCache store={type(self.store).__name__} lifetime={self.lifetime:.0f}s "
@@ -472,7 +516,7 @@ class _Attachment:
             return ffi.NULL
         key = cache.key_for(self.sid_ctx, session_id)
         try:
-            blob = cache.store.pop(key) if cache.single_use else cache.store.get(key)
+            blob = cache._take(key) if cache._single_use else cache._store.get(key)
         except Exception as exc:
             self._store_failed("read", exc)
             return ffi.NULL

@@ -219,6 +219,27 @@ def _check_not_owned(hooks: Optional[_Hooks], handlers: Dict[str, Any]) -> None:
         "cache does.")
 
 
+def _may_change(context: Any) -> bool:
+    """False for a pyOpenSSL context that made connections (pyOpenSSL 26.2+ forbids
+    changing it after that)."""
+    try:
+        _check_mutable(bind_context(context))
+    except ConfigurationError:
+        return False
+    return True
+
+
+def _turn_off(hooks: _Hooks) -> None:
+    """Turn a context's handlers off inside sesscache, leaving libssl's callbacks as they
+    are (for a context that may not be changed any more): the trampolines then answer
+    "no session" and keep nothing."""
+    with _registry_lock:
+        for name in _HOOK_NAMES:
+            setattr(hooks, name, None)
+            setattr(hooks, name + "_fn", None)
+        hooks.owner = None
+
+
 def _install(context: Any, owner: Any = None, **handlers) -> _Hooks:
     """Set (or, with None, clear) handlers on a context; the low-level entry point.
 

@@ -14,7 +14,7 @@ from .._binding import ffi, lib
 from .._burstlog import BurstLogger
 from ..cache import fast_path_counts
 from ..errors import ConfigurationError
-from ..stores.base import BaseStore
+from ..stores.base import BaseStore, check_store
 from ..stores.memory import MemoryStore
 from .breaker import DEFAULT_RETRY_AFTER, DEFAULT_TRIP_AFTER, StoreBreaker
 from .deadlines import DeadlineQueue, TaskTimeout
@@ -129,10 +129,7 @@ class PrefetchingStore(BaseStore):
                  trip_after: Optional[int] = DEFAULT_TRIP_AFTER,
                  retry_after: float = DEFAULT_RETRY_AFTER,
                  log_interval: float = 10.0) -> None:
-        for name in ("get", "set", "delete"):
-            if not callable(getattr(backend, name, None)):
-                raise ConfigurationError(
-                    f"backend must be a store (get, set, delete), got {type(backend).__name__}")
+        check_store(backend)
         if isinstance(backend, PrefetchingStore):
             raise ConfigurationError("a PrefetchingStore cannot wrap another PrefetchingStore")
         _check_seconds("lookup_timeout", lookup_timeout, 60)
@@ -337,8 +334,28 @@ class PrefetchingStore(BaseStore):
         self._schedule("delete", key)
 
     def close(self) -> None:
-        """Drop the local copy. Background writes and the backend are left alone: use
-        ``await aclose()`` to let pending writes land and close the backend."""
+        """Close the backend, the thread pool and the local copy, for good (idempotent):
+        writes still pending fail (counted). ``await aclose()`` lets them land first.
+
+        An asyncio backend's ``close()`` is a coroutine: it is scheduled on the bound loop
+        when that loop runs, else run to completion here."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            try:
+                if inspect.iscoroutinefunction(close):
+                    loop = self._loop
+                    if loop is not None and loop.is_running() and not loop.is_closed():
+                        asyncio.run_coroutine_threadsafe(close(), loop)
+                    else:
+                        asyncio.run(close())
+                else:
+                    close()
+            except Exception as exc:  # the rest is closed all the same
+                self._burst.log(logging.WARNING, "close", "closing the backend failed (%s: %s)",
+                                type(exc).__name__, str(exc))
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
         self.local.close()
         self._held.close()
 
