@@ -44,6 +44,7 @@ from dataclasses import dataclass, fields
 import hashlib
 from typing import Any, Dict, NamedTuple, Optional, Sequence
 
+from . import _fork
 from . import callbacks as _callbacks
 from ._binding import ffi, lib
 from ._burstlog import BurstLogger
@@ -167,12 +168,20 @@ class SessionCache:
             from .sealing import Sealer
 
             self._sealer = Sealer(seal_keys)
-        self._stats = CacheStats()
-        self._stats_lock = threading.Lock()
-        self._burst = BurstLogger(logger, log_interval)
+        self._log_interval = log_interval
         self._attached: Dict[Any, _Attachment] = {}
         self._fast_policies: list = []  # sc_fast *, one per attachment ever made
+        self._renew_after_fork()
+        _fork.renew_in_child(self)
+
+    def _renew_after_fork(self) -> None:
+        """Fresh counters and locks: at __init__, and in a forked child (a worker counts
+        its own traffic only, and a lock another thread held at fork is not held here).
+        The C fast path's counters are reset in C (_cffi_src/at_fork.py)."""
+        self._stats = CacheStats()
+        self._stats_lock = threading.Lock()
         self._attached_lock = threading.Lock()
+        self._burst = BurstLogger(logger, self._log_interval)
 
     # --- settings (fixed when the cache is made) ---------------------------------------
 

@@ -27,6 +27,7 @@ import traceback
 import weakref
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
+from . import _fork
 from ._binding import address, ffi, lib
 from ._burstlog import BurstLogger
 from ._contexts import BoundContext, bind_context, connection_for
@@ -85,6 +86,15 @@ def _lookup(slot, ctx) -> Optional[_Hooks]:
     ref = _registry.get((slot, address(ctx)))
     return ref() if ref is not None else None
 _registry_lock = threading.RLock()
+
+
+def _new_registry_lock() -> None:
+    # In a forked child: another thread of the parent may have held it.
+    global _registry_lock
+    _registry_lock = threading.RLock()
+
+
+_fork.at_child(_new_registry_lock)
 _shared_warned: Dict[int, bool] = {}
 
 

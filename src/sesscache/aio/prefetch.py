@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, Optional, Sequence
 
+from .. import _fork
 from .._binding import ffi, lib
 from .._burstlog import BurstLogger
 from ..cache import fast_path_counts
@@ -180,10 +181,16 @@ class PrefetchingStore(BaseStore):
         self._write_deadlines: Optional[DeadlineQueue] = None
         self._tails: Dict[bytes, asyncio.Task] = {}
         self._tasks: set = set()
+        self._log_interval = log_interval
+        self._renew_after_fork()
+        _fork.renew_in_child(self)
+        self._breaker = StoreBreaker(trip_after, float(retry_after))
+
+    def _renew_after_fork(self) -> None:
+        """Fresh counters and locks: at __init__, and in a forked child (see sesscache._fork)."""
         self._counts = PrefetchStats().as_dict()
         self._stats_lock = threading.Lock()
-        self._burst = BurstLogger(logger, log_interval)
-        self._breaker = StoreBreaker(trip_after, float(retry_after))
+        self._burst = BurstLogger(logger, self._log_interval)
 
     # --- statistics -------------------------------------------------------------------
 
