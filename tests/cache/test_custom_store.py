@@ -10,7 +10,7 @@ import pytest
 
 from sesscache import SessionCache
 from sesscache.errors import ConfigurationError
-from tests.tls import TLS12, TLS13
+from tests.cache.test_cache import assert_single_use
 
 
 class ThreeMethodStore:
@@ -56,16 +56,8 @@ def test_single_use_over_a_three_method_store_resumes_once(stack, version, caplo
     cache = SessionCache(store, single_use=True)
     warned = [r.getMessage() for r in caplog.records if "atomic" in r.getMessage()]
     assert len(warned) == 1 and "ThreeMethodStore" in warned[0], warned
-    server = stack.server_context(version)
-    cache.attach(server, internal_cache=False)
-    client = stack.client_context()
-    first = stack.handshake(server, client)
-    once = stack.handshake(server, client, first.client_session)
-    twice = stack.handshake(server, client, first.client_session)
-    assert once.server_reused and not twice.server_reused
+    assert_single_use(stack, version, cache)
     assert cache.stats.hits == 1 and cache.stats.errors == 0
-    for hs in (first, once, twice):
-        stack.close(hs)
 
 
 class NoSet:

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from sesscache import MemoryStore, SessionCache
+from tests.cache.test_cache import _resume_n
 from tests.tls import TLS12
 
 FORKS = 12
@@ -32,14 +33,7 @@ def _child_handshakes(stack, server, cache, store) -> int:
         return 3  # the parent's counts came along
     if store.evictions or store.expired:
         return 4
-    client = stack.client_context()
-    first = stack.handshake(server, client)
-    results = []
-    for _ in range(2):
-        again = stack.handshake(server, client, first.client_session)
-        results.append(again.server_reused)
-        stack.close(again)
-    stack.close(first)
+    results = _resume_n(stack, server, stack.client_context(), 2)
     store.purge_expired()  # the big table's lock, free in the child
     stats = cache.stats
     if results != [True, True]:
