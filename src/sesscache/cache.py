@@ -136,7 +136,14 @@ class SessionCache:
     :param max_session_size: larger sessions are not stored (counted in ``oversize``).
     :param single_use: take a session out of the store when it is used (atomically: Redis
         GETDEL, SQLite DELETE ... RETURNING), so each can resume once. Needs
-        ``internal_cache=False`` at attach, or the local cache would resume it again.
+        ``internal_cache=False`` at attach, or the local cache would resume it again. A
+        store without its own ``pop`` is taken from with ``get`` then ``delete``, which is
+        not atomic: a warning says so when the cache is made.
+
+    The store must have ``get``, ``set`` and ``delete`` (checked here: ConfigurationError
+    naming what is missing). These settings are read-only afterwards: the C fast path
+    copies them at attach. ``with SessionCache(...) as cache:`` closes it at the end
+    (:meth:`close`).
     """
 
     def __init__(self, store: Optional[Store] = None, *, lifetime: float = DEFAULT_LIFETIME,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sesscache import SessionCache
+from sesscache import ClientSessionCache, SessionCache
 from sesscache.errors import ConfigurationError
 from tests.cache.test_cache import assert_single_use
 
@@ -75,7 +75,8 @@ class GetNotCallable(ThreeMethodStore):
 @pytest.mark.parametrize("store, missing", [(NoSet(), "set"), (GetNotCallable(), "get"),
                                             (object(), "get, set, delete")])
 def test_a_store_missing_a_method_is_refused_when_the_cache_is_made(store, missing):
-    with pytest.raises(ConfigurationError) as refused:
-        SessionCache(store)
-    message = str(refused.value)
-    assert f"lacks {missing}" in message and "get, set and delete" in message, message
+    for cache_class in (SessionCache, ClientSessionCache):
+        with pytest.raises(ConfigurationError) as refused:
+            cache_class(store)
+        message = str(refused.value)
+        assert f"lacks {missing}" in message and "get, set and delete" in message, message

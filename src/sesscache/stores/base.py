@@ -119,19 +119,14 @@ def closed_error(store: Any) -> StoreError:
 
 @runtime_checkable
 class AsyncStore(Protocol):
-    """The same contract with coroutines, for asyncio servers (see ``AsyncRedisStore``)."""
+    """The same contract with coroutines, for asyncio servers (see ``AsyncRedisStore``):
+    three methods; ``pop``, ``close`` and ``describe`` optional, as for :class:`Store`."""
 
     async def get(self, key: bytes) -> Optional[bytes]: ...
 
     async def set(self, key: bytes, value: bytes, ttl: float) -> None: ...
 
     async def delete(self, key: bytes) -> None: ...
-
-    async def pop(self, key: bytes) -> Optional[bytes]: ...
-
-    async def close(self) -> None: ...
-
-    async def describe(self) -> Dict[str, Any]: ...
 
 
 def check_ttl(ttl: float) -> float:
