@@ -4,27 +4,12 @@ that it is not atomic."""
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
 
 from sesscache.aio import PrefetchingStore
 from tests.aio.conftest import run
-
-
-class ThreeMethodStore:
-    def __init__(self):
-        self.d = {}
-
-    def get(self, key):
-        value, expires = self.d.get(key, (None, 0.0))
-        return value if time.monotonic() < expires else None
-
-    def set(self, key, value, ttl):
-        self.d[key] = (value, time.monotonic() + ttl)
-
-    def delete(self, key):
-        self.d.pop(key, None)
+from tests.cache.test_custom_store import ThreeMethodStore
 
 
 class AsyncThreeMethodStore:
