@@ -88,13 +88,17 @@ def _lookup(slot, ctx) -> Optional[_Hooks]:
 _registry_lock = threading.RLock()
 
 
-def _new_registry_lock() -> None:
-    # In a forked child: another thread of the parent may have held it.
+def _renew_locks_in_child() -> None:
+    # In a forked child: another thread of the parent may have held any of these.
     global _registry_lock
     _registry_lock = threading.RLock()
+    for ref in list(_registry.values()):
+        hooks = ref()
+        if hooks is not None:
+            hooks.burst = None  # (made again at the next callback error)
 
 
-_fork.at_child(_new_registry_lock)
+_fork.at_child(_renew_locks_in_child)
 _shared_warned: Dict[int, bool] = {}
 
 
