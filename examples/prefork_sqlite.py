@@ -177,7 +177,8 @@ def run_workers(ctx: SSL.Context, cache: Optional[SessionCache], ca_path: str) -
                 os.close(stop_write)
                 os.close(report_read)
                 served = worker(listener, ctx, stop_read)
-                # Each worker has its own copy of the cache and of its counters since the fork.
+                # Each worker's counters start at zero at the fork (sesscache resets them in
+                # the child), so adding up the workers' stats counts each handshake once.
                 stats = cache.stats.as_dict() if cache is not None else {}
                 os.write(report_write, (json.dumps({"worker": number, "served": served,
                                                     "stats": stats}) + "\n").encode())

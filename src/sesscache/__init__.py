@@ -5,6 +5,7 @@ on stdlib ``ssl.SSLContext`` objects.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ._instances import LibsslInstance
@@ -52,6 +53,10 @@ from .session import Session
 from .stores import MemoryStore, SQLiteStore, Store
 
 __version__ = "0.1.0"
+
+# A library logs, the application decides where it goes: without a handler of its own,
+# Python's last-resort handler would print warnings to stderr.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> Any:

@@ -44,6 +44,7 @@ from dataclasses import dataclass, fields
 import hashlib
 from typing import Any, Dict, NamedTuple, Optional, Sequence
 
+from . import _fork
 from . import callbacks as _callbacks
 from ._binding import ffi, lib
 from ._burstlog import BurstLogger
@@ -59,6 +60,7 @@ from .contexts import (
 from .errors import ConfigurationError, SealError, SessionError
 from .session import session_to_der
 from .stores import MemoryStore, Store
+from .stores.base import check_store, has_atomic_pop
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +136,14 @@ class SessionCache:
     :param max_session_size: larger sessions are not stored (counted in ``oversize``).
     :param single_use: take a session out of the store when it is used (atomically: Redis
         GETDEL, SQLite DELETE ... RETURNING), so each can resume once. Needs
-        ``internal_cache=False`` at attach, or the local cache would resume it again.
+        ``internal_cache=False`` at attach, or the local cache would resume it again. A
+        store without its own ``pop`` is taken from with ``get`` then ``delete``, which is
+        not atomic: a warning says so when the cache is made.
+
+    The store must have ``get``, ``set`` and ``delete`` (checked here: ConfigurationError
+    naming what is missing). These settings are read-only afterwards: the C fast path
+    copies them at attach. ``with SessionCache(...) as cache:`` closes it at the end
+    (:meth:`close`).
     """
 
     def __init__(self, store: Optional[Store] = None, *, lifetime: float = DEFAULT_LIFETIME,
@@ -148,23 +157,63 @@ class SessionCache:
         if not (isinstance(max_session_size, int) and max_session_size >= 64):
             raise ConfigurationError(
                 f"max_session_size must be an int of at least 64 bytes, got {max_session_size!r}")
-        self.store: Store = store if store is not None else MemoryStore()
-        self.lifetime = float(lifetime)
-        self.max_session_size = max_session_size
-        self.single_use = single_use
+        # Read-only (properties below): attach copies them into the C fast path, so a
+        # later change would reach the Python path only and the two would disagree.
+        self._store: Store = check_store(store) if store is not None else MemoryStore()
+        self._lifetime = float(lifetime)
+        self._max_session_size = max_session_size
+        self._single_use = bool(single_use)
+        self._take = self._store.pop if has_atomic_pop(self._store) else self._get_then_delete
+        if self._single_use and self._take == self._get_then_delete:
+            logger.warning(
+                "single_use=True over %s, which has no atomic pop: a session is taken with get "
+                "then delete, so two handshakes at the same moment may both resume it. Give the "
+                "store a pop that takes atomically (every bundled store has one) where that "
+                "matters.", type(self._store).__name__)
         self._sealer = None
         if seal_keys is not None:
             from .sealing import Sealer
 
             self._sealer = Sealer(seal_keys)
-        self._stats = CacheStats()
-        self._stats_lock = threading.Lock()
-        self._burst = BurstLogger(logger, log_interval)
+        self._log_interval = log_interval
         self._attached: Dict[Any, _Attachment] = {}
         self._fast_policies: list = []  # sc_fast *, every one made (never freed)
         self._fast_by_sid: Dict[bytes, Any] = {}  # session id context -> sc_fast * or None
-        self._attached_lock = threading.Lock()
         self._warned_tickets = False
+        self._renew_after_fork()
+        _fork.renew_in_child(self)
+
+    def _renew_after_fork(self) -> None:
+        """Fresh counters and locks: at __init__, and in a forked child (a worker counts
+        its own traffic only, and a lock another thread held at fork is not held here).
+        The C fast path's counters are reset in C (_cffi_src/at_fork.py)."""
+        self._stats = CacheStats()
+        self._stats_lock = threading.Lock()
+        self._attached_lock = threading.Lock()
+        self._burst = BurstLogger(logger, self._log_interval)
+
+    # --- settings (fixed when the cache is made) ---------------------------------------
+
+    @property
+    def store(self) -> Store:
+        """Where sessions live (read-only)."""
+        return self._store
+
+    @property
+    def lifetime(self) -> float:
+        """The longest a session may be resumed, in seconds (read-only: make another
+        cache to change it; the C fast path copied it at attach)."""
+        return self._lifetime
+
+    @property
+    def max_session_size(self) -> int:
+        """Larger sessions are not stored (read-only)."""
+        return self._max_session_size
+
+    @property
+    def single_use(self) -> bool:
+        """Sessions are taken out of the store when used (read-only)."""
+        return self._single_use
 
     # --- attaching ------------------------------------------------------------------
 
@@ -225,7 +274,7 @@ class SessionCache:
         if api.SSL_CTX_get_timeout(bound.pointer) > self.lifetime:
             api.SSL_CTX_set_timeout(bound.pointer, int(self.lifetime))
         if not lib.sc_cap_lifetime(bound.instance.slot, bound.pointer, int(self.lifetime)):
-            logger.warning("sesscache: cannot cap TLS 1.3 session lifetimes on this context (%s); "
+            logger.warning("cannot cap TLS 1.3 session lifetimes on this context (%s); "
                            "the store still refuses sessions past their first handshake's lifetime",
                            bound.instance.describe())
         if attachment.fast is not None:
@@ -294,7 +343,7 @@ class SessionCache:
             attachment = self._attached.pop((bound.instance.slot, bound.ctx), None)
         if attachment is not None and attachment.fast is not None:
             lib.sc_fast_disable(bound.instance.slot, bound.pointer, attachment.fast)
-        _callbacks._install(context, new=None, get=None, remove=None)
+        _callbacks._install(context, owner=self, new=None, get=None, remove=None)
         set_session_cache_mode(context, SESS_CACHE_SERVER)
         lib.sc_unbind_session_id_context(bound.instance.slot, bound.pointer)
 
@@ -359,8 +408,44 @@ class SessionCache:
         name = bytes(blob[_ENVELOPE.size:start]) or None
         return _Stored(origin, name, certificate, memoryview(blob)[start:])
 
+    def _get_then_delete(self, key: bytes) -> Optional[bytes]:
+        """single_use's take for a store without an atomic pop (warned about at __init__)."""
+        blob = self._store.get(key)
+        if blob is not None:
+            self._store.delete(key)
+        return blob
+
+    # --- closing ------------------------------------------------------------------------
+
     def close(self) -> None:
-        self.store.close()
+        """Detach from every context this cache serves, then close the store (when it has
+        ``close``): for good, and calling it again does nothing. A pyOpenSSL context that
+        has made connections may not be changed (pyOpenSSL 26.2+): there the cache's
+        handlers are turned off inside sesscache instead, and its lookups find nothing."""
+        with self._attached_lock:
+            attached = list(self._attached.items())
+        for (slot, ctx), attachment in attached:
+            hooks = _callbacks._lookup(slot, ctx)
+            ours = hooks is not None and hooks.owner is self
+            context = hooks.context_ref() if ours else None
+            if context is not None and _callbacks._may_change(context):
+                self.detach(context)
+                continue
+            with self._attached_lock:
+                self._attached.pop((slot, ctx), None)
+            if attachment.fast is not None:
+                lib.sc_fast_disable(slot, ffi.cast("SSL_CTX *", ctx), attachment.fast)
+            if ours:
+                _callbacks._turn_off(hooks)
+        close = getattr(self._store, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "SessionCache":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return (f"<SessionCache store={type(self.store).__name__} lifetime={self.lifetime:.0f}s "
@@ -404,8 +489,16 @@ class _Attachment:
     # -- new ---------------------------------------------------------------------
 
     def on_new(self, hooks, ssl, session) -> None:
-        cache = self.cache
         facts, der = self._buffers()
+        try:
+            self._store_new(hooks, ssl, session, facts, der)
+        finally:
+            # The DER holds the master secret: wiped after each use, as the C paths wipe
+            # theirs, not kept in the thread's buffer until the next session.
+            ffi.memmove(der, _ZEROS, _DER_BUFFER)
+
+    def _store_new(self, hooks, ssl, session, facts, der) -> None:
+        cache = self.cache
         lib.sc_describe_new(self.slot, ssl, session, ffi.cast("SSL_CTX *", hooks.ctx), facts, der, _DER_BUFFER)
         if not 1 <= facts.id_len <= 32:
             cache._count("rejected")
@@ -417,7 +510,7 @@ class _Attachment:
                 if self.fast is not None:  # warned once: C may count the rest itself
                     lib.sc_fast_stateless_noted(self.fast)
                 logger.warning(
-                    "sesscache: this context sends TLS 1.3 stateless tickets, which carry the "
+                    "this context sends TLS 1.3 stateless tickets, which carry the "
                     "session to the client and are never looked up in a cache: TLS 1.3 sessions "
                     "will not be shared through the store. Set OP_NO_TICKET on the context "
                     "(ssl.OP_NO_TICKET / OpenSSL.SSL.OP_NO_TICKET) to share them.")
@@ -453,7 +546,7 @@ class _Attachment:
         if len(der_bytes) > cache.max_session_size:
             cache._count("oversize")
             cache._burst.log(logging.WARNING, "oversize",
-                             "sesscache: a %d-byte session is over max_session_size (%d) and is not "
+                             "a %d-byte session is over max_session_size (%d) and is not "
                              "stored; raise max_session_size if such sessions are expected (large "
                              "client certificate chains)", len(der_bytes), cache.max_session_size)
             return
@@ -487,7 +580,7 @@ class _Attachment:
             return ffi.NULL
         key = cache.key_for(self.sid_ctx, session_id)
         try:
-            blob = cache.store.pop(key) if cache.single_use else cache.store.get(key)
+            blob = cache._take(key) if cache._single_use else cache._store.get(key)
         except Exception as exc:
             self._store_failed("read", exc)
             return ffi.NULL
@@ -561,13 +654,13 @@ class _Attachment:
     def _store_failed(self, what: str, exc: BaseException) -> None:
         self.cache._count("errors")
         self.cache._burst.log(logging.WARNING, "store-" + what,
-                              "sesscache: session store %s failed (%s: %s); the handshake goes on as "
+                              "session store %s failed (%s: %s); the handshake goes on as "
                               "a full one", what, type(exc).__name__, str(exc))
 
     def _reject(self, topic: str, exc: BaseException):
         self.cache._count("rejected")
         self.cache._burst.log(logging.WARNING, "reject-" + topic,
-                              "sesscache: refused a stored session: %s", str(exc))
+                              "refused a stored session: %s", str(exc))
         return ffi.NULL
 
 
@@ -582,3 +675,4 @@ _OFFER_REFUSALS = {
 }
 #: Scratch space for a new session's DER: nearly all sessions fit.
 _DER_BUFFER = 2048
+_ZEROS = bytes(_DER_BUFFER)

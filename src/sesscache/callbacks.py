@@ -27,7 +27,9 @@ import traceback
 import weakref
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
+from . import _fork
 from ._binding import address, ffi, lib
+from ._burstlog import BurstLogger
 from ._contexts import BoundContext, bind_context, connection_for
 from ._instances import LibsslInstance
 from .errors import CallbackError, ConfigurationError, SessionError
@@ -40,6 +42,8 @@ GetSessionCallback = Callable[[Any, bytes], Union[Session, bytes, bytearray, mem
 RemoveSessionCallback = Callable[[Any, Session], None]
 
 _HOOK_NAMES = ("new", "get", "remove")
+#: Seconds between two log lines about the same callback failing on the same context.
+_LOG_INTERVAL = 10.0
 
 
 class _Hooks:
@@ -47,7 +51,7 @@ class _Hooks:
     callable it came from (``fn``) and the object that installed it (``owner``)."""
 
     __slots__ = ("slot", "ctx", "kind", "instance", "context_ref", "__weakref__",
-                 "new", "get", "remove", "new_fn", "get_fn", "remove_fn", "owner")
+                 "new", "get", "remove", "new_fn", "get_fn", "remove_fn", "owner", "burst")
 
     def __init__(self, bound: BoundContext) -> None:
         self.slot = bound.instance.slot
@@ -61,6 +65,7 @@ class _Hooks:
         self.new = self.get = self.remove = None
         self.new_fn = self.get_fn = self.remove_fn = None
         self.owner = None
+        self.burst: Optional[BurstLogger] = None  #: made at the first callback error
 
     @property
     def bound(self) -> BoundContext:
@@ -81,6 +86,19 @@ def _lookup(slot, ctx) -> Optional[_Hooks]:
     ref = _registry.get((slot, address(ctx)))
     return ref() if ref is not None else None
 _registry_lock = threading.RLock()
+
+
+def _renew_locks_in_child() -> None:
+    # In a forked child: another thread of the parent may have held any of these.
+    global _registry_lock
+    _registry_lock = threading.RLock()
+    for ref in list(_registry.values()):
+        hooks = ref()
+        if hooks is not None:
+            hooks.burst = None  # (made again at the next callback error)
+
+
+_fork.at_child(_renew_locks_in_child)
 
 
 # --- the Python side of the trampolines --------------------------------------------
@@ -142,9 +160,15 @@ def _report(hooks: _Hooks, ssl, which: str, exc: BaseException) -> None:
     # Logged as text, not exc_info: a record that keeps the traceback keeps its frames,
     # and through their f_back links the whole call stack of the handshake (contexts,
     # connections, sessions) for as long as a handler holds on to the record.
-    logger.error("sesscache: the %s callback raised %s: %s; OpenSSL was told there is no "
-                 "session, and the handshake goes on\n%s", which, type(exc).__name__, str(exc),
-                 "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+    # Once per burst and context (a callback that fails on every handshake must not write
+    # a traceback per handshake), and per kind of failure, so a new one shows at once.
+    burst = hooks.burst
+    if burst is None:
+        burst = hooks.burst = BurstLogger(logger, _LOG_INTERVAL)
+    burst.log(logging.ERROR, f"{which}:{type(exc).__name__}",
+              "the %s callback raised %s: %s; OpenSSL was told there is no session, and the "
+              "handshake goes on\n%s", which, type(exc).__name__, str(exc),
+              "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
     traceback.clear_frames(exc.__traceback__)
     if hooks.kind == "pyopenssl" and ssl is not None:
         try:
@@ -190,6 +214,45 @@ def _check_mutable(bound: BoundContext) -> None:
             "first Connection.")
 
 
+def _check_not_owned(hooks: Optional[_Hooks], handlers: Dict[str, Any]) -> None:
+    """Refuse a raw callback (or its removal) on hooks a SessionCache owns.
+
+    The cache answers from its C fast path before any Python handler runs, so a raw
+    callback set beside it would be accepted and never called; and clearing one of its
+    hooks would leave the cache counting nothing. Its owner hands the hooks back
+    (``detach``); until then they are the cache's.
+    """
+    if hooks is None or hooks.owner is None:
+        return
+    names = ", ".join(f"{name}-session" for name in _HOOK_NAMES if name in handlers)
+    raise ConfigurationError(
+        f"this context is served by a {type(hooks.owner).__name__}, which owns its session "
+        f"callbacks; a raw {names} callback set here would never run. Call "
+        "cache.detach(context) first to use raw callbacks, or read cache.stats for what the "
+        "cache does.")
+
+
+def _may_change(context: Any) -> bool:
+    """False for a pyOpenSSL context that made connections (pyOpenSSL 26.2+ forbids
+    changing it after that)."""
+    try:
+        _check_mutable(bind_context(context))
+    except ConfigurationError:
+        return False
+    return True
+
+
+def _turn_off(hooks: _Hooks) -> None:
+    """Turn a context's handlers off inside sesscache, leaving libssl's callbacks as they
+    are (for a context that may not be changed any more): the trampolines then answer
+    "no session" and keep nothing."""
+    with _registry_lock:
+        for name in _HOOK_NAMES:
+            setattr(hooks, name, None)
+            setattr(hooks, name + "_fn", None)
+        hooks.owner = None
+
+
 def _install(context: Any, owner: Any = None, **handlers) -> _Hooks:
     """Set (or, with None, clear) handlers on a context; the low-level entry point.
 
@@ -198,9 +261,11 @@ def _install(context: Any, owner: Any = None, **handlers) -> _Hooks:
     new ``SSL_SESSION *`` reference or NULL, and ``(hooks, session_ptr)``.
     """
     bound = bind_context(context)
-    _check_mutable(bound)
     slot = bound.instance.slot
     key = (slot, bound.ctx)
+    if owner is None:
+        _check_not_owned(_lookup(slot, bound.ctx), handlers)
+    _check_mutable(bound)
     with _registry_lock:
         states = ffi.new("int[3]")
         lib.sc_hooks_of(slot, bound.pointer, states, states + 1, states + 2)
@@ -296,18 +361,23 @@ def set_remove_session_callback(context: Any, fn: Optional[RemoveSessionCallback
 
 
 def get_new_session_callback(context: Any) -> Optional[NewSessionCallback]:
-    hooks = _hooks_for(context)
-    return hooks.new_fn if hooks is not None else None
+    return _raw_fn(_hooks_for(context), "new")
 
 
 def get_get_session_callback(context: Any) -> Optional[GetSessionCallback]:
-    hooks = _hooks_for(context)
-    return hooks.get_fn if hooks is not None else None
+    return _raw_fn(_hooks_for(context), "get")
 
 
 def get_remove_session_callback(context: Any) -> Optional[RemoveSessionCallback]:
-    hooks = _hooks_for(context)
-    return hooks.remove_fn if hooks is not None else None
+    return _raw_fn(_hooks_for(context), "remove")
+
+
+def _raw_fn(hooks: Optional[_Hooks], name: str) -> Optional[Callable]:
+    """The raw callback set for a hook; None when there is none, and on a context a
+    SessionCache serves (its hooks are not raw callbacks: see ``cache.stats``)."""
+    if hooks is None or hooks.owner is not None:
+        return None
+    return getattr(hooks, name + "_fn")
 
 
 def _make_new_handler(fn: NewSessionCallback):

@@ -28,6 +28,7 @@ from .contexts import SESS_CACHE_CLIENT, SESS_CACHE_NO_INTERNAL_STORE, set_sessi
 from .errors import ConfigurationError, SealError, SessionError
 from .session import Session
 from .stores import MemoryStore, Store
+from .stores.base import check_store
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class ClientSessionCache:
                  seal_keys: Optional[Sequence[bytes]] = None, log_interval: float = 10.0) -> None:
         if not (isinstance(lifetime, (int, float)) and 0 < lifetime <= MAX_LIFETIME):
             raise ConfigurationError(f"lifetime must be more than 0 and at most {MAX_LIFETIME:.0f} s")
-        self.store: Store = store if store is not None else MemoryStore()
+        self.store: Store = check_store(store) if store is not None else MemoryStore()
         self.lifetime = float(lifetime)
         self._sealer = None
         if seal_keys is not None:
@@ -130,5 +131,5 @@ class ClientSessionCache:
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.errors += 1
-        self._burst.log(logging.WARNING, what, "sesscache: client session %s failed (%s: %s); "
+        self._burst.log(logging.WARNING, what, "client session %s failed (%s: %s); "
                         "the connection does a full handshake", what, type(exc).__name__, str(exc))

@@ -263,8 +263,8 @@ def test_a_session_is_never_resumed_for_another_server_name(stack, version, aske
     stack.close(again)
 
 
-def test_single_use_sessions_resume_once(stack, version):
-    cache = SessionCache(single_use=True)
+def assert_single_use(stack, version, cache):
+    """A single_use cache: a session resumes once, then never again."""
     server = stack.server_context(version)
     cache.attach(server, internal_cache=False)
     client = stack.client_context()
@@ -274,6 +274,10 @@ def test_single_use_sessions_resume_once(stack, version):
     assert once.server_reused and not twice.server_reused
     for h in (first, once, twice):
         stack.close(h)
+
+
+def test_single_use_sessions_resume_once(stack, version):
+    assert_single_use(stack, version, SessionCache(single_use=True))
 
 
 @pytest.mark.parametrize("failure", [StoreError, RuntimeError], ids=["store-error", "store-bug"])

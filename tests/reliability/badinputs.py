@@ -255,6 +255,23 @@ OTHER_ROWS = [
         "network", "full handshake (until dbae585 it RESUMED; the envelope now carries the "
         "certificate's fingerprint)", "rejected",
         "test_security.py::test_a_session_of_another_certificate_is_refused"),
+    # Configuration and lifecycle mistakes (issue 16): refused at once, with what to do.
+    Row("a raw session callback (or None) set on a context a SessionCache serves",
+        "set_new/get/remove_session_callback", "ConfigurationError: the cache owns the hooks; "
+        "detach it first, or read cache.stats", "-",
+        "cache/test_hook_ownership.py::test_a_raw_callback_on_a_cache_served_context_is_refused"),
+    Row("a store without get, set or delete", "SessionCache(store)",
+        "ConfigurationError naming the missing methods", "-",
+        "cache/test_custom_store.py::test_a_store_missing_a_method_is_refused_when_the_cache_is_made"),
+    Row("single_use over a store without an atomic pop", "SessionCache(store, single_use=True)",
+        "accepted: taken with get then delete (not atomic), and a warning says so", "-",
+        "cache/test_custom_store.py::test_single_use_over_a_three_method_store_resumes_once"),
+    Row("assigning lifetime, max_session_size, single_use or store", "a SessionCache's attributes",
+        "AttributeError (read-only: the C fast path copied them at attach)", "-",
+        "cache/test_settings_fixed.py::test_settings_are_read_only"),
+    Row("any call on a closed store", "get, set, delete, pop",
+        "StoreError saying it was closed (in a handshake: a full handshake)", "errors",
+        "stores/test_store_contract.py::test_close_is_for_good_and_idempotent"),
 ]
 
 

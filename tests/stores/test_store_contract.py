@@ -183,6 +183,20 @@ def test_context_manager_closes(store_kind, store_factory):
     with store_factory(store_kind) as store:
         store.set(b"k", b"v", LONG_TTL)
         assert store.get(b"k") == b"v"
+    with pytest.raises(StoreError, match="closed"):
+        store.get(b"k")
+
+
+def test_close_is_for_good_and_idempotent(store):
+    """One meaning of close() for every store: resources released for good, every later
+    call a StoreError that says the store was closed, a second close() harmless."""
+    store.set(b"k", b"v", LONG_TTL)
+    store.close()
+    store.close()
+    for call, args in (("get", (b"k",)), ("set", (b"k", b"v", LONG_TTL)), ("delete", (b"k",)),
+                       ("pop", (b"k",))):
+        with pytest.raises(StoreError, match="closed"):
+            getattr(store, call)(*args)
 
 
 def test_concurrent_pops_have_one_winner(store_kind, store_factory):

@@ -149,13 +149,17 @@ def test_describe_reports_limits_and_counters():
     }
 
 
-def test_close_empties_and_store_stays_usable():
+def test_close_wipes_every_entry_and_is_for_good():
+    """close() has one meaning for every store (closed for good); a MemoryStore also
+    wipes what it held, and a closed one says so instead of answering "nothing here"."""
     store = MemoryStore()
     store.set(b"k", b"v", 60)
     store.close()
-    assert store.get(b"k") is None
-    store.set(b"k", b"v", 60)
-    assert store.get(b"k") == b"v"
+    assert len(store) == 0 and store.entries() == []
+    with pytest.raises(StoreError, match="MemoryStore was closed"):
+        store.get(b"k")
+    with pytest.raises(StoreError, match="closed"):
+        store.set(b"k", b"v", 60)
 
 
 @pytest.mark.parametrize(

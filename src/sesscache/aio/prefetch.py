@@ -10,11 +10,12 @@ import threading
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, Optional, Sequence
 
+from .. import _fork
 from .._binding import ffi, lib
 from .._burstlog import BurstLogger
 from ..cache import fast_path_counts
 from ..errors import ConfigurationError
-from ..stores.base import BaseStore
+from ..stores.base import BaseStore, check_store
 from ..stores.memory import MemoryStore
 from .breaker import DEFAULT_RETRY_AFTER, DEFAULT_TRIP_AFTER, StoreBreaker
 from .deadlines import DeadlineQueue, TaskTimeout
@@ -129,10 +130,7 @@ class PrefetchingStore(BaseStore):
                  trip_after: Optional[int] = DEFAULT_TRIP_AFTER,
                  retry_after: float = DEFAULT_RETRY_AFTER,
                  log_interval: float = 10.0) -> None:
-        for name in ("get", "set", "delete"):
-            if not callable(getattr(backend, name, None)):
-                raise ConfigurationError(
-                    f"backend must be a store (get, set, delete), got {type(backend).__name__}")
+        check_store(backend)
         if isinstance(backend, PrefetchingStore):
             raise ConfigurationError("a PrefetchingStore cannot wrap another PrefetchingStore")
         _check_seconds("lookup_timeout", lookup_timeout, 60)
@@ -148,6 +146,10 @@ class PrefetchingStore(BaseStore):
                 f"the store, got {trip_after!r}")
         _check_seconds("retry_after", retry_after, 3600)
         self.backend = backend
+        # pop is optional in a store: without it a single_use take is get then delete.
+        self._backend_pop = getattr(backend, "pop", None)
+        if not callable(self._backend_pop):
+            self._backend_pop = _get_then_delete(backend, self._note_pop_fallback)
         self.local = local if local is not None else MemoryStore(max_sessions=10_000)
         self.lookup_timeout = float(lookup_timeout)
         self.write_timeout = float(write_timeout)
@@ -183,10 +185,22 @@ class PrefetchingStore(BaseStore):
         self._write_deadlines: Optional[DeadlineQueue] = None
         self._tails: Dict[bytes, asyncio.Task] = {}
         self._tasks: set = set()
+        self._log_interval = log_interval
+        self._renew_after_fork()
+        _fork.renew_in_child(self)
+        self._breaker = StoreBreaker(trip_after, float(retry_after))
+
+    def _renew_after_fork(self) -> None:
+        """Fresh counters and locks: at __init__, and in a forked child (see sesscache._fork)."""
         self._counts = PrefetchStats().as_dict()
         self._stats_lock = threading.Lock()
-        self._burst = BurstLogger(logger, log_interval)
-        self._breaker = StoreBreaker(trip_after, float(retry_after))
+        self._burst = BurstLogger(logger, self._log_interval)
+
+    def _note_pop_fallback(self) -> None:
+        self._burst.log(logging.WARNING, "pop-fallback",
+                        "%s has no pop: single_use sessions are taken with get then delete, "
+                        "which is not atomic (two handshakes at once may both resume one)",
+                        type(self.backend).__name__)
 
     # --- statistics -------------------------------------------------------------------
 
@@ -310,7 +324,7 @@ class PrefetchingStore(BaseStore):
         if value is not None:
             return value
         if self._inline:
-            value = self.backend.pop(key)
+            value = self._backend_pop(key)
             if value is not None:
                 self._count("local_hits")
             return value
@@ -337,8 +351,28 @@ class PrefetchingStore(BaseStore):
         self._schedule("delete", key)
 
     def close(self) -> None:
-        """Drop the local copy. Background writes and the backend are left alone: use
-        ``await aclose()`` to let pending writes land and close the backend."""
+        """Close the backend, the thread pool and the local copy, for good (idempotent):
+        writes still pending fail (counted). ``await aclose()`` lets them land first.
+
+        An asyncio backend's ``close()`` is a coroutine: it is scheduled on the bound loop
+        when that loop runs, else run to completion here."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            try:
+                if inspect.iscoroutinefunction(close):
+                    loop = self._loop
+                    if loop is not None and loop.is_running() and not loop.is_closed():
+                        asyncio.run_coroutine_threadsafe(close(), loop)
+                    else:
+                        asyncio.run(close())
+                else:
+                    close()
+            except Exception as exc:  # the rest is closed all the same
+                self._burst.log(logging.WARNING, "close", "closing the backend failed (%s: %s)",
+                                type(exc).__name__, str(exc))
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
         self.local.close()
         self._held.close()
 
@@ -424,7 +458,7 @@ class PrefetchingStore(BaseStore):
             if self._lookups_in_flight >= self.max_lookups:
                 self._count("lookups_skipped")
                 self._burst.log(logging.WARNING, "lookup-cap",
-                                "sesscache.aio: %d store lookups in flight (max_lookups); new "
+                                "%d store lookups in flight (max_lookups); new "
                                 "hellos get a full handshake without a lookup until the store "
                                 "catches up. Raise max_lookups if the store can take more",
                                 self._lookups_in_flight)
@@ -449,7 +483,7 @@ class PrefetchingStore(BaseStore):
         a backend answers before the call returns, so there is no timeout to run and nothing
         stays in flight; ``set`` writes through it, so the local copy holds nothing to skip to.
         """
-        method = self.backend.pop if pop else self.backend.get
+        method = self._backend_pop if pop else self.backend.get
         for key in keys[:_MAX_KEYS_PER_HELLO]:
             self._count("lookups")
             try:
@@ -471,14 +505,15 @@ class PrefetchingStore(BaseStore):
         self._count("lookups")
         op = "pop" if pop else "get"
         if self._async:
-            answered, value, exc = await self._ask_async(getattr(self.backend, op), key, timeout, first)
+            method = self._backend_pop if pop else self.backend.get
+            answered, value, exc = await self._ask_async(method, key, timeout, first)
         else:
             answered, value, exc = await self._ask_thread(op, key, timeout)
         if not answered:
             self._store_failed()
             self._count("lookup_timeouts")
             self._burst.log(logging.WARNING, "lookup-timeout",
-                            "sesscache.aio: the session store did not answer within "
+                            "the session store did not answer within "
                             "lookup_timeout=%.3fs; the client gets a full handshake. The store "
                             "is overloaded or far away: check it or raise lookup_timeout",
                             self.lookup_timeout)
@@ -542,14 +577,14 @@ class PrefetchingStore(BaseStore):
 
     def _store_answered(self) -> None:
         if self._breaker.succeeded():
-            logger.info("sesscache.aio: the session store answers again; lookups and writes resume")
+            logger.info("the session store answers again; lookups and writes resume")
 
     def _store_failed(self) -> None:
         loop = self._loop
         if loop is not None and self._breaker.failed(loop.time()):
             self._count("store_pauses")
             self._burst.log(logging.WARNING, "store-paused",
-                            "sesscache.aio: the session store failed %d times in a row; it is "
+                            "the session store failed %d times in a row; it is "
                             "left alone for retry_after=%.1fs (clients get a full handshake at "
                             "once, new sessions stay in this process), then one call tries it "
                             "again. Check the store", self._breaker.trip_after,
@@ -558,7 +593,7 @@ class PrefetchingStore(BaseStore):
     def _lookup_failed(self, exc: BaseException) -> None:
         self._count("lookup_errors")
         self._burst.log(logging.WARNING, "lookup-error",
-                        "sesscache.aio: session store lookup failed (%s: %s); the client gets a "
+                        "session store lookup failed (%s: %s); the client gets a "
                         "full handshake", type(exc).__name__, str(exc))
         return None
 
@@ -580,7 +615,8 @@ class PrefetchingStore(BaseStore):
             except RuntimeError:  # the loop is closed: nothing left to count for
                 pass
 
-        cf = self._executor.submit(getattr(self.backend, op), *args)
+        call = self._backend_pop if op == "pop" else getattr(self.backend, op)
+        cf = self._executor.submit(call, *args)
         cf.add_done_callback(done)
         return asyncio.wrap_future(cf, loop=loop)
 
@@ -592,7 +628,7 @@ class PrefetchingStore(BaseStore):
         if loop is None or loop.is_closed():
             self._count("writes_dropped")
             self._burst.log(logging.WARNING, "no-loop",
-                            "sesscache.aio: a session %s could not reach the store: no event loop "
+                            "a session %s could not reach the store: no event loop "
                             "serves this PrefetchingStore (use it through sesscache.aio servers); "
                             "only the local copy has it", op)
             return
@@ -613,7 +649,7 @@ class PrefetchingStore(BaseStore):
         if self._pending_writes >= self.max_pending_writes:
             self._count("writes_dropped")
             self._burst.log(logging.WARNING, "write-queue",
-                            "sesscache.aio: %d session writes pending (max_pending_writes); new "
+                            "%d session writes pending (max_pending_writes); new "
                             "sessions stay in this process only until the store catches up",
                             self._pending_writes)
             return
@@ -685,7 +721,7 @@ class PrefetchingStore(BaseStore):
         self._count("write_errors")
         self._store_failed()
         self._burst.log(logging.WARNING, "write-error",
-                        "sesscache.aio: background session %s failed (%s: %s); this process "
+                        "background session %s failed (%s: %s); this process "
                         "keeps its local copy, other processes will not resume the session",
                         op, type(exc).__name__, str(exc))
 
@@ -719,6 +755,26 @@ class PrefetchingStore(BaseStore):
             self._executor = None
         self.local.close()
         self._held.close()
+
+
+def _get_then_delete(backend: Any, noted: Callable[[], None]) -> Callable:
+    """A backend's take without ``pop``: get, then delete; a coroutine for an asyncio one."""
+    if inspect.iscoroutinefunction(getattr(backend, "get")):
+        async def take_async(key: bytes) -> Optional[bytes]:
+            noted()
+            value = await backend.get(key)
+            if value is not None:
+                await backend.delete(key)
+            return value
+        return take_async
+
+    def take(key: bytes) -> Optional[bytes]:
+        noted()
+        value = backend.get(key)
+        if value is not None:
+            backend.delete(key)
+        return value
+    return take
 
 
 async def _wait(future: "asyncio.Future", timeout: float) -> bool:

@@ -199,7 +199,7 @@ class _Front:
             # drive it. The client is closed and told nothing; the log says why.
             self.store._burst.log(
                 logging.ERROR, "replay",
-                "sesscache.aio: asyncio's SSLProtocol does not take loop.start_tls's arguments "
+                "asyncio's SSLProtocol does not take loop.start_tls's arguments "
                 "(%s); this Python's asyncio is not supported by sesscache.aio, connections "
                 "are closed", exc)
             transport.abort()
@@ -226,7 +226,7 @@ class _Front:
                 ssl_protocol.data_received(bytes(data))
         except Exception as exc:  # a bug here must not leave the handshake hanging
             loop.call_exception_handler({
-                "message": "sesscache.aio: replaying the ClientHello failed; connection closed",
+                "message": "replaying the ClientHello failed; connection closed",
                 "exception": exc, "transport": transport})
             transport.abort()
             if held:
@@ -251,13 +251,13 @@ class _Front:
             # TLS alert, client gone, handshake timeout: nothing to serve
             transport.close()  # as start_tls does
             self.store._count("handshake_failures")
-            logger.debug("sesscache.aio: TLS handshake failed: %s: %s", type(exc).__name__, exc)
+            logger.debug("TLS handshake failed: %s: %s", type(exc).__name__, exc)
             return
         try:
             protocol = self.protocol_factory()
         except Exception as exc:
             self.loop.call_exception_handler({
-                "message": "sesscache.aio: protocol_factory() failed; connection closed",
+                "message": "protocol_factory() failed; connection closed",
                 "exception": exc, "transport": tls_transport})
             tls_transport.abort()
             return
@@ -298,7 +298,7 @@ class _HelloSniffer(asyncio.Protocol):
             keys = self._scan.feed(data)
         except ClientHelloError as exc:
             self._front.store._count("hellos_unparsable")
-            logger.debug("sesscache.aio: not a ClientHello, handing it to OpenSSL as is: %s", exc)
+            logger.debug("not a ClientHello, handing it to OpenSSL as is: %s", exc)
             self._finish(None)
             return
         if keys is not None:
@@ -320,7 +320,7 @@ class _HelloSniffer(asyncio.Protocol):
         self._front.store._count("hellos_late")
         self._front.store._burst.log(
             logging.INFO, "hello-late",
-            "sesscache.aio: a client did not finish its ClientHello within hello_timeout=%.1fs; "
+            "a client did not finish its ClientHello within hello_timeout=%.1fs; "
             "it gets a full handshake", self._front.hello_timeout)
         self._finish(None)
 
@@ -439,7 +439,7 @@ class _PendingApp(asyncio.Protocol):
                 protocol.connection_lost(self._lost[0])
         except Exception as exc:
             loop.call_exception_handler({
-                "message": "sesscache.aio: the protocol failed while taking over the connection",
+                "message": "the protocol failed while taking over the connection",
                 "exception": exc, "protocol": protocol, "transport": transport})
             transport.abort()
 

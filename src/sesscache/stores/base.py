@@ -18,8 +18,24 @@ trouble only through these exceptions (all from :mod:`sesscache.errors`):
 Every store guarantees: a value is never returned once its ``ttl`` has passed, whatever the
 backend's own expiry granularity; it may disappear earlier (eviction, restart).
 
-Writing your own store takes ten lines: subclass :class:`BaseStore` (or just match the
-:class:`Store` protocol) and implement ``get``, ``set`` and ``delete``::
+A store is three methods, ``get``, ``set`` and ``delete`` (the :class:`Store` protocol); the
+cache checks for them when it is made (:func:`check_store`). Everything else is optional, and
+the cache says what it does without it:
+
+* ``pop(key)``: take a value atomically (``single_use`` uses it). Without it, or with
+  :class:`BaseStore`'s default, a ``single_use`` cache takes a session with ``get`` then
+  ``delete``, which is **not atomic** (two handshakes at the same moment may both resume
+  it), and logs a warning saying so when it is made.
+* ``close()``: release the store's resources **for good** (connections, threads, files;
+  ``MemoryStore`` wipes its entries). Calling it again does nothing; any other call on a
+  closed store raises :class:`~sesscache.errors.StoreError` saying it was closed (the
+  cache counts that as a store error, a full handshake). ``SessionCache.close()`` calls it
+  when the store has it. Stores are context managers (``with SQLiteStore(path) as store:``).
+* ``describe()``: plain data for status pages (``kind``, ``entries``, ``bytes``).
+* ``evictions``: a count the cache adds to its ``stats``.
+
+Writing your own store takes ten lines: match the :class:`Store` protocol, or subclass
+:class:`BaseStore` for the optional parts, and implement ``get``, ``set`` and ``delete``::
 
     import time
     from sesscache.stores import BaseStore, check_ttl
@@ -51,9 +67,9 @@ import math
 import numbers
 from typing import Any, Dict, Optional, Protocol, Tuple, runtime_checkable
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, StoreError
 
-__all__ = ["Store", "AsyncStore", "BaseStore", "check_ttl", "MAX_TTL"]
+__all__ = ["Store", "AsyncStore", "BaseStore", "check_ttl", "check_store", "MAX_TTL"]
 
 #: Longest accepted ttl, in seconds (one year). TLS 1.3 caps session lifetime at 7 days
 #: (RFC 8446, 4.6.1); anything far beyond that is a unit mistake (ms for s), not a policy.
@@ -62,7 +78,9 @@ MAX_TTL = 365 * 24 * 3600.0
 
 @runtime_checkable
 class Store(Protocol):
-    """What the cache needs from a store. Keys and values are ``bytes``; ``ttl`` is seconds > 0."""
+    """What the cache needs from a store: three methods. Keys and values are ``bytes``;
+    ``ttl`` is seconds > 0. ``pop``, ``close``, ``describe`` and ``evictions`` are
+    optional (see the module docstring for what the cache does without them)."""
 
     def get(self, key: bytes) -> Optional[bytes]: ...
 
@@ -70,28 +88,45 @@ class Store(Protocol):
 
     def delete(self, key: bytes) -> None: ...
 
-    def pop(self, key: bytes) -> Optional[bytes]: ...
 
-    def close(self) -> None: ...
+#: The methods every store has; the rest are optional.
+REQUIRED_METHODS = ("get", "set", "delete")
 
-    def describe(self) -> Dict[str, Any]: ...
+
+def check_store(store: Any) -> Any:
+    """Return ``store``, or raise ConfigurationError naming the methods it lacks."""
+    missing = [name for name in REQUIRED_METHODS if not callable(getattr(store, name, None))]
+    if missing:
+        raise ConfigurationError(
+            f"{type(store).__name__} is not a store: it lacks {', '.join(missing)}. A store needs "
+            "get, set and delete (the cache reads sessions with get, writes them with set, and "
+            "a single_use cache without an atomic pop takes them with get and delete); pop, "
+            "close and describe are optional (see sesscache.stores.base)")
+    return store
+
+
+def has_atomic_pop(store: Any) -> bool:
+    """True when ``store`` has a ``pop`` of its own (BaseStore's is get + delete)."""
+    pop = getattr(type(store), "pop", None)
+    return callable(pop) and pop is not BaseStore.pop
+
+
+def closed_error(store: Any) -> StoreError:
+    """What every call on a closed store raises."""
+    return StoreError(f"this {type(store).__name__} was closed, and close() is for good; "
+                      "make a new store")
 
 
 @runtime_checkable
 class AsyncStore(Protocol):
-    """The same contract with coroutines, for asyncio servers (see ``AsyncRedisStore``)."""
+    """The same contract with coroutines, for asyncio servers (see ``AsyncRedisStore``):
+    three methods; ``pop``, ``close`` and ``describe`` optional, as for :class:`Store`."""
 
     async def get(self, key: bytes) -> Optional[bytes]: ...
 
     async def set(self, key: bytes, value: bytes, ttl: float) -> None: ...
 
     async def delete(self, key: bytes) -> None: ...
-
-    async def pop(self, key: bytes) -> Optional[bytes]: ...
-
-    async def close(self) -> None: ...
-
-    async def describe(self) -> Dict[str, Any]: ...
 
 
 def check_ttl(ttl: float) -> float:
@@ -172,7 +207,8 @@ class BaseStore:
         return value
 
     def close(self) -> None:
-        """Release connections or files. The default has nothing to release."""
+        """Release connections, threads or files for good (idempotent). The default has
+        nothing to release."""
 
     def describe(self) -> Dict[str, Any]:
         """What the store holds, without secrets: ``kind``, ``entries`` and ``bytes`` (None if unknown)."""

@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
-from .base import BaseStore, as_bytes, checked_entry
+from .base import BaseStore, as_bytes, checked_entry, closed_error
 
 try:
     from pymemcache import exceptions as _mexc
@@ -83,6 +83,7 @@ class MemcachedStore(BaseStore):
     """
 
     kind = "memcached"
+    _closed = False  #: set by close(): for good
 
     def __init__(
         self,
@@ -170,7 +171,8 @@ class MemcachedStore(BaseStore):
         return None
 
     def close(self) -> None:
-        """Close this process's connections; the store reconnects if used again."""
+        """Close this process's connections, for good: later calls raise StoreError."""
+        self._closed = True
         client = self._client
         if client is not None and self._pid == os.getpid():
             client.close()
@@ -233,6 +235,8 @@ class MemcachedStore(BaseStore):
         return raw[_HEADER.size:]
 
     def _pool(self) -> Any:
+        if self._closed:  # every call to the server comes here first
+            raise closed_error(self)
         client = self._client
         pid = os.getpid()
         if client is not None and self._pid == pid:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .._binding import ffi, lib
 from ..errors import ConfigurationError, ValueTooLarge
-from .base import BaseStore, as_bytes, checked_entry
+from .base import BaseStore, as_bytes, checked_entry, closed_error
 
 __all__ = ["MemoryStore"]
 
@@ -47,6 +47,7 @@ class MemoryStore(BaseStore):
     """
 
     kind = "memory"
+    _closed = False
 
     def __init__(
         self,
@@ -72,7 +73,7 @@ class MemoryStore(BaseStore):
         self._clock = lib.sc_monotonic if self._real_clock else clock
         table = lib.sc_mem_new(max_sessions, -1 if max_bytes is None else max_bytes)
         if table == ffi.NULL:
-            raise MemoryError("sesscache: cannot allocate the MemoryStore table")
+            raise MemoryError("cannot allocate the MemoryStore table")
         # The finalizer wipes and frees every entry; the small struct itself stays (see
         # _cffi_src/memory_store.py: a libssl callback may still hold the pointer).
         self._table = ffi.gc(table, lib.sc_mem_close_forever)
@@ -82,11 +83,15 @@ class MemoryStore(BaseStore):
     # path never makes one.
 
     def get(self, key: bytes) -> Optional[bytes]:
+        if self._closed:
+            raise closed_error(self)
         if type(key) is not bytes:
             key = as_bytes(key, "key")
         return self._read(key, 0)
 
     def set(self, key: bytes, value: bytes, ttl: float) -> None:
+        if self._closed:
+            raise closed_error(self)
         key, value, ttl = checked_entry(key, value, ttl)
         done = lib.sc_mem_set(self._table, key, len(key), value, len(value), ttl, self._clock())
         if done == -1:
@@ -95,15 +100,19 @@ class MemoryStore(BaseStore):
                 f"max_bytes={self.max_bytes}; raise max_bytes or lower the cache's value size limit"
             )
         if done != 1:
-            raise MemoryError("sesscache: MemoryStore could not allocate an entry")
+            raise MemoryError("MemoryStore could not allocate an entry")
 
     def delete(self, key: bytes) -> None:
+        if self._closed:
+            raise closed_error(self)
         if type(key) is not bytes:
             key = as_bytes(key, "key")
         lib.sc_mem_delete(self._table, key, len(key))
 
     def pop(self, key: bytes) -> Optional[bytes]:
         """Atomic get + delete: of several threads popping one key, exactly one gets the value."""
+        if self._closed:
+            raise closed_error(self)
         if type(key) is not bytes:
             key = as_bytes(key, "key")
         return self._read(key, 1)
@@ -127,8 +136,10 @@ class MemoryStore(BaseStore):
         return int(lib.sc_mem_purge_expired(self._table, self._clock()))
 
     def close(self) -> None:
-        """Drop (and wipe) every entry. The store stays usable (and empty)."""
-        lib.sc_mem_close(self._table, 0)
+        """Drop (and wipe) every entry, for good: later calls raise StoreError (a cache's C
+        fast path hands them to Python, which counts them as store errors)."""
+        self._closed = True
+        lib.sc_mem_close(self._table, 1)
 
     @property
     def evictions(self) -> int:

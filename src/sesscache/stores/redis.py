@@ -24,7 +24,7 @@ import logging
 from typing import Any, Dict, Optional, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
-from .base import MAX_TTL, BaseStore, as_bytes, check_ttl
+from .base import MAX_TTL, BaseStore, as_bytes, check_ttl, closed_error
 
 try:
     import redis as _redis
@@ -52,6 +52,7 @@ class _RedisCommon:
     """Key building, ttl conversion and error mapping shared by the sync and async stores."""
 
     kind = "redis"
+    _closed = False  #: set by close(): for good
 
     def _setup(self, prefix: Union[bytes, str], timeout: float) -> None:
         if isinstance(prefix, str):
@@ -66,6 +67,8 @@ class _RedisCommon:
         self._where = "redis"
 
     def _key(self, key: bytes) -> bytes:
+        if self._closed:  # every call makes its key first
+            raise closed_error(self)
         if type(key) is not bytes:
             key = as_bytes(key, "key")
         return self.prefix + key
@@ -252,7 +255,9 @@ class RedisStore(_RedisCommon, BaseStore):
             raise self._fault(exc) from exc
 
     def close(self) -> None:
-        """Disconnect the pool, if this store created the client."""
+        """Disconnect the pool, if this store created the client (one passed in stays
+        open: it is yours); later calls raise StoreError."""
+        self._closed = True
         if self._owns_client:
             try:
                 self.client.close()
@@ -347,6 +352,8 @@ class AsyncRedisStore(_RedisCommon):
             raise self._fault(exc) from exc
 
     async def close(self) -> None:
+        """As RedisStore.close(), awaited."""
+        self._closed = True
         if self._owns_client:
             try:
                 closer = getattr(self.client, "aclose", None) or self.client.close
