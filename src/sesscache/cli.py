@@ -26,31 +26,15 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 from .cache import SessionCache
-from .errors import ConfigurationError, SesscacheError
+from .errors import SesscacheError
+from .stores.urls import STORE_URL_FORMS, store_from_url
 
 
 # --- stores from the command line --------------------------------------------------
 
 def open_store(spec: str) -> Any:
-    """``memory``, ``sqlite:PATH``, ``redis://HOST:PORT[/DB]``, ``rediss://...``,
-    ``unix:///path/redis.sock`` or ``memcached://HOST:PORT``."""
-    from . import stores
-
-    if spec == "memory":
-        return stores.MemoryStore()
-    if spec.startswith("sqlite:"):
-        path = spec[len("sqlite:"):]
-        if not path:
-            raise ConfigurationError("sqlite: needs a path, e.g. sqlite:/var/lib/myapp/sessions.db")
-        return stores.SQLiteStore(path)
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        return stores.RedisStore(url=spec)
-    if spec.startswith("memcached://"):
-        host, _, port = spec[len("memcached://"):].rpartition(":")
-        return stores.MemcachedStore(server=(host or "127.0.0.1", int(port or 11211)))
-    raise ConfigurationError(
-        f"unknown store {spec!r}: use memory, sqlite:PATH, redis://HOST:PORT, "
-        "unix:///path/to/redis.sock or memcached://HOST:PORT")
+    """The store a ``--store`` argument names: see :func:`sesscache.store_from_url`."""
+    return store_from_url(spec)
 
 
 # --- a small threaded TLS echo server ------------------------------------------------
@@ -266,8 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "default: a throwaway self-signed one")
     serve.add_argument("--key", help="private key PEM, if not in --cert")
     serve.add_argument("--store", default="memory",
-                       help="memory | sqlite:PATH | redis://HOST:PORT | unix:///redis.sock | "
-                            "memcached://HOST:PORT")
+                       help=STORE_URL_FORMS)
     group = serve.add_mutually_exclusive_group()
     group.add_argument("--tls1.2", dest="tls", action="store_const", const="1.2", help="TLS 1.2 only")
     group.add_argument("--tls1.3", dest="tls", action="store_const", const="1.3", help="TLS 1.3 only")
