@@ -118,3 +118,13 @@ def test_not_a_string():
     with pytest.raises(ConfigurationError, match="is a string"):
         store_from_url(None)  # type: ignore[arg-type]
     assert "memcached://" in STORE_URL_FORMS
+
+
+def test_check_store_url_opens_nothing(tmp_path):
+    from sesscache.stores.urls import check_store_url
+
+    check_store_url(f"sqlite:{tmp_path / 'never.db'}")
+    check_store_url("redis://127.0.0.1:1/0")
+    assert not (tmp_path / "never.db").exists()
+    with pytest.raises(ConfigurationError, match="unknown store"):
+        check_store_url("sqlite3:/x")

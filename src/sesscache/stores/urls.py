@@ -19,12 +19,13 @@ in a server's master process is safe to use in its forked workers.
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 
-__all__ = ["store_from_url", "STORE_URL_FORMS"]
+__all__ = ["store_from_url", "check_store_url", "STORE_URL_FORMS"]
 
 #: The forms :func:`store_from_url` accepts, for error and help messages.
 STORE_URL_FORMS = ("memory, sqlite:PATH, redis://HOST:PORT[/DB], rediss://HOST:PORT[/DB], "
@@ -40,6 +41,17 @@ def store_from_url(url: str, **options: Any) -> Any:
     ``prefix=b"shop:"``, ...). Raises :class:`~sesscache.errors.ConfigurationError` for a
     string that names no store, saying which forms exist.
     """
+    return _opener(url)(**options)
+
+
+def check_store_url(url: str) -> None:
+    """Raise :class:`~sesscache.errors.ConfigurationError` if ``url`` names no store, without
+    opening anything: for a server's master process, which names the store its workers open."""
+    _opener(url)
+
+
+def _opener(url: str) -> Callable[..., Any]:
+    """A function of the store's options that opens the store ``url`` names."""
     if not isinstance(url, str):
         raise ConfigurationError(f"a store URL is a string such as 'sqlite:/var/lib/app/sessions.db', "
                                  f"got {type(url).__name__}; forms: {STORE_URL_FORMS}")
@@ -47,18 +59,25 @@ def store_from_url(url: str, **options: Any) -> Any:
     from . import MemoryStore, SQLiteStore
 
     if spec == "memory":
-        return MemoryStore(**options)
+        return MemoryStore
     if spec.startswith("sqlite:"):
-        return SQLiteStore(_sqlite_path(spec), **options)
+        return functools.partial(SQLiteStore, _sqlite_path(spec))
     if spec.startswith(("redis://", "rediss://", "unix://")):
         _check_redis(spec)
-        from .redis import RedisStore
 
-        return RedisStore(url=spec, **options)
+        def redis_store(**options: Any) -> Any:
+            from .redis import RedisStore
+
+            return RedisStore(url=spec, **options)
+        return redis_store
     if spec.startswith("memcached://"):
-        from .memcached import MemcachedStore
+        server = _memcached_server(spec)
 
-        return MemcachedStore(server=_memcached_server(spec), **options)
+        def memcached_store(**options: Any) -> Any:
+            from .memcached import MemcachedStore
+
+            return MemcachedStore(server=server, **options)
+        return memcached_store
     raise ConfigurationError(f"unknown store {url!r}: use {STORE_URL_FORMS}")
 
 
