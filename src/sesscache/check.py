@@ -153,12 +153,18 @@ def connect_once(host: str, port: int, context: ssl.SSLContext, server_name: Opt
         return _Handshake(seconds, reused, tls.session, kind)
 
 
+#: After the first bytes of the answer, a server that has not closed for this long is taken to
+#: be done (one that keeps the connection open, an echo server).
+SETTLE = 0.25
+
+
 def _read_until_closed(sock: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO,
                        outgoing: ssl.MemoryBIO) -> None:
     while True:
         try:
             if not tls.read(65536):
                 break  # close_notify
+            sock.settimeout(SETTLE)
             continue
         except ssl.SSLWantReadError:
             pass

@@ -1,4 +1,4 @@
-"""The ``sesscache`` command: ``demo``, ``serve`` and ``stats``.
+"""The ``sesscache`` command: ``demo``, ``serve``, ``check`` and ``stats``.
 
 * ``python -m sesscache demo``: a TLS server and a client that reconnects many times, on
   the embedded default store; prints the resumption rate and how much faster resumed
@@ -6,6 +6,9 @@
 * ``python -m sesscache serve --port 8443 --cert C --key K --store sqlite:/var/lib/x.db``:
   a TLS echo server with the cache, to try with outside clients
   (``openssl s_client -connect 127.0.0.1:8443 -reconnect``).
+* ``python -m sesscache check HOST:PORT [-n N] [--server-name NAME] [--expect PERCENT]``: does
+  a server resume sessions, which kind (session id, stateful or stateless ticket), and how
+  much faster (:mod:`sesscache.check`).
 * ``python -m sesscache stats --store redis://127.0.0.1:6379``: what a store holds (never
   the sessions themselves).
 """
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 from .cache import SessionCache
-from .errors import SesscacheError
+from .errors import ConfigurationError, SesscacheError
 from .stores.urls import STORE_URL_FORMS, store_from_url
 
 
@@ -233,6 +236,26 @@ def run_stats(args) -> int:
     return 0
 
 
+def run_check_command(args) -> int:
+    import ipaddress
+
+    from .check import parse_target, run_check
+
+    if args.n < 1:
+        raise ConfigurationError(f"-n must be at least 1, got {args.n}")
+    if args.expect is not None and not 0 <= args.expect <= 100:
+        raise ConfigurationError(f"--expect is a percentage from 0 to 100, got {args.expect:g}")
+    server_name = args.server_name
+    if server_name is None:
+        host = parse_target(args.target)[0]
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            server_name = host  # a name: send it, as a browser would
+    return run_check(args.target, args.n, server_name=server_name, expect=args.expect,
+                     protocols=args.protocol or ("1.2", "1.3"), cafile=args.cafile)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sesscache", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -263,6 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-connections", type=int, default=0, help="stop after this many")
     serve.add_argument("--duration", type=float, default=0, help="stop after this many seconds")
 
+    check = commands.add_parser("check", help="does a TLS server resume sessions, how, and how much "
+                                               "faster: one line per protocol")
+    check.add_argument("target", metavar="HOST:PORT")
+    check.add_argument("-n", type=int, default=100, help="resumption attempts per protocol (default 100)")
+    check.add_argument("--server-name", help="SNI name to send (default: none for an address, HOST otherwise)")
+    check.add_argument("--expect", type=float, metavar="PERCENT",
+                       help="exit 1 when a protocol resumes less than this")
+    check.add_argument("--cafile", help="verify the server's certificate against these CAs "
+                                        "(default: no verification; check measures, it does not authenticate)")
+    check.add_argument("--protocol", choices=["1.2", "1.3"], action="append",
+                       help="only this protocol (repeatable; default: 1.2 and 1.3)")
+
     stats = commands.add_parser("stats", help="what a store holds (never the sessions)")
     stats.add_argument("--store", required=True, help="as for serve")
     return parser
@@ -276,6 +311,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return run_demo(args.connections, ["ec", "rsa"] if args.key == "both" else [args.key])
         if args.command == "serve":
             return run_serve(args)
+        if args.command == "check":
+            return run_check_command(args)
         return run_stats(args)
     except SesscacheError as exc:
         print(f"sesscache: {exc}", file=sys.stderr)
