@@ -110,6 +110,9 @@ class ServerProcess:
         self.stop()
         raise AssertionError(f"{self.argv[0]} did not listen on {self.port} in {self.startup} s:\n{self.log()}")
 
+    def check_alive(self) -> None:
+        assert self.process is not None and self.process.poll() is None, f"the server died:\n{self.log()}"
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
@@ -143,6 +146,108 @@ print(json.dumps(results))
 """
 
 
+# --- how each server is started, out of the box (store None) and with sesscache ---------------
+
+_GUNICORN_CONF = """
+from sesscache.integrations.gunicorn import ssl_context_hook
+
+ssl_context = ssl_context_hook({store!r}, session_id_context="gunicorn", reuse_context={reuse})
+"""
+
+_UVICORN = """
+import uvicorn
+kwargs = {{}}
+if {store!r}:
+    from sesscache.integrations.uvicorn import ssl_context_factory
+    kwargs["ssl_context_factory"] = ssl_context_factory({store!r}, session_id_context="uvicorn")
+uvicorn.run("sc_test_apps:asgi", host="127.0.0.1", port={port}, workers=4, ssl_certfile={certfile!r},
+            log_level="warning", **kwargs)
+"""
+
+_HYPERCORN = """
+from hypercorn.run import run
+from sesscache.integrations.hypercorn import SessionCachedConfig
+
+config = SessionCachedConfig()
+config.application_path = "sc_test_apps:asgi"
+config.bind = ["127.0.0.1:{port}"]
+config.workers = 4
+config.certfile = config.keyfile = {certfile!r}
+if {store!r}:
+    config.use_session_cache({store!r}, session_id_context="hypercorn")
+run(config)
+"""
+
+
+def _gunicorn(folder: Path, certfile: str, port: int, store: Optional[str], worker_class: str,
+              reuse: bool = False, app: str = "sc_test_apps:wsgi", hooked_worker: Optional[str] = None) -> List[str]:
+    argv = [sys.executable, "-m", "gunicorn", "--workers", "4", "--worker-class", worker_class,
+            "--certfile", certfile, "--bind", f"127.0.0.1:{port}", "--no-control-socket", "--log-level", "warning"]
+    if worker_class == "gthread":
+        argv += ["--threads", "4"]
+    if store:
+        conf = folder / f"gunicorn_conf_{port}.py"
+        conf.write_text(_GUNICORN_CONF.format(store=store, reuse=reuse))
+        argv += ["--config", f"python:{conf.stem}"]
+        if hooked_worker:
+            argv[argv.index("--worker-class") + 1] = hooked_worker
+    return argv + [app]
+
+
+def _twisted(folder: Path, certfile: str, port: int, store: Optional[str]) -> List[str]:
+    (folder / "site").mkdir(exist_ok=True)
+    (folder / "site" / "index.html").write_text("ok")
+    endpoint = f"ssl:{port}:privateKey={certfile}:interface=127.0.0.1"
+    if store:
+        escaped = store.replace(":", "\\:")
+        endpoint = f"sesscache-{endpoint}:store={escaped}:sessionIdContext=twisted"
+    return [sys.executable, "-m", "twisted", "web", "--listen", endpoint, "--path", str(folder / "site")]
+
+
+#: name -> (package the test needs, argv maker(folder, certfile, port, store URL or None))
+SERVERS = {
+    "gunicorn sync": ("gunicorn", lambda f, c, p, s: _gunicorn(f, c, p, s, "sync")),
+    "gunicorn gthread": ("gunicorn", lambda f, c, p, s: _gunicorn(f, c, p, s, "gthread")),
+    "gunicorn sync, reuse_context": ("gunicorn", lambda f, c, p, s: _gunicorn(f, c, p, s, "sync", reuse=True)),
+    "gunicorn gthread, reuse_context": ("gunicorn",
+                                        lambda f, c, p, s: _gunicorn(f, c, p, s, "gthread", reuse=True)),
+    "uvicorn": ("uvicorn", lambda f, c, p, s: [sys.executable, "-c", _UVICORN.format(
+        store=s, port=p, certfile=c)]),
+    "gunicorn + UvicornWorker": ("uvicorn_worker", lambda f, c, p, s: _gunicorn(
+        f, c, p, s, "uvicorn_worker.UvicornWorker", app="sc_test_apps:asgi",
+        hooked_worker="sesscache.integrations.uvicorn.UvicornWorker")),
+    "gunicorn + UvicornH11Worker": ("uvicorn_worker", lambda f, c, p, s: _gunicorn(
+        f, c, p, s, "uvicorn_worker.UvicornH11Worker", app="sc_test_apps:asgi",
+        hooked_worker="sesscache.integrations.uvicorn.UvicornH11Worker")),
+    "hypercorn": ("hypercorn", lambda f, c, p, s: [sys.executable, "-c", _HYPERCORN.format(
+        store=s, port=p, certfile=c)]),
+    "Twisted (twist web)": ("twisted", _twisted),
+}
+
+
+def launch(name: str, folder: Path, certfile: str, store: Optional[str] = None) -> ServerProcess:
+    """Server ``name`` of :data:`SERVERS` with 4 workers (Twisted: one process), out of the box
+    when ``store`` is None, else with sesscache on that store."""
+    _, make_argv = SERVERS[name]
+    write_apps(folder)
+    port = free_port()
+    return ServerProcess(make_argv(folder, certfile, port, store), folder, port)
+
+
+def out_of_the_box_and_cached(name: str, folder: Path, certfile: str,
+                              attempts: int = ATTEMPTS) -> "tuple[Dict[str, ProbeResult], Dict[str, ProbeResult], str]":
+    """Measure server ``name`` out of the box, then with sesscache on an SQLite store in
+    ``folder``; also the second server's log."""
+    with launch(name, folder, certfile) as server:
+        plain = measure(server.port, attempts)
+    clear_pids(folder)
+    with launch(name, folder, certfile, f"sqlite:{folder / 'sessions.db'}") as server:
+        cached = measure(server.port, attempts)
+        server.check_alive()
+        log = server.log()
+    return plain, cached, log
+
+
 def measure(port: int, attempts: int = ATTEMPTS) -> Dict[str, ProbeResult]:
     """TLS 1.2 and 1.3: ``attempts`` reconnections offering the newest session."""
     done = subprocess.run([sys.executable, "-c", _PROBE, str(port), str(attempts)], capture_output=True,
@@ -167,7 +272,7 @@ def report(name: str, plain: Dict[str, ProbeResult], cached: Dict[str, ProbeResu
     return text
 
 
-def assert_resumed(results: Dict[str, ProbeResult], server: ServerProcess) -> None:
+def assert_resumed(results: Dict[str, ProbeResult], log: str = "") -> None:
     for protocol, result in results.items():
         assert result.error is None, result.error
-        assert result.rate >= GOAL, f"TLS {protocol}: {result.line()}\n{server.log()}"
+        assert result.rate >= GOAL, f"TLS {protocol}: {result.line()}\n{log}"

@@ -1,36 +1,10 @@
-"""Twisted through the ``sesscache-ssl:`` endpoint string, as Daphne and ``twist`` take it: one
-``twist web`` process, >= 99 % resumed on TLS 1.2 and 1.3 (Twisted's ``ssl:`` out of the box
-beside it); and the endpoint's errors."""
+"""The ``sesscache-ssl:`` endpoint's errors and ``with_session_cache`` in code; the end-to-end run
+through the endpoint string (``twist web``) is in test_end_to_end.py."""
 from __future__ import annotations
-
-import sys
 
 import pytest
 
-from tests.integrations.harness import ServerProcess, assert_resumed, free_port, measure, need_package, report
-
-
-def _twist_web(folder, endpoint: str, port: int) -> ServerProcess:
-    (folder / "site").mkdir(exist_ok=True)
-    (folder / "site" / "index.html").write_text("ok")
-    return ServerProcess([sys.executable, "-m", "twisted", "web", "--listen", endpoint, "--path",
-                          str(folder / "site")], folder, port)
-
-
-@pytest.mark.slow
-def test_twist_web_through_the_endpoint_string(tmp_path, certs):
-    need_package("twisted")
-    port = free_port()
-    with _twist_web(tmp_path, f"ssl:{port}:privateKey={certs.server_pem}:interface=127.0.0.1", port) as server:
-        plain = measure(server.port)
-    port = free_port()
-    store = f"sqlite\\:{tmp_path / 'sessions.db'}"
-    endpoint = (f"sesscache-ssl:{port}:privateKey={certs.server_pem}:interface=127.0.0.1"
-                f":store={store}:sessionIdContext=twisted-test")
-    with _twist_web(tmp_path, endpoint, port) as server:
-        cached = measure(server.port)
-        report("Twisted (twist web), sesscache-ssl: endpoint", plain, cached)
-        assert_resumed(cached, server)
+from tests.integrations.harness import need_package
 
 
 def test_the_endpoint_names_what_it_needs(certs):
