@@ -59,6 +59,8 @@ class ProbeResult:
     kinds: Counter = field(default_factory=Counter)  #: kind of resumption -> count
     full_times: List[float] = field(default_factory=list)  #: seconds, handshakes without a session
     resumed_times: List[float] = field(default_factory=list)  #: seconds, resumed handshakes
+    #: seconds, each attempt from connect to close (handshake, request, answer, close_notify)
+    connection_times: List[float] = field(default_factory=list)
     error: Optional[str] = None  #: why the protocol could not be probed (refused, ...)
 
     @property
@@ -72,6 +74,11 @@ class ProbeResult:
     @property
     def resumed_ms(self) -> Optional[float]:
         return statistics.median(self.resumed_times) * 1000 if self.resumed_times else None
+
+    @property
+    def connection_ms(self) -> Optional[float]:
+        """Median time of a whole connection that offered a session, in ms."""
+        return statistics.median(self.connection_times) * 1000 if self.connection_times else None
 
     @property
     def kind(self) -> str:
@@ -97,6 +104,7 @@ class ProbeResult:
 @dataclass
 class _Handshake:
     seconds: float
+    total: float  #: connect to close
     reused: bool
     session: Optional[ssl.SSLSession]
     kind: Optional[str]
@@ -150,7 +158,8 @@ def connect_once(host: str, port: int, context: ssl.SSLContext, server_name: Opt
         sock.sendall(outgoing.read())
         _read_until_closed(sock, tls, incoming, outgoing)
         kind = _kind(tls.version(), session, hello) if reused else None
-        return _Handshake(seconds, reused, tls.session, kind)
+        new_session = tls.session
+    return _Handshake(seconds, time.perf_counter() - start, reused, new_session, kind)
 
 
 #: After the first bytes of the answer, a server that has not closed for this long is taken to
@@ -213,6 +222,7 @@ def probe(host: str, port: int, protocol: str, n: int = 100, *, server_name: Opt
                 session = fresh.session
             shake = connect_once(host, port, context, server_name, session, request, timeout)
             result.attempts += 1
+            result.connection_times.append(shake.total)
             if shake.reused:
                 result.resumed += 1
                 result.resumed_times.append(shake.seconds)
