@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sesscache-installed
 C_SOURCES := pyproject.toml setup.py build_ffi.py $(wildcard _cffi_src/*.py)
 
-.PHONY: demo test bench matrix system-packages clean
+.PHONY: demo test bench matrix system-packages clean docs
 
 demo: $(STAMP)
 	$(BIN)/python -m sesscache demo
@@ -24,6 +24,16 @@ bench: $(BENCH_STAMP)
 # anyone's running tests.
 $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	$(BIN)/python -m pip install -q --no-build-isolation -e '.[bench]'
+	touch $@
+
+# The documentation site, warnings as errors (mkdocs.yml sets strict), into build/docs.
+DOCS_STAMP := $(VENV)/.sesscache-docs-deps
+
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict --config-file mkdocs.yml
+
+$(DOCS_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install -q --no-build-isolation -e '.[docs]'
 	touch $@
 
 matrix: system-packages
