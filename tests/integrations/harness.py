@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import pytest
 
 from collections import Counter
 
 from sesscache.check import ProbeResult
+from tests.server_fixtures import _free_port, _need_module
 
 #: Attempts to resume per protocol; >= 99 % resumed means at most one miss.
 ATTEMPTS = 100
@@ -51,19 +51,11 @@ async def asgi(scope, receive, send):
 
 
 def need_package(name: str) -> None:
-    try:
-        __import__(name)
-    except ImportError:
-        reason = f"the {name} package is not installed: pip install -e '.[test]' (the servers extra)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run every server test: {reason}", pytrace=False)
-        pytest.skip(reason)
+    """Skip the test when server package ``name`` is missing; fail it under CI."""
+    _need_module(name, purpose="server")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = _free_port
 
 
 def write_apps(folder: Path) -> Path:
