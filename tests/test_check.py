@@ -23,8 +23,9 @@ class OneShotHTTPS:
     """Answers one HTTP request per connection and closes with close_notify. ``make_context`` is
     called per connection (``per_connection=True``, the gunicorn pattern) or once."""
 
-    def __init__(self, make_context, per_connection: bool) -> None:
+    def __init__(self, make_context, per_connection: bool, drop_every: int = 0) -> None:
         self.make_context, self.per_connection = make_context, per_connection
+        self.drop_every, self.accepted = drop_every, 0
         self.context = None if per_connection else make_context()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -37,6 +38,10 @@ class OneShotHTTPS:
                 sock, _ = self.listener.accept()
             except OSError:
                 return
+            self.accepted += 1
+            if self.drop_every and self.accepted % self.drop_every == 0:
+                sock.close()  # a server that drops a connection now and then
+                continue
             context = self.make_context() if self.per_connection else self.context
             try:
                 sock.settimeout(10)
@@ -85,8 +90,8 @@ def _base_context(certs, tickets: bool) -> ssl.SSLContext:
 def server():
     servers = []
 
-    def start(make_context, per_connection):
-        servers.append(OneShotHTTPS(make_context, per_connection))
+    def start(make_context, per_connection, drop_every=0):
+        servers.append(OneShotHTTPS(make_context, per_connection, drop_every))
         return servers[-1]
     yield start
     for s in servers:
@@ -139,6 +144,15 @@ def test_a_protocol_the_server_refuses_is_reported(certs, server):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "not probed" in _line(done.stdout, "1.2")
     assert f"resumed {N}/{N}" in _line(done.stdout, "1.3")
+
+
+def test_connections_that_fail_midway_are_counted_not_fatal(certs, server):
+    s = server(lambda: _base_context(certs, tickets=True), per_connection=False, drop_every=7)
+    done = _check(s.port)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for protocol in ("1.2", "1.3"):
+        line = _line(done.stdout, protocol)
+        assert "connections failed" in line and 0 < _resumed(line) < N, line
 
 
 def test_bad_target_is_a_clear_error():

@@ -62,6 +62,8 @@ class ProbeResult:
     #: seconds, each attempt from connect to close (handshake, request, answer, close_notify)
     connection_times: List[float] = field(default_factory=list)
     error: Optional[str] = None  #: why the protocol could not be probed (refused, ...)
+    failed: int = 0  #: attempts whose connection failed after the first had worked
+    last_failure: Optional[str] = None  #: the last of those failures
 
     @property
     def rate(self) -> float:
@@ -98,6 +100,8 @@ class ProbeResult:
                      f"speed-up {self.full_ms / self.resumed_ms:.2f}x")
         elif self.full_ms is not None:
             text += f"  full {self.full_ms:.2f} ms"
+        if self.failed:
+            text += f"  ({self.failed} connections failed, the last: {self.last_failure})"
         return text
 
 
@@ -214,27 +218,32 @@ def probe(host: str, port: int, protocol: str, n: int = 100, *, server_name: Opt
     result = ProbeResult(protocol)
     context = client_context(protocol, cafile)
     session: Optional[ssl.SSLSession] = None
-    try:
-        for attempt in range(n):
+    for attempt in range(n):
+        try:
             if session is None or attempt % _FRESH_EVERY == 0:
                 fresh = connect_once(host, port, context, server_name, None, request, timeout)
                 result.full_times.append(fresh.seconds)
                 session = fresh.session
             shake = connect_once(host, port, context, server_name, session, request, timeout)
+        except (ssl.SSLError, OSError) as exc:
+            if result.attempts == 0:  # the server refuses this protocol, or is not there
+                result.error = f"{type(exc).__name__}: {exc}"
+                return result
+            # A connection that fails later counts as an attempt that did not resume.
             result.attempts += 1
-            result.connection_times.append(shake.total)
-            if shake.reused:
-                result.resumed += 1
-                result.resumed_times.append(shake.seconds)
-                result.kinds[shake.kind] += 1
-            else:
-                result.full_times.append(shake.seconds)
-            session = shake.session
-    except (ssl.SSLError, OSError) as exc:
-        if result.attempts == 0:
-            result.error = f"{type(exc).__name__}: {exc}"
+            result.failed += 1
+            result.last_failure = f"{type(exc).__name__}: {exc}"
+            session = None
+            continue
+        result.attempts += 1
+        result.connection_times.append(shake.total)
+        if shake.reused:
+            result.resumed += 1
+            result.resumed_times.append(shake.seconds)
+            result.kinds[shake.kind] += 1
         else:
-            raise
+            result.full_times.append(shake.seconds)
+        session = shake.session
     return result
 
 

@@ -134,7 +134,8 @@ for protocol in ("1.2", "1.3"):
     r = probe("127.0.0.1", port, protocol, attempts, server_name="localhost")
     results[protocol] = dict(attempts=r.attempts, resumed=r.resumed, kinds=dict(r.kinds),
                              full_times=r.full_times, resumed_times=r.resumed_times,
-                             connection_times=r.connection_times, error=r.error)
+                             connection_times=r.connection_times, error=r.error,
+                             failed=r.failed, last_failure=r.last_failure)
 print(json.dumps(results))
 """
 
