@@ -174,7 +174,7 @@ run(config)
 
 
 def _gunicorn(folder: Path, certfile: str, port: int, store: Optional[str], worker_class: str,
-              reuse: bool = False, app: str = "sc_test_apps:wsgi", hooked_worker: Optional[str] = None) -> List[str]:
+              reuse: bool = True, app: str = "sc_test_apps:wsgi", hooked_worker: Optional[str] = None) -> List[str]:
     argv = [sys.executable, "-m", "gunicorn", "--workers", "4", "--worker-class", worker_class,
             "--certfile", certfile, "--bind", f"127.0.0.1:{port}", "--no-control-socket", "--log-level", "warning"]
     if worker_class == "gthread":
@@ -202,9 +202,10 @@ def _twisted(folder: Path, certfile: str, port: int, store: Optional[str]) -> Li
 SERVERS = {
     "gunicorn sync": ("gunicorn", lambda f, c, p, s: _gunicorn(f, c, p, s, "sync")),
     "gunicorn gthread": ("gunicorn", lambda f, c, p, s: _gunicorn(f, c, p, s, "gthread")),
-    "gunicorn sync, reuse_context": ("gunicorn", lambda f, c, p, s: _gunicorn(f, c, p, s, "sync", reuse=True)),
-    "gunicorn gthread, reuse_context": ("gunicorn",
-                                        lambda f, c, p, s: _gunicorn(f, c, p, s, "gthread", reuse=True)),
+    "gunicorn sync, reuse_context=False": ("gunicorn", lambda f, c, p, s: _gunicorn(f, c, p, s, "sync",
+                                                                                  reuse=False)),
+    "gunicorn gthread, reuse_context=False": ("gunicorn", lambda f, c, p, s: _gunicorn(f, c, p, s, "gthread",
+                                                                                      reuse=False)),
     "uvicorn": ("uvicorn", lambda f, c, p, s: [sys.executable, "-c", _UVICORN.format(
         store=s, port=p, certfile=c)]),
     "gunicorn + UvicornWorker": ("uvicorn_worker", lambda f, c, p, s: _gunicorn(

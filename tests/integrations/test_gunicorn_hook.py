@@ -68,16 +68,24 @@ def test_each_process_opens_its_own_cache(certs):
     assert hook.process_cache.cache is parent_cache
 
 
-def test_a_context_per_connection_by_default(certs):
+def test_one_context_per_worker_by_default(certs):
     hook = ssl_context_hook("memory", session_id_context="shop")
     conf, factory = _conf(certs.server_pem), _factory(certs.server_pem)
-    assert hook(conf, factory) is not hook(conf, factory)
+    assert hook(conf, factory) is hook(conf, factory)
+
+
+def test_a_context_per_connection_on_request(certs):
+    hook = ssl_context_hook("memory", session_id_context="shop", reuse_context=False)
+    conf, factory = _conf(certs.server_pem), _factory(certs.server_pem)
+    first, second = hook(conf, factory), hook(conf, factory)
+    assert first is not second
+    assert second.options & ssl.OP_NO_TICKET
 
 
 def test_reused_context_is_made_again_when_the_certificate_changes(tmp_path, certs):
     certfile = tmp_path / "server.pem"
     shutil.copy(certs.server_pem, certfile)
-    hook = ssl_context_hook("memory", session_id_context="shop", reuse_context=True, reload_check_interval=0)
+    hook = ssl_context_hook("memory", session_id_context="shop", reload_check_interval=0)
     conf, factory = _conf(str(certfile)), _factory(str(certfile))
     first = hook(conf, factory)
     assert hook(conf, factory) is first
@@ -89,7 +97,7 @@ def test_reused_context_is_made_again_when_the_certificate_changes(tmp_path, cer
 
 
 def test_reused_context_is_made_once_by_concurrent_threads(certs):
-    hook = ssl_context_hook("memory", session_id_context="shop", reuse_context=True)
+    hook = ssl_context_hook("memory", session_id_context="shop")
     conf, factory = _conf(certs.server_pem), _factory(certs.server_pem)
     seen, start = [], threading.Barrier(8)
 
