@@ -188,14 +188,24 @@ def _gunicorn(folder: Path, certfile: str, port: int, store: Optional[str], work
     return argv + [app]
 
 
+def _endpoint(certfile: str, port: int, store: Optional[str], name: str) -> str:
+    """Twisted's ``ssl:`` endpoint string, or sesscache's ``sesscache-ssl:`` with the store."""
+    endpoint = f"ssl:{port}:privateKey={certfile}:interface=127.0.0.1"
+    if store:
+        escaped = store.replace(":", "\\:")  # colons inside a value are escaped
+        endpoint = f"sesscache-{endpoint}:store={escaped}:sessionIdContext={name}"
+    return endpoint
+
+
 def _twisted(folder: Path, certfile: str, port: int, store: Optional[str]) -> List[str]:
     (folder / "site").mkdir(exist_ok=True)
     (folder / "site" / "index.html").write_text("ok")
-    endpoint = f"ssl:{port}:privateKey={certfile}:interface=127.0.0.1"
-    if store:
-        escaped = store.replace(":", "\\:")
-        endpoint = f"sesscache-{endpoint}:store={escaped}:sessionIdContext=twisted"
-    return [sys.executable, "-m", "twisted", "web", "--listen", endpoint, "--path", str(folder / "site")]
+    return [sys.executable, "-m", "twisted", "web", "--listen", _endpoint(certfile, port, store, "twisted"),
+            "--path", str(folder / "site")]
+
+
+def _daphne(folder: Path, certfile: str, port: int, store: Optional[str]) -> List[str]:
+    return [sys.executable, "-m", "daphne", "-e", _endpoint(certfile, port, store, "daphne"), "sc_test_apps:asgi"]
 
 
 #: name -> (package the test needs, argv maker(folder, certfile, port, store URL or None))
@@ -217,11 +227,12 @@ SERVERS = {
     "hypercorn": ("hypercorn", lambda f, c, p, s: [sys.executable, "-c", _HYPERCORN.format(
         store=s, port=p, certfile=c)]),
     "Twisted (twist web)": ("twisted", _twisted),
+    "Daphne": ("daphne", _daphne),
 }
 
 
 def launch(name: str, folder: Path, certfile: str, store: Optional[str] = None) -> ServerProcess:
-    """Server ``name`` of :data:`SERVERS` with 4 workers (Twisted: one process), out of the box
+    """Server ``name`` of :data:`SERVERS` with 4 workers (Twisted, Daphne: one process), out of the box
     when ``store`` is None, else with sesscache on that store."""
     _, make_argv = SERVERS[name]
     write_apps(folder)
