@@ -89,6 +89,14 @@ class ServerProcess:
         self.process = subprocess.Popen(self.argv, cwd=self.folder, env=self.env, stdout=self._log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
+        try:
+            self._wait_until_listening()
+        except BaseException:  # a failed start, or ^C: the server must not outlive us
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_listening(self) -> None:
         deadline = time.monotonic() + self.startup
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -96,10 +104,9 @@ class ServerProcess:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 time.sleep(0.5)  # let every worker boot, not only the first
-                return self
+                return
             except OSError:
                 time.sleep(0.1)
-        self.stop()
         raise AssertionError(f"{self.argv[0]} did not listen on {self.port} in {self.startup} s:\n{self.log()}")
 
     def check_alive(self) -> None:
@@ -109,15 +116,22 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            # The server's own process group (start_new_session): its workers too.
-            os.killpg(self.process.pid, signal.SIGTERM)
+        if self.process is not None:
+            # The server's own process group (start_new_session): its workers too, even when
+            # the master has already gone.
+            self._signal_group(signal.SIGTERM)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                self._signal_group(signal.SIGKILL)
                 self.process.wait()
         self._log.close()
+
+    def _signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
