@@ -155,6 +155,14 @@ def test_connections_that_fail_midway_are_counted_not_fatal(certs, server):
         assert "connections failed" in line and 0 < _resumed(line) < N, line
 
 
+def test_nothing_listening_is_exit_2():
+    from tests.integrations.harness import free_port
+
+    done = _check(free_port())
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "not probed: ConnectionRefusedError" in _line(done.stdout, "1.2")
+
+
 def test_bad_target_is_a_clear_error():
     done = subprocess.run([sys.executable, "-m", "sesscache", "check", "localhost"], capture_output=True,
                           text=True, timeout=60)
