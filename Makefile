@@ -45,7 +45,7 @@ system-packages:
 $(STAMP): $(C_SOURCES) | system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip setuptools wheel 'cffi>=1.15'
-	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test]'
+	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test,servers]'
 	touch $@
 
 clean:

@@ -1,7 +1,7 @@
 """Real servers from PyPI in their own processes, and the reconnecting client that measures them.
 
 A server package that is not installed fails the test under CI (``CI`` set) and skips it
-elsewhere: install the test extra (``pip install -e '.[test]'``, which pulls in ``[servers]``).
+elsewhere: install the extras (``pip install -e '.[test,servers]'``, as ``make test`` does).
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ async def asgi(scope, receive, send):
 
 def need_package(name: str) -> None:
     """Skip the test when server package ``name`` is missing; fail it under CI."""
-    _need_module(name, purpose="server")
+    _need_module(name, purpose="server", extras="test,servers")
 
 
 free_port = _free_port
