@@ -96,6 +96,20 @@ def test_reused_context_is_made_again_when_the_certificate_changes(tmp_path, cer
     assert second.options & ssl.OP_NO_TICKET
 
 
+def test_a_certificate_caught_half_written_keeps_the_working_context(tmp_path, certs, caplog):
+    certfile = tmp_path / "server.pem"
+    shutil.copy(certs.server_pem, certfile)
+    hook = ssl_context_hook("memory", session_id_context="shop", reload_check_interval=0)
+    conf, factory = _conf(str(certfile)), _factory(str(certfile))
+    first = hook(conf, factory)
+    certfile.write_text(open(certs.other_server_pem).read()[:200])  # a deploy still writing
+    assert hook(conf, factory) is first
+    assert "could not load the changed certificate files" in caplog.text
+    shutil.copy(certs.other_server_pem, certfile)  # the deploy finished
+    second = hook(conf, factory)
+    assert second is not first and hook(conf, factory) is second
+
+
 def test_reused_context_is_made_once_by_concurrent_threads(certs):
     hook = ssl_context_hook("memory", session_id_context="shop")
     conf, factory = _conf(certs.server_pem), _factory(certs.server_pem)

@@ -57,15 +57,27 @@ class SSLContextHook:
         if context is not None and self._reused_pid == os.getpid() and not stamp.changed():
             return context
         with self._lock:
-            if self._reused is context:  # no other thread rebuilt it meanwhile
-                if context is not None and self._reused_pid == os.getpid():
-                    logger.info("sesscache: certificate files changed; worker %d loads them again",
-                                os.getpid())
-                self._stamp = FileStamp((getattr(conf, "certfile", None), getattr(conf, "keyfile", None),
-                                         getattr(conf, "ca_certs", None)), self.reload_check_interval)
-                self._reused = self.process_cache.prepare(factory())
-                self._reused_pid = os.getpid()
-            return self._reused
+            if self._reused is not context:  # another thread made it meanwhile
+                return self._reused
+            pid = os.getpid()
+            reloading = context is not None and self._reused_pid == pid
+            # Stamped before loading: a file that changes during the load is loaded again later.
+            stamp = FileStamp((getattr(conf, "certfile", None), getattr(conf, "keyfile", None),
+                               getattr(conf, "ca_certs", None)), self.reload_check_interval)
+            try:
+                fresh = self.process_cache.prepare(factory())
+            except Exception:
+                if not reloading:
+                    raise
+                # Files caught half-written, or a key that does not match yet: keep serving with
+                # the context that works; the old stamp makes the next check try again.
+                logger.warning("sesscache: worker %d could not load the changed certificate files; "
+                               "it keeps the previous ones and tries again", pid, exc_info=True)
+                return context
+            if reloading:
+                logger.info("sesscache: certificate files changed; worker %d loaded them again", pid)
+            self._stamp, self._reused, self._reused_pid = stamp, fresh, pid
+            return fresh
 
     def __repr__(self) -> str:
         mode = "one context per worker" if self.reuse_context else "a context per connection"
