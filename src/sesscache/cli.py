@@ -30,7 +30,7 @@ from typing import Any, List, Optional, Sequence
 
 from .cache import SessionCache
 from .errors import ConfigurationError, SesscacheError
-from .stores.urls import STORE_URL_FORMS, store_from_url
+from .stores.urls import STORE_URL_FORMS, redacted_store_url, store_from_url
 
 
 # --- stores from the command line --------------------------------------------------
@@ -205,7 +205,7 @@ def run_serve(args) -> int:
     cache.attach(ctx, session_id_context=args.session_id_context.encode(),
                  internal_cache=not args.no_internal_cache)
     server = EchoServer(ctx, args.host, args.port).start()
-    print(f"sesscache serve: TLS echo on {args.host}:{server.port}, store {args.store}, "
+    print(f"sesscache serve: TLS echo on {args.host}:{server.port}, store {redacted_store_url(args.store)}, "
           f"lifetime {args.lifetime:.0f} s, sealed: {'yes' if seal_keys else 'no'}", flush=True)
     print(f"try: openssl s_client -connect {args.host}:{server.port} -reconnect", flush=True)
     stop = threading.Event()

@@ -128,3 +128,28 @@ def test_check_store_url_opens_nothing(tmp_path):
     assert not (tmp_path / "never.db").exists()
     with pytest.raises(ConfigurationError, match="unknown store"):
         check_store_url("sqlite3:/x")
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://app:s3cret@cache:6379/0", "redis://app:***@cache:6379/0"),
+    ("rediss://:s3cret@cache:6380", "rediss://:***@cache:6380"),
+    ("redis://cache:6379/0", "redis://cache:6379/0"),
+    ("sqlite:/var/lib/x.db", "sqlite:/var/lib/x.db"),
+])
+def test_passwords_never_shown(url, shown):
+    from sesscache.stores.urls import redacted_store_url
+
+    assert redacted_store_url(url) == shown
+
+
+def test_integrations_do_not_show_the_password():
+    from sesscache.integrations.gunicorn import ssl_context_hook
+
+    hook = ssl_context_hook("redis://app:s3cret@127.0.0.1:1/0", session_id_context="shop")
+    assert "s3cret" not in repr(hook) and "***" in repr(hook)
+
+
+def test_errors_do_not_show_the_password():
+    with pytest.raises(ConfigurationError) as caught:
+        store_from_url("redis://app:s3cret@cache:port/0")
+    assert "s3cret" not in str(caught.value) and "port must be a number" in str(caught.value)

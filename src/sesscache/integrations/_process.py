@@ -13,7 +13,7 @@ from ..cache import SessionCache
 from ..contexts import MAX_SESSION_ID_CONTEXT
 from ..errors import ConfigurationError
 from ..stores import MemoryStore
-from ..stores.urls import check_store_url, store_from_url
+from ..stores.urls import check_store_url, redacted_store_url, store_from_url
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class ProcessCache:
                 # client notice and reopen; a fresh cache makes that true of every store).
                 self._cache = SessionCache(store_from_url(self.store_url), **self.cache_options)
                 self._pid = pid
-                logger.debug("sesscache: process %d opened store %s", pid, self.store_url)
+                logger.debug("sesscache: process %d opened store %s", pid, redacted_store_url(self.store_url))
             return self._cache
 
     def prepare(self, context: Any) -> Any:
@@ -105,7 +105,7 @@ class ProcessCache:
         return context
 
     def describe_settings(self) -> str:
-        return (f"store {self.store_url}, session id context {self.session_id_context!r}, "
+        return (f"store {redacted_store_url(self.store_url)}, session id context {self.session_id_context!r}, "
                 f"{'OP_NO_TICKET' if self.stateful_tickets else 'tickets as configured'}")
 
 

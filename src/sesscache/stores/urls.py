@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 
-__all__ = ["store_from_url", "check_store_url", "STORE_URL_FORMS"]
+__all__ = ["store_from_url", "check_store_url", "redacted_store_url", "STORE_URL_FORMS"]
 
 #: The forms :func:`store_from_url` accepts, for error and help messages.
 STORE_URL_FORMS = ("memory, sqlite:PATH, redis://HOST:PORT[/DB], rediss://HOST:PORT[/DB], "
@@ -48,6 +48,20 @@ def check_store_url(url: str) -> None:
     """Raise :class:`~sesscache.errors.ConfigurationError` if ``url`` names no store, without
     opening anything: for a server's master process, which names the store its workers open."""
     _opener(url)
+
+
+def redacted_store_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: for logs, reprs and messages."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 def _opener(url: str) -> Callable[..., Any]:
@@ -78,7 +92,7 @@ def _opener(url: str) -> Callable[..., Any]:
 
             return MemcachedStore(server=server, **options)
         return memcached_store
-    raise ConfigurationError(f"unknown store {url!r}: use {STORE_URL_FORMS}")
+    raise ConfigurationError(f"unknown store {redacted_store_url(url)!r}: use {STORE_URL_FORMS}")
 
 
 def _sqlite_path(spec: str) -> str:
@@ -96,14 +110,14 @@ def _check_redis(spec: str) -> None:
     parts = urlsplit(spec)
     if parts.scheme == "unix":
         if not parts.path:
-            raise ConfigurationError(f"{spec!r} names no socket: write unix:///path/to/redis.sock")
+            raise ConfigurationError(f"{redacted_store_url(spec)!r} names no socket: write unix:///path/to/redis.sock")
         return
     if not parts.hostname:
-        raise ConfigurationError(f"{spec!r} names no host: write {parts.scheme}://HOST:PORT[/DB]")
+        raise ConfigurationError(f"{redacted_store_url(spec)!r} names no host: write {parts.scheme}://HOST:PORT[/DB]")
     _port(spec, parts)
     db = parts.path.lstrip("/")
     if db and not db.isdigit():
-        raise ConfigurationError(f"{spec!r}: the database after the host is a number (redis://HOST:PORT/0), "
+        raise ConfigurationError(f"{redacted_store_url(spec)!r}: the database after the host is a number (redis://HOST:PORT/0), "
                                  f"got {db!r}")
 
 
@@ -111,11 +125,11 @@ def _memcached_server(spec: str) -> Any:
     parts = urlsplit(spec)
     if not parts.netloc:
         if not parts.path:
-            raise ConfigurationError(f"{spec!r} names no server: write memcached://HOST:PORT or "
+            raise ConfigurationError(f"{redacted_store_url(spec)!r} names no server: write memcached://HOST:PORT or "
                                      "memcached:///path/to/memcached.sock")
         return parts.path  # a unix socket
     if parts.path not in ("", "/"):
-        raise ConfigurationError(f"{spec!r}: memcached has no databases; write memcached://HOST:PORT")
+        raise ConfigurationError(f"{redacted_store_url(spec)!r}: memcached has no databases; write memcached://HOST:PORT")
     port = _port(spec, parts)
     return (parts.hostname or "127.0.0.1", _MEMCACHED_PORT if port is None else port)
 
@@ -124,4 +138,4 @@ def _port(spec: str, parts: Any) -> Any:
     try:
         return parts.port
     except ValueError:
-        raise ConfigurationError(f"{spec!r}: the port must be a number from 1 to 65535") from None
+        raise ConfigurationError(f"{redacted_store_url(spec)!r}: the port must be a number from 1 to 65535") from None
