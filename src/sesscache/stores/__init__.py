@@ -11,6 +11,7 @@ from typing import Any
 from .base import MAX_TTL, AsyncStore, BaseStore, Store, check_ttl
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
+from .urls import store_from_url
 
 __all__ = [
     "Store",
@@ -23,6 +24,7 @@ __all__ = [
     "RedisStore",
     "AsyncRedisStore",
     "MemcachedStore",
+    "store_from_url",
 ]
 
 _LAZY = {

@@ -1,0 +1,138 @@
+"""What every server integration shares: a cache opened once per worker process from a store
+URL, and the settings that make a context resume across workers."""
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import threading
+import time
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
+
+from ..cache import SessionCache
+from ..contexts import MAX_SESSION_ID_CONTEXT
+from ..errors import ConfigurationError
+from ..stores import MemoryStore
+from ..stores.urls import check_store_url, redacted_store_url, store_from_url
+
+logger = logging.getLogger(__name__)
+
+
+def session_id_context_bytes(value: Union[str, bytes]) -> bytes:
+    """``value`` as the bytes OpenSSL takes, checked (str is encoded as UTF-8)."""
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    if not isinstance(raw, bytes) or not 0 < len(raw) <= MAX_SESSION_ID_CONTEXT:
+        raise ConfigurationError(
+            f"session_id_context must be 1 to {MAX_SESSION_ID_CONTEXT} bytes, got {value!r}: a short "
+            "service name such as 'shop:443', the same in every worker and host sharing the store")
+    return raw
+
+
+def disable_stateless_tickets(context: Any) -> None:
+    """Set ``OP_NO_TICKET`` on an ``ssl.SSLContext`` or an ``OpenSSL.SSL.Context``.
+
+    Without it, TLS 1.2 clients resume with tickets sealed by a key that is random per context
+    (so per worker) and TLS 1.3 tickets are stateless: the server-side cache is never asked and
+    nothing resumes in another worker. With it, TLS 1.2 resumes by session id and TLS 1.3
+    issues stateful tickets, both looked up in the store."""
+    if isinstance(context, ssl.SSLContext):
+        context.options |= ssl.OP_NO_TICKET
+    else:
+        from OpenSSL import SSL
+
+        context.set_options(SSL.OP_NO_TICKET)
+
+
+class ProcessCache:
+    """A :class:`~sesscache.SessionCache` over the store a URL names, made on first use in each
+    process (after ``fork()``, or after unpickling in a spawned worker), and the settings every
+    context it serves gets.
+
+    Pickles as its settings only, never the open store.
+    """
+
+    def __init__(self, store_url: str, *, session_id_context: Union[str, bytes],
+                 internal_cache: bool = True, stateful_tickets: bool = True,
+                 **cache_options: Any) -> None:
+        check_store_url(store_url)
+        self.store_url = store_url
+        self.session_id_context = session_id_context_bytes(session_id_context)
+        self.internal_cache = internal_cache
+        self.stateful_tickets = stateful_tickets
+        self.cache_options: Dict[str, Any] = dict(cache_options)
+        # The options are checked here, in the process that names them, not in each worker.
+        SessionCache(MemoryStore(), **self.cache_options)
+        self._init_process_state()
+
+    def _init_process_state(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: Optional[SessionCache] = None
+        self._pid: Optional[int] = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in ("_lock", "_cache", "_pid"):
+            state.pop(name)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_process_state()
+
+    @property
+    def cache(self) -> SessionCache:
+        """This process's cache (opening its store on the first call in the process)."""
+        cache, pid = self._cache, os.getpid()
+        if cache is not None and self._pid == pid:
+            return cache
+        with self._lock:
+            if self._cache is None or self._pid != pid:
+                # A cache inherited through fork() belongs to the parent: its store's
+                # connections are not this process's to use (SQLiteStore and the Redis
+                # client notice and reopen; a fresh cache makes that true of every store).
+                self._cache = SessionCache(store_from_url(self.store_url), **self.cache_options)
+                self._pid = pid
+                logger.debug("sesscache: process %d opened store %s", pid, redacted_store_url(self.store_url))
+            return self._cache
+
+    def prepare(self, context: Any) -> Any:
+        """Attach this process's cache to ``context`` (and ``OP_NO_TICKET`` unless
+        ``stateful_tickets=False``); returns the context."""
+        if self.stateful_tickets:
+            disable_stateless_tickets(context)
+        self.cache.attach(context, session_id_context=self.session_id_context,
+                          internal_cache=self.internal_cache)
+        return context
+
+    def describe_settings(self) -> str:
+        return (f"store {redacted_store_url(self.store_url)}, session id context {self.session_id_context!r}, "
+                f"{'OP_NO_TICKET' if self.stateful_tickets else 'tickets as configured'}")
+
+
+class FileStamp:
+    """Tells when any of some files changed (size, mtime or inode), looking at most once per
+    ``interval`` seconds: cheap enough to ask on every connection."""
+
+    def __init__(self, paths: Iterable[Optional[str]], interval: float = 1.0) -> None:
+        self.paths = tuple(os.fspath(p) for p in paths if p)
+        self.interval = interval
+        self._stamp = self._read()
+        self._next_check = time.monotonic() + interval
+
+    def _read(self) -> Tuple[Any, ...]:
+        stamp = []
+        for path in self.paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                stamp.append(None)
+            else:
+                stamp.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(stamp)
+
+    def changed(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + self.interval
+        return self._read() != self._stamp

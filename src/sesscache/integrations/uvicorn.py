@@ -1,0 +1,121 @@
+"""uvicorn: resume TLS sessions across ``--workers`` processes.
+
+Run from Python (uvicorn >= 0.47; there is no command-line flag for it)::
+
+    import uvicorn
+    from sesscache.integrations.uvicorn import ssl_context_factory
+
+    uvicorn.run("shop:app", workers=4, ssl_certfile="/etc/ssl/shop.pem", ssl_keyfile="/etc/ssl/shop.key",
+                ssl_context_factory=ssl_context_factory("sqlite:/var/lib/shop/tls-sessions.db",
+                                                        session_id_context="shop:443"))
+
+uvicorn calls the factory in each worker, once (``Config.load``); ``--workers`` starts the
+workers with ``multiprocessing``'s spawn method, so the factory is pickled: it holds only its
+settings, and each worker opens the store itself.
+
+Under gunicorn with ``uvicorn-worker`` (whose worker ignores gunicorn's ``ssl_context`` hook),
+use this module's worker class, which passes gunicorn's hook on to uvicorn::
+
+    # gunicorn.conf.py
+    from sesscache.integrations.gunicorn import ssl_context_hook
+    worker_class = "sesscache.integrations.uvicorn.UvicornWorker"   # or UvicornH11Worker
+    ssl_context = ssl_context_hook("sqlite:/var/lib/shop/tls-sessions.db", session_id_context="shop:443")
+"""
+from __future__ import annotations
+
+import ssl
+from typing import Any, Callable, Union
+
+from ._process import ProcessCache
+
+__all__ = ["ssl_context_factory", "SSLContextFactory", "UvicornWorker", "UvicornH11Worker"]
+
+
+class SSLContextFactory:
+    """The picklable callable :func:`ssl_context_factory` returns; see there."""
+
+    def __init__(self, process_cache: ProcessCache) -> None:
+        self.process_cache = process_cache
+
+    def __call__(self, config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        return self.process_cache.prepare(default_factory())
+
+    def __repr__(self) -> str:
+        return f"<sesscache uvicorn ssl_context_factory: {self.process_cache.describe_settings()}>"
+
+
+def ssl_context_factory(store_url: str, *, session_id_context: Union[str, bytes], internal_cache: bool = True,
+                        stateful_tickets: bool = True, **cache_options: Any) -> SSLContextFactory:
+    """A value for uvicorn's ``ssl_context_factory`` that serves sessions from a shared store.
+
+    :param store_url: the store (:func:`sesscache.store_from_url`): ``sqlite:PATH`` for the
+        workers of one host, ``redis://...`` for several hosts.
+    :param session_id_context: a short service name, the same in every worker and host that
+        shares the store.
+    :param internal_cache: see :meth:`sesscache.SessionCache.attach`.
+    :param stateful_tickets: True (default) sets ``OP_NO_TICKET``; False leaves tickets as the
+        context has them (for a deployment that shares ticket keys itself).
+    :param cache_options: :class:`~sesscache.SessionCache` arguments (``lifetime``,
+        ``seal_keys``, ``max_session_size``, ``single_use``).
+
+    On the context uvicorn's default factory makes (from ``ssl_certfile``, ``ssl_keyfile``,
+    ``ssl_ca_certs``, ``ssl_ciphers``, ..., which stay uvicorn's) it sets:
+
+    * ``OP_NO_TICKET``: TLS 1.2 resumes by session id and TLS 1.3 issues stateful tickets,
+      both served by the store, so a client resumes in whichever worker it reaches (uvicorn's
+      own tickets are sealed with a key random to each worker: out of the box a client resumes
+      only when it happens to reach the same worker again).
+    * The session id context, the cache's session callbacks, the server cache mode and a session
+      timeout of at most ``lifetime`` (:meth:`sesscache.SessionCache.attach`).
+
+    Needs ``ssl_certfile`` on uvicorn's ``Config`` (the default factory reads it).
+    """
+    return SSLContextFactory(ProcessCache(store_url, session_id_context=session_id_context,
+                                          internal_cache=internal_cache, stateful_tickets=stateful_tickets,
+                                          **cache_options))
+
+
+def _worker_classes():
+    """The gunicorn worker classes, made when first named: only they need ``uvicorn-worker``."""
+    try:
+        from uvicorn_worker import UvicornH11Worker as BaseH11Worker, UvicornWorker as BaseWorker
+    except ImportError as exc:
+        from ..errors import ConfigurationError
+
+        raise ConfigurationError("the sesscache uvicorn worker classes need the uvicorn-worker package: "
+                                 "pip install uvicorn-worker") from exc
+
+    class _GunicornHook:
+        """gunicorn's ``ssl_context(conf, default_ssl_context_factory)`` as uvicorn's
+        ``ssl_context_factory(config, default_factory)``: same shape, gunicorn's config passed."""
+
+        def __init__(self, cfg: Any) -> None:
+            self.cfg = cfg
+
+        def __call__(self, config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+            return self.cfg.ssl_context(self.cfg, default_factory)
+
+    def with_hook(base: type) -> Callable[..., None]:
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            base.__init__(self, *args, **kwargs)
+            if self.cfg.is_ssl:  # Config.load(), in the worker's serve(), calls it
+                self.config.ssl_context_factory = _GunicornHook(self.cfg)
+        return __init__
+
+    doc = ("{0} that honours gunicorn's ``ssl_context`` setting (uvicorn-worker's own {0} ignores "
+           "it): set ``ssl_context = ssl_context_hook(...)`` in gunicorn.conf.py.")
+    worker = type("UvicornWorker", (BaseWorker,), {"__init__": with_hook(BaseWorker),
+                                                    "__doc__": doc.format("UvicornWorker"),
+                                                    "__module__": __name__})
+    h11 = type("UvicornH11Worker", (BaseH11Worker,), {"__init__": with_hook(BaseH11Worker),
+                                                      "__doc__": doc.format("UvicornH11Worker"),
+                                                      "__module__": __name__})
+    return {"UvicornWorker": worker, "UvicornH11Worker": h11}
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("UvicornWorker", "UvicornH11Worker"):
+        classes = _worker_classes()
+        globals().update(classes)
+        return classes[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,141 @@
+"""A store named by a string: what config files, command lines and picklable factories use.
+
+=============================================  ===============================================
+``memory``                                     :class:`~sesscache.stores.MemoryStore` (this
+                                               process only)
+``sqlite:PATH``                                :class:`~sesscache.stores.SQLiteStore` on PATH
+                                               (``~`` expanded; every process of one host)
+``redis://[user:password@]HOST[:PORT][/DB]``   :class:`~sesscache.stores.RedisStore`
+``rediss://...``                               the same over TLS
+``unix:///path/to/redis.sock[?db=N]``          Redis on a unix socket
+``memcached://HOST[:PORT]``                    :class:`~sesscache.stores.MemcachedStore`
+                                               (port 11211 by default)
+``memcached:///path/to/memcached.sock``        memcached on a unix socket
+=============================================  ===============================================
+
+Opening is cheap and does not connect: Redis and memcached connect on first use, SQLite opens
+its file on first use in each thread (and again after ``fork()``), so a store made from a URL
+in a server's master process is safe to use in its forked workers.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError
+
+__all__ = ["store_from_url", "check_store_url", "redacted_store_url", "STORE_URL_FORMS"]
+
+#: The forms :func:`store_from_url` accepts, for error and help messages.
+STORE_URL_FORMS = ("memory, sqlite:PATH, redis://HOST:PORT[/DB], rediss://HOST:PORT[/DB], "
+                   "unix:///path/to/redis.sock, memcached://HOST[:PORT] or memcached:///path/to.sock")
+
+_MEMCACHED_PORT = 11211
+
+
+def store_from_url(url: str, **options: Any) -> Any:
+    """The store ``url`` names (see the module docstring for the forms).
+
+    ``options`` go to the store's constructor as keyword arguments (``timeout=0.1``,
+    ``prefix=b"shop:"``, ...). Raises :class:`~sesscache.errors.ConfigurationError` for a
+    string that names no store, saying which forms exist.
+    """
+    return _opener(url)(**options)
+
+
+def check_store_url(url: str) -> None:
+    """Raise :class:`~sesscache.errors.ConfigurationError` if ``url`` names no store, without
+    opening anything: for a server's master process, which names the store its workers open."""
+    _opener(url)
+
+
+def redacted_store_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: for logs, reprs and messages."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def _opener(url: str) -> Callable[..., Any]:
+    """A function of the store's options that opens the store ``url`` names."""
+    if not isinstance(url, str):
+        raise ConfigurationError(f"a store URL is a string such as 'sqlite:/var/lib/app/sessions.db', "
+                                 f"got {type(url).__name__}; forms: {STORE_URL_FORMS}")
+    spec = url.strip()
+    from . import MemoryStore, SQLiteStore
+
+    if spec == "memory":
+        return MemoryStore
+    if spec.startswith("sqlite:"):
+        return functools.partial(SQLiteStore, _sqlite_path(spec))
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        _check_redis(spec)
+
+        def redis_store(**options: Any) -> Any:
+            from .redis import RedisStore
+
+            return RedisStore(url=spec, **options)
+        return redis_store
+    if spec.startswith("memcached://"):
+        server = _memcached_server(spec)
+
+        def memcached_store(**options: Any) -> Any:
+            from .memcached import MemcachedStore
+
+            return MemcachedStore(server=server, **options)
+        return memcached_store
+    raise ConfigurationError(f"unknown store {redacted_store_url(url)!r}: use {STORE_URL_FORMS}")
+
+
+def _sqlite_path(spec: str) -> str:
+    import os
+
+    path = spec[len("sqlite:"):]
+    if path.startswith("//"):  # sqlite:///abs/path, as SQLAlchemy writes it
+        path = path[2:]
+    if not path:
+        raise ConfigurationError("sqlite: needs a path, e.g. sqlite:/var/lib/myapp/sessions.db")
+    return os.path.expanduser(path)
+
+
+def _check_redis(spec: str) -> None:
+    parts = urlsplit(spec)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigurationError(f"{redacted_store_url(spec)!r} names no socket: write unix:///path/to/redis.sock")
+        return
+    if not parts.hostname:
+        raise ConfigurationError(f"{redacted_store_url(spec)!r} names no host: write {parts.scheme}://HOST:PORT[/DB]")
+    _port(spec, parts)
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ConfigurationError(f"{redacted_store_url(spec)!r}: the database after the host is a number (redis://HOST:PORT/0), "
+                                 f"got {db!r}")
+
+
+def _memcached_server(spec: str) -> Any:
+    parts = urlsplit(spec)
+    if not parts.netloc:
+        if not parts.path:
+            raise ConfigurationError(f"{redacted_store_url(spec)!r} names no server: write memcached://HOST:PORT or "
+                                     "memcached:///path/to/memcached.sock")
+        return parts.path  # a unix socket
+    if parts.path not in ("", "/"):
+        raise ConfigurationError(f"{redacted_store_url(spec)!r}: memcached has no databases; write memcached://HOST:PORT")
+    port = _port(spec, parts)
+    return (parts.hostname or "127.0.0.1", _MEMCACHED_PORT if port is None else port)
+
+
+def _port(spec: str, parts: Any) -> Any:
+    try:
+        return parts.port
+    except ValueError:
+        raise ConfigurationError(f"{redacted_store_url(spec)!r}: the port must be a number from 1 to 65535") from None
