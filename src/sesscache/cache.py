@@ -40,6 +40,7 @@ import logging
 import struct
 import threading
 import time
+import weakref
 from dataclasses import dataclass, fields
 import hashlib
 from typing import Any, Dict, NamedTuple, Optional, Sequence
@@ -176,7 +177,10 @@ class SessionCache:
 
             self._sealer = Sealer(seal_keys)
         self._log_interval = log_interval
-        self._attached: Dict[Any, _Attachment] = {}
+        # (slot, SSL_CTX address) -> attachment, held weakly: the context's hooks own it,
+        # so a context that is gone (gunicorn makes one per connection) leaves no entry,
+        # and no address of a freed SSL_CTX is ever used again.
+        self._attached: "weakref.WeakValueDictionary[Any, _Attachment]" = weakref.WeakValueDictionary()
         self._fast_policies: list = []  # sc_fast *, every one made (never freed)
         self._fast_by_sid: Dict[bytes, Any] = {}  # session id context -> sc_fast * or None
         self._warned_tickets = False
@@ -470,7 +474,7 @@ def fast_path_counts(policies: Sequence[Any]) -> Dict[str, int]:
 class _Attachment:
     """The handlers of one cache on one context (one libssl copy, one id context)."""
 
-    __slots__ = ("cache", "instance", "slot", "sid_ctx", "api", "_warned_sid", "_warned_tickets",
+    __slots__ = ("__weakref__", "cache", "instance", "slot", "sid_ctx", "api", "_warned_sid", "_warned_tickets",
                  "_certificate", "_local", "fast")
 
     def __init__(self, cache: SessionCache, instance: LibsslInstance, sid_ctx: bytes,

@@ -67,3 +67,21 @@ def test_the_session_context_is_found_after_an_sni_switch_past_the_old_pool(cert
     assert again.server_reused
     assert caches[-1].stats.stores == 1 and caches[-1].stats.hits == 1, caches[-1].stats
     assert all(c.stats.stores == 0 for c in caches[:-1])
+
+
+def test_a_context_per_connection_leaves_nothing_behind(stack):
+    """gunicorn's pattern: a new context for every connection, the cache attached to each.
+    What an attachment keeps goes with its context; the fast path's policy is shared."""
+    import gc
+
+    cache = SessionCache(MemoryStore())
+    client = stack.client_context()
+    for _ in range(50):
+        context = stack.server_context(TLS12, internal_cache=True)
+        cache.attach(context)
+        stack.close(stack.handshake(context, client, server_name="example.com"))
+        del context
+    gc.collect()
+    assert len(cache._attached) == 0, "attachments of freed contexts are still held"
+    assert len(cache._fast_policies) <= 1
+    assert cache.stats.stores == 50
