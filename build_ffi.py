@@ -33,6 +33,11 @@ FEATURE_GUARDS = {
     "SSL_SESSION_get_time": "!defined(OPENSSL_NO_DEPRECATED_3_4)",
     "SSL_SESSION_set_time": "!defined(OPENSSL_NO_DEPRECATED_3_4)",
     "SSL_CTX_flush_sessions": "!defined(OPENSSL_NO_DEPRECATED_3_4)",
+    # Session-ticket keys (_cffi_src/ticket_keys.py).
+    "SSL_CTX_set_tlsext_ticket_key_evp_cb": "OPENSSL_VERSION_NUMBER >= 0x30000000L",
+    "EVP_CIPHER_fetch": "OPENSSL_VERSION_NUMBER >= 0x30000000L",
+    "EVP_MAC_CTX_set_params": "OPENSSL_VERSION_NUMBER >= 0x30000000L",
+    "HMAC_Init_ex": "!defined(OPENSSL_NO_DEPRECATED_3_0)",
 }
 
 

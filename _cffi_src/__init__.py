@@ -5,4 +5,5 @@ Each module has the four parts pyca/cryptography's ``_cffi_src`` uses: ``INCLUDE
 prototypes) and ``CUSTOMIZATIONS`` (C code compiled into the module). ``build_ffi.py``
 composes them in the order of ``MODULES``.
 """
-MODULES = ["libssl_api", "trampolines", "memory_store", "fast_path", "testing_api", "clienthello"]
+MODULES = ["libssl_api", "trampolines", "memory_store", "fast_path", "testing_api", "clienthello",
+           "ticket_keys"]

@@ -35,6 +35,9 @@ _OPTIONAL = {
     "SSL_CTX_flush_sessions", "SSL_CTX_flush_sessions_ex", "SSL_SESSION_get_time",
     "SSL_SESSION_get_time_ex", "SSL_SESSION_set_time", "SSL_SESSION_set_time_ex",
     "SSL_client_hello_get0_ext",
+    # Session-ticket keys: 3.0+ only, or the 1.1.1 callback's (see _cffi_src/ticket_keys.py).
+    "SSL_CTX_set_tlsext_ticket_key_evp_cb", "EVP_CIPHER_fetch", "EVP_MAC_CTX_set_params",
+    "EVP_aes_256_cbc", "HMAC_Init_ex", "EVP_sha256",
 }
 # Functions cryptography's cffi lib exports that the table also holds: their cffi
 # wrappers ``_cffi_d_<name>`` tie the symbol table to the running image.

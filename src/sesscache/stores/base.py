@@ -186,3 +186,19 @@ class BaseStore:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
+
+    # -- compare-and-set (session-ticket key rings; see sesscache.ticket_keys) ------------
+
+    def compare_and_set(self, key: bytes, expected: Optional[bytes], value: bytes, ttl: float) -> bool:
+        """Set ``key`` to ``value`` only if its live value is ``expected`` (None: absent or
+        expired); True when written. Used to coordinate rare writes between processes,
+        such as one ticket key rotation for a whole fleet.
+
+        This default is ``get``, compare, ``set``: **not atomic** across processes. The
+        bundled stores override it with an atomic version; so should yours if several
+        processes share it (``TicketKeys`` then rotates once per fleet, not once per process).
+        """
+        if self.get(key) != expected:
+            return False
+        self.set(key, value, ttl)
+        return True

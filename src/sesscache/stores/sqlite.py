@@ -448,6 +448,40 @@ class SQLiteStore(BaseStore):
             self._drop(c)
         return StoreError(msg)
 
+    # -- compare-and-set (session-ticket key rings; see sesscache.ticket_keys) ------------
+
+    def compare_and_set(self, key: bytes, expected: Optional[bytes], value: bytes, ttl: float) -> bool:
+        """Set ``key`` to ``value`` only if its live value is ``expected`` (None: absent or
+        expired); True when written. Atomic across threads and processes: the read and the
+        write are one ``BEGIN IMMEDIATE`` transaction, which holds the file's write lock."""
+        key, value, ttl = checked_entry(key, value, ttl)
+        c = self._conn()
+
+        def swap() -> bool:
+            conn = c.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                now = self._clock()
+                rows = conn.execute(self._sql_select, (key,)).fetchall()
+                current = rows[0][0] if rows and rows[0][1] > now else None
+                written = current == expected
+                if written:
+                    conn.execute(self._sql_set, (key, value, now + ttl)).fetchall()
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise
+            return written
+
+        try:
+            return self._in_turn(swap)
+        except sqlite3.Error as exc:
+            raise self._fault(exc, c, "write") from exc
+
 
 def _file_id(path: str) -> Optional[tuple]:
     try:
