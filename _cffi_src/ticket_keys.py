@@ -360,6 +360,10 @@ static int sc_tk_encrypt(int slot, sc_tk_ring *ring, SSL *ssl, unsigned char *na
     for (i = 0; i < ring->count; i++)
         if (ring->keys[i].role == SC_TK_ROLE_CURRENT)
             key = &ring->keys[i];
+    /* Never encrypt under a key past its age (its refresh thread may be stuck): no
+     * ticket is better than one nobody may decrypt. */
+    if (key != NULL && (long long)time(NULL) >= key->not_after)
+        key = NULL;
     if (key != NULL) {
         memcpy(name, key->bytes, SC_TK_NAME_BYTES);
         if (a->EVP_EncryptInit_ex(cctx, sc_tk_cipher[slot], NULL, key->bytes + 48, iv) == 1
