@@ -61,7 +61,7 @@ from .errors import ConfigurationError, SealError, SesscacheError, StoreError, U
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TicketKeys", "TicketKeyStats", "RingFormatError", "KeyInfo", "read_ring", "RING_KEY"]
+__all__ = ["TicketKeys", "TicketKeyStats", "RingFormatError", "KeyInfo", "RingInfo", "read_ring", "RING_KEY"]
 
 #: Longest life of a key, from creation to the last ticket it may decrypt (RFC 8446 4.6.1).
 MAX_KEY_LIFETIME = 7 * 24 * 3600.0
@@ -145,6 +145,8 @@ class _Ring:
     current: Optional[_Key]
     next: Optional[_Key]
     previous: List[_Key] = field(default_factory=list)
+    rotate_every: float = 0.0  # the policy of whoever wrote it (for the command line)
+    keep: int = 0
 
     def keys(self) -> List[Tuple[str, _Key]]:
         out = []
@@ -166,6 +168,8 @@ def encode_ring(ring: _Ring, sealer: Any, store_key: bytes) -> bytes:
     body = json.dumps({
         "generation": ring.generation,
         "next_rotation": ring.next_rotation,
+        "rotate_every": ring.rotate_every,
+        "keep": ring.keep,
         "keys": [{"role": role, "created": k.created, "not_after": k.not_after,
                   "material": base64.b64encode(bytes(k.material)).decode("ascii")}
                  for role, k in ring.keys()],
@@ -206,7 +210,8 @@ def decode_ring(blob: bytes, sealer: Any, store_key: bytes) -> _Ring:
         raise RingFormatError(f"the ticket key ring has an unknown sealing flag {sealing}")
     try:
         data = json.loads(body)
-        ring = _Ring(int(data["generation"]), float(data["next_rotation"]), None, None)
+        ring = _Ring(int(data["generation"]), float(data["next_rotation"]), None, None,
+                     rotate_every=float(data.get("rotate_every", 0)), keep=int(data.get("keep", 0)))
         for entry in data["keys"]:
             material = bytearray(base64.b64decode(entry["material"], validate=True))
             if len(material) != _KEY_BYTES:
@@ -226,18 +231,27 @@ def decode_ring(blob: bytes, sealer: Any, store_key: bytes) -> _Ring:
     return ring
 
 
-def read_ring(store: Any, *, namespace: bytes = RING_KEY, seal_keys: Optional[Sequence[bytes]] = None,
-              now: Optional[float] = None) -> Tuple[int, float, List[KeyInfo]]:
-    """``(generation, next_rotation, keys)`` of the ring in ``store``, without key bytes
-    (for ``python -m sesscache keys show``). StoreError, RingFormatError as they come."""
-    sealer = _sealer(seal_keys)
+@dataclass(frozen=True)
+class RingInfo:
+    """A stored ring, without key bytes (for ``python -m sesscache keys show``)."""
+
+    generation: int  #: rotations since the ring was made (0: no ring in the store)
+    next_rotation: float  #: Unix time
+    rotate_every: float
+    keep: int
+    keys: Tuple[KeyInfo, ...]
+
+
+def read_ring(store: Any, *, namespace: bytes = RING_KEY,
+              seal_keys: Optional[Sequence[bytes]] = None) -> RingInfo:
+    """The ring in ``store`` without its key bytes. StoreError, RingFormatError as they come."""
     blob = store.get(namespace)
     if blob is None:
-        return 0, 0.0, []
-    ring = decode_ring(blob, sealer, namespace)
+        return RingInfo(0, 0.0, 0.0, 0, ())
+    ring = decode_ring(blob, _sealer(seal_keys), namespace)
     try:
-        return ring.generation, ring.next_rotation, [
-            KeyInfo(k.name.hex(), role, k.created, k.not_after) for role, k in ring.keys()]
+        return RingInfo(ring.generation, ring.next_rotation, ring.rotate_every, ring.keep, tuple(
+            KeyInfo(k.name.hex(), role, k.created, k.not_after) for role, k in ring.keys()))
     finally:
         ring.wipe()
 
@@ -441,12 +455,14 @@ class TicketKeys:
 
     def _rotated(self, ring: Optional[_Ring], now: float) -> _Ring:
         life = self.key_lifetime
+        policy = {"rotate_every": self.rotate_every, "keep": self.keep}
         if ring is None:
-            return _Ring(1, now + self.rotate_every, _Key.fresh(now, life), _Key.fresh(now, life))
+            return _Ring(1, now + self.rotate_every, _Key.fresh(now, life), _Key.fresh(now, life), **policy)
         current = ring.next if ring.next is not None and now < ring.next.not_after else _Key.fresh(now, life)
         previous = ([ring.current] if ring.current is not None else []) + ring.previous
         kept = [_copy(k) for k in previous if now < k.not_after][:self.keep]
-        return _Ring(ring.generation + 1, now + self.rotate_every, _copy(current), _Key.fresh(now, life), kept)
+        return _Ring(ring.generation + 1, now + self.rotate_every, _copy(current), _Key.fresh(now, life),
+                     kept, **policy)
 
     def _adopt_from_store(self) -> None:
         with self._lock:
