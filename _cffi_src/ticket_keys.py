@@ -398,10 +398,13 @@ static int sc_tk_decrypt(int slot, sc_tk_ring *ring, SSL *ssl, const unsigned ch
         rv = -1;
         sc_tk_count(ring, SC_TK_ERRORS);
     } else {
-        /* The current key, and the next one (a peer that rotated before this process
-         * refreshed): fine as they are. An older key: resume, and issue a fresh ticket. */
+        /* An older key: resume, and issue a fresh ticket under the current one. The
+         * current key, and the next one (a peer that rotated before this process
+         * refreshed): fine as they are in TLS 1.2. In TLS 1.3 a fresh ticket after every
+         * resumption, as OpenSSL does with its own key (RFC 8446 C.4: a client should
+         * not use one ticket twice). */
         int old = key->role == SC_TK_ROLE_PREVIOUS;
-        rv = old ? 2 : 1;
+        rv = old || a->SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1;
         sc_tk_count(ring, old ? SC_TK_ACCEPTED_OLD : SC_TK_ACCEPTED_CURRENT);
         a->SSL_set_ex_data(ssl, sc_tk_mark_idx[slot], old ? SC_TK_MARK_OLD : SC_TK_MARK_CURRENT);
     }
