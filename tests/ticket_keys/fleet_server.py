@@ -3,7 +3,7 @@ uvicorn run them, each worker with its own context and its own TicketKeys over a
 store (default tickets: nothing else configured). Answers each connection with one line:
 ``<worker pid> <resumed 0|1>``.
 
-    python fleet_server.py STORE_URL CERTFILE WORKERS STACK [TLS_VERSION]
+    python fleet_server.py STORE_URL|none CERTFILE WORKERS STACK [TLS_VERSION]
 
 Prints the port, then serves until SIGTERM.
 """
@@ -67,10 +67,11 @@ def worker(listener, store_url: str, certfile: str, stack: str, version: str) ->
     import sesscache
     from sesscache.cli import open_store
 
-    store = getattr(sesscache, "store_from_url", open_store)(store_url)
     ctx = make_context(stack, certfile, version)
-    keys = sesscache.TicketKeys(store)
-    keys.attach(ctx)
+    if store_url != "none":  # "none": OpenSSL's own per-context key, for comparison
+        store = getattr(sesscache, "store_from_url", open_store)(store_url)
+        keys = sesscache.TicketKeys(store)  # lives as long as this worker
+        keys.attach(ctx)
     serve = serve_stdlib if stack == "stdlib" else serve_pyopenssl
     while True:
         conn, _ = listener.accept()
