@@ -229,3 +229,34 @@ def test_detach_gives_the_context_openssls_own_key_back(stack, make_keys):
     assert not ticket_from(stack, b, client, session)[0]
     _, own = ticket_from(stack, b, client)
     assert ticket_from(stack, b, client, own)[0], "OpenSSL's own key works again"
+
+
+@pytest.mark.parametrize("stack_name", ["pyopenssl", "stdlib"])
+def test_session_cache_and_ticket_keys_on_one_context_serve_both_kinds_of_client(stack_name, certs, make_keys):
+    """TLS 1.2: a client that sends tickets resumes from the shared keys, one that does
+    not (no ticket support) from the shared session cache, on another context."""
+    from tests.tls import STACKS
+
+    stack = STACKS[stack_name](certs)
+    store = MemoryStore()
+    a, b = server(stack, TLS12), server(stack, TLS12)
+    cache = sesscache.SessionCache(store)
+    keys_a, keys_b = make_keys(store), make_keys(store)
+    for ctx, keys in ((a, keys_a), (b, keys_b)):
+        cache.attach(ctx)
+        keys.attach(ctx)
+    with_tickets = stack.client_context()
+    _, session = ticket_from(stack, a, with_tickets)
+    assert ticket_from(stack, b, with_tickets, session)[0]
+    assert keys_b.stats.resumed == 1
+
+    without_tickets = stack.client_context()
+    if stack.name == "pyopenssl":
+        without_tickets.set_options(stack.SSL.OP_NO_TICKET)
+    else:
+        import ssl
+        without_tickets.options |= ssl.OP_NO_TICKET
+    _, session = ticket_from(stack, a, without_tickets)
+    assert ticket_from(stack, b, without_tickets, session)[0]
+    assert cache.stats.hits >= 1 and keys_b.stats.resumed == 1
+    cache.close()
