@@ -15,8 +15,9 @@ here, from a *ring* that Python fills from the store, off the handshake path.
   OpenSSL frees the ``SSL_CTX``. Nothing here is shared with the session trampolines.
 * The callback has no user argument, so there is one per slot (generated below). It
   finds the state from the connection: ``SSL_get_SSL_CTX`` (the context after an SNI
-  switch), else the context recorded when the ``SSL`` was made (OpenSSL runs the callback
-  for the *session* context, which it does not expose). Every EVP/HMAC/RAND function is
+  switch), else the context recorded when the ``SSL`` was made
+  (``sc_recorded_session_ctx``; OpenSSL runs the callback for the *session* context,
+  which it does not expose). Every EVP/HMAC/RAND function is
   called through the same slot's table, so a bundled copy's contexts never meet the
   linked copy's functions.
 
@@ -119,7 +120,6 @@ typedef struct {
 /* Per slot: ex_data indices and the fetched cipher (3.0+), set up once. */
 static int sc_tk_ready[SC_MAX_INSTANCES];
 static int sc_tk_ctx_idx[SC_MAX_INSTANCES];
-static int sc_tk_ssl_ctx_idx[SC_MAX_INSTANCES];  /* the SSL's context at SSL_new */
 static int sc_tk_mark_idx[SC_MAX_INSTANCES];
 static void *sc_tk_cipher[SC_MAX_INSTANCES];
 static pthread_mutex_t sc_tk_setup_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -238,22 +238,6 @@ static void sc_tk_ctx_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
     free(state);
 }
 
-static void sc_tk_ssl_new(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
-                          long argl, void *argp)
-{
-    /* As in trampolines.py: OpenSSL up to 3.x sets the SSL's context before its ex_data,
-     * so this is the session context; 4.0 creates ex_data first (nothing recorded). The
-     * SSL holds a reference on its session context, so the pointer cannot dangle. */
-    sc_api *a = &sc_apis[argl];
-    SSL_CTX *ctx;
-    (void)ptr; (void)argp;
-    if (parent == NULL)
-        return;
-    ctx = a->SSL_get_SSL_CTX((const SSL *)parent);
-    if (ctx != NULL)
-        a->CRYPTO_set_ex_data(ad, idx, ctx);
-}
-
 static int sc_tk_setup(int slot)
 {
     sc_api *a;
@@ -267,8 +251,6 @@ static int sc_tk_setup(int slot)
     if (!sc_tk_ready[slot]) {
         sc_tk_ctx_idx[slot] = a->CRYPTO_get_ex_new_index(1, slot, NULL, NULL, NULL,
                                                          (void *)sc_tk_ctx_free);
-        sc_tk_ssl_ctx_idx[slot] = a->CRYPTO_get_ex_new_index(0, slot, NULL, (void *)sc_tk_ssl_new,
-                                                             NULL, NULL);
         sc_tk_mark_idx[slot] = a->CRYPTO_get_ex_new_index(0, slot, NULL, NULL, NULL, NULL);
         /* 3.0+: fetch AES-256-CBC once, not on every ticket (EVP_aes_256_cbc would make
          * each EVP_*Init_ex fetch it again). 1.1.1: the static cipher object. */
@@ -276,7 +258,7 @@ static int sc_tk_setup(int slot)
             sc_tk_cipher[slot] = a->EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
         else if (a->EVP_aes_256_cbc != NULL)
             sc_tk_cipher[slot] = (void *)a->EVP_aes_256_cbc();
-        ok = sc_tk_ctx_idx[slot] >= 0 && sc_tk_ssl_ctx_idx[slot] >= 0 && sc_tk_mark_idx[slot] >= 0
+        ok = sc_tk_ctx_idx[slot] >= 0 && sc_tk_mark_idx[slot] >= 0
              && sc_tk_cipher[slot] != NULL;
         __atomic_store_n(&sc_tk_ready[slot], ok, __ATOMIC_RELEASE);
     }
@@ -310,8 +292,9 @@ static sc_tk_ctx *sc_tk_state(int slot, SSL *ssl)
     SSL_CTX *ctx = a->SSL_get_SSL_CTX(ssl);
     sc_tk_ctx *state = ctx != NULL ? (sc_tk_ctx *)a->SSL_CTX_get_ex_data(ctx, sc_tk_ctx_idx[slot]) : NULL;
     if (state == NULL) {
-        /* An SNI callback switched to a context without keys: the session context's. */
-        ctx = (SSL_CTX *)a->SSL_get_ex_data(ssl, sc_tk_ssl_ctx_idx[slot]);
+        /* An SNI callback switched to a context without keys: the session context's, as
+         * recorded when the SSL was made (trampolines.py; OpenSSL up to 3.x). */
+        ctx = sc_recorded_session_ctx(slot, ssl);
         if (ctx != NULL)
             state = (sc_tk_ctx *)a->SSL_CTX_get_ex_data(ctx, sc_tk_ctx_idx[slot]);
     }
@@ -344,7 +327,9 @@ static int sc_tk_encrypt(int slot, sc_tk_ring *ring, SSL *ssl, unsigned char *na
     sc_api *a = &sc_apis[slot];
     void *mark = a->SSL_get_ex_data(ssl, sc_tk_mark_idx[slot]);
     const sc_tk_key *key = NULL;
-    int i, rv = 0;
+    unsigned char throwaway[SC_TK_KEY_BYTES];
+    const unsigned char *bytes;
+    int i, rv;
     if (mark != NULL) {
         /* A ticket under a known key was decrypted on this connection, and OpenSSL now
          * issues a ticket: if the handshake did not resume, that ticket was refused. */
@@ -360,21 +345,31 @@ static int sc_tk_encrypt(int slot, sc_tk_ring *ring, SSL *ssl, unsigned char *na
     for (i = 0; i < ring->count; i++)
         if (ring->keys[i].role == SC_TK_ROLE_CURRENT)
             key = &ring->keys[i];
-    /* Never encrypt under a key past its age (its refresh thread may be stuck): no
-     * ticket is better than one nobody may decrypt. */
+    /* Never encrypt under a key past its age (its refresh thread may be stuck). Returning
+     * 0 ("no ticket") is not an option: OpenSSL 1.1.1 then writes a TLS 1.2-shaped empty
+     * ticket into a TLS 1.3 handshake, which the client rejects (measured). So a random
+     * key nobody holds: the ticket is valid on the wire and never decrypts anywhere. */
     if (key != NULL && (long long)time(NULL) >= key->not_after)
         key = NULL;
     if (key != NULL) {
-        memcpy(name, key->bytes, SC_TK_NAME_BYTES);
-        if (a->EVP_EncryptInit_ex(cctx, sc_tk_cipher[slot], NULL, key->bytes + 48, iv) == 1
-                && sc_tk_mac_init(a, evp, hctx, key->bytes + 16))
-            rv = 1;
-        else
-            rv = -1;
+        bytes = key->bytes;
+    } else {
+        pthread_rwlock_unlock(&ring->lock);
+        if (a->RAND_bytes(throwaway, sizeof(throwaway)) != 1) {
+            sc_tk_count(ring, SC_TK_ERRORS);
+            return -1;
+        }
+        bytes = throwaway;
     }
-    pthread_rwlock_unlock(&ring->lock);
-    sc_tk_count(ring, rv == 1 ? SC_TK_ISSUED : rv == 0 ? SC_TK_NO_KEY : SC_TK_ERRORS);
-    return rv;  /* 0: no current key; TLS 1.3 sends no ticket, TLS 1.2 an empty one */
+    memcpy(name, bytes, SC_TK_NAME_BYTES);
+    rv = a->EVP_EncryptInit_ex(cctx, sc_tk_cipher[slot], NULL, bytes + 48, iv) == 1
+         && sc_tk_mac_init(a, evp, hctx, bytes + 16) ? 1 : -1;
+    if (key != NULL)
+        pthread_rwlock_unlock(&ring->lock);
+    else
+        sc_tk_wipe(throwaway, sizeof(throwaway));
+    sc_tk_count(ring, rv != 1 ? SC_TK_ERRORS : key != NULL ? SC_TK_ISSUED : SC_TK_NO_KEY);
+    return rv;
 }
 
 static int sc_tk_decrypt(int slot, sc_tk_ring *ring, SSL *ssl, const unsigned char *name,

@@ -94,7 +94,7 @@ class TicketKeyStats:
     unknown_key: int = 0  #: tickets under a key not in the ring (another deployment, too old)
     expired_key: int = 0  #: tickets under a key of the ring past its maximum age
     rejected: int = 0  #: tickets under a known key that did not resume (tampered, unusable)
-    no_key: int = 0  #: tickets not issued because no key was usable
+    no_key: int = 0  #: tickets issued under a throwaway key (none usable): they never resume
     errors: int = 0  #: OpenSSL errors in the callback (random bytes, cipher set-up)
     rotations: int = 0  #: rotations this process made (written to the store)
     refreshes: int = 0  #: successful reads of the ring from the store

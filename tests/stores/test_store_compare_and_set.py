@@ -6,12 +6,13 @@ one wins.
 """
 from __future__ import annotations
 
-import multiprocessing
+import os
 import time
 
 import pytest
 
 from sesscache.errors import ConfigurationError
+from tests.processes import race
 
 
 def test_compare_and_set_writes_only_over_the_expected_value(store):
@@ -39,7 +40,7 @@ def test_compare_and_set_refuses_a_bad_ttl(store):
         store.compare_and_set(b"ring", None, b"x", -1)
 
 
-def _race(kind, where, prefix, barrier, results):
+def _swap(kind, where, prefix):
     from sesscache.stores import SQLiteStore
 
     if kind == "sqlite":
@@ -50,14 +51,15 @@ def _race(kind, where, prefix, barrier, results):
     else:
         from sesscache.stores.memcached import MemcachedStore
         store = MemcachedStore(where, prefix=prefix, timeout=5)
-    barrier.wait()
-    results.put(store.compare_and_set(b"ring", b"gen1", b"gen2-" + str(multiprocessing.current_process().pid).encode(), 60))
-    store.close()
+    try:
+        return store.compare_and_set(b"ring", b"gen1", b"gen2-" + str(os.getpid()).encode(), 60)
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("redis", marks=pytest.mark.needs_redis),
                                   pytest.param("memcached", marks=pytest.mark.needs_memcached)])
-def test_of_eight_processes_racing_one_swap_exactly_one_wins(kind, store_factory, request, tmp_path):
+def test_of_eight_processes_racing_one_swap_exactly_one_wins(kind, store_factory, request):
     store = store_factory(kind)
     store.set(b"ring", b"gen1", 60)
     if kind == "sqlite":
@@ -66,14 +68,6 @@ def test_of_eight_processes_racing_one_swap_exactly_one_wins(kind, store_factory
         where = request.getfixturevalue("redis_url")
     else:
         where = request.getfixturevalue("memcached_server")
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(8), ctx.Queue()
-    procs = [ctx.Process(target=_race, args=(kind, where, getattr(store, "prefix", b""), barrier, results))
-             for _ in range(8)]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
+    outcomes = race(8, _swap, kind, where, getattr(store, "prefix", b""))
     assert sorted(outcomes) == [False] * 7 + [True]
     assert store.get(b"ring").startswith(b"gen2-")

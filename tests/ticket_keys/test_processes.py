@@ -2,7 +2,6 @@
 clients (``openssl s_client``, the stdlib), a fleet of workers, and the command line."""
 from __future__ import annotations
 
-import multiprocessing
 import random
 import shutil
 import socket
@@ -18,6 +17,7 @@ import pytest
 import sesscache
 from sesscache.ticket_keys import decode_ring, read_ring, RING_KEY
 
+from tests.processes import race
 from tests.servers import EchoServer
 from tests.tls import TLS12, TLS13, PyOpenSSLStack, StdlibStack, _stdlib_session
 
@@ -116,7 +116,7 @@ def test_a_tls12_fleet_resumes_at_least_99_percent(certs, tmp_path):
 
 # --- one rotation for a whole fleet --------------------------------------------------------
 
-def _rotate_when_due(kind, where, prefix, barrier, results):
+def _rotate_when_due(kind, where, prefix):
     from sesscache.stores import SQLiteStore
 
     if kind == "sqlite":
@@ -124,11 +124,12 @@ def _rotate_when_due(kind, where, prefix, barrier, results):
     else:
         from sesscache.stores.redis import RedisStore
         store = RedisStore(where, prefix=prefix, timeout=5)
-    barrier.wait()
     keys = sesscache.TicketKeys(store, rotate_every=60, background=False)  # finds the rotation due
-    results.put((keys.stats.rotations, keys.stats.store_errors, [k.key_id for k in keys.keys()]))
-    keys.close()
-    store.close()
+    try:
+        return keys.stats.rotations, keys.stats.store_errors, [k.key_id for k in keys.keys()]
+    finally:
+        keys.close()
+        store.close()
 
 
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("redis", marks=pytest.mark.needs_redis)])
@@ -139,15 +140,7 @@ def test_a_rotation_due_in_eight_processes_makes_exactly_one_new_key(kind, store
     before = {k.key_id for k in old.keys()}
     old.close()
     where = store.path if kind == "sqlite" else request.getfixturevalue("redis_url")
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(8), ctx.Queue()
-    procs = [ctx.Process(target=_rotate_when_due, args=(kind, where, getattr(store, "prefix", b""), barrier, results))
-             for _ in range(8)]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
+    outcomes = race(8, _rotate_when_due, kind, where, getattr(store, "prefix", b""))
     assert sum(rotations for rotations, _, _ in outcomes) == 1
     assert all(errors == 0 for _, errors, _ in outcomes)
     assert len({tuple(ids) for _, _, ids in outcomes}) == 1, "every process serves the same ring"
