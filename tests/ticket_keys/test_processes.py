@@ -228,3 +228,35 @@ def test_keys_show_and_rotate_print_ids_and_ages_never_key_bytes(tmp_path):
     assert keys.keys()[1].key_id == next_id, "the fleet's next key is current now"
     keys.close()
     store.close()
+
+
+def test_keys_made_before_a_fork_keep_refreshing_in_each_worker(tmp_path):
+    """gunicorn --preload: the TicketKeys is made in the master; each forked worker gets
+    a refresh thread of its own (threads do not survive fork) and sees a rotation."""
+    import os
+
+    store = sesscache.SQLiteStore(tmp_path / "keys.db")
+    keys = sesscache.TicketKeys(store, refresh_every=0.1)
+    before = keys.keys()[1].key_id
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 1
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                current = [k.key_id for k in keys.keys() if k.role == "current"]
+                if current and current[0] != before and keys._thread.is_alive():
+                    code = 0
+                    break
+                time.sleep(0.05)
+        finally:
+            os._exit(code)
+    try:
+        other = sesscache.TicketKeys(sesscache.SQLiteStore(tmp_path / "keys.db"), background=False)
+        other.rotate()  # another process rotates the fleet
+        other.close()
+    finally:
+        _, status = os.waitpid(pid, 0)
+        keys.close()
+        store.close()
+    assert os.WEXITSTATUS(status) == 0, "the forked worker never saw the rotation"
