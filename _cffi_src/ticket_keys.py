@@ -72,6 +72,7 @@ int sc_tk_attach(int, SSL_CTX *, sc_tk_ring *);
 int sc_tk_detach(int, SSL_CTX *);
 sc_tk_ring *sc_tk_ring_of(int, SSL_CTX *);
 int sc_tk_supported(int);
+void sc_tk_live(long *, long *);
 """
 
 CUSTOMIZATIONS = r"""
@@ -135,6 +136,15 @@ typedef struct {
 #define SC_TK_PARAM_UTF8_STRING 4
 #define SC_TK_PARAM_OCTET_STRING 5
 
+/* Rings and per-context states alive: tests check both go back to zero. */
+static long sc_tk_live_rings, sc_tk_live_states;
+
+void sc_tk_live(long *rings, long *states)
+{
+    *rings = __atomic_load_n(&sc_tk_live_rings, __ATOMIC_SEQ_CST);
+    *states = __atomic_load_n(&sc_tk_live_states, __ATOMIC_SEQ_CST);
+}
+
 static void sc_tk_wipe(void *p, size_t n)
 {
     volatile unsigned char *v = (volatile unsigned char *)p;
@@ -159,6 +169,7 @@ sc_tk_ring *sc_tk_ring_new(void)
         return NULL;
     }
     ring->refs = 1;
+    __atomic_add_fetch(&sc_tk_live_rings, 1, __ATOMIC_SEQ_CST);
     return ring;
 }
 
@@ -174,6 +185,7 @@ void sc_tk_ring_release(sc_tk_ring *ring)
     sc_tk_wipe(ring->keys, sizeof(ring->keys));
     pthread_rwlock_destroy(&ring->lock);
     free(ring);
+    __atomic_sub_fetch(&sc_tk_live_rings, 1, __ATOMIC_SEQ_CST);
 }
 
 /* Replace the ring's keys: count keys of SC_TK_KEY_BYTES each in material, with their
@@ -236,6 +248,7 @@ static void sc_tk_ctx_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
         return;
     sc_tk_ring_release(state->ring);
     free(state);
+    __atomic_sub_fetch(&sc_tk_live_states, 1, __ATOMIC_SEQ_CST);
 }
 
 static int sc_tk_setup(int slot)
@@ -468,6 +481,7 @@ int sc_tk_attach(int slot, SSL_CTX *ctx, sc_tk_ring *ring)
             free(state);
             return -1;
         }
+        __atomic_add_fetch(&sc_tk_live_states, 1, __ATOMIC_SEQ_CST);
     }
     __atomic_store_n(&state->active, 1, __ATOMIC_RELEASE);
     if (kind == 2)

@@ -260,3 +260,30 @@ def test_session_cache_and_ticket_keys_on_one_context_serve_both_kinds_of_client
     assert ticket_from(stack, b, without_tickets, session)[0]
     assert cache.stats.hits >= 1 and keys_b.stats.resumed == 1
     cache.close()
+
+
+def _live():
+    from sesscache._binding import ffi, lib
+
+    rings, states = ffi.new("long *"), ffi.new("long *")
+    lib.sc_tk_live(rings, states)
+    return rings[0], states[0]
+
+
+def test_a_contexts_ticket_state_and_ring_are_freed_with_the_context(stack):
+    import gc
+
+    gc.collect()
+    before = _live()
+    keys = TicketKeys(MemoryStore(), background=False)
+    a, b, client = server(stack, TLS13), server(stack, TLS13), stack.client_context()
+    keys.attach(a)
+    keys.attach(b)
+    _, session = ticket_from(stack, a, client)
+    assert ticket_from(stack, b, client, session)[0]
+    assert _live() == (before[0] + 1, before[1] + 2)
+    keys.close()
+    assert _live()[0] == before[0] + 1, "the contexts still hold the (emptied) ring"
+    del a, b, session, client, keys
+    gc.collect()
+    assert _live() == before, "OpenSSL's free of each context released its state and the ring"
