@@ -287,3 +287,54 @@ def test_a_contexts_ticket_state_and_ring_are_freed_with_the_context(stack):
     del a, b, session, client, keys
     gc.collect()
     assert _live() == before, "OpenSSL's free of each context released its state and the ring"
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.needs_redis),
+                                        pytest.param("memcached", marks=pytest.mark.needs_memcached)])
+def test_every_bundled_store_carries_the_ring(store_kind, store_factory, certs, make_keys):
+    from tests.tls import STACKS
+
+    stack = STACKS["stdlib"](certs)
+    store = store_factory(store_kind)
+    a, b, client = server(stack, TLS13), server(stack, TLS13), stack.client_context()
+    keys_a, keys_b = make_keys(store), make_keys(store)
+    keys_a.attach(a)
+    keys_b.attach(b)
+    _, session = ticket_from(stack, a, client)
+    assert ticket_from(stack, b, client, session)[0]
+    keys_a.rotate()
+    keys_b.refresh()
+    assert keys_a.keys() == keys_b.keys()
+    assert keys_a.stats.rotations + keys_b.stats.rotations == 2
+
+
+def _switch_on_sni(stack, front, back):
+    if stack.name == "pyopenssl":
+        front.set_tlsext_servername_callback(lambda conn: conn.set_context(back))
+    else:
+        def switch(sslobj, name, ctx):
+            sslobj.context = back
+        front.sni_callback = switch
+
+
+@pytest.mark.parametrize("stack_name", ["pyopenssl", "stdlib"])
+def test_after_an_sni_switch_the_keys_of_the_context_switched_to_serve(stack_name, version, certs, make_keys):
+    """The usual set-up: every context an SNI callback may switch to is attached."""
+    from tests.tls import STACKS
+
+    stack = STACKS[stack_name](certs)
+    store = MemoryStore()
+    front, back, other = server(stack, version), server(stack, version), server(stack, version)
+    keys = make_keys(store)
+    for ctx in (front, back):
+        keys.attach(ctx)
+    make_keys(store).attach(other)
+    _switch_on_sni(stack, front, back)
+    client = stack.client_context()
+    hs = stack.handshake(front, client, server_name="example.com")
+    session = hs.client_session
+    stack.close(hs)
+    assert keys.stats.issued >= 1
+    hs = stack.handshake(other, client, session=session, server_name="example.com")
+    assert hs.server_reused
+    stack.close(hs)
