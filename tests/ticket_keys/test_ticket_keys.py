@@ -338,3 +338,22 @@ def test_after_an_sni_switch_the_keys_of_the_context_switched_to_serve(stack_nam
     hs = stack.handshake(other, client, session=session, server_name="example.com")
     assert hs.server_reused
     stack.close(hs)
+
+
+def test_key_bytes_never_reach_the_log(caplog, make_keys):
+    import base64
+
+    store = MemoryStore()
+    with caplog.at_level(logging.DEBUG, logger="sesscache"):
+        keys = make_keys(store)
+        keys.rotate()
+        keys.refresh()
+        store.set(RING_KEY, b"SCTK" + bytes([FORMAT_VERSION + 1, 0]) + b"{}", 60)
+        keys.refresh()  # refused ring: logged
+        repr(keys)
+    text = caplog.text + repr(keys) + repr(keys.keys())
+    assert "rotated" in caplog.text and "format version" in caplog.text
+    for key in keys._ring.keys() if keys._ring else []:
+        secret = bytes(key[1].material[16:])
+        for form in (secret.hex(), secret[:16].hex(), base64.b64encode(secret).decode()[:20]):
+            assert form not in text
