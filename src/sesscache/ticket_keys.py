@@ -334,7 +334,7 @@ class TicketKeys:
         self._thread: Optional[threading.Thread] = None
         self._background = background
         self._failures = 0
-        self.refresh(rotate_if_due=True, first=True)
+        self._refresh(first=True)
         _live.add(self)
         if background:
             self._start_thread()
@@ -411,14 +411,14 @@ class TicketKeys:
         rotates and the others adopt its ring."""
         return self._rotate(force=False)
 
-    def refresh(self, *, rotate_if_due: bool = True, first: bool = False) -> None:
+    def refresh(self) -> None:
         """Read the ring from the store now (and rotate it if due). Store trouble is
         logged and counted, never raised: the ring in memory keeps serving."""
+        self._refresh(first=False)
+
+    def _refresh(self, first: bool) -> None:
         try:
-            if rotate_if_due:
-                self._rotate(force=False)
-            else:
-                self._adopt_from_store()
+            self._rotate(force=False)
             self._failures = 0
         except (StoreError, RingFormatError) as exc:
             self._failures += 1
@@ -463,14 +463,6 @@ class TicketKeys:
         kept = [_copy(k) for k in previous if now < k.not_after][:self.keep]
         return _Ring(ring.generation + 1, now + self.rotate_every, _copy(current), _Key.fresh(now, life),
                      kept, **policy)
-
-    def _adopt_from_store(self) -> None:
-        with self._lock:
-            blob = self.store.get(self.namespace)
-            if blob is None:
-                self._rotate(force=False)  # nobody made one yet (or it expired): make it
-                return
-            self._adopt(decode_ring(blob, self._sealer, self.namespace), blob)
 
     def _adopt(self, ring: _Ring, blob: bytes) -> None:
         """Serve ``ring`` (already under self._lock)."""
