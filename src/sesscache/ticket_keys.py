@@ -272,8 +272,9 @@ _live: "weakref.WeakSet[TicketKeys]" = weakref.WeakSet()
 class TicketKeys:
     """A ticket key ring shared through ``store``, served to every attached context.
 
-    :param store: any store (memory, SQLite, Redis, memcached, your own). Its
-        ``compare_and_set`` makes the fleet rotate once per period.
+    :param store: any store with ``compare_and_set``
+        (:class:`~sesscache.stores.base.CompareAndSetStore`: memory, SQLite, Redis,
+        memcached, or your own ``BaseStore`` subclass); it makes the fleet rotate once.
     :param rotate_every: seconds between rotations (default 12 hours).
     :param keep: previous keys kept for decryption (default 3). Tickets live at most
         ``keep * rotate_every`` (attached contexts' session timeouts are capped to that).
@@ -311,6 +312,11 @@ class TicketKeys:
             raise ConfigurationError(f"refresh_every must be > 0 seconds, got {refresh_every!r}")
         if not isinstance(namespace, bytes) or not namespace:
             raise ConfigurationError(f"namespace must be non-empty bytes, got {namespace!r}")
+        if not callable(getattr(store, "compare_and_set", None)):
+            raise ConfigurationError(
+                f"{type(store).__name__} has no compare_and_set(key, expected, value, ttl), which "
+                "TicketKeys needs to rotate the fleet's keys once; subclass "
+                "sesscache.stores.BaseStore (a non-atomic default) or implement it atomically")
         self.store = store
         self.rotate_every = float(rotate_every)
         self.keep = keep

@@ -71,3 +71,26 @@ def test_of_eight_processes_racing_one_swap_exactly_one_wins(kind, store_factory
     outcomes = race(8, _swap, kind, where, getattr(store, "prefix", b""))
     assert sorted(outcomes) == [False] * 7 + [True]
     assert store.get(b"ring").startswith(b"gen2-")
+
+
+def test_every_bundled_store_is_a_compare_and_set_store(store):
+    from sesscache.stores import CompareAndSetStore
+
+    assert isinstance(store, CompareAndSetStore)
+
+
+def test_ticket_keys_name_what_a_store_without_compare_and_set_lacks():
+    import sesscache
+
+    class Bare:  # the three-method Store of the docs, nothing more
+        def get(self, key):
+            return None
+
+        def set(self, key, value, ttl):
+            pass
+
+        def delete(self, key):
+            pass
+
+    with pytest.raises(ConfigurationError, match="compare_and_set"):
+        sesscache.TicketKeys(Bare(), background=False)

@@ -53,7 +53,7 @@ from typing import Any, Dict, Optional, Protocol, Tuple, runtime_checkable
 
 from ..errors import ConfigurationError
 
-__all__ = ["Store", "AsyncStore", "BaseStore", "check_ttl", "MAX_TTL"]
+__all__ = ["Store", "AsyncStore", "BaseStore", "CompareAndSetStore", "check_ttl", "MAX_TTL"]
 
 #: Longest accepted ttl, in seconds (one year). TLS 1.3 caps session lifetime at 7 days
 #: (RFC 8446, 4.6.1); anything far beyond that is a unit mistake (ms for s), not a policy.
@@ -202,3 +202,14 @@ class BaseStore:
             return False
         self.set(key, value, ttl)
         return True
+
+
+# -- what a shared ticket key ring needs (sesscache.ticket_keys) ---------------------------
+
+@runtime_checkable
+class CompareAndSetStore(Store, Protocol):
+    """A :class:`Store` that can also replace a value only if it is still the one read:
+    what :class:`~sesscache.TicketKeys` needs so that a fleet rotates its keys once. Every
+    bundled store has it (``BaseStore`` has a non-atomic default)."""
+
+    def compare_and_set(self, key: bytes, expected: Optional[bytes], value: bytes, ttl: float) -> bool: ...
