@@ -6,5 +6,6 @@ prototypes) and ``CUSTOMIZATIONS`` (C code compiled into the module). ``build_ff
 composes them in the order of ``MODULES`` into the core module (which links no libssl),
 and ``TESTING_MODULES`` into the separately built, linked test module.
 """
-MODULES = ["libssl_api", "trampolines", "memory_store", "fast_path", "at_fork", "clienthello"]
+MODULES = ["libssl_api", "trampolines", "memory_store", "fast_path", "at_fork", "clienthello",
+           "ticket_keys"]
 TESTING_MODULES = ["testing_api"]

@@ -86,18 +86,21 @@ static void sc_fork_child(void)
         m->evictions = m->expired = 0;
 }
 
-static pthread_once_t sc_fork_once = PTHREAD_ONCE_INIT;
-static int sc_fork_installed;
-
-static void sc_fork_install_once(void)
-{
-    sc_fork_installed = pthread_atfork(sc_fork_prepare, sc_fork_parent, sc_fork_child) == 0;
-}
+/* 0: not yet, 1: being registered, 2: registered, 3: failed. An atomic flag rather than
+ * pthread_once, which glibc 2.34 moved into libc under a new symbol version: the wheel
+ * would then need glibc 2.34 (tests/test_build.py holds the module to 2.28). Python calls
+ * this with the GIL held, so a second caller never waits on a first. */
+static int sc_fork_state;
 
 /* Registers the handlers, once per process (children inherit them); 1 when they are. */
 int sc_at_fork_install(void)
 {
-    pthread_once(&sc_fork_once, sc_fork_install_once);
-    return sc_fork_installed;
+    int expected = 0;
+    if (__atomic_compare_exchange_n(&sc_fork_state, &expected, 1, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+        __atomic_store_n(&sc_fork_state,
+                         pthread_atfork(sc_fork_prepare, sc_fork_parent, sc_fork_child) == 0 ? 2 : 3,
+                         __ATOMIC_RELEASE);
+    return __atomic_load_n(&sc_fork_state, __ATOMIC_ACQUIRE) == 2;
 }
 """

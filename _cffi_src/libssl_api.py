@@ -81,6 +81,23 @@ API = [
     ("unsigned long", "OpenSSL_version_num", "void", True),
     ("const char *", "OpenSSL_version", "int", True),
     ("void", "ERR_clear_error", "void", True),
+    # Session-ticket keys (ticket_keys.py). EVP/HMAC contexts and ciphers are void * here:
+    # the ABI is the same and the cdef needs no OpenSSL crypto types. The EVP callback and
+    # EVP_MAC/EVP_CIPHER_fetch are 3.0+; HMAC_Init_ex (the 1.1.1 callback's) is deprecated.
+    ("int", "SSL_version", "const SSL *", True),
+    ("long", "SSL_CTX_callback_ctrl", "SSL_CTX *, int, void (*)(void)", True),
+    ("int", "SSL_CTX_set_tlsext_ticket_key_evp_cb",
+     "SSL_CTX *, int (*)(SSL *, unsigned char *, unsigned char *, void *, void *, int)", False),
+    ("int", "RAND_bytes", "unsigned char *, int", True),
+    ("void *", "EVP_CIPHER_fetch", "void *, const char *, const char *", False),
+    ("const void *", "EVP_aes_256_cbc", "void", False),
+    ("int", "EVP_EncryptInit_ex", "void *, const void *, void *, const unsigned char *, const unsigned char *",
+     True),
+    ("int", "EVP_DecryptInit_ex", "void *, const void *, void *, const unsigned char *, const unsigned char *",
+     True),
+    ("int", "EVP_MAC_CTX_set_params", "void *, const void *", False),
+    ("int", "HMAC_Init_ex", "void *, const void *, int, const void *, void *", False),
+    ("const void *", "EVP_sha256", "void", False),
 ]
 
 INCLUDES = """

@@ -52,6 +52,7 @@ from .client_cache import ClientSessionCache
 from .session import Session
 from .stores import MemoryStore, SQLiteStore, Store
 from .stores.urls import store_from_url
+from .ticket_keys import TicketKeys, TicketKeyStats
 
 __version__ = "0.1.0"
 
@@ -88,7 +89,7 @@ def libssl_info(context: Any = None) -> LibsslInstance:
 
 __all__ = [
     "AsyncRedisStore", "CacheStats", "ClientSessionCache", "MemcachedStore", "MemoryStore", "RedisStore", "SQLiteStore",
-    "SessionCache", "Store",
+    "SessionCache", "Store", "TicketKeys", "TicketKeyStats",
     "SESS_CACHE_BOTH", "SESS_CACHE_CLIENT", "SESS_CACHE_NO_AUTO_CLEAR", "SESS_CACHE_NO_INTERNAL",
     "SESS_CACHE_NO_INTERNAL_LOOKUP", "SESS_CACHE_NO_INTERNAL_STORE", "SESS_CACHE_OFF",
     "SESS_CACHE_SERVER", "flush_sessions", "get_session_cache_mode", "internal_cache_size",

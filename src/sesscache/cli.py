@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = commands.add_parser("stats", help="what a store holds (never the sessions)")
     stats.add_argument("--store", required=True, help="as for serve")
+
+    from .cli_keys import add_keys_command
+    add_keys_command(commands, "as for serve")
     return parser
 
 
@@ -313,6 +316,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return run_serve(args)
         if args.command == "check":
             return run_check_command(args)
+        if args.command == "keys":
+            from .cli_keys import run_keys
+            return run_keys(args, open_store)
         return run_stats(args)
     except SesscacheError as exc:
         print(f"sesscache: {exc}", file=sys.stderr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import MAX_TTL, AsyncStore, BaseStore, Store, check_ttl
+from .base import MAX_TTL, AsyncStore, BaseStore, CompareAndSetStore, Store, check_ttl
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 from .urls import store_from_url
@@ -17,6 +17,7 @@ __all__ = [
     "Store",
     "AsyncStore",
     "BaseStore",
+    "CompareAndSetStore",
     "check_ttl",
     "MAX_TTL",
     "MemoryStore",

@@ -69,7 +69,7 @@ from typing import Any, Dict, Optional, Protocol, Tuple, runtime_checkable
 
 from ..errors import ConfigurationError, StoreError
 
-__all__ = ["Store", "AsyncStore", "BaseStore", "check_ttl", "check_store", "MAX_TTL"]
+__all__ = ["Store", "AsyncStore", "BaseStore", "CompareAndSetStore", "check_ttl", "check_store", "MAX_TTL"]
 
 #: Longest accepted ttl, in seconds (one year). TLS 1.3 caps session lifetime at 7 days
 #: (RFC 8446, 4.6.1); anything far beyond that is a unit mistake (ms for s), not a policy.
@@ -222,3 +222,30 @@ class BaseStore:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
+
+    # -- compare-and-set (session-ticket key rings; see sesscache.ticket_keys) ------------
+
+    def compare_and_set(self, key: bytes, expected: Optional[bytes], value: bytes, ttl: float) -> bool:
+        """Set ``key`` to ``value`` only if its live value is ``expected`` (None: absent or
+        expired); True when written. Used to coordinate rare writes between processes,
+        such as one ticket key rotation for a whole fleet.
+
+        This default is ``get``, compare, ``set``: **not atomic** across processes. The
+        bundled stores override it with an atomic version; so should yours if several
+        processes share it (``TicketKeys`` then rotates once per fleet, not once per process).
+        """
+        if self.get(key) != expected:
+            return False
+        self.set(key, value, ttl)
+        return True
+
+
+# -- what a shared ticket key ring needs (sesscache.ticket_keys) ---------------------------
+
+@runtime_checkable
+class CompareAndSetStore(Store, Protocol):
+    """A :class:`Store` that can also replace a value only if it is still the one read:
+    what :class:`~sesscache.TicketKeys` needs so that a fleet rotates its keys once. Every
+    bundled store has it (``BaseStore`` has a non-atomic default)."""
+
+    def compare_and_set(self, key: bytes, expected: Optional[bytes], value: bytes, ttl: float) -> bool: ...

@@ -309,3 +309,21 @@ class MemcachedStore(BaseStore):
                 "the store reconnects on the next call"
             )
         return StoreError(f"{where} failed: {text}")
+
+    # -- compare-and-set (session-ticket key rings; see sesscache.ticket_keys) ------------
+
+    def compare_and_set(self, key: bytes, expected: Optional[bytes], value: bytes, ttl: float) -> bool:
+        """Set ``key`` to ``value`` only if its live value is ``expected`` (None: absent or
+        expired); True when written. Atomic: ``gets`` then ``cas`` with its token, or
+        ``add`` when memcached holds no item at all."""
+        key, value, ttl = checked_entry(key, value, ttl)
+        mkey = self._key(key)
+        now = self._clock()
+        data = _HEADER.pack(_VERSION, now + ttl) + value
+        expire = memcached_expiry(ttl, now)
+        raw, token = self._call("gets", mkey)
+        if raw is None:
+            return expected is None and bool(self._call("add", mkey, data, expire=expire, noreply=False))
+        if self._unpack(raw) != expected:
+            return False
+        return bool(self._call("cas", mkey, data, token, expire=expire, noreply=False))

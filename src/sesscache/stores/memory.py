@@ -12,6 +12,7 @@ its Python face, for the cache's other paths and for you.
 from __future__ import annotations
 
 import struct
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -77,6 +78,7 @@ class MemoryStore(BaseStore):
         # The finalizer wipes and frees every entry; the small struct itself stays (see
         # _cffi_src/memory_store.py: a libssl callback may still hold the pointer).
         self._table = ffi.gc(table, lib.sc_mem_close_forever)
+        self._cas_guard = threading.Lock()  # compare_and_set's read and write, together
 
     # Note on secrets: entries are wiped in C when dropped. What Python reads out with get()
     # is an immutable bytes object that CPython gives no way to wipe; the cache's C fast
@@ -192,3 +194,17 @@ class MemoryStore(BaseStore):
 
     def __repr__(self) -> str:
         return f"<MemoryStore entries={len(self)} max_sessions={self.max_sessions}>"
+
+    # -- compare-and-set (session-ticket key rings; see sesscache.ticket_keys) ------------
+
+    def compare_and_set(self, key: bytes, expected: Optional[bytes], value: bytes, ttl: float) -> bool:
+        """Set ``key`` to ``value`` only if its live value is ``expected`` (None: absent);
+        True when written. Atomic with respect to other ``compare_and_set`` calls on this
+        store (it is one process's memory); a plain ``set`` of the same key in between is
+        not excluded."""
+        key, value, ttl = checked_entry(key, value, ttl)
+        with self._cas_guard:
+            if self._read(key, 0) != expected:
+                return False
+            self.set(key, value, ttl)
+            return True

@@ -281,6 +281,36 @@ class RedisStore(_RedisCommon, BaseStore):
     def __repr__(self) -> str:
         return f"<RedisStore {self._where} prefix={self.prefix!r}>"
 
+    # -- compare-and-set (session-ticket key rings; see sesscache.ticket_keys) ------------
+
+    # KEYS[1]; ARGV: "1" when the key must be absent (else "0"), the expected value, the
+    # new value, the lifetime in ms. One script, which Redis runs alone: atomic.
+    _CAS_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current then return 0 end
+elseif current ~= ARGV[2] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+return 1
+"""
+
+    def compare_and_set(self, key: bytes, expected: Optional[bytes], value: bytes, ttl: float) -> bool:
+        """Set ``key`` to ``value`` only if its value is ``expected`` (None: absent); True
+        when written. Atomic: one Lua script (``EVAL``)."""
+        k = self._key(key)
+        if type(value) is not bytes:
+            value = as_bytes(value, "value")
+        ms = self._ttl_ms(check_ttl(ttl))
+        absent = expected is None
+        try:
+            done = self.client.eval(self._CAS_SCRIPT, 1, k, b"1" if absent else b"0",
+                                    b"" if absent else as_bytes(expected, "value"), value, ms)
+        except (_rexc.RedisError, OSError) as exc:
+            raise self._fault(exc) from exc
+        return int(done) == 1
+
 
 class AsyncRedisStore(_RedisCommon):
     """:class:`RedisStore` for asyncio servers: the same arguments, methods are coroutines.

@@ -367,20 +367,12 @@ class SQLiteStore(BaseStore):
     def _pop_in_transaction(self, conn: sqlite3.Connection, key: bytes) -> list:
         # Fallback for SQLite < 3.35: BEGIN IMMEDIATE takes the write lock before reading, so
         # no other connection can read-then-delete the same row in between.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        def take() -> list:
             rows = conn.execute(self._sql_select, (key,)).fetchall()
             if rows:
                 conn.execute(self._sql_delete, (key,)).fetchall()
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-            raise
-        return rows
+            return rows
+        return _immediate_transaction(conn, take)
 
     def _delete_expired(self, c: _Conn, now: float) -> int:
         """Delete the rows expired at ``now``, in turn with the other writers; how many."""
@@ -448,6 +440,29 @@ class SQLiteStore(BaseStore):
             self._drop(c)
         return StoreError(msg)
 
+    # -- compare-and-set (session-ticket key rings; see sesscache.ticket_keys) ------------
+
+    def compare_and_set(self, key: bytes, expected: Optional[bytes], value: bytes, ttl: float) -> bool:
+        """Set ``key`` to ``value`` only if its live value is ``expected`` (None: absent or
+        expired); True when written. Atomic across threads and processes: the read and the
+        write are one ``BEGIN IMMEDIATE`` transaction, which holds the file's write lock."""
+        key, value, ttl = checked_entry(key, value, ttl)
+        c = self._conn()
+
+        def swap() -> bool:
+            now = self._clock()
+            rows = c.conn.execute(self._sql_select, (key,)).fetchall()
+            current = rows[0][0] if rows and rows[0][1] > now else None
+            if current != expected:
+                return False
+            c.conn.execute(self._sql_set, (key, value, now + ttl)).fetchall()
+            return True
+
+        try:
+            return self._in_turn(lambda: _immediate_transaction(c.conn, swap))
+        except sqlite3.Error as exc:
+            raise self._fault(exc, c, "write") from exc
+
 
 def _file_id(path: str) -> Optional[tuple]:
     try:
@@ -455,6 +470,23 @@ def _file_id(path: str) -> Optional[tuple]:
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
+
+
+def _immediate_transaction(conn: sqlite3.Connection, work: Callable[[], Any]) -> Any:
+    """``work()`` inside BEGIN IMMEDIATE ... COMMIT (the file's write lock is taken before
+    anything is read), rolled back if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        raise
+    return result
 
 
 def _close_quietly(conn: sqlite3.Connection) -> None:
