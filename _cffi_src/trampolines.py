@@ -639,10 +639,11 @@ static int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
     return 1;  /* SSL_CLIENT_HELLO_SUCCESS */
 }
 
-/* Set the configured session id context on each connection of ctx (stdlib contexts:
- * CPython 3.13 overrides it per connection). 1 when done, 0 when this OpenSSL has no
- * ClientHello callback. A bound context stays bound. */
-int sc_pin_session_id_context(int slot, SSL_CTX *ctx, const unsigned char *bytes, unsigned int len)
+/* Record how ctx's connections get their session id context (pin: SC_PIN_CONTEXT or
+ * SC_PIN_BOUND) and install the ClientHello callback that sets it. 1 when done, 0 when
+ * this OpenSSL has no ClientHello callback. Pinning a bound context to the value it is
+ * bound with leaves it bound. */
+static int sc_set_pin(int slot, SSL_CTX *ctx, const unsigned char *bytes, unsigned int len, int pin)
 {
     sc_ctx_state *st;
     if (len == 0 || len > 32 || !sc_slot_ok(slot) || !sc_ready[slot]
@@ -651,14 +652,21 @@ int sc_pin_session_id_context(int slot, SSL_CTX *ctx, const unsigned char *bytes
     st = sc_state_for(slot, ctx);
     if (st == NULL)
         return 0;
-    if (__atomic_load_n(&st->pin, __ATOMIC_ACQUIRE) == SC_PIN_BOUND
+    if (pin == SC_PIN_CONTEXT && __atomic_load_n(&st->pin, __ATOMIC_ACQUIRE) == SC_PIN_BOUND
             && st->sid_len == len && memcmp(st->sid, bytes, len) == 0)
         return 1;
     memcpy(st->sid, bytes, len);
     st->sid_len = len;
-    __atomic_store_n(&st->pin, SC_PIN_CONTEXT, __ATOMIC_RELEASE);
+    __atomic_store_n(&st->pin, pin, __ATOMIC_RELEASE);
     sc_apis[slot].SSL_CTX_set_client_hello_cb(ctx, sc_client_hello_cb, st);
     return 1;
+}
+
+/* Set the configured session id context on each connection of ctx (stdlib contexts:
+ * CPython 3.13 overrides it per connection). */
+int sc_pin_session_id_context(int slot, SSL_CTX *ctx, const unsigned char *bytes, unsigned int len)
+{
+    return sc_set_pin(slot, ctx, bytes, len, SC_PIN_CONTEXT);
 }
 
 /* Bind each connection's session id context to the configured one, the certificate and
@@ -666,19 +674,9 @@ int sc_pin_session_id_context(int slot, SSL_CTX *ctx, const unsigned char *bytes
  * callback, or no way to read the ClientHello's server_name: the caller must refuse). */
 int sc_bind_session_id_context(int slot, SSL_CTX *ctx, const unsigned char *bytes, unsigned int len)
 {
-    sc_ctx_state *st;
-    if (len == 0 || len > 32 || !sc_slot_ok(slot) || !sc_ready[slot]
-            || sc_apis[slot].SSL_CTX_set_client_hello_cb == NULL
-            || sc_apis[slot].SSL_client_hello_get0_ext == NULL)
+    if (!sc_slot_ok(slot) || sc_apis[slot].SSL_client_hello_get0_ext == NULL)
         return 0;
-    st = sc_state_for(slot, ctx);
-    if (st == NULL)
-        return 0;
-    memcpy(st->sid, bytes, len);
-    st->sid_len = len;
-    __atomic_store_n(&st->pin, SC_PIN_BOUND, __ATOMIC_RELEASE);
-    sc_apis[slot].SSL_CTX_set_client_hello_cb(ctx, sc_client_hello_cb, st);
-    return 1;
+    return sc_set_pin(slot, ctx, bytes, len, SC_PIN_BOUND);
 }
 
 /* Back from bound to the configured context alone (a cache detached). */
