@@ -50,6 +50,8 @@ from .cache import CacheStats, SessionCache
 from .client_cache import ClientSessionCache
 from .session import Session
 from .stores import MemoryStore, SQLiteStore, Store
+from .stores.resilient import ResilientStore  # network stores: writes behind, breaker
+from .errors import StorePaused
 
 __version__ = "0.1.0"
 
@@ -91,3 +93,4 @@ __all__ = [
     "get_remove_session_callback", "libssl_info", "set_get_session_callback",
     "set_new_session_callback", "set_remove_session_callback",
 ]
+__all__ += ["ResilientStore", "StorePaused"]

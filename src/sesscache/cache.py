@@ -56,9 +56,10 @@ from .contexts import (
     set_session_cache_mode,
     set_session_id_context,
 )
-from .errors import ConfigurationError, SealError, SessionError
+from .errors import ConfigurationError, SealError, SessionError, StorePaused
 from .session import session_to_der
 from .stores import MemoryStore, Store
+from .stores.resilient import wrap_remote_store
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,10 @@ class SessionCache:
 
     :param store: where sessions live: ``MemoryStore()`` (the default, this process
         only), ``SQLiteStore(path)`` (processes on one host), ``RedisStore(url)`` (a fleet).
+        A network store (``RedisStore``, ``MemcachedStore``) is wrapped in a
+        :class:`~sesscache.stores.resilient.ResilientStore`: its writes go behind the
+        handshake and a store that keeps failing is paused (lookups then count in ``errors``
+        at no wait); its own counters are ``cache.store.stats``.
     :param lifetime: the longest a session may be resumed, in seconds, counted from the
         full handshake it comes from (OpenSSL's own default timeout is 300 s; at most 7
         days, as RFC 8446 allows for TLS 1.3).
@@ -148,7 +153,10 @@ class SessionCache:
         if not (isinstance(max_session_size, int) and max_session_size >= 64):
             raise ConfigurationError(
                 f"max_session_size must be an int of at least 64 bytes, got {max_session_size!r}")
-        self.store: Store = store if store is not None else MemoryStore()
+        # A store on the network (RedisStore, MemcachedStore) gets its writes behind the
+        # handshake and a breaker: see stores/resilient.py. cache.store is then the wrapper;
+        # cache.store.backend is the store given here.
+        self.store: Store = wrap_remote_store(store) if store is not None else MemoryStore()
         self.lifetime = float(lifetime)
         self.max_session_size = max_session_size
         self.single_use = single_use
@@ -514,6 +522,8 @@ class _Attachment:
 
     def _store_failed(self, what: str, exc: BaseException) -> None:
         self.cache._count("errors")
+        if isinstance(exc, StorePaused):  # not tried: the pause was logged when it began
+            return
         self.cache._burst.log(logging.WARNING, "store-" + what,
                               "sesscache: session store %s failed (%s: %s); the handshake goes on as "
                               "a full one", what, type(exc).__name__, str(exc))

@@ -10,6 +10,7 @@ from typing import Any
 
 from .base import MAX_TTL, AsyncStore, BaseStore, Store, check_ttl
 from .memory import MemoryStore
+from .resilient import ResilienceStats, ResilientStore
 from .sqlite import SQLiteStore
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "check_ttl",
     "MAX_TTL",
     "MemoryStore",
+    "ResilientStore",
+    "ResilienceStats",
     "SQLiteStore",
     "RedisStore",
     "AsyncRedisStore",

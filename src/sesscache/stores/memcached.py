@@ -83,6 +83,9 @@ class MemcachedStore(BaseStore):
     """
 
     kind = "memcached"
+    #: It answers over the network: SessionCache wraps it in a ResilientStore (writes behind
+    #: the handshake, a breaker); see stores/resilient.py.
+    remote = True
 
     def __init__(
         self,

@@ -192,6 +192,10 @@ class RedisStore(_RedisCommon, BaseStore):
             ``ssl_ca_certs``, ...).
     """
 
+    #: It answers over the network: SessionCache wraps it in a ResilientStore (writes behind
+    #: the handshake, a breaker); see stores/resilient.py.
+    remote = True
+
     def __init__(
         self,
         url: Optional[str] = None,
