@@ -25,12 +25,23 @@ from typing import Any, Dict, Optional, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
 from .base import MAX_TTL, BaseStore, as_bytes, check_ttl
+from .redis_clients import (
+    cluster_client,
+    describe_topology,
+    parse_addresses,
+    rebuild_client,
+    sentinel_client,
+    split_topology_url,
+    store_client_kwargs,
+)
 
 try:
     import redis as _redis
     import redis.exceptions as _rexc
     from redis.backoff import NoBackoff as _NoBackoff
     from redis.retry import Retry as _Retry
+    # Cluster faults (no node for a slot, ...) are not RedisError.
+    _FAULTS = (_rexc.RedisError, OSError, _rexc.RedisClusterException)
 except ImportError:  # pragma: no cover - exercised only without redis installed
     _redis = None
 
@@ -94,13 +105,7 @@ class _RedisCommon:
 
     def _describe_where(self, client: Any) -> str:
         # From the pool's connection arguments, so no password can leak into logs.
-        try:
-            kw = client.connection_pool.connection_kwargs
-        except AttributeError:
-            return "redis"
-        if kw.get("path"):
-            return f"unix:{kw['path']} db={kw.get('db', 0)}"
-        return f"{kw.get('host', '?')}:{kw.get('port', '?')} db={kw.get('db', 0)}"
+        return describe_topology(client)
 
     def _fault(self, exc: BaseException) -> StoreError:
         where = f"Redis at {self._where}"
@@ -116,6 +121,11 @@ class _RedisCommon:
             )
         if isinstance(exc, _rexc.BusyLoadingError) or text.startswith("LOADING"):
             return StoreError(f"{where} is still loading its dataset ({text}); it will answer soon")
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+            return StoreError(
+                f"{where} presented a TLS certificate this store does not trust ({text}): pass "
+                "ssl_ca_certs= naming the CA that signed it, and a host name the certificate holds"
+            )
         if isinstance(exc, (_rexc.ConnectionError, OSError)):
             return StoreError(
                 f"cannot reach {where} ({text}): check that redis-server runs and the URL; "
@@ -203,16 +213,80 @@ class RedisStore(_RedisCommon, BaseStore):
         client: Any = None,
         prefix: Union[bytes, str] = b"sesscache:",
         timeout: float = 0.05,
+        cluster: Any = None,
+        sentinel: Any = None,
+        service_name: Optional[str] = None,
         **client_kwargs: Any,
     ) -> None:
         _require_redis()
-        self._connect(prefix, timeout, url, client, client_kwargs, _redis.Redis, _Retry)
+        self._cluster = False
+        if client is None and cluster is None and sentinel is None and \
+                split_topology_url(url or _DEFAULT_URL)[0] == "single":
+            self._connect(prefix, timeout, url, client, client_kwargs, _redis.Redis, _Retry)
+        else:
+            self._connect_fleet(prefix, timeout, url, client, cluster, sentinel, service_name,
+                                client_kwargs)
+
+    # -- fleets: Cluster, Sentinel, a client built by the user (see redis_clients.py) ------------
+
+    def _connect_fleet(self, prefix: Union[bytes, str], timeout: float, url: Optional[str], client: Any,
+                       cluster: Any, sentinel: Any, service_name: Optional[str],
+                       client_kwargs: Dict[str, Any]) -> None:
+        self._setup(prefix, timeout)
+        given = [name for name, value in (("url", url), ("client", client), ("cluster", cluster),
+                                          ("sentinel", sentinel)) if value is not None]
+        if len(given) > 1:
+            raise ConfigurationError(f"pass one of url, client, cluster or sentinel, not {' and '.join(given)}")
+        if client is not None and client_kwargs:
+            raise ConfigurationError("pass either url (and client options) or client, not both")
+        self._owns_client = True
+        if client is not None:
+            built = rebuild_client(client, self.timeout, {})
+            if built is None:
+                log.warning("RedisStore cannot rebuild a %s with its own timeouts; it uses it as is, "
+                            "so a call may take as long as that client allows", type(client).__name__)
+                self._owns_client = False
+                built = client
+            self.client = built
+        else:
+            kwargs = store_client_kwargs(self.timeout, client_kwargs)
+            topology, args = split_topology_url(url) if url is not None else ("single", {})
+            if topology == "cluster" or cluster is not None:
+                addresses = args["addresses"] if cluster is None else parse_addresses(cluster, "cluster")
+                if args.get("tls"):
+                    kwargs.setdefault("ssl", True)
+                self.client = cluster_client(addresses, {**args.get("credentials", {}), **kwargs})
+            else:
+                if sentinel is not None:
+                    addresses, db, creds = parse_addresses(sentinel, "sentinel"), 0, {}
+                    service = service_name or "mymaster"
+                else:
+                    addresses, db, creds = args["addresses"], args["db"], args["credentials"]
+                    service = service_name or args["service_name"]
+                    if args["tls"]:
+                        from redis.connection import SSLConnection
+
+                        kwargs.setdefault("connection_class", SSLConnection)
+                self.client = sentinel_client(addresses, service, {"db": db, **creds, **kwargs})
+        from redis.cluster import RedisCluster
+
+        self._cluster = isinstance(self.client, RedisCluster)
+        self._where = describe_topology(self.client)
+
+    def health_domain(self, key: bytes) -> Optional[str]:
+        """For Redis Cluster: the node (``host:port``) serving ``key``'s slot, so that
+        :class:`~sesscache.stores.resilient.ResilientStore` pauses one dead master's keys only.
+        None (one store-wide breaker) otherwise."""
+        if not self._cluster:
+            return None
+        slot = self.client.keyslot(self._key(key))
+        return self.client.nodes_manager.get_node_from_slot(slot).name
 
     def get(self, key: bytes) -> Optional[bytes]:
         k = self._key(key)
         try:
             return self.client.get(k)
-        except (_rexc.RedisError, OSError) as exc:
+        except _FAULTS as exc:
             raise self._fault(exc) from exc
 
     def set(self, key: bytes, value: bytes, ttl: float) -> None:
@@ -225,14 +299,14 @@ class RedisStore(_RedisCommon, BaseStore):
                 self.client.set(k, value, px=ms)
             else:
                 self.client.delete(k)
-        except (_rexc.RedisError, OSError) as exc:
+        except _FAULTS as exc:
             raise self._fault(exc) from exc
 
     def delete(self, key: bytes) -> None:
         k = self._key(key)
         try:
             self.client.delete(k)
-        except (_rexc.RedisError, OSError) as exc:
+        except _FAULTS as exc:
             raise self._fault(exc) from exc
 
     def pop(self, key: bytes) -> Optional[bytes]:
@@ -252,7 +326,7 @@ class RedisStore(_RedisCommon, BaseStore):
             pipe.delete(k)
             value, _ = pipe.execute()
             return value
-        except (_rexc.RedisError, OSError) as exc:
+        except _FAULTS as exc:
             raise self._fault(exc) from exc
 
     def close(self) -> None:
@@ -273,7 +347,7 @@ class RedisStore(_RedisCommon, BaseStore):
                     self.client.info("server"), self.client.info("memory"), self.client.dbsize()
                 )
             )
-        except (_rexc.RedisError, OSError) as exc:
+        except _FAULTS as exc:
             info["error"] = str(self._fault(exc))
         return info
 
