@@ -226,6 +226,36 @@ class RedisStore(_RedisCommon, BaseStore):
         else:
             self._connect_fleet(prefix, timeout, url, client, cluster, sentinel, service_name,
                                 client_kwargs)
+        self._choose_call_path()
+
+    # -- the call path ---------------------------------------------------------------------------
+
+    def _choose_call_path(self) -> None:
+        """A lean path for a client this store built (one server or Sentinel): take a pooled
+        connection, send, read, give it back. redis-py's command layer around that (retry
+        wrapper, response callbacks, observability hooks) cost ~6 us of a ~25 us GET over a
+        unix socket here; the store needs none of it (no retries, raw bytes). A cluster or a
+        client used as given goes through redis-py's ``execute_command``."""
+        pool = getattr(self.client, "connection_pool", None)
+        if self._owns_client and not self._cluster and type(self.client) is _redis.Redis and pool is not None:
+            self._pool = pool
+            self._command = self._pooled_command
+        else:
+            self._command = self.client.execute_command
+
+    def _pooled_command(self, *args: Any) -> Any:
+        pool = self._pool
+        connection = pool.get_connection()
+        try:
+            connection.send_command(*args)
+            return connection.read_response()
+        except _rexc.ResponseError:
+            raise  # the reply was read whole: the connection is fine
+        except BaseException:
+            connection.disconnect()  # a half-read reply must not reach the next caller
+            raise
+        finally:
+            pool.release(connection)
 
     # -- fleets: Cluster, Sentinel, a client built by the user (see redis_clients.py) ------------
 
@@ -285,7 +315,7 @@ class RedisStore(_RedisCommon, BaseStore):
     def get(self, key: bytes) -> Optional[bytes]:
         k = self._key(key)
         try:
-            return self.client.get(k)
+            return self._command("GET", k)
         except _FAULTS as exc:
             raise self._fault(exc) from exc
 
@@ -296,16 +326,16 @@ class RedisStore(_RedisCommon, BaseStore):
         ms = self._ttl_ms(ttl)
         try:
             if ms > 0:
-                self.client.set(k, value, px=ms)
+                self._command("SET", k, value, "PX", ms)
             else:
-                self.client.delete(k)
+                self._command("DEL", k)
         except _FAULTS as exc:
             raise self._fault(exc) from exc
 
     def delete(self, key: bytes) -> None:
         k = self._key(key)
         try:
-            self.client.delete(k)
+            self._command("DEL", k)
         except _FAULTS as exc:
             raise self._fault(exc) from exc
 
@@ -315,7 +345,7 @@ class RedisStore(_RedisCommon, BaseStore):
         try:
             if self._has_getdel:
                 try:
-                    return self.client.getdel(k)
+                    return self._command("GETDEL", k)
                 except _rexc.ResponseError as exc:
                     if not self._is_unknown_command(exc):
                         raise
