@@ -44,8 +44,13 @@ class Phases:
         self.traffic, self.store = traffic, store
         self.deltas = {}
 
-    def run(self, name: str, seconds: float = PHASE) -> None:
+    def run(self, name: str, seconds: float = PHASE, fault=None) -> None:
+        """Traffic in phase ``name``; ``fault`` (kill, pause...) runs first, inside the
+        phase's counting (a dead server trips the breaker within milliseconds)."""
         before = self.store.stats.as_dict()
+        self.traffic.phase = name
+        if fault is not None:
+            fault()
         self.traffic.enter(name, seconds)
         after = self.store.stats.as_dict()
         self.deltas[name] = {k: after[k] - before[k] for k in after}
@@ -70,13 +75,11 @@ def test_default_network_store_killed_restarted_paused(kind, request, certs):
     phases = Phases(traffic, store)
     try:
         phases.run("healthy")
-        server.kill()
-        phases.run("killed")
-        server.start()  # empty, same address: the cache must find it again by itself
-        phases.run("restarted", RECOVERY)
-        server.pause()
+        phases.run("killed", fault=server.kill)
+        # empty, same address: the cache must find it again by itself
+        phases.run("restarted", RECOVERY, fault=server.start)
         try:
-            phases.run("paused", RECOVERY)
+            phases.run("paused", RECOVERY, fault=server.pause)
         finally:
             server.resume()
         phases.run("recovered", RECOVERY)

@@ -49,6 +49,12 @@ class StoreBreaker:
     def is_open(self) -> bool:
         return self._closed_until is not None
 
+    def resting(self, now: float) -> bool:
+        """Paused and not yet due for a trial call (unlike :meth:`allow`, asking takes no
+        trial): a caller that would only queue work for later can drop it at once."""
+        closed_until = self._closed_until
+        return closed_until is not None and now < closed_until
+
     def allow(self, now: float) -> bool:
         """May a call go to the store now? Call it right before the call, and report the
         call's outcome with :meth:`succeeded` or :meth:`failed`."""
