@@ -10,7 +10,10 @@ because it waited for its session's write. This wrapper takes those waits out:
   ``max_pending_writes``) and written by one background thread per process and store, in the
   order they were made. Until a write lands, this process answers ``get`` for that key from
   the queued copy, so a client coming back to the same process still resumes. A full queue
-  drops the write (counted): the session stays in OpenSSL's own cache.
+  drops the write (counted): the session stays in OpenSSL's own cache. ``set`` gives its
+  write up to ``write_wait`` (5 ms) to land, so that a client reconnecting at once to
+  another server finds its session there; it stops waiting while the store is paused or
+  slower than that (see :class:`ResilientStore`).
 * **A breaker shared by all callers.** A store (or, for Redis Cluster, one node) that fails
   ``trip_after`` times in a row (lookups or writes, any thread) is paused for
   ``retry_after`` seconds: lookups raise :class:`~sesscache.errors.StorePaused` at once (a
@@ -48,12 +51,15 @@ from .base import BaseStore, as_bytes, checked_entry
 from .breaker import DEFAULT_RETRY_AFTER, DEFAULT_TRIP_AFTER, StoreBreaker
 from .._burstlog import BurstLogger
 
-__all__ = ["ResilientStore", "ResilienceStats", "wrap_remote_store", "DEFAULT_MAX_PENDING_WRITES"]
+__all__ = ["ResilientStore", "ResilienceStats", "wrap_remote_store", "DEFAULT_MAX_PENDING_WRITES",
+           "DEFAULT_WRITE_WAIT"]
 
 logger = logging.getLogger(__name__)
 
 #: Writes queued and not yet landed, per store and process; beyond it a write is dropped.
 DEFAULT_MAX_PENDING_WRITES = 4096
+#: Seconds a new session's write may hold its handshake (only while writes are that fast).
+DEFAULT_WRITE_WAIT = 0.005
 #: Seconds queued writes get to land at close() and at interpreter exit.
 DEFAULT_FLUSH_TIMEOUT = 1.0
 
@@ -111,12 +117,14 @@ class ResilientStore(BaseStore):
     :param backend: the real store (``RedisStore``, ``MemcachedStore``, your own).
     :param write_behind: queue ``set``/``delete`` for a background thread (default); False
         writes at once, still behind the breaker.
-    :param write_wait: seconds ``set`` waits for its write to land before it returns (the
-        write goes on in the background if it takes longer; no wait at all while the store is
-        paused). 0 (the default) never waits. A small wait (a few ms) lets a client that
-        reconnects at once to another server find its session there (see the README's fleet
-        section for the measured miss rates), at the cost of up to that wait per new session
-        on a slow store.
+    :param write_wait: seconds ``set`` waits for its write to land before it returns; a
+        write that takes longer goes on in the background. A healthy store lands a write in
+        well under a millisecond, so a client that reconnects at once to another server finds
+        its session there (measured: 100 % with 5 ms, 79 % with no wait); for TLS 1.3 the
+        ticket reaches the client only after its session is in the store. No wait while the
+        store is paused, nor once ``trip_after`` writes in a row took longer than the wait
+        (a slow store: writes go behind without waiting, until one is fast again). 0 never
+        waits.
     :param max_pending_writes: writes queued at most; beyond it a write is dropped (counted).
     :param trip_after: failures in a row that pause the store (or one cluster node); ``None``
         never pauses.
@@ -127,7 +135,8 @@ class ResilientStore(BaseStore):
 
     kind = "resilient"
 
-    def __init__(self, backend: Any, *, write_behind: bool = True, write_wait: float = 0.0,
+    def __init__(self, backend: Any, *, write_behind: bool = True,
+                 write_wait: float = DEFAULT_WRITE_WAIT,
                  max_pending_writes: int = DEFAULT_MAX_PENDING_WRITES,
                  trip_after: Optional[int] = DEFAULT_TRIP_AFTER,
                  retry_after: float = DEFAULT_RETRY_AFTER,
@@ -153,6 +162,7 @@ class ResilientStore(BaseStore):
         self.backend = backend
         self.write_behind = bool(write_behind)
         self.write_wait = float(write_wait)
+        self._slow_writes = 0  # writes in a row that took longer than write_wait
         self.max_pending_writes = max_pending_writes
         self.trip_after = trip_after
         self.retry_after = float(retry_after)
@@ -357,13 +367,14 @@ class ResilientStore(BaseStore):
             return
         expires = now + ttl
         entry = (value, expires)
-        landed = threading.Event() if self.write_wait > 0 and not always else None
+        wait = self.write_wait > 0 and not always and self._slow_writes < (self.trip_after or 1)
+        landed = threading.Event() if wait else None
         with self._wakeup:
             if len(self._queue) >= self.max_pending_writes and not always:
                 dropped = True
             else:
                 dropped = False
-                self._queue.append((op, key, value, expires, entry, landed))
+                self._queue.append((op, key, value, expires, entry, landed, now))
                 with self._lock:
                     self._pending[key] = entry
                     self._counts["writes_queued"] += 1
@@ -395,7 +406,7 @@ class ResilientStore(BaseStore):
         self._writer.start()
 
     def _write_one(self, item: Tuple[Any, ...]) -> None:
-        op, key, value, expires, entry, landed = item
+        op, key, value, expires, entry, landed, queued_at = item
         now = time.monotonic()
         outcome = "writes"
         if op == "set" and expires <= now:
@@ -420,6 +431,10 @@ class ResilientStore(BaseStore):
                                     type(exc).__name__, str(exc))
                 else:
                     self._answered(domain, breaker)
+                    if time.monotonic() - queued_at <= self.write_wait:
+                        self._slow_writes = 0
+                    else:
+                        self._slow_writes += 1
         with self._lock:
             self._counts[outcome] += 1
             self._counts["pending"] -= 1
