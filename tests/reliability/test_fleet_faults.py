@@ -1,5 +1,6 @@
 """A sick network store, as a user gets it: ``SessionCache(RedisStore(url))`` (and memcached),
-default arguments, under handshake traffic while the server is killed, restarted and paused.
+default arguments, under handshake traffic while the server is killed, restarted, paused and
+(Redis) full.
 
 ``SessionCache`` wraps a network store in a ``ResilientStore``: new sessions are written
 behind the handshake and a store that keeps failing is paused for every thread. So: every
@@ -37,6 +38,24 @@ def _store(kind, request):
 
     server = request.getfixturevalue("memcached_servers")()
     return server, MemcachedStore(server.spec)
+
+
+def _fill(server) -> None:
+    """maxmemory below what is in use, noeviction: every write is refused, reads work."""
+    import redis
+
+    raw = redis.Redis.from_url(server.url)
+    raw.config_set("maxmemory-policy", "noeviction")
+    raw.config_set("maxmemory", max(1, raw.info("memory")["used_memory"] // 2))
+    raw.close()
+
+
+def _empty(server) -> None:
+    import redis
+
+    raw = redis.Redis.from_url(server.url)
+    raw.config_set("maxmemory", 0)
+    raw.close()
 
 
 class Phases:
@@ -83,6 +102,9 @@ def test_default_network_store_killed_restarted_paused(kind, request, certs):
         finally:
             server.resume()
         phases.run("recovered", RECOVERY)
+        if kind == "redis":
+            phases.run("full", RECOVERY, fault=lambda: _fill(server))
+            phases.run("emptied", RECOVERY, fault=lambda: _empty(server))
     finally:
         traffic.stop()
         server.resume()
@@ -92,6 +114,9 @@ def test_default_network_store_killed_restarted_paused(kind, request, certs):
     assert traffic.slowest() < HANDSHAKE_BOUND, report
     for healthy in ("healthy", "restarted", "recovered"):
         assert traffic.resumed_in(healthy) > 0, f"nothing resumed while {kind} was {healthy}\n{report}"
+    if kind == "redis":  # refused writes (OOM) pause the store like any fault, named in the log
+        assert phases.deltas["full"]["write_errors"] > 0 and phases.deltas["full"]["pauses"] >= 1, report
+        assert traffic.resumed_in("emptied") > 0, report
     for fault in ("killed", "paused"):
         delta = phases.deltas[fault]
         assert delta["pauses"] >= 1 and delta["lookups_shed"] > 0, report
