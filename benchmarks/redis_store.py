@@ -6,7 +6,8 @@ listening on a Unix socket and on 127.0.0.1 at a free port), unless
 
 1. Resumed handshakes per second with every lookup going to the store (the
    "another process" arm of benchmark 1: ``internal_cache=False``), RedisStore over the
-   Unix socket and over TCP, relative to MemoryStore, interleaved.
+   Unix socket and over TCP, and over the Unix socket with ``local_replica`` (a pub/sub-fed
+   copy in each process), relative to MemoryStore, interleaved.
 2. Latency of ``store.get`` (a hit on a real blob) and ``store.set``, one call at a
    time with ``perf_counter_ns``: p50/p99 for Redis (unix, tcp), SQLite (tmpfs) and
    MemoryStore, interleaved in chunks of 100 calls so that they share the machine's mood;
@@ -231,13 +232,19 @@ def run(p, progress) -> Dict[str, Any]:
             if kind == "memory":
                 store = sesscache.MemoryStore()
             else:
-                store = sesscache.RedisStore(url=urls[kind], timeout=0.25,
-                                             prefix=b"sesscache-bench:%d:" % time.monotonic_ns())
+                base, _, replica = kind.partition("+")
+                store = sesscache.RedisStore(url=urls[base], timeout=0.25,
+                                             prefix=b"sesscache-bench:%d:" % time.monotonic_ns(),
+                                             local_replica=20000 if replica else 0)
+                if replica:
+                    store._replica.wait_subscribed(10)
             made.append(store)
             return store
         return make
 
-    kinds = ["memory"] + list(urls)
+    # "+replica": every lookup still goes to the store, which answers from its pub/sub-fed
+    # copy in this process (what another process of the fleet would hold) before Redis.
+    kinds = ["memory"] + list(urls) + [f"{next(iter(urls))}+replica"]
     out: Dict[str, Any] = {"server": where, "configs": []}
     try:
         for stack_name in p.stacks:

@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List
 
 import pytest
 
@@ -25,6 +25,14 @@ def _free_port_pair() -> tuple:
     while second == first:
         second = _free_port()
     return first, second
+
+
+def _wait_until(ready, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} within {timeout} s")
+        time.sleep(0.1)
 
 
 def _cli(*args: str, timeout: float = 30) -> str:
@@ -70,13 +78,10 @@ class Cluster:
     def node(self, name: str) -> ClusterNode:
         return next(n for n in self.nodes if n.name_in_cluster == name)
 
-    def wait_ok(self, timeout: float = 30, nodes: Optional[List[ClusterNode]] = None) -> None:
-        deadline = time.monotonic() + timeout
-        for node in nodes or self.nodes:
-            while "cluster_state:ok" not in _cli("-p", str(node.port), "cluster", "info"):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the cluster is not ok after {timeout} s")
-                time.sleep(0.1)
+    def wait_ok(self, timeout: float = 30) -> None:
+        for node in self.nodes:
+            _wait_until(lambda: "cluster_state:ok" in _cli("-p", str(node.port), "cluster", "info"),
+                        f"{node.name_in_cluster} did not report cluster_state:ok", timeout)
 
 
 @pytest.fixture
@@ -135,11 +140,8 @@ class SentinelSetup:
         return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{self.service}"
 
     def wait_master(self, port: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while self.sentinel.master()[1] != port:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"sentinel did not name 127.0.0.1:{port} master within {timeout} s")
-            time.sleep(0.1)
+        _wait_until(lambda: self.sentinel.master()[1] == port,
+                    f"sentinel did not name 127.0.0.1:{port} master", timeout)
 
 
 @pytest.fixture
@@ -157,20 +159,14 @@ def redis_sentinel(tmp_path_factory: pytest.TempPathFactory):
                               extra_args=("--replicaof", "127.0.0.1", str(master.port)))
         replica.start()
         started.append(replica)
-        deadline = time.monotonic() + 30
-        while "master_link_status:up" not in _cli("-p", str(replica.port), "info", "replication"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the replica did not sync with its master")
-            time.sleep(0.1)
+        _wait_until(lambda: "master_link_status:up" in _cli("-p", str(replica.port), "info", "replication"),
+                    "the replica did not sync with its master")
         sentinel = SentinelProcess(tmp_path_factory.mktemp("sentinel"), master.port, "sesscache")
         sentinel.start()
         started.append(sentinel)
         setup = SentinelSetup(master, replica, sentinel)
-        deadline = time.monotonic() + 30
-        while "slaves=1" not in _cli("-p", str(sentinel.port), "info", "sentinel"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the sentinel did not find the replica")
-            time.sleep(0.1)
+        _wait_until(lambda: "slaves=1" in _cli("-p", str(sentinel.port), "info", "sentinel"),
+                    "the sentinel did not find the replica")
         yield setup
     finally:
         for server in started:

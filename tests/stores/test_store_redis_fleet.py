@@ -45,6 +45,17 @@ def _traffic_through(cache, certs):
     return Traffic(stack, context, threads=THREADS).start()
 
 
+def _traffic_for_a_while(cache, certs, phase, seconds=0.5):
+    """Traffic through ``cache`` for ``seconds``; every handshake must complete."""
+    traffic = _traffic_through(cache, certs)
+    try:
+        traffic.enter(phase, seconds)
+    finally:
+        traffic.stop()
+    assert not traffic.failures, traffic.failures[0]
+    return traffic
+
+
 def _delta(store, run):
     before = store.stats.as_dict()
     run()
@@ -176,12 +187,7 @@ def test_tls_with_acl_user(redis_tls, certs):
     assert store.describe()["server"].endswith("tls")
     # Sessions through it, default cache arguments.
     cache = SessionCache(RedisStore(redis_tls.url(), ssl_ca_certs=redis_tls.ca_path))
-    traffic = _traffic_through(cache, certs)
-    try:
-        traffic.enter("tls", 0.5)
-    finally:
-        traffic.stop()
-    assert not traffic.failures, traffic.failures[0]
+    _traffic_for_a_while(cache, certs, "tls")
     assert cache.store.flush(5) and cache.store.stats.writes > 0 and cache.stats.errors == 0
     cache.close()
     store.close()
@@ -197,12 +203,7 @@ def test_tls_wrong_certificate_and_wrong_password_are_named(redis_tls, certs):
     # Every handshake still completes against a store it cannot trust, and no handshake
     # waits once the store is paused.
     cache = SessionCache(RedisStore(redis_tls.url(), ssl_ca_certs=certs.ca_pem))
-    traffic = _traffic_through(cache, certs)
-    try:
-        traffic.enter("untrusted", 0.5)
-    finally:
-        traffic.stop()
-    assert not traffic.failures, traffic.failures[0]
+    _traffic_for_a_while(cache, certs, "untrusted")
     assert cache.store.stats.pauses >= 1 and cache.store.stats.lookups_shed > 0
     cache.close()
     untrusting.close()
@@ -238,3 +239,37 @@ def test_client_given_never_outlives_the_store_timeout(redis_servers):
 def test_bad_fleet_configuration(kwargs):
     with pytest.raises(ConfigurationError):
         RedisStore(**kwargs)
+
+
+# -- a process-local replica ------------------------------------------------------------------------
+
+
+def test_local_replica_answers_what_another_store_wrote(redis_url):
+    prefix = unique_prefix()
+    writer = RedisStore(redis_url, prefix=prefix, timeout=5, local_replica=100)
+    reader = RedisStore(redis_url, prefix=prefix, timeout=5, local_replica=100)
+    assert writer._replica.wait_subscribed(10) and reader._replica.wait_subscribed(10)
+    writer.set(b"k", b"v", 60)
+    deadline = time.monotonic() + 10
+    while reader._replica.get(reader.prefix + b"k") is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reader._replica.get(reader.prefix + b"k") == b"v"  # in the copy, no round trip
+    assert reader.get(b"k") == b"v"
+    # pop goes to Redis (atomic) and tells every copy
+    assert reader.pop(b"k") == b"v" and writer.pop(b"k") is None
+    deadline = time.monotonic() + 10
+    while writer._replica.get(writer.prefix + b"k") is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.get(b"k") is None
+    writer.set(b"brief", b"v", 0.2)
+    time.sleep(0.45)
+    assert reader.get(b"brief") is None  # the copy keeps the ttl
+    writer.close()
+    reader.close()
+
+
+def test_local_replica_refuses_a_cluster_and_bad_sizes(redis_cluster):
+    with pytest.raises(ConfigurationError, match="Cluster"):
+        RedisStore(redis_cluster.url, local_replica=10)
+    with pytest.raises(ConfigurationError, match="local_replica"):
+        RedisStore("redis://127.0.0.1:1", local_replica=-1)

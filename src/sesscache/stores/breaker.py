@@ -19,12 +19,23 @@ from __future__ import annotations
 import threading
 from typing import Optional
 
-__all__ = ["StoreBreaker", "DEFAULT_TRIP_AFTER", "DEFAULT_RETRY_AFTER"]
+__all__ = ["StoreBreaker", "DEFAULT_TRIP_AFTER", "DEFAULT_RETRY_AFTER", "check_trip_after"]
 
 #: Store failures in a row (timeouts or errors, lookups or writes) that pause the store.
 DEFAULT_TRIP_AFTER = 5
 #: Seconds a paused store is left alone before one call tries it again.
 DEFAULT_RETRY_AFTER = 1.0
+
+
+def check_trip_after(trip_after: Optional[int]) -> None:
+    """ConfigurationError unless ``trip_after`` is an int >= 1 or None."""
+    if trip_after is not None and (isinstance(trip_after, bool) or not isinstance(trip_after, int)
+                                   or trip_after < 1):
+        from ..errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"trip_after must be an int >= 1 (failures in a row), or None to never pause "
+            f"the store, got {trip_after!r}")
 
 
 class StoreBreaker:

@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
 from .base import MAX_TTL, BaseStore, as_bytes, check_ttl
+from .redis_replica import LocalReplica, delete_message, set_message
 from .redis_clients import (
     cluster_client,
     describe_topology,
@@ -152,19 +153,7 @@ class _RedisCommon:
         return isinstance(exc, _rexc.ResponseError) and "unknown command" in str(exc).lower()
 
     def _client_kwargs(self, extra: Dict[str, Any], retry_cls: Any) -> Dict[str, Any]:
-        kwargs: Dict[str, Any] = {
-            "socket_timeout": self.timeout,
-            "socket_connect_timeout": self.timeout,
-            # No retries: a callback must not wait several timeouts and backoffs. redis-py still
-            # replaces a stale pooled connection before use (see the module docstring).
-            "retry": retry_cls(_NoBackoff(), 0),
-            "retry_on_timeout": False,
-            "decode_responses": False,
-        }
-        kwargs.update(extra)
-        if kwargs.get("decode_responses"):
-            raise ConfigurationError("decode_responses must stay False: sessions are bytes")
-        return kwargs
+        return store_client_kwargs(self.timeout, extra, retry_cls)
 
     def _info_fields(self, server: Dict[str, Any], memory: Dict[str, Any], dbsize: int) -> Dict[str, Any]:
         return {
@@ -192,12 +181,21 @@ class RedisStore(_RedisCommon, BaseStore):
     """Sessions in Redis.
 
     Args:
-        url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
-            ``unix:///path/to/redis.sock?db=0``. Default ``redis://localhost:6379/0``.
-        client: an existing ``redis.Redis`` to use instead of ``url``; its own timeouts and retry
-            settings apply, and :meth:`close` leaves it open (it is yours).
+        url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS),
+            ``unix:///path/to/redis.sock?db=0``, ``redis+cluster://host:port[,host:port...]``
+            or ``redis+sentinel://host:port[,host:port...]/service_name[/db]``
+            (``rediss+...`` for TLS). Default ``redis://localhost:6379/0``.
+        client: an existing ``redis.Redis``, ``RedisCluster`` or Sentinel client to take the
+            servers, credentials and TLS settings from: the store builds its own client from
+            it with the store's timeouts and no retries (see ``redis_clients.py``) and
+            :meth:`close` leaves yours open. A client of another kind is used as is.
         prefix: prepended to every key, to share a Redis with other data.
         timeout: socket connect and read timeout in seconds.
+        cluster: Redis Cluster nodes to start from, ``[("host", port), ...]`` or
+            ``"host:port,host:port"``.
+        sentinel: Sentinel addresses, with ``service_name`` (default ``"mymaster"``).
+        local_replica: keep a copy of up to this many sessions in each process, fed by Redis
+            pub/sub, and answer ``get`` from it first (see ``redis_replica.py``); 0: none.
         **client_kwargs: more ``redis.Redis.from_url`` arguments (``max_connections``,
             ``ssl_ca_certs``, ...).
     """
@@ -216,10 +214,12 @@ class RedisStore(_RedisCommon, BaseStore):
         cluster: Any = None,
         sentinel: Any = None,
         service_name: Optional[str] = None,
+        local_replica: int = 0,
         **client_kwargs: Any,
     ) -> None:
         _require_redis()
         self._cluster = False
+        self._replica: Optional[LocalReplica] = None
         if client is None and cluster is None and sentinel is None and \
                 split_topology_url(url or _DEFAULT_URL)[0] == "single":
             self._connect(prefix, timeout, url, client, client_kwargs, _redis.Redis, _Retry)
@@ -227,6 +227,28 @@ class RedisStore(_RedisCommon, BaseStore):
             self._connect_fleet(prefix, timeout, url, client, cluster, sentinel, service_name,
                                 client_kwargs)
         self._choose_call_path()
+        if local_replica:
+            self._start_replica(local_replica)
+
+    # -- a process-local replica fed by pub/sub (see redis_replica.py) ---------------------------
+
+    def _start_replica(self, max_sessions: int) -> None:
+        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
+            raise ConfigurationError(
+                f"local_replica is the number of sessions each process keeps a copy of (>= 1), "
+                f"or 0 for none; got {max_sessions!r}")
+        if self._cluster:
+            raise ConfigurationError("local_replica does not work with Redis Cluster (pub/sub there "
+                                     "reaches every node); leave it 0")
+        self._replica_channel = self.prefix + b"__sessions"
+        self._replica = LocalReplica(self.client, self._replica_channel, max_sessions)
+
+    def _replicated(self, command: tuple, message: bytes) -> Any:
+        """``command`` and the PUBLISH that tells every replica, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.execute_command(*command)
+        pipe.publish(self._replica_channel, message)
+        return pipe.execute()[0]
 
     # -- the call path ---------------------------------------------------------------------------
 
@@ -314,6 +336,10 @@ class RedisStore(_RedisCommon, BaseStore):
 
     def get(self, key: bytes) -> Optional[bytes]:
         k = self._key(key)
+        if self._replica is not None:
+            value = self._replica.get(k)
+            if value is not None:
+                return value
         try:
             return self._command("GET", k)
         except _FAULTS as exc:
@@ -325,7 +351,10 @@ class RedisStore(_RedisCommon, BaseStore):
             value = as_bytes(value, "value")
         ms = self._ttl_ms(ttl)
         try:
-            if ms > 0:
+            if self._replica is not None:
+                self._replicated(("SET", k, value, "PX", ms) if ms > 0 else ("DEL", k),
+                                 set_message(k, value, ms) if ms > 0 else delete_message(k))
+            elif ms > 0:
                 self._command("SET", k, value, "PX", ms)
             else:
                 self._command("DEL", k)
@@ -335,6 +364,10 @@ class RedisStore(_RedisCommon, BaseStore):
     def delete(self, key: bytes) -> None:
         k = self._key(key)
         try:
+            if self._replica is not None:
+                self._replica.forget(k)
+                self._replicated(("DEL", k), delete_message(k))
+                return
             self._command("DEL", k)
         except _FAULTS as exc:
             raise self._fault(exc) from exc
@@ -343,6 +376,10 @@ class RedisStore(_RedisCommon, BaseStore):
         """Atomic get + delete (GETDEL, or MULTI/EXEC GET+DEL on Redis < 6.2)."""
         k = self._key(key)
         try:
+            if self._replica is not None:
+                self._replica.forget(k)
+                if self._has_getdel:
+                    return self._replicated(("GETDEL", k), delete_message(k))
             if self._has_getdel:
                 try:
                     return self._command("GETDEL", k)
@@ -361,6 +398,8 @@ class RedisStore(_RedisCommon, BaseStore):
 
     def close(self) -> None:
         """Disconnect the pool, if this store created the client."""
+        if self._replica is not None:
+            self._replica.close()
         if self._owns_client:
             try:
                 self.client.close()

@@ -36,17 +36,20 @@ _NOT_COPIED = {"socket_timeout", "socket_connect_timeout", "retry", "retry_on_ti
                "retry_on_error", "health_check_interval", "connection_pool"}
 
 
-def store_client_kwargs(timeout: float, extra: Dict[str, Any]) -> Dict[str, Any]:
-    """redis-py arguments for a call that fails within ``timeout``, once."""
+def store_client_kwargs(timeout: float, extra: Dict[str, Any], retry_cls: Any = None) -> Dict[str, Any]:
+    """redis-py arguments for a call that fails within ``timeout``, once (``retry_cls``:
+    ``redis.asyncio.retry.Retry`` for an asyncio client; the sync one by default)."""
     from redis.backoff import NoBackoff
-    from redis.retry import Retry
+
+    if retry_cls is None:
+        from redis.retry import Retry as retry_cls
 
     kwargs: Dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         # No retries: a callback must not wait several timeouts and backoffs. redis-py still
         # replaces a stale pooled connection before use.
-        "retry": Retry(NoBackoff(), 0),
+        "retry": retry_cls(NoBackoff(), 0),
         "retry_on_timeout": False,
         "decode_responses": False,
     }

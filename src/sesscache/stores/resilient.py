@@ -48,7 +48,7 @@ from typing import Any, Deque, Dict, Hashable, Optional, Tuple
 
 from ..errors import ConfigurationError, StoreError, StorePaused, ValueTooLarge
 from .base import BaseStore, as_bytes, checked_entry
-from .breaker import DEFAULT_RETRY_AFTER, DEFAULT_TRIP_AFTER, StoreBreaker
+from .breaker import DEFAULT_RETRY_AFTER, DEFAULT_TRIP_AFTER, StoreBreaker, check_trip_after
 from .._burstlog import BurstLogger
 
 __all__ = ["ResilientStore", "ResilienceStats", "wrap_remote_store", "DEFAULT_MAX_PENDING_WRITES",
@@ -150,11 +150,7 @@ class ResilientStore(BaseStore):
         if isinstance(max_pending_writes, bool) or not isinstance(max_pending_writes, int) \
                 or max_pending_writes < 1:
             raise ConfigurationError(f"max_pending_writes must be an int >= 1, got {max_pending_writes!r}")
-        if trip_after is not None and (isinstance(trip_after, bool) or not isinstance(trip_after, int)
-                                       or trip_after < 1):
-            raise ConfigurationError(
-                f"trip_after must be an int >= 1 (failures in a row), or None to never pause "
-                f"the store, got {trip_after!r}")
+        check_trip_after(trip_after)
         for name, value in (("retry_after", retry_after), ("flush_timeout", flush_timeout),
                             ("write_wait", write_wait)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
