@@ -56,6 +56,17 @@ def _traffic_for_a_while(cache, certs, phase, seconds=0.5):
     return traffic
 
 
+def _until_resumed(store, traffic, phase, timeout=20.0):
+    """Traffic in ``phase`` until no breaker of ``store`` is open (the store recovered by
+    itself: trial calls every retry_after); a generous bound, not a speed goal."""
+    traffic.phase = phase
+    deadline = time.monotonic() + timeout
+    time.sleep(DEFAULT_RETRY_AFTER)
+    while any(store.paused().values()):
+        assert time.monotonic() < deadline, f"still paused after {timeout} s: {store.paused()}"
+        time.sleep(0.1)
+
+
 def _delta(store, run):
     before = store.stats.as_dict()
     run()
@@ -96,7 +107,7 @@ def test_cluster_master_killed_pauses_only_its_keys_and_recovers(redis_cluster, 
         traffic.phase = "restarting"
         victim.start()  # same nodes.conf: the same node, its slots, no data
         redis_cluster.wait_ok()
-        traffic.enter("restarted", DEFAULT_RETRY_AFTER + 1.0)
+        _until_resumed(store, traffic, "restarted")
         recovered = _delta(store, lambda: traffic.enter("recovered", 1.0))
     finally:
         traffic.stop()
@@ -152,7 +163,7 @@ def test_sentinel_failover_during_traffic(redis_sentinel, certs):
         traffic.phase = "master killed"
         setup.master.kill()  # kill -9 the master: the sentinel promotes the replica
         setup.wait_master(setup.replica.port)
-        traffic.enter("failover", DEFAULT_RETRY_AFTER + 1.0)
+        _until_resumed(store, traffic, "failover")
         after = _delta(store, lambda: traffic.enter("promoted", 1.0))
     finally:
         traffic.stop()
