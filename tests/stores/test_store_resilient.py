@@ -107,6 +107,30 @@ def test_writes_wait_in_the_queue_and_are_answered_from_it():
     store.close()
 
 
+class DelayedStore(MemoryStore):
+    delay = 0.0
+
+    def set(self, key, value, ttl):
+        time.sleep(self.delay)
+        super().set(key, value, ttl)
+
+
+def test_set_stops_waiting_for_a_slow_store_and_waits_again_once_it_is_fast():
+    backend = DelayedStore()
+    store = ResilientStore(backend, write_wait=0.05, trip_after=2)
+    backend.delay = 0.3  # slower than write_wait
+    for i in range(4):
+        store.set(b"slow%d" % i, b"v", 60)
+        assert store.flush(5)
+    assert store.stats.write_waits == 2  # trip_after slow writes, then no more waiting
+    backend.delay = 0.0
+    store.set(b"fast", b"v", 60)  # not waited for, but lands fast: waiting resumes
+    assert store.flush(5)
+    store.set(b"next", b"v", 60)
+    assert store.stats.write_waits == 3
+    store.close()
+
+
 def test_close_flushes_then_refuses():
     backend = MemoryStore()
     store = ResilientStore(backend)

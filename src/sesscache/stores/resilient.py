@@ -83,6 +83,7 @@ class ResilienceStats:
     writes_shed: int = 0  #: queued writes not attempted because the store was paused
     writes_expired: int = 0  #: queued writes whose ttl ran out before their turn
     writes_dropped: int = 0  #: writes refused at once: the queue was full (max_pending_writes)
+    write_waits: int = 0  #: sets that waited (up to write_wait) for their write to land
     pending: int = 0  #: writes queued or being written now
     pauses: int = 0  #: times a store (or a cluster node) was paused after trip_after failures
     paused_now: int = 0  #: stores (cluster nodes) paused at the moment of the snapshot
@@ -389,6 +390,7 @@ class ResilientStore(BaseStore):
         if self._writer is None:
             self._start_writer()
         if landed is not None:
+            self._count("write_waits")
             landed.wait(self.write_wait)
 
     def _start_writer(self) -> None:
