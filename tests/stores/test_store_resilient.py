@@ -33,8 +33,6 @@ def store_kind(request):
 @pytest.fixture
 def store_factory(request, tmp_path):
     """The usual stores, each wrapped in a ResilientStore (writes behind, breaker on)."""
-    from tests.server_fixtures import store_factory as plain  # noqa: F401
-
     made = []
 
     def make(kind, **kwargs):
