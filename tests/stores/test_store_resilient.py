@@ -83,7 +83,7 @@ class SlowStore(MemoryStore):
 
 def test_writes_wait_in_the_queue_and_are_answered_from_it():
     backend = SlowStore()
-    store = ResilientStore(backend, max_pending_writes=3)
+    store = ResilientStore(backend, max_pending_writes=3, write_wait=0)  # always queued
     backend.gate.clear()
     store.set(b"a", b"1", 60)  # taken by the writer, which now waits on the gate
     assert backend.entered.wait(10)
@@ -113,16 +113,16 @@ class DelayedStore(MemoryStore):
         super().set(key, value, ttl)
 
 
-def test_set_stops_waiting_for_a_slow_store_and_waits_again_once_it_is_fast():
+def test_writes_go_behind_once_the_store_is_slow_and_inline_again_once_it_is_fast():
     backend = DelayedStore()
     store = ResilientStore(backend, write_wait=0.05, trip_after=2)
     backend.delay = 0.3  # slower than write_wait
     for i in range(4):
         store.set(b"slow%d" % i, b"v", 60)
         assert store.flush(5)
-    assert store.stats.write_waits == 2  # trip_after slow writes, then no more waiting
+    assert store.stats.write_waits == 2  # trip_after slow writes inline, then queued
     backend.delay = 0.0
-    store.set(b"fast", b"v", 60)  # not waited for, but lands fast: waiting resumes
+    store.set(b"fast", b"v", 60)  # queued, but lands fast: inline writes resume
     assert store.flush(5)
     store.set(b"next", b"v", 60)
     assert store.stats.write_waits == 3
