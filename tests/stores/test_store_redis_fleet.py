@@ -284,3 +284,10 @@ def test_local_replica_refuses_a_cluster_and_bad_sizes(redis_cluster):
         RedisStore(redis_cluster.url, local_replica=10)
     with pytest.raises(ConfigurationError, match="local_replica"):
         RedisStore("redis://127.0.0.1:1", local_replica=-1)
+
+
+def test_async_store_names_the_way_to_a_cluster():
+    from sesscache.stores.redis import AsyncRedisStore
+
+    with pytest.raises(ConfigurationError, match="PrefetchingStore"):
+        AsyncRedisStore("redis+cluster://127.0.0.1:7000")

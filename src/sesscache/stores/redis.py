@@ -445,6 +445,11 @@ class AsyncRedisStore(_RedisCommon):
         import redis.asyncio as aredis
         from redis.asyncio.retry import Retry as AsyncRetry
 
+        if url is not None and split_topology_url(url)[0] != "single":
+            raise ConfigurationError(
+                "AsyncRedisStore talks to one Redis server; for Redis Cluster or Sentinel in an "
+                "asyncio server use PrefetchingStore(RedisStore(url)), which calls it in threads")
+
         self._connect(prefix, timeout, url, client, client_kwargs, aredis.Redis, AsyncRetry)
 
     async def get(self, key: bytes) -> Optional[bytes]:
