@@ -245,9 +245,25 @@ class RedisStore(_RedisCommon, BaseStore):
 
     def _replicated(self, command: tuple, message: bytes) -> Any:
         """``command`` and the PUBLISH that tells every replica, in one round trip."""
+        publish = ("PUBLISH", self._replica_channel, message)
+        if self._command == self._pooled_command:  # the lean path: both on one connection
+            pool = self._pool
+            connection = pool.get_connection()
+            try:
+                connection.send_packed_command(connection.pack_commands([command, publish]))
+                replies = [connection.read_response(), connection.read_response()]
+            except BaseException:
+                connection.disconnect()  # a reply may be half-read
+                raise
+            finally:
+                pool.release(connection)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return replies[0]
         pipe = self.client.pipeline(transaction=False)
         pipe.execute_command(*command)
-        pipe.publish(self._replica_channel, message)
+        pipe.execute_command(*publish)
         return pipe.execute()[0]
 
     # -- the call path ---------------------------------------------------------------------------
