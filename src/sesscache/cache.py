@@ -127,9 +127,10 @@ class SessionCache:
     :param store: where sessions live: ``MemoryStore()`` (the default, this process
         only), ``SQLiteStore(path)`` (processes on one host), ``RedisStore(url)`` (a fleet).
         A network store (``RedisStore``, ``MemcachedStore``) is wrapped in a
-        :class:`~sesscache.stores.resilient.ResilientStore`: its writes go behind the
-        handshake and a store that keeps failing is paused (lookups then count in ``errors``
-        at no wait); its own counters are ``cache.store.stats``.
+        :class:`~sesscache.stores.resilient.ResilientStore`: a write slower than a few
+        milliseconds goes behind the handshake, and a store that keeps failing is paused
+        (lookups then count in ``errors`` at no wait); its own counters are
+        ``cache.store.stats``.
     :param lifetime: the longest a session may be resumed, in seconds, counted from the
         full handshake it comes from (OpenSSL's own default timeout is 300 s; at most 7
         days, as RFC 8446 allows for TLS 1.3).
@@ -153,7 +154,7 @@ class SessionCache:
         if not (isinstance(max_session_size, int) and max_session_size >= 64):
             raise ConfigurationError(
                 f"max_session_size must be an int of at least 64 bytes, got {max_session_size!r}")
-        # A store on the network (RedisStore, MemcachedStore) gets its writes behind the
+        # A store on the network (RedisStore, MemcachedStore) gets slow writes behind the
         # handshake and a breaker: see stores/resilient.py. cache.store is then the wrapper;
         # cache.store.backend is the store given here.
         self.store: Store = wrap_remote_store(store) if store is not None else MemoryStore()
