@@ -35,6 +35,13 @@ def _wait_until(ready, what: str, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
+def _need_redis_tools(what: str) -> None:
+    reason = f"({what} cannot come from the environment)"
+    _need_binary("redis-server", "redis-server", reason)
+    _need_binary("redis-cli", "redis-tools", reason)
+    _need_module("redis")
+
+
 def _cli(*args: str, timeout: float = 30) -> str:
     done = subprocess.run(["redis-cli", *args], capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
@@ -87,9 +94,7 @@ class Cluster:
 @pytest.fixture
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory):
     """A running 3-master cluster (no replicas), stopped after the test."""
-    _need_binary("redis-server", "redis-server", "(a cluster cannot come from the environment)")
-    _need_binary("redis-cli", "redis-tools", "(a cluster cannot come from the environment)")
-    _need_module("redis")
+    _need_redis_tools("a cluster")
     nodes = [ClusterNode(tmp_path_factory.mktemp("cluster")) for _ in range(3)]
     try:
         for node in nodes:
@@ -147,9 +152,7 @@ class SentinelSetup:
 @pytest.fixture
 def redis_sentinel(tmp_path_factory: pytest.TempPathFactory):
     """A master, its replica and one Sentinel watching them (quorum 1, down after 0.5 s)."""
-    _need_binary("redis-server", "redis-server", "(a sentinel setup cannot come from the environment)")
-    _need_binary("redis-cli", "redis-tools", "(a sentinel setup cannot come from the environment)")
-    _need_module("redis")
+    _need_redis_tools("a sentinel setup")
     started: List[RedisServer] = []
     try:
         master = RedisServer(tmp_path_factory.mktemp("master"), tcp=True)

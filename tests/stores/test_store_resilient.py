@@ -5,7 +5,6 @@ The contract tests of test_store_contract.py run again here, each store wrapped.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 from sesscache import SessionCache
 from sesscache.errors import ConfigurationError, StoreError, StorePaused
 from sesscache.stores import MemoryStore, ResilientStore
+from tests.forking import run_in_forked_child
 from tests.server_fixtures import _need_module, unique_prefix
 from tests.stores.test_store_contract import *  # noqa: F401,F403 - the contract, re-run wrapped
 
@@ -246,21 +246,11 @@ def test_forked_child_writes_through_its_own_writer(redis_url):
     store = ResilientStore(RedisStore(redis_url, prefix=unique_prefix(), timeout=5))
     store.set(b"parent", b"p", 60)  # the parent's writer thread is running when it forks
     assert store.flush(5)
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-
     def child():
-        try:
-            store.set(b"child", b"c", 60)
-            queue.put((store.flush(5), store.get(b"parent"), store.stats.pending))
-        except BaseException as exc:
-            queue.put(repr(exc))
+        store.set(b"child", b"c", 60)
+        return store.flush(5), store.get(b"parent"), store.stats.pending
 
-    proc = ctx.Process(target=child)
-    proc.start()
-    result = queue.get(timeout=60)
-    proc.join(10)
-    assert result == (True, b"p", 0)
+    assert run_in_forked_child(child) == (True, b"p", 0)
     assert store.backend.get(b"child") == b"c"
     store.set(b"parent2", b"p2", 60)  # the parent's writer still works
     assert store.flush(5) and store.backend.get(b"parent2") == b"p2"
