@@ -6,15 +6,14 @@ dead cluster node) costs every call the store's whole ``timeout``. Measured with
 ``RedisStore(timeout=0.05)`` on a paused Redis: a full handshake 52 ms instead of 1.2 ms,
 because it waited for its session's write. This wrapper takes those waits out:
 
-* **Writes behind the handshake.** ``set`` and ``delete`` are queued (bounded:
-  ``max_pending_writes``) and written by one background thread per process and store, in the
-  order they were made. Until a write lands, this process answers ``get`` for that key from
-  the queued copy, so a client coming back to the same process still resumes. A full queue
-  drops the write (counted): the session stays in OpenSSL's own cache. While the store's
-  writes take under ``write_wait`` (5 ms), ``set`` writes in the caller's thread instead, so
-  that a client reconnecting at once to another server finds its session there; once writes
-  are slower than that (``trip_after`` in a row), they all go behind (see
-  :class:`ResilientStore`).
+* **Slow writes behind the handshake.** While the store's writes take under ``write_wait``
+  (5 ms), ``set`` writes in the caller's thread, so that a client reconnecting at once to
+  another server finds its session there. Once ``trip_after`` writes in a row were slower,
+  ``set`` (and ``delete``, always) are queued (bounded: ``max_pending_writes``) and written by
+  one background thread per process and store, in the order they were made, until a queued
+  write lands fast again. Until a write lands, this process answers ``get`` for that key
+  from the queued copy, so a client coming back to the same process still resumes. A full
+  queue drops the write (counted): the session stays in OpenSSL's own cache.
 * **A breaker shared by all callers.** A store (or, for Redis Cluster, one node) that fails
   ``trip_after`` times in a row (lookups or writes, any thread) is paused for
   ``retry_after`` seconds: lookups raise :class:`~sesscache.errors.StorePaused` at once (a
