@@ -291,3 +291,35 @@ def test_async_store_names_the_way_to_a_cluster():
 
     with pytest.raises(ConfigurationError, match="PrefetchingStore"):
         AsyncRedisStore("redis+cluster://127.0.0.1:7000")
+
+
+# -- cross-server resumption ------------------------------------------------------------------------
+
+
+def test_tls13_session_is_in_the_store_before_its_ticket_reaches_the_client(redis_url, certs):
+    """Default arguments: a fast store's writes are made inside the new-session callback, which
+    OpenSSL calls while it builds the NewSessionTicket (before it is sent), so a client that
+    goes at once to another server of the fleet resumes there."""
+    from tests.tls import TLS13
+
+    stack = LinkedStack(certs)
+    prefix = unique_prefix()
+    servers = []
+    caches = [SessionCache(RedisStore(redis_url, prefix=prefix)) for _ in range(2)]
+    for cache in caches:
+        servers.append(stack.server_context(TLS13))
+        cache.attach(servers[-1])
+    client = stack.client_context()
+    # OpenSSL sends two tickets per handshake: two rounds are four writes, fewer than the
+    # trip_after slow writes that would send writes to the background queue.
+    for _ in range(2):
+        made = stack.handshake(servers[0], client)
+        session = made.client_session
+        stack.close(made)
+        resumed = stack.handshake(servers[1], client, session)
+        assert resumed.server_reused and resumed.version == "TLSv1.3"
+        stack.close(resumed)
+    stats = caches[0].store.stats
+    assert stats.write_waits == stats.writes_queued == stats.writes >= 4
+    for cache in caches:
+        cache.close()
