@@ -179,6 +179,20 @@ def test_sentinel_failover_during_traffic(redis_sentinel, certs):
     cache.close()
 
 
+def test_sentinel_client_given_is_rebuilt(redis_sentinel):
+    from redis.sentinel import Sentinel
+
+    theirs = Sentinel([("127.0.0.1", redis_sentinel.sentinel.port)]).master_for(redis_sentinel.service)
+    store = RedisStore(client=theirs, prefix=unique_prefix(), timeout=1)
+    assert store.client is not theirs and store.describe()["server"].startswith("sentinel 127.0.0.1:")
+    kwargs = store.client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 1 and kwargs["socket_connect_timeout"] == 1
+    store.set(b"k", b"v", 60)
+    assert theirs.get(store.prefix + b"k") == b"v"
+    store.close()
+    theirs.close()
+
+
 def test_sentinel_keyword_form(redis_sentinel):
     store = RedisStore(sentinel=[("127.0.0.1", redis_sentinel.sentinel.port)],
                        service_name=redis_sentinel.service, prefix=unique_prefix(), timeout=1)

@@ -36,6 +36,11 @@ _NOT_COPIED = {"socket_timeout", "socket_connect_timeout", "retry", "retry_on_ti
                "retry_on_error", "health_check_interval", "connection_pool"}
 
 
+# What a rebuilt Sentinel client takes from the user's connections to the sentinels.
+_SENTINEL_COPIED = {"username", "password", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
+                    "ssl_check_hostname", "ssl_ca_path", "ssl_ca_data"}
+
+
 def store_client_kwargs(timeout: float, extra: Dict[str, Any], retry_cls: Any = None) -> Dict[str, Any]:
     """redis-py arguments for a call that fails within ``timeout``, once (``retry_cls``:
     ``redis.asyncio.retry.Retry`` for an asyncio client; the sync one by default)."""
@@ -160,8 +165,14 @@ def rebuild_client(client: Any, timeout: float, extra: Dict[str, Any]) -> Option
         merged = {**copied, **kwargs}
         merged.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
         if isinstance(pool, SentinelConnectionPool):
+            # A new Sentinel too: the user's may wait on the sentinels without a timeout.
+            pools = [c.connection_pool for c in pool.sentinel_manager.sentinels]
+            addresses = [(p.connection_kwargs["host"], p.connection_kwargs["port"]) for p in pools]
+            talk = {k: v for k, v in pools[0].connection_kwargs.items() if k in _SENTINEL_COPIED}
+            if "SSL" in pools[0].connection_class.__name__:
+                talk["ssl"] = True
             merged.pop("max_connections")
-            return pool.sentinel_manager.master_for(pool.service_name, **merged)
+            return sentinel_client(addresses, pool.service_name, merged, sentinel_kwargs=talk)
         connection_class = pool.connection_class
         max_connections = merged.pop("max_connections")
         new_pool = redis.ConnectionPool(connection_class=connection_class,
