@@ -15,9 +15,10 @@ What it costs and where it is wrong:
   up to ``N`` of them;
 * the copy is only read by ``get``. ``pop`` (``single_use``) always goes to Redis, where it is
   atomic, and a delete is published so the copies drop the session too. A copy may still hold
-  a session for the moment a delete takes to arrive, or for good if the delete was lost while
-  the subscriber reconnected: so do not use a replica where a session must stop resuming the
-  moment it is deleted (``single_use`` is safe: it never reads the copy);
+  a session for the moment a delete takes to arrive (when the subscription breaks, the whole
+  copy is dropped, so a delete missed then leaves nothing stale): do not use a replica where
+  a session must stop resuming the very moment it is deleted (``single_use`` is safe: it
+  never reads the copy);
 * Redis Cluster is not supported (pub/sub there is broadcast to every node).
 """
 from __future__ import annotations
