@@ -6,15 +6,28 @@ listening on a Unix socket and on 127.0.0.1 at a free port), unless
 
 1. Resumed handshakes per second with every lookup going to the store (the
    "another process" arm of benchmark 1: ``internal_cache=False``), RedisStore over the
-   Unix socket and over TCP, relative to MemoryStore, interleaved.
+   Unix socket and over TCP, and over the Unix socket with ``local_replica`` (a pub/sub-fed
+   copy in each process), relative to MemoryStore, interleaved.
 2. Latency of ``store.get`` (a hit on a real blob) and ``store.set``, one call at a
    time with ``perf_counter_ns``: p50/p99 for Redis (unix, tcp), SQLite (tmpfs) and
-   MemoryStore, interleaved in chunks of 100 calls so that they share the machine's mood.
+   MemoryStore, interleaved in chunks of 100 calls so that they share the machine's mood;
+   and for the ``ResilientStore`` the cache puts around a RedisStore (its ``set`` queues).
+3. A paused Redis (SIGSTOP on a second private server, the breaker already tripped): full
+   handshakes, and handshakes offering a session this process does not hold, against full
+   handshakes with no store at all, interleaved (issue 14's goal: at most 1.5x).
+4. Cross-server TLS 1.3 resumption with writes behind the handshake: a client makes a full
+   handshake on server A and at once offers the session to server B (each with its own
+   ``SessionCache(RedisStore(url))``), with the real Redis and with a store whose writes take
+   20 ms: the share of reconnections B resumes.
+
+The RedisStore arms use ``SessionCache(RedisStore(url))`` as a user gets it, so through the
+``ResilientStore`` the cache wraps around a network store.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -104,6 +117,104 @@ def _latency(stores: Dict[str, Any], blob: bytes, calls: int) -> Dict[str, Any]:
     return out
 
 
+def _seconds(rs) -> Dict[str, Any]:
+    return {"pair": C.summarize([r.pair_seconds for r in rs]), "server": C.summarize([r.server_seconds for r in rs])}
+
+
+def _paused_redis(p, progress, url: str, pause: Callable[[], None]) -> List[Dict[str, Any]]:
+    """Full handshakes with a paused Redis (breaker tripped) vs with no store, interleaved."""
+    out = []
+    for stack_name in p.stacks:
+        st = C.stack(stack_name)
+        for version in p.versions:
+            client = st.client_context("ecdsa")
+            plain = st.server_context(version, "ecdsa", mode=sesscache.SESS_CACHE_SERVER)
+            cache = sesscache.SessionCache(sesscache.RedisStore(url, prefix=b"bench-paused:"))
+            sick = st.server_context(version, "ecdsa")
+            cache.attach(sick, session_id_context=C.SID_CTX)  # default: internal cache on
+            other = st.server_context(version, "ecdsa", mode=sesscache.SESS_CACHE_SERVER)
+            foreign = [st.connect(other, client)[2] for _ in range(p.pool)]  # not held by `sick`
+            arms = {
+                "no store: full": C.Arm("none", plain, client, [None] * p.pool, [plain]),
+                "paused redis: full": C.Arm("paused", sick, client, [None] * p.pool, [cache]),
+                "paused redis: unknown session": C.Arm("foreign", sick, client, foreign, [cache]),
+            }
+            pause()
+            for _ in range(cache.store.trip_after or 0):  # the first trip_after calls wait
+                try:
+                    cache.store.get(b"trip")
+                except sesscache.StoreError:
+                    pass
+            blocks = C.interleave({name: (lambda arm=arm: C.run_block(st, arm, p.redis_block))
+                                   for name, arm in arms.items()}, p.redis_rounds, seed=p.seed,
+                                  progress=progress)
+            base = blocks["no store: full"]
+            entry: Dict[str, Any] = {"stack": stack_name, "version": version, "arms": {}, "cost": {}}
+            for name, rs in blocks.items():
+                entry["arms"][name] = {**_seconds(rs), "resumed": sum(r.reused for r in rs)}
+                if name != "no store: full":
+                    entry["cost"][name] = {
+                        "pair": C.summarize([a.pair_seconds / b.pair_seconds for a, b in zip(rs, base)]),
+                        "server": C.summarize([a.server_seconds / b.server_seconds for a, b in zip(rs, base)])}
+            entry["store"] = cache.store.stats.as_dict()
+            entry["cache"] = cache.stats.as_dict()
+            out.append(entry)
+            pause(resume=True)
+            time.sleep(cache.store.retry_after + 0.1)
+            cache.close()
+    return out
+
+
+class _SlowWrites(sesscache.RedisStore if hasattr(sesscache, "RedisStore") else object):
+    """A RedisStore whose writes take ``delay`` seconds more (a store far away)."""
+
+    delay = 0.0
+
+    def set(self, key, value, ttl):
+        time.sleep(self.delay)
+        super().set(key, value, ttl)
+
+
+def _cross_server(p, url: str, setups=((0.0, 0.005), (0.0, 0.0), (0.02, 0.005), (0.02, 0.0))
+                  ) -> List[Dict[str, Any]]:
+    """TLS 1.3: full handshake on A, then at once offer the session to B (another cache
+    sharing the store). The share B resumes: what writes behind the handshake cost, by store
+    write delay and ResilientStore ``write_wait`` (5 ms: the default; 0: no wait)."""
+    out = []
+    st = C.stack(p.stacks[0])
+    for delay, write_wait in setups:
+        store_a = _SlowWrites(url, prefix=b"bench-x:%d:" % time.monotonic_ns())
+        store_b = _SlowWrites(url, prefix=store_a.prefix)
+        store_a.delay = delay
+        wrapped_a = sesscache.ResilientStore(store_a, write_wait=write_wait)
+        caches = [sesscache.SessionCache(wrapped_a), sesscache.SessionCache(store_b)]
+        a, b = st.server_context(C.TLS13, "ecdsa"), st.server_context(C.TLS13, "ecdsa")
+        caches[0].attach(a, session_id_context=C.SID_CTX)
+        caches[1].attach(b, session_id_context=C.SID_CTX)
+        client = st.client_context("ecdsa")
+        n = p.redis_cross if delay == 0 else max(50, p.redis_cross // 10)
+        resumed = 0
+        gaps: List[float] = []
+        for _ in range(n):
+            _, _, session = st.connect(a, client)
+            t = time.perf_counter()
+            reused, _, _ = st.connect(b, client, session)
+            gaps.append(time.perf_counter() - t)
+            resumed += reused
+            if delay:
+                caches[0].store.flush(1.0)  # one reconnection at a time: no queue builds up
+        for cache in caches:
+            cache.store.flush(2.0)
+        out.append({"stack": st.name, "store_write_delay_ms": delay * 1000,
+                    "write_wait_ms": write_wait * 1000, "reconnections": n,
+                    "resumed_on_b": resumed, "resumed_fraction": resumed / n,
+                    "reconnect_ms_p50": C.percentile(sorted(gaps), 50) * 1000,
+                    "a_store": caches[0].store.stats.as_dict(), "b_cache": caches[1].stats.as_dict()})
+        for cache in caches:
+            cache.close()
+    return out
+
+
 def run(p, progress) -> Dict[str, Any]:
     env_url = os.environ.get("SESSCACHE_TEST_REDIS_URL")
     server: Optional[PrivateRedis] = None
@@ -121,13 +232,19 @@ def run(p, progress) -> Dict[str, Any]:
             if kind == "memory":
                 store = sesscache.MemoryStore()
             else:
-                store = sesscache.RedisStore(url=urls[kind], timeout=0.25,
-                                             prefix=b"sesscache-bench:%d:" % time.monotonic_ns())
+                base, _, replica = kind.partition("+")
+                store = sesscache.RedisStore(url=urls[base], timeout=0.25,
+                                             prefix=b"sesscache-bench:%d:" % time.monotonic_ns(),
+                                             local_replica=20000 if replica else 0)
+                if replica:
+                    store._replica.wait_subscribed(10)
             made.append(store)
             return store
         return make
 
-    kinds = ["memory"] + list(urls)
+    # "+replica": every lookup still goes to the store, which answers from its pub/sub-fed
+    # copy in this process (what another process of the fleet would hold) before Redis.
+    kinds = ["memory"] + list(urls) + [f"{next(iter(urls))}+replica"]
     out: Dict[str, Any] = {"server": where, "configs": []}
     try:
         for stack_name in p.stacks:
@@ -161,11 +278,26 @@ def run(p, progress) -> Dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="sesscache-bench-sqlite-",
                                          dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as tmp:
             stores = {kind: factory(kind)() for kind in urls}
+            first = next(iter(urls))
+            wrapped = sesscache.ResilientStore(factory(first)())  # as SessionCache wraps it
+            made.append(wrapped)
+            stores[first + " (ResilientStore)"] = wrapped
             stores["sqlite-tmpfs"] = sesscache.SQLiteStore(os.path.join(tmp, "s.db"))
             stores["memory"] = sesscache.MemoryStore()
             out["latency"] = _latency(stores, blob, p.redis_latency_calls)
             out["latency_blob_bytes"] = len(blob)
             stores["sqlite-tmpfs"].close()
+        if server is not None:
+            sick = PrivateRedis()
+            try:
+                def pause(resume: bool = False) -> None:
+                    os.kill(sick.process.pid, signal.SIGCONT if resume else signal.SIGSTOP)
+
+                out["paused"] = _paused_redis(p, progress, sick.urls["redis-unix"], pause)
+            finally:
+                os.kill(sick.process.pid, signal.SIGCONT)
+                sick.stop()
+        out["cross_server"] = _cross_server(p, urls[next(iter(urls))])
     finally:
         for store in made:
             try:
@@ -178,4 +310,4 @@ def run(p, progress) -> Dict[str, Any]:
 
 
 def total_rounds(p) -> int:
-    return p.redis_rounds * len(p.stacks) * len(p.versions)
+    return 2 * p.redis_rounds * len(p.stacks) * len(p.versions)

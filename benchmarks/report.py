@@ -228,6 +228,36 @@ def _redis(res: Dict[str, Any], add) -> None:
             add(f"| {name} | {l['get_p50_us']:.1f} | {l['get_p99_us']:.1f} | {l['set_p50_us']:.1f} "
                 f"| {l['set_p99_us']:.1f} | {l['calls']} |")
         add("")
+    _redis_sick(res, add)
+
+
+def _redis_sick(res: Dict[str, Any], add) -> None:
+    """The paused-Redis and cross-server tables (issue 14)."""
+    if res.get("paused"):
+        add("A paused Redis (SIGSTOP, breaker tripped), `SessionCache(RedisStore(url))` with default "
+            "arguments: seconds per handshake relative to full handshakes with no store, interleaved "
+            "(goal: at most 1.5x):")
+        add("")
+        add("| stack | TLS | no store: full (us, pair) | paused: full, pair | paused: full, server "
+            "| paused: unknown session, pair | paused: unknown session, server | lookups shed |")
+        add("| --- | --- | ---: | --- | --- | --- | --- | ---: |")
+        for c in res["paused"]:
+            full, foreign = c["cost"]["paused redis: full"], c["cost"]["paused redis: unknown session"]
+            base = c["arms"]["no store: full"]["pair"]["median"] * 1e6
+            add(f"| {c['stack']} | {c['version'][3:]} | {base:.0f} | {_r(full['pair'])} | {_r(full['server'])} "
+                f"| {_r(foreign['pair'])} | {_r(foreign['server'])} | {c['store']['lookups_shed']} |")
+        add("")
+    if res.get("cross_server"):
+        add("Cross-server TLS 1.3 resumption with writes behind the handshake: full handshake on A, "
+            "the session offered at once to B (another cache sharing the store):")
+        add("")
+        add("| stack | store write delay | write_wait | reconnections | resumed on B | reconnect p50 (ms) |")
+        add("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for c in res["cross_server"]:
+            add(f"| {c['stack']} | {c['store_write_delay_ms']:.0f} ms | {c.get('write_wait_ms', 0):.0f} ms "
+                f"| {c['reconnections']} "
+                f"| {c['resumed_on_b']} ({c['resumed_fraction']:.1%}) | {c['reconnect_ms_p50']:.2f} |")
+        add("")
 
 
 def _memory(res: Dict[str, Any], add) -> None:

@@ -65,6 +65,7 @@ class Params:
     redis_rounds: int = 20
     redis_block: int = 100
     redis_latency_calls: int = 20000
+    redis_cross: int = 1000  # cross-server TLS 1.3 reconnections (a tenth with the slow store)
     # memory
     store_entries: int = 100_000
     rss_handshakes: int = 1_000_000
@@ -80,6 +81,7 @@ class Params:
                    events_rounds=10, events_block=100, in_situ=2000,
                    prefork_stacks=("stdlib",), prefork_rounds=2, prefork_clients=16,
                    prefork_reconnects=300, redis_rounds=6, redis_block=60, redis_latency_calls=5000,
+                   redis_cross=300,
                    rss_handshakes=40_000, rss_clients=32, rss_lifetime=10.0,
                    walk_steps=4, walk_block=500)
 

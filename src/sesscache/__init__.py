@@ -53,6 +53,8 @@ from .session import Session
 from .stores import MemoryStore, SQLiteStore, Store
 from .stores.urls import store_from_url
 from .ticket_keys import TicketKeys, TicketKeyStats
+from .stores.resilient import ResilientStore  # network stores: writes behind, breaker
+from .errors import StorePaused
 
 __version__ = "0.1.0"
 
@@ -101,3 +103,4 @@ __all__ = [
     "set_new_session_callback", "set_remove_session_callback",
     "store_from_url",
 ]
+__all__ += ["ResilientStore", "StorePaused"]

@@ -58,10 +58,11 @@ from .contexts import (
     _set_session_id_context,
     set_session_cache_mode,
 )
-from .errors import ConfigurationError, SealError, SessionError
+from .errors import ConfigurationError, SealError, SessionError, StorePaused
 from .session import session_to_der
 from .stores import MemoryStore, Store
 from .stores.base import check_store, has_atomic_pop
+from .stores.resilient import wrap_remote_store
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,11 @@ class SessionCache:
 
     :param store: where sessions live: ``MemoryStore()`` (the default, this process
         only), ``SQLiteStore(path)`` (processes on one host), ``RedisStore(url)`` (a fleet).
+        A network store (``RedisStore``, ``MemcachedStore``) is wrapped in a
+        :class:`~sesscache.stores.resilient.ResilientStore`: a write slower than a few
+        milliseconds goes behind the handshake, and a store that keeps failing is paused
+        (lookups then count in ``errors`` at no wait); its own counters are
+        ``cache.store.stats``.
     :param lifetime: the longest a session may be resumed, in seconds, counted from the
         full handshake it comes from (OpenSSL's own default timeout is 300 s; at most 7
         days, as RFC 8446 allows for TLS 1.3).
@@ -160,7 +166,11 @@ class SessionCache:
                 f"max_session_size must be an int of at least 64 bytes, got {max_session_size!r}")
         # Read-only (properties below): attach copies them into the C fast path, so a
         # later change would reach the Python path only and the two would disagree.
-        self._store: Store = check_store(store) if store is not None else MemoryStore()
+        # A store on the network (RedisStore, MemcachedStore) gets slow writes behind the
+        # handshake and a breaker: see stores/resilient.py. cache.store is then the wrapper;
+        # cache.store.backend is the store given here.
+        self._store: Store = (wrap_remote_store(check_store(store)) if store is not None
+                              else MemoryStore())
         self._lifetime = float(lifetime)
         self._max_session_size = max_session_size
         self._single_use = bool(single_use)
@@ -657,6 +667,8 @@ class _Attachment:
 
     def _store_failed(self, what: str, exc: BaseException) -> None:
         self.cache._count("errors")
+        if isinstance(exc, StorePaused):  # not tried: the pause was logged when it began
+            return
         self.cache._burst.log(logging.WARNING, "store-" + what,
                               "session store %s failed (%s: %s); the handshake goes on as "
                               "a full one", what, type(exc).__name__, str(exc))

@@ -46,3 +46,10 @@ class SealError(SesscacheError, ValueError):
 
 class ConfigurationError(SesscacheError, ValueError):
     """Arguments that cannot work together; the message says which and why."""
+
+
+class StorePaused(StoreError):
+    """The store failed too often in a row and is left alone for a moment (see
+    :mod:`sesscache.stores.breaker`): the call was not attempted, so it cost no wait. The
+    cache counts it in ``errors`` like any store fault; the pause is logged once, when it
+    starts."""

@@ -8,7 +8,7 @@ import pytest
 
 import sesscache
 from sesscache import ConfigurationError, MemoryStore, SQLiteStore, store_from_url
-from sesscache.stores.urls import STORE_URL_FORMS
+from sesscache.stores.urls import STORE_URL_FORMS, check_store_url
 
 
 def _round_trip(store) -> None:
@@ -153,3 +153,16 @@ def test_errors_do_not_show_the_password():
     with pytest.raises(ConfigurationError) as caught:
         store_from_url("redis://app:s3cret@cache:port/0")
     assert "s3cret" not in str(caught.value) and "port must be a number" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+                                 "rediss+cluster://user:pw@10.0.0.5:7000",
+                                 "redis+sentinel://127.0.0.1:26379,127.0.0.2:26379/sessions",
+                                 "rediss+sentinel://127.0.0.1:26379/sessions/2"])
+def test_cluster_and_sentinel_urls_are_accepted(url):
+    check_store_url(url)  # without opening anything
+
+
+def test_a_sentinel_url_without_its_service_says_what_to_write():
+    with pytest.raises(ConfigurationError, match="service name"):
+        check_store_url("redis+sentinel://127.0.0.1:26379")

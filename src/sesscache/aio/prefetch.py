@@ -18,6 +18,7 @@ from ..errors import ConfigurationError
 from ..stores.base import BaseStore, check_store
 from ..stores.memory import MemoryStore
 from .breaker import DEFAULT_RETRY_AFTER, DEFAULT_TRIP_AFTER, StoreBreaker
+from ..stores.breaker import check_trip_after
 from .deadlines import DeadlineQueue, TaskTimeout
 
 logger = logging.getLogger(__name__)
@@ -139,11 +140,7 @@ class PrefetchingStore(BaseStore):
                             ("max_concurrent_writes", max_concurrent_writes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
-        if trip_after is not None and (isinstance(trip_after, bool) or not isinstance(trip_after, int)
-                                       or trip_after < 1):
-            raise ConfigurationError(
-                f"trip_after must be an int >= 1 (failures in a row), or None to never pause "
-                f"the store, got {trip_after!r}")
+        check_trip_after(trip_after)
         _check_seconds("retry_after", retry_after, 3600)
         self.backend = backend
         # pop is optional in a store: without it a single_use take is get then delete.

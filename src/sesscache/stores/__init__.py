@@ -10,6 +10,7 @@ from typing import Any
 
 from .base import MAX_TTL, AsyncStore, BaseStore, CompareAndSetStore, Store, check_ttl
 from .memory import MemoryStore
+from .resilient import ResilienceStats, ResilientStore
 from .sqlite import SQLiteStore
 from .urls import store_from_url
 
@@ -21,6 +22,8 @@ __all__ = [
     "check_ttl",
     "MAX_TTL",
     "MemoryStore",
+    "ResilientStore",
+    "ResilienceStats",
     "SQLiteStore",
     "RedisStore",
     "AsyncRedisStore",

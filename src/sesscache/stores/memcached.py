@@ -84,6 +84,9 @@ class MemcachedStore(BaseStore):
 
     kind = "memcached"
     _closed = False  #: set by close(): for good
+    #: It answers over the network: SessionCache wraps it in a ResilientStore (writes behind
+    #: the handshake, a breaker); see stores/resilient.py.
+    remote = True
 
     def __init__(
         self,

@@ -25,12 +25,24 @@ from typing import Any, Dict, Optional, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
 from .base import MAX_TTL, BaseStore, as_bytes, check_ttl, closed_error
+from .redis_replica import LocalReplica, delete_message, set_message
+from .redis_clients import (
+    cluster_client,
+    describe_topology,
+    parse_addresses,
+    rebuild_client,
+    sentinel_client,
+    split_topology_url,
+    store_client_kwargs,
+)
 
 try:
     import redis as _redis
     import redis.exceptions as _rexc
     from redis.backoff import NoBackoff as _NoBackoff
     from redis.retry import Retry as _Retry
+    # Cluster faults (no node for a slot, ...) are not RedisError.
+    _FAULTS = (_rexc.RedisError, OSError, _rexc.RedisClusterException)
 except ImportError:  # pragma: no cover - exercised only without redis installed
     _redis = None
 
@@ -97,13 +109,7 @@ class _RedisCommon:
 
     def _describe_where(self, client: Any) -> str:
         # From the pool's connection arguments, so no password can leak into logs.
-        try:
-            kw = client.connection_pool.connection_kwargs
-        except AttributeError:
-            return "redis"
-        if kw.get("path"):
-            return f"unix:{kw['path']} db={kw.get('db', 0)}"
-        return f"{kw.get('host', '?')}:{kw.get('port', '?')} db={kw.get('db', 0)}"
+        return describe_topology(client)
 
     def _fault(self, exc: BaseException) -> StoreError:
         where = f"Redis at {self._where}"
@@ -119,6 +125,11 @@ class _RedisCommon:
             )
         if isinstance(exc, _rexc.BusyLoadingError) or text.startswith("LOADING"):
             return StoreError(f"{where} is still loading its dataset ({text}); it will answer soon")
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+            return StoreError(
+                f"{where} presented a TLS certificate this store does not trust ({text}): pass "
+                "ssl_ca_certs= naming the CA that signed it, and a host name the certificate holds"
+            )
         if isinstance(exc, (_rexc.ConnectionError, OSError)):
             return StoreError(
                 f"cannot reach {where} ({text}): check that redis-server runs and the URL; "
@@ -145,19 +156,7 @@ class _RedisCommon:
         return isinstance(exc, _rexc.ResponseError) and "unknown command" in str(exc).lower()
 
     def _client_kwargs(self, extra: Dict[str, Any], retry_cls: Any) -> Dict[str, Any]:
-        kwargs: Dict[str, Any] = {
-            "socket_timeout": self.timeout,
-            "socket_connect_timeout": self.timeout,
-            # No retries: a callback must not wait several timeouts and backoffs. redis-py still
-            # replaces a stale pooled connection before use (see the module docstring).
-            "retry": retry_cls(_NoBackoff(), 0),
-            "retry_on_timeout": False,
-            "decode_responses": False,
-        }
-        kwargs.update(extra)
-        if kwargs.get("decode_responses"):
-            raise ConfigurationError("decode_responses must stay False: sessions are bytes")
-        return kwargs
+        return store_client_kwargs(self.timeout, extra, retry_cls)
 
     def _info_fields(self, server: Dict[str, Any], memory: Dict[str, Any], dbsize: int) -> Dict[str, Any]:
         return {
@@ -185,15 +184,28 @@ class RedisStore(_RedisCommon, BaseStore):
     """Sessions in Redis.
 
     Args:
-        url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
-            ``unix:///path/to/redis.sock?db=0``. Default ``redis://localhost:6379/0``.
-        client: an existing ``redis.Redis`` to use instead of ``url``; its own timeouts and retry
-            settings apply, and :meth:`close` leaves it open (it is yours).
+        url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS),
+            ``unix:///path/to/redis.sock?db=0``, ``redis+cluster://host:port[,host:port...]``
+            or ``redis+sentinel://host:port[,host:port...]/service_name[/db]``
+            (``rediss+...`` for TLS). Default ``redis://localhost:6379/0``.
+        client: an existing ``redis.Redis``, ``RedisCluster`` or Sentinel client to take the
+            servers, credentials and TLS settings from: the store builds its own client from
+            it with the store's timeouts and no retries (see ``redis_clients.py``) and
+            :meth:`close` leaves yours open. A client of another kind is used as is.
         prefix: prepended to every key, to share a Redis with other data.
         timeout: socket connect and read timeout in seconds.
+        cluster: Redis Cluster nodes to start from, ``[("host", port), ...]`` or
+            ``"host:port,host:port"``.
+        sentinel: Sentinel addresses, with ``service_name`` (default ``"mymaster"``).
+        local_replica: keep a copy of up to this many sessions in each process, fed by Redis
+            pub/sub, and answer ``get`` from it first (see ``redis_replica.py``); 0: none.
         **client_kwargs: more ``redis.Redis.from_url`` arguments (``max_connections``,
             ``ssl_ca_certs``, ...).
     """
+
+    #: It answers over the network: SessionCache wraps it in a ResilientStore (writes behind
+    #: the handshake, a breaker); see stores/resilient.py.
+    remote = True
 
     def __init__(
         self,
@@ -202,16 +214,154 @@ class RedisStore(_RedisCommon, BaseStore):
         client: Any = None,
         prefix: Union[bytes, str] = b"sesscache:",
         timeout: float = 0.05,
+        cluster: Any = None,
+        sentinel: Any = None,
+        service_name: Optional[str] = None,
+        local_replica: int = 0,
         **client_kwargs: Any,
     ) -> None:
         _require_redis()
-        self._connect(prefix, timeout, url, client, client_kwargs, _redis.Redis, _Retry)
+        self._cluster = False
+        self._replica: Optional[LocalReplica] = None
+        if client is None and cluster is None and sentinel is None and \
+                split_topology_url(url or _DEFAULT_URL)[0] == "single":
+            self._connect(prefix, timeout, url, client, client_kwargs, _redis.Redis, _Retry)
+        else:
+            self._connect_fleet(prefix, timeout, url, client, cluster, sentinel, service_name,
+                                client_kwargs)
+        self._choose_call_path()
+        if local_replica:
+            self._start_replica(local_replica)
+
+    # -- a process-local replica fed by pub/sub (see redis_replica.py) ---------------------------
+
+    def _start_replica(self, max_sessions: int) -> None:
+        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
+            raise ConfigurationError(
+                f"local_replica is the number of sessions each process keeps a copy of (>= 1), "
+                f"or 0 for none; got {max_sessions!r}")
+        if self._cluster:
+            raise ConfigurationError("local_replica does not work with Redis Cluster (pub/sub there "
+                                     "reaches every node); leave it 0")
+        self._replica_channel = self.prefix + b"__sessions"
+        self._replica = LocalReplica(self.client, self._replica_channel, max_sessions)
+
+    def _replicated(self, command: tuple, message: bytes) -> Any:
+        """``command`` and the PUBLISH that tells every replica, in one round trip."""
+        publish = ("PUBLISH", self._replica_channel, message)
+        if self._command == self._pooled_command:  # the lean path: both on one connection
+            pool = self._pool
+            connection = pool.get_connection()
+            try:
+                connection.send_packed_command(connection.pack_commands([command, publish]))
+                replies = [connection.read_response(), connection.read_response()]
+            except BaseException:
+                connection.disconnect()  # a reply may be half-read
+                raise
+            finally:
+                pool.release(connection)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return replies[0]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.execute_command(*command)
+        pipe.execute_command(*publish)
+        return pipe.execute()[0]
+
+    # -- the call path ---------------------------------------------------------------------------
+
+    def _choose_call_path(self) -> None:
+        """A lean path for a client this store built (one server or Sentinel): take a pooled
+        connection, send, read, give it back. redis-py's command layer around that (retry
+        wrapper, response callbacks, observability hooks) cost ~6 us of a ~25 us GET over a
+        unix socket here; the store needs none of it (no retries, raw bytes). A cluster or a
+        client used as given goes through redis-py's ``execute_command``."""
+        pool = getattr(self.client, "connection_pool", None)
+        if self._owns_client and not self._cluster and type(self.client) is _redis.Redis and pool is not None:
+            self._pool = pool
+            self._command = self._pooled_command
+        else:
+            self._command = self.client.execute_command
+
+    def _pooled_command(self, *args: Any) -> Any:
+        pool = self._pool
+        connection = pool.get_connection()
+        try:
+            connection.send_command(*args)
+            return connection.read_response()
+        except _rexc.ResponseError:
+            raise  # the reply was read whole: the connection is fine
+        except BaseException:
+            connection.disconnect()  # a half-read reply must not reach the next caller
+            raise
+        finally:
+            pool.release(connection)
+
+    # -- fleets: Cluster, Sentinel, a client built by the user (see redis_clients.py) ------------
+
+    def _connect_fleet(self, prefix: Union[bytes, str], timeout: float, url: Optional[str], client: Any,
+                       cluster: Any, sentinel: Any, service_name: Optional[str],
+                       client_kwargs: Dict[str, Any]) -> None:
+        self._setup(prefix, timeout)
+        given = [name for name, value in (("url", url), ("client", client), ("cluster", cluster),
+                                          ("sentinel", sentinel)) if value is not None]
+        if len(given) > 1:
+            raise ConfigurationError(f"pass one of url, client, cluster or sentinel, not {' and '.join(given)}")
+        if client is not None and client_kwargs:
+            raise ConfigurationError("pass either url (and client options) or client, not both")
+        self._owns_client = True
+        if client is not None:
+            built = rebuild_client(client, self.timeout, {})
+            if built is None:
+                log.warning("RedisStore cannot rebuild a %s with its own timeouts; it uses it as is, "
+                            "so a call may take as long as that client allows", type(client).__name__)
+                self._owns_client = False
+                built = client
+            self.client = built
+        else:
+            kwargs = store_client_kwargs(self.timeout, client_kwargs)
+            topology, args = split_topology_url(url) if url is not None else ("single", {})
+            if topology == "cluster" or cluster is not None:
+                addresses = args["addresses"] if cluster is None else parse_addresses(cluster, "cluster")
+                if args.get("tls"):
+                    kwargs.setdefault("ssl", True)
+                self.client = cluster_client(addresses, {**args.get("credentials", {}), **kwargs})
+            else:
+                if sentinel is not None:
+                    addresses, db, creds = parse_addresses(sentinel, "sentinel"), 0, {}
+                    service = service_name or "mymaster"
+                else:
+                    addresses, db, creds = args["addresses"], args["db"], args["credentials"]
+                    service = service_name or args["service_name"]
+                    if args["tls"]:
+                        from redis.connection import SSLConnection
+
+                        kwargs.setdefault("connection_class", SSLConnection)
+                self.client = sentinel_client(addresses, service, {"db": db, **creds, **kwargs})
+        from redis.cluster import RedisCluster
+
+        self._cluster = isinstance(self.client, RedisCluster)
+        self._where = describe_topology(self.client)
+
+    def health_domain(self, key: bytes) -> Optional[str]:
+        """For Redis Cluster: the node (``host:port``) serving ``key``'s slot, so that
+        :class:`~sesscache.stores.resilient.ResilientStore` pauses one dead master's keys only.
+        None (one store-wide breaker) otherwise."""
+        if not self._cluster:
+            return None
+        slot = self.client.keyslot(self._key(key))
+        return self.client.nodes_manager.get_node_from_slot(slot).name
 
     def get(self, key: bytes) -> Optional[bytes]:
         k = self._key(key)
+        if self._replica is not None:
+            value = self._replica.get(k)
+            if value is not None:
+                return value
         try:
-            return self.client.get(k)
-        except (_rexc.RedisError, OSError) as exc:
+            return self._command("GET", k)
+        except _FAULTS as exc:
             raise self._fault(exc) from exc
 
     def set(self, key: bytes, value: bytes, ttl: float) -> None:
@@ -220,27 +370,38 @@ class RedisStore(_RedisCommon, BaseStore):
             value = as_bytes(value, "value")
         ms = self._ttl_ms(ttl)
         try:
-            if ms > 0:
-                self.client.set(k, value, px=ms)
+            if self._replica is not None:
+                self._replicated(("SET", k, value, "PX", ms) if ms > 0 else ("DEL", k),
+                                 set_message(k, value, ms) if ms > 0 else delete_message(k))
+            elif ms > 0:
+                self._command("SET", k, value, "PX", ms)
             else:
-                self.client.delete(k)
-        except (_rexc.RedisError, OSError) as exc:
+                self._command("DEL", k)
+        except _FAULTS as exc:
             raise self._fault(exc) from exc
 
     def delete(self, key: bytes) -> None:
         k = self._key(key)
         try:
-            self.client.delete(k)
-        except (_rexc.RedisError, OSError) as exc:
+            if self._replica is not None:
+                self._replica.forget(k)
+                self._replicated(("DEL", k), delete_message(k))
+                return
+            self._command("DEL", k)
+        except _FAULTS as exc:
             raise self._fault(exc) from exc
 
     def pop(self, key: bytes) -> Optional[bytes]:
         """Atomic get + delete (GETDEL, or MULTI/EXEC GET+DEL on Redis < 6.2)."""
         k = self._key(key)
         try:
+            if self._replica is not None:
+                self._replica.forget(k)
+                if self._has_getdel:
+                    return self._replicated(("GETDEL", k), delete_message(k))
             if self._has_getdel:
                 try:
-                    return self.client.getdel(k)
+                    return self._command("GETDEL", k)
                 except _rexc.ResponseError as exc:
                     if not self._is_unknown_command(exc):
                         raise
@@ -251,13 +412,15 @@ class RedisStore(_RedisCommon, BaseStore):
             pipe.delete(k)
             value, _ = pipe.execute()
             return value
-        except (_rexc.RedisError, OSError) as exc:
+        except _FAULTS as exc:
             raise self._fault(exc) from exc
 
     def close(self) -> None:
         """Disconnect the pool, if this store created the client (one passed in stays
-        open: it is yours); later calls raise StoreError."""
+        open: it is yours), and stop the per-process copy; later calls raise StoreError."""
         self._closed = True
+        if self._replica is not None:
+            self._replica.close()
         if self._owns_client:
             try:
                 self.client.close()
@@ -274,7 +437,7 @@ class RedisStore(_RedisCommon, BaseStore):
                     self.client.info("server"), self.client.info("memory"), self.client.dbsize()
                 )
             )
-        except (_rexc.RedisError, OSError) as exc:
+        except _FAULTS as exc:
             info["error"] = str(self._fault(exc))
         return info
 
@@ -332,6 +495,11 @@ class AsyncRedisStore(_RedisCommon):
         _require_redis()
         import redis.asyncio as aredis
         from redis.asyncio.retry import Retry as AsyncRetry
+
+        if url is not None and split_topology_url(url)[0] != "single":
+            raise ConfigurationError(
+                "AsyncRedisStore talks to one Redis server; for Redis Cluster or Sentinel in an "
+                "asyncio server use PrefetchingStore(RedisStore(url)), which calls it in threads")
 
         self._connect(prefix, timeout, url, client, client_kwargs, aredis.Redis, AsyncRetry)
 

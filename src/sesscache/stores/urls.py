@@ -8,6 +8,8 @@
 ``redis://[user:password@]HOST[:PORT][/DB]``   :class:`~sesscache.stores.RedisStore`
 ``rediss://...``                               the same over TLS
 ``unix:///path/to/redis.sock[?db=N]``          Redis on a unix socket
+``redis+cluster://H1:P1,H2:P2``                Redis Cluster (``rediss+cluster://`` over TLS)
+``redis+sentinel://H1:P1,H2:P2/SERVICE[/DB]``  Redis behind Sentinel (``rediss+sentinel://``)
 ``memcached://HOST[:PORT]``                    :class:`~sesscache.stores.MemcachedStore`
                                                (port 11211 by default)
 ``memcached:///path/to/memcached.sock``        memcached on a unix socket
@@ -29,7 +31,10 @@ __all__ = ["store_from_url", "check_store_url", "redacted_store_url", "STORE_URL
 
 #: The forms :func:`store_from_url` accepts, for error and help messages.
 STORE_URL_FORMS = ("memory, sqlite:PATH, redis://HOST:PORT[/DB], rediss://HOST:PORT[/DB], "
-                   "unix:///path/to/redis.sock, memcached://HOST[:PORT] or memcached:///path/to.sock")
+                   "unix:///path/to/redis.sock, redis+cluster://HOST:PORT,HOST:PORT, "
+                   "redis+sentinel://HOST:PORT,HOST:PORT/SERVICE, memcached://HOST[:PORT] or "
+                   "memcached:///path/to.sock")
+_TOPOLOGIES = ("redis+cluster://", "rediss+cluster://", "redis+sentinel://", "rediss+sentinel://")
 
 _MEMCACHED_PORT = 11211
 
@@ -76,8 +81,13 @@ def _opener(url: str) -> Callable[..., Any]:
         return MemoryStore
     if spec.startswith("sqlite:"):
         return functools.partial(SQLiteStore, _sqlite_path(spec))
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        _check_redis(spec)
+    if spec.startswith(("redis://", "rediss://", "unix://") + _TOPOLOGIES):
+        if spec.startswith(_TOPOLOGIES):
+            from .redis_clients import split_topology_url
+
+            split_topology_url(spec)  # ConfigurationError for a URL it cannot read
+        else:
+            _check_redis(spec)
 
         def redis_store(**options: Any) -> Any:
             from .redis import RedisStore

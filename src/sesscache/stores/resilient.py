@@ -1,0 +1,551 @@
+"""``ResilientStore``: no handshake waits on a sick network store.
+
+OpenSSL calls the cache from inside the handshake, so whatever the store costs, the client
+waits for. A healthy Redis answers in ~0.1 ms; a paused one (SIGSTOP, a stuck failover, a
+dead cluster node) costs every call the store's whole ``timeout``. Measured with
+``RedisStore(timeout=0.05)`` on a paused Redis: a full handshake 52 ms instead of 1.2 ms,
+because it waited for its session's write. This wrapper takes those waits out:
+
+* **Slow writes behind the handshake.** While the store's writes take under ``write_wait``
+  (5 ms), ``set`` writes in the caller's thread, so that a client reconnecting at once to
+  another server finds its session there. Once ``trip_after`` writes in a row were slower,
+  ``set`` (and ``delete``, always) are queued (bounded: ``max_pending_writes``) and written by
+  one background thread per process and store, in the order they were made, until a queued
+  write lands fast again. Until a write lands, this process answers ``get`` for that key
+  from the queued copy, so a client coming back to the same process still resumes. A full
+  queue drops the write (counted): the session stays in OpenSSL's own cache.
+* **A breaker shared by all callers.** A store (or, for Redis Cluster, one node) that fails
+  ``trip_after`` times in a row (lookups or writes, any thread) is paused for
+  ``retry_after`` seconds: lookups raise :class:`~sesscache.errors.StorePaused` at once (a
+  full handshake, counted by the cache in ``errors``), writes are shed; then one call tries
+  it again and its success ends the pause. The pause is logged once when it starts and once
+  when it ends. Lookups still go to the store synchronously (with the store's own
+  ``timeout``), as OpenSSL's session callback must answer before the handshake goes on.
+* **Fork-safe, flushed at exit.** A forked child starts with an empty queue and its own
+  writer thread (the parent still writes what it queued); at interpreter exit and on
+  :meth:`close`, queued writes get up to ``flush_timeout`` seconds to land.
+
+Per-node health: when the backend has a ``health_domain(key)`` method (``RedisStore`` in
+cluster mode returns the node that serves the key's slot), each domain gets its own breaker,
+so one dead master pauses only the keys it serves.
+
+``SessionCache`` wraps a store whose class says ``remote = True`` (``RedisStore``,
+``MemcachedStore``) in a ``ResilientStore`` with these defaults; wrap it yourself to choose
+other settings (``SessionCache(ResilientStore(RedisStore(url), trip_after=3))``), or to turn
+write-behind off (``write_behind=False``: writes wait for the store, still behind the breaker).
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass, fields
+from typing import Any, Deque, Dict, Hashable, Optional, Tuple
+
+from ..errors import ConfigurationError, StoreError, StorePaused, ValueTooLarge
+from .base import BaseStore, as_bytes, checked_entry
+from .breaker import DEFAULT_RETRY_AFTER, DEFAULT_TRIP_AFTER, StoreBreaker, check_trip_after
+from .._burstlog import BurstLogger
+
+__all__ = ["ResilientStore", "ResilienceStats", "wrap_remote_store", "DEFAULT_MAX_PENDING_WRITES",
+           "DEFAULT_WRITE_WAIT"]
+
+logger = logging.getLogger(__name__)
+
+#: Writes queued and not yet landed, per store and process; beyond it a write is dropped.
+DEFAULT_MAX_PENDING_WRITES = 4096
+#: Writes faster than this (seconds) are made in the caller's thread; slower ones go behind.
+DEFAULT_WRITE_WAIT = 0.005
+#: Seconds queued writes get to land at close() and at interpreter exit.
+DEFAULT_FLUSH_TIMEOUT = 1.0
+
+_STOP = object()
+
+
+@dataclass
+class ResilienceStats:
+    """What the wrapper did (a snapshot). Writes add up:
+    ``writes_queued == writes + write_errors + writes_shed + writes_expired + pending``
+    (``writes_dropped`` were never queued)."""
+
+    lookups: int = 0  #: get/pop calls sent to the store
+    found: int = 0  #: of them, answered with a value
+    lookup_errors: int = 0  #: of them, failed (StoreError: timeout, unreachable, ...)
+    lookups_shed: int = 0  #: lookups not attempted because the store was paused
+    pending_hits: int = 0  #: lookups answered from a write still queued in this process
+    writes_queued: int = 0  #: set/delete calls queued for the background writer
+    writes: int = 0  #: queued writes that landed in the store
+    write_errors: int = 0  #: queued writes the store refused or did not answer
+    writes_shed: int = 0  #: queued writes not attempted because the store was paused
+    writes_expired: int = 0  #: queued writes whose ttl ran out before their turn
+    writes_dropped: int = 0  #: writes refused at once: the queue was full (max_pending_writes)
+    write_waits: int = 0  #: sets written in the caller's thread (writes then faster than write_wait)
+    pending: int = 0  #: writes queued or being written now
+    pauses: int = 0  #: times a store (or a cluster node) was paused after trip_after failures
+    paused_now: int = 0  #: stores (cluster nodes) paused at the moment of the snapshot
+
+    def as_dict(self) -> Dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# Every live ResilientStore, so that a fork and the interpreter's exit reach them all.
+_LIVE: "weakref.WeakSet[ResilientStore]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_LIVE):
+        store._start_over_after_fork()
+
+
+def _flush_at_exit() -> None:
+    for store in list(_LIVE):
+        store._flush_at_exit()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_flush_at_exit)
+
+
+class ResilientStore(BaseStore):
+    """Wraps a synchronous store: writes behind the handshake, and a breaker (see the module
+    docstring).
+
+    :param backend: the real store (``RedisStore``, ``MemcachedStore``, your own).
+    :param write_behind: queue ``set``/``delete`` for a background thread (default); False
+        writes at once, still behind the breaker.
+    :param write_wait: while the store's writes take less than this (seconds), ``set``
+        writes in the caller's thread, so the session is in the store before the handshake
+        goes on: a client that reconnects at once to another server finds it there (measured:
+        100 % with the default, 79-92 % with 0), and for TLS 1.3 the ticket reaches the
+        client only after its session is stored. Once ``trip_after`` writes in a row took
+        longer (a slow store), writes go to the background queue, until a queued one lands
+        faster again. Never while the store is paused. 0: always queued.
+    :param max_pending_writes: writes queued at most; beyond it a write is dropped (counted).
+    :param trip_after: failures in a row that pause the store (or one cluster node); ``None``
+        never pauses.
+    :param retry_after: seconds between trial calls to a paused store.
+    :param flush_timeout: seconds queued writes get to land at :meth:`close` and at exit.
+    :param log_interval: write failures are logged once per burst of this many seconds.
+    """
+
+    kind = "resilient"
+
+    def __init__(self, backend: Any, *, write_behind: bool = True,
+                 write_wait: float = DEFAULT_WRITE_WAIT,
+                 max_pending_writes: int = DEFAULT_MAX_PENDING_WRITES,
+                 trip_after: Optional[int] = DEFAULT_TRIP_AFTER,
+                 retry_after: float = DEFAULT_RETRY_AFTER,
+                 flush_timeout: float = DEFAULT_FLUSH_TIMEOUT, log_interval: float = 10.0) -> None:
+        for name in ("get", "set", "delete"):
+            if not callable(getattr(backend, name, None)):
+                raise ConfigurationError(
+                    f"backend must be a store (get, set, delete), got {type(backend).__name__}")
+        if isinstance(backend, ResilientStore):
+            raise ConfigurationError("this store is already a ResilientStore; pass it as is")
+        if isinstance(max_pending_writes, bool) or not isinstance(max_pending_writes, int) \
+                or max_pending_writes < 1:
+            raise ConfigurationError(f"max_pending_writes must be an int >= 1, got {max_pending_writes!r}")
+        check_trip_after(trip_after)
+        for name, value in (("retry_after", retry_after), ("flush_timeout", flush_timeout),
+                            ("write_wait", write_wait)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
+                raise ConfigurationError(f"{name} must be seconds in [0, 3600], got {value!r}")
+        self.backend = backend
+        self.write_behind = bool(write_behind)
+        self.write_wait = float(write_wait)
+        self._slow_writes = 0  # writes in a row that took longer than write_wait
+        self.max_pending_writes = max_pending_writes
+        self.trip_after = trip_after
+        self.retry_after = float(retry_after)
+        self.flush_timeout = float(flush_timeout)
+        self._domain_of = getattr(backend, "health_domain", None)
+        self._breakers: Dict[Hashable, StoreBreaker] = {}
+        self._default_breaker = StoreBreaker(trip_after, self.retry_after)
+        self._counts = ResilienceStats().as_dict()
+        self._burst = BurstLogger(logger, log_interval)
+        self._closed = False
+        self._start_over()
+        _LIVE.add(self)
+
+    def _start_over(self) -> None:
+        """The per-process half: queue, pending copies, writer thread, locks."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()  # counters, pending copies, breakers
+        self._wakeup = threading.Condition(threading.Lock())  # the queue
+        self._queue: Deque[Tuple[Any, ...]] = collections.deque()
+        self._busy = False  # the writer is writing an item taken off the queue
+        # key -> (value, or None for a delete; monotonic expiry): the latest write of each
+        # key that has not landed yet, so that this process answers for it meanwhile.
+        self._pending: Dict[bytes, Tuple[Optional[bytes], float]] = {}
+        self._writer: Optional[threading.Thread] = None
+
+    def _start_over_after_fork(self) -> None:
+        # The parent's queue is the parent's to write; its locks may be held by threads that
+        # do not exist here. Counters carry over (they describe this store's history).
+        with_pending = self._counts["pending"]
+        self._start_over()
+        self._counts["pending"] = 0
+        self._counts["writes_queued"] -= with_pending  # keeps the sum true in the child
+        self._default_breaker.reset_after_fork()
+        for breaker in self._breakers.values():
+            breaker.reset_after_fork()
+
+    # --- statistics ---------------------------------------------------------------------
+
+    @property
+    def stats(self) -> ResilienceStats:
+        with self._lock:
+            snapshot = ResilienceStats(**self._counts)
+            breakers = [self._default_breaker, *self._breakers.values()]
+        snapshot.paused_now = sum(1 for b in breakers if b.is_open)
+        return snapshot
+
+    @property
+    def evictions(self) -> int:
+        return int(getattr(self.backend, "evictions", 0) or 0)
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += amount
+
+    # --- the breaker ----------------------------------------------------------------------
+
+    def _breaker_for(self, key: bytes) -> Tuple[Hashable, StoreBreaker]:
+        if self._domain_of is None:
+            return None, self._default_breaker
+        try:
+            domain = self._domain_of(key)
+        except Exception:  # no map of the cluster yet: the store-wide breaker decides
+            return None, self._default_breaker
+        if domain is None:
+            return None, self._default_breaker
+        breaker = self._breakers.get(domain)
+        if breaker is None:
+            with self._lock:
+                breaker = self._breakers.setdefault(domain, StoreBreaker(self.trip_after, self.retry_after))
+        return domain, breaker
+
+    def _answered(self, domain: Hashable, breaker: StoreBreaker) -> None:
+        if breaker.succeeded():
+            logger.info("sesscache: the session store %s answers again; lookups and writes resume",
+                        self._name(domain))
+
+    def _failed(self, domain: Hashable, breaker: StoreBreaker) -> None:
+        if breaker.failed(time.monotonic()):
+            self._count("pauses")
+            logger.warning(
+                "sesscache: the session store %s failed %d times in a row; it is left alone for "
+                "retry_after=%.1fs (clients get a full handshake at once, new sessions stay in "
+                "this process), then one call tries it again. Check the store",
+                self._name(domain), breaker.trip_after, breaker.retry_after)
+
+    def _name(self, domain: Hashable) -> str:
+        where = repr(self.backend)
+        return where if domain is None else f"{where} (node {domain})"
+
+    def paused(self) -> Dict[str, bool]:
+        """Which breakers are open now: ``{"store": bool}`` plus one entry per cluster node seen."""
+        with self._lock:
+            out = {"store": self._default_breaker.is_open}
+            out.update({str(domain): b.is_open for domain, b in self._breakers.items()})
+        return out
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    def get(self, key: bytes) -> Optional[bytes]:
+        return self._lookup(key, False)
+
+    def pop(self, key: bytes) -> Optional[bytes]:
+        """Atomic in the store (the backend's ``pop``); a session still queued here is taken
+        from the queue's copy, and a delete is queued behind its write."""
+        return self._lookup(key, True)
+
+    def _lookup(self, key: bytes, pop: bool) -> Optional[bytes]:
+        self._check_open()
+        if type(key) is not bytes:
+            key = as_bytes(key, "key")
+        if self._pending:
+            found, value = self._from_pending(key, pop)
+            if found:
+                return value
+        domain, breaker = self._breaker_for(key)
+        if not breaker.allow(time.monotonic()):
+            self._count("lookups_shed")
+            raise StorePaused(
+                f"the session store {self._name(domain)} is paused after {breaker.trip_after} "
+                f"failures in a row; it is tried again every {breaker.retry_after:.1f}s")
+        try:
+            value = self.backend.pop(key) if pop else self.backend.get(key)
+        except ValueTooLarge:
+            raise
+        except StoreError:
+            self._count("lookup_errors")
+            self._failed(domain, breaker)
+            raise
+        self._answered(domain, breaker)
+        with self._lock:
+            self._counts["lookups"] += 1
+            if value is not None:
+                self._counts["found"] += 1
+        return value
+
+    def _from_pending(self, key: bytes, pop: bool) -> Tuple[bool, Optional[bytes]]:
+        with self._lock:
+            entry = self._pending.get(key)
+            if entry is None:
+                return False, None
+            value, expires = entry
+            if value is not None and time.monotonic() >= expires:
+                value = None
+            if pop and value is not None:  # nobody else may take it meanwhile
+                self._pending[key] = (None, expires)
+            self._counts["pending_hits"] += 1
+        if pop and value is not None:
+            # Lands after the queued set; past the bound, or the popped session would
+            # reach the store and could be resumed again.
+            self._enqueue("delete", key, None, 0.0, always=True)
+        return True, value
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def set(self, key: bytes, value: bytes, ttl: float) -> None:
+        self._check_open()
+        key, value, ttl = checked_entry(key, value, ttl)
+        if not self.write_behind:
+            self._write_now("set", key, value, ttl)
+            return
+        if self.write_wait > 0 and self._slow_writes < (self.trip_after or 1) and key not in self._pending:
+            self._write_inline(key, value, ttl)
+            return
+        self._enqueue("set", key, value, ttl)
+
+    def _write_inline(self, key: bytes, value: bytes, ttl: float) -> None:
+        """While the store's writes take less than ``write_wait``: write in the caller's
+        thread (no hand-over to the writer and back: two thread switches, which on a loaded
+        machine cost more than the round trip). Counted and never raised, as a queued write."""
+        domain, breaker = self._breaker_for(key)
+        start = time.monotonic()
+        if not breaker.allow(start):
+            outcome = "writes_shed"
+        else:
+            outcome = "writes"
+            try:
+                self.backend.set(key, value, ttl)
+            except Exception as exc:
+                outcome = "write_errors"
+                if isinstance(exc, StoreError) and not isinstance(exc, ValueTooLarge):
+                    self._failed(domain, breaker)
+                self._burst.log(logging.WARNING, "write-error",
+                                "sesscache: a session write failed (%s: %s); the session stays in "
+                                "this process only", type(exc).__name__, str(exc))
+            else:
+                self._answered(domain, breaker)
+            self._note_write_time(time.monotonic() - start)
+        with self._lock:
+            self._counts["writes_queued"] += 1
+            self._counts["write_waits"] += 1
+            self._counts[outcome] += 1
+
+    def _note_write_time(self, seconds: float) -> None:
+        # Unlocked: a lost update only moves the switch between inline and queued by a write.
+        if seconds <= self.write_wait:
+            self._slow_writes = 0
+        else:
+            self._slow_writes += 1
+
+    def delete(self, key: bytes) -> None:
+        self._check_open()
+        if type(key) is not bytes:
+            key = as_bytes(key, "key")
+        if not self.write_behind:
+            self._write_now("delete", key, None, 0.0)
+            return
+        self._enqueue("delete", key, None, 0.0)
+
+    def _write_now(self, op: str, key: bytes, value: Optional[bytes], ttl: float) -> None:
+        domain, breaker = self._breaker_for(key)
+        if not breaker.allow(time.monotonic()):
+            self._count("writes_shed")
+            raise StorePaused(f"the session store {self._name(domain)} is paused; the write was not tried")
+        try:
+            if op == "set":
+                self.backend.set(key, value, ttl)
+            else:
+                self.backend.delete(key)
+        except ValueTooLarge:
+            raise
+        except StoreError:
+            self._count("write_errors")
+            self._failed(domain, breaker)
+            raise
+        self._answered(domain, breaker)
+        self._count("writes")
+
+    def _enqueue(self, op: str, key: bytes, value: Optional[bytes], ttl: float,
+                 always: bool = False) -> None:
+        if self._pid != os.getpid():  # forked without the hook (os.fork missing the at-fork call)
+            self._start_over_after_fork()
+        now = time.monotonic()
+        if not always and self._breaker_for(key)[1].resting(now):
+            # Paused: the writer would only shed it. Shed here, without waking the writer
+            # (a thread switch per handshake); the session stays in OpenSSL's own cache.
+            with self._lock:
+                self._counts["writes_queued"] += 1
+                self._counts["writes_shed"] += 1
+            return
+        expires = now + ttl
+        entry = (value, expires)
+        with self._wakeup:
+            if len(self._queue) >= self.max_pending_writes and not always:
+                dropped = True
+            else:
+                dropped = False
+                self._queue.append((op, key, value, expires, entry, now))
+                with self._lock:
+                    self._pending[key] = entry
+                    self._counts["writes_queued"] += 1
+                    self._counts["pending"] += 1
+                self._wakeup.notify()
+        if dropped:
+            self._count("writes_dropped")
+            self._burst.log(logging.WARNING, "queue-full",
+                            "sesscache: %d session writes are queued for %r (max_pending_writes); "
+                            "new sessions stay in this process only until the store catches up",
+                            self.max_pending_writes, self.backend)
+            raise StoreError(
+                f"{self.max_pending_writes} writes are already queued for the session store "
+                "(max_pending_writes): the store is slower than the handshakes; raise "
+                "max_pending_writes or check the store")
+        if self._writer is None:
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                return
+            # A weak reference: the thread must not keep a store nobody uses alive.
+            self._writer = threading.Thread(target=_write_loop, args=(weakref.ref(self), self._wakeup,
+                                                                     self._queue),
+                                            name="sesscache-writer", daemon=True)
+        self._writer.start()
+
+    def _write_one(self, item: Tuple[Any, ...]) -> None:
+        op, key, value, expires, entry, queued_at = item
+        now = time.monotonic()
+        outcome = "writes"
+        if op == "set" and expires <= now:
+            outcome = "writes_expired"
+        else:
+            domain, breaker = self._breaker_for(key)
+            if not breaker.allow(now):
+                outcome = "writes_shed"
+            else:
+                try:
+                    if op == "set":
+                        self.backend.set(key, value, expires - now)
+                    else:
+                        self.backend.delete(key)
+                except Exception as exc:  # StoreError, or a custom store's bug: never kill the writer
+                    outcome = "write_errors"
+                    if isinstance(exc, StoreError) and not isinstance(exc, ValueTooLarge):
+                        self._failed(domain, breaker)
+                    self._burst.log(logging.WARNING, "write-error",
+                                    "sesscache: a background session %s failed (%s: %s); the "
+                                    "session stays in this process only", op,
+                                    type(exc).__name__, str(exc))
+                else:
+                    self._answered(domain, breaker)
+                    self._note_write_time(time.monotonic() - queued_at)
+        with self._lock:
+            self._counts[outcome] += 1
+            self._counts["pending"] -= 1
+            if self._pending.get(key) is entry:  # no newer write of the key is queued
+                del self._pending[key]
+
+    def flush(self, timeout: float = DEFAULT_FLUSH_TIMEOUT) -> bool:
+        """Wait up to ``timeout`` seconds for every queued write to land (or fail). True if
+        the queue is empty."""
+        with self._wakeup:
+            return self._wakeup.wait_for(lambda: not self._queue and not self._busy, timeout)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"this ResilientStore ({self.backend!r}) was closed; make a new store")
+
+    def close(self) -> None:
+        """Give queued writes up to ``flush_timeout`` to land, stop the writer thread, close the
+        backend. Idempotent; a closed store raises StoreError."""
+        if self._closed:
+            return
+        self._closed = True
+        _LIVE.discard(self)
+        if self._pid == os.getpid():
+            if not self.flush(self.flush_timeout):
+                logger.warning("sesscache: %d session writes to %r did not land within "
+                               "flush_timeout=%.1fs and are dropped", len(self._queue), self.backend,
+                               self.flush_timeout)
+            with self._wakeup:
+                self._queue.clear()
+                self._queue.append(_STOP)  # type: ignore[arg-type]
+                self._wakeup.notify()
+        self.backend.close()
+
+    def _flush_at_exit(self) -> None:
+        if not self._closed and self._pid == os.getpid() and self._writer is not None:
+            self.flush(self.flush_timeout)
+
+    def describe(self) -> Dict[str, Any]:
+        """The backend's description once queued writes landed (waits up to
+        ``flush_timeout``), plus ``resilience``: the counters and which breakers are open."""
+        self.flush(self.flush_timeout)
+        info = dict(self.backend.describe())
+        info["resilience"] = {**self.stats.as_dict(), "write_behind": self.write_behind,
+                              "trip_after": self.trip_after, "retry_after": self.retry_after,
+                              "paused": self.paused()}
+        return info
+
+    def __repr__(self) -> str:
+        return f"<ResilientStore {self.backend!r}>"
+
+
+def _write_loop(store_ref: "weakref.ref[ResilientStore]", wakeup: threading.Condition,
+                queue: Deque[Tuple[Any, ...]]) -> None:
+    """The background writer: one per store and process, until close() queues _STOP."""
+    while True:
+        with wakeup:
+            while not queue:
+                if store_ref() is None:
+                    return
+                wakeup.wait(1.0)
+            item = queue.popleft()
+            if item is _STOP:
+                wakeup.notify_all()
+                return
+            store = store_ref()
+            if store is None:
+                return
+            store._busy = True
+        try:
+            store._write_one(item)
+        finally:
+            with wakeup:
+                store._busy = False
+                if not queue:
+                    wakeup.notify_all()  # flush() waiters
+            del store
+
+
+def wrap_remote_store(store: Any) -> Any:
+    """``ResilientStore(store)`` for a store whose class says ``remote = True`` (it answers over
+    the network); any other store as it is. What :class:`~sesscache.SessionCache` does with the
+    store it is given."""
+    if getattr(type(store), "remote", False) is True and not isinstance(store, ResilientStore):
+        return ResilientStore(store)
+    return store
