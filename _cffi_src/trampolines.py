@@ -480,14 +480,17 @@ static void sc_sha256_update(sc_sha256_ctx *c, const unsigned char *p, size_t n)
 static void sc_sha256_final(sc_sha256_ctx *c, unsigned char *out)
 {
     uint64_t bits = c->len * 8;
-    unsigned char pad = 0x80, zero = 0, length[8];
     int i;
-    sc_sha256_update(c, &pad, 1);
-    while (c->used != 56)
-        sc_sha256_update(c, &zero, 1);
+    c->buf[c->used++] = 0x80;
+    if (c->used > 56) {
+        memset(c->buf + c->used, 0, 64 - c->used);
+        sc_sha256_block(c, c->buf);
+        c->used = 0;
+    }
+    memset(c->buf + c->used, 0, 56 - c->used);
     for (i = 0; i < 8; i++)
-        length[i] = (unsigned char)(bits >> (56 - 8 * i));
-    sc_sha256_update(c, length, 8);
+        c->buf[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
+    sc_sha256_block(c, c->buf);
     for (i = 0; i < 8; i++) {
         out[4 * i] = (unsigned char)(c->h[i] >> 24);
         out[4 * i + 1] = (unsigned char)(c->h[i] >> 16);
@@ -512,43 +515,56 @@ static const unsigned char sc_binding_tag[] = "sesscache/bound-session-id-contex
  * configured context, the certificate's fingerprint and the SNI name asked for, in
  * lowercase (name_len 0: no name; negative: a name that cannot be compared, for which
  * `unique` makes a context no other connection ever has). Writes 32 bytes; returns 32.
- * Python computes the same (cache.bound_session_id_context) for its tests. */
+ * tests/binding/test_bound_session_id_context.py computes the same with hashlib. */
 int sc_bound_session_id_context(const unsigned char *sid, unsigned int sid_len,
                                 const unsigned char *cert_fp, const char *name, int name_len,
                                 unsigned char *out)
 {
     static unsigned long long unique;
-    sc_sha256_ctx c;
-    unsigned char byte;
-    unsigned long long n;
+    /* The digest's input, laid out in one buffer: the tag (with its NUL), the configured
+     * context's length and bytes, the fingerprint, the kind of name (0 none, 1 a host
+     * name, 2 unreadable) and the name in lowercase (or, unreadable, what makes it unique). */
+    unsigned char input[sizeof(sc_binding_tag) + 1 + 32 + 16 + 1 + 255];
+    /* Each thread remembers its last input and digest: a server answers the same few
+     * names over and over, and the digest is most of this function's cost. */
+    static __thread unsigned char memo_input[sizeof(input)], memo_out[32];
+    static __thread size_t memo_len;
+    unsigned long long n[3];
+    size_t at = 0;
     int i;
-    sc_sha256_init(&c);
-    sc_sha256_update(&c, sc_binding_tag, sizeof(sc_binding_tag));  /* with its NUL */
-    byte = (unsigned char)sid_len;
-    sc_sha256_update(&c, &byte, 1);
-    sc_sha256_update(&c, sid, sid_len);
-    sc_sha256_update(&c, cert_fp, 16);
-    if (name_len < 0) {
-        byte = 2;
-        sc_sha256_update(&c, &byte, 1);
+    if (sid_len > 32)
+        sid_len = 32;
+    memcpy(input, sc_binding_tag, sizeof(sc_binding_tag));
+    at = sizeof(sc_binding_tag);
+    input[at++] = (unsigned char)sid_len;
+    memcpy(input + at, sid, sid_len);
+    at += sid_len;
+    memcpy(input + at, cert_fp, 16);
+    at += 16;
+    if (name_len < 0 || name_len > 255) {
         /* unique in this process (the counter) and among processes sharing a store */
-        n = __atomic_add_fetch(&unique, 1, __ATOMIC_RELAXED);
-        sc_sha256_update(&c, (const unsigned char *)&n, sizeof(n));
-        n = (unsigned long long)getpid();
-        sc_sha256_update(&c, (const unsigned char *)&n, sizeof(n));
-        n = (unsigned long long)time(NULL);
-        sc_sha256_update(&c, (const unsigned char *)&n, sizeof(n));
-    } else {
-        byte = name_len > 0 ? 1 : 0;
-        sc_sha256_update(&c, &byte, 1);
-        for (i = 0; i < name_len; i++) {
-            byte = (unsigned char)name[i];
-            if (byte >= 'A' && byte <= 'Z')
-                byte = (unsigned char)(byte + 32);
-            sc_sha256_update(&c, &byte, 1);
-        }
+        input[at++] = 2;
+        n[0] = __atomic_add_fetch(&unique, 1, __ATOMIC_RELAXED);
+        n[1] = (unsigned long long)getpid();
+        n[2] = (unsigned long long)time(NULL);
+        memcpy(input + at, n, sizeof(n));
+        at += sizeof(n);
+        sc_sha256(input, at, out);
+        return 32;
     }
-    sc_sha256_final(&c, out);
+    input[at++] = name_len > 0 ? 1 : 0;
+    for (i = 0; i < name_len; i++) {
+        unsigned char byte = (unsigned char)name[i];
+        input[at++] = (byte >= 'A' && byte <= 'Z') ? (unsigned char)(byte + 32) : byte;
+    }
+    if (memo_len == at && memcmp(memo_input, input, at) == 0) {
+        memcpy(out, memo_out, 32);
+        return 32;
+    }
+    sc_sha256(input, at, out);
+    memcpy(memo_input, input, at);
+    memcpy(memo_out, out, 32);
+    memo_len = at;
     return 32;
 }
 
@@ -615,7 +631,9 @@ static int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
     char name[256];
     int name_len;
     (void)alert;
-    a->SSL_set_ex_data(ssl, sc_offer_idx[st->slot], NULL);
+    /* (only when set: setting a slot a connection never used grows its ex_data) */
+    if (a->SSL_get_ex_data(ssl, sc_offer_idx[st->slot]) != NULL)
+        a->SSL_set_ex_data(ssl, sc_offer_idx[st->slot], NULL);
     if (a->SSL_get_ex_data(ssl, sc_ssl_idx[st->slot]) == NULL)
         a->SSL_set_ex_data(ssl, sc_ssl_idx[st->slot], st->ctx);
     switch (__atomic_load_n(&st->pin, __ATOMIC_ACQUIRE)) {
