@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import struct
 import time
+import weakref
 from typing import Any, Optional, Sequence
 
+from . import _fork
 from . import callbacks as _callbacks
 from ._burstlog import BurstLogger
 from .cache import DEFAULT_LIFETIME, MAX_LIFETIME
@@ -57,7 +59,15 @@ class ClientSessionCache:
             from .sealing import Sealer
 
             self._sealer = Sealer(seal_keys)
-        self._burst = BurstLogger(logger, log_interval)
+        self._log_interval = log_interval
+        self._contexts: "weakref.WeakSet[Any]" = weakref.WeakSet()  # those attach() hooked
+        self._renew_after_fork()
+        _fork.renew_in_child(self)
+
+    def _renew_after_fork(self) -> None:
+        """Counters from zero and a fresh burst logger: at __init__, and in a forked child
+        (a worker counts its own connections only)."""
+        self._burst = BurstLogger(logger, self._log_interval)
         self.stored = 0
         self.offered = 0
         self.errors = 0
@@ -72,6 +82,30 @@ class ClientSessionCache:
         # store is useless to a client (it never looks sessions up by id).
         set_session_cache_mode(context, SESS_CACHE_CLIENT | SESS_CACHE_NO_INTERNAL_STORE)
         _callbacks.set_new_session_callback(context, self._on_new)
+        self._contexts.add(context)
+
+    def close(self) -> None:
+        """Stop recording the sessions of every context this cache was attached to, then
+        close the store (when it has ``close``): for good, as ``SessionCache.close()``. A
+        context that already made connections (pyOpenSSL 26.2+ forbids changing it) keeps
+        its callback, which then keeps nothing."""
+        for context in list(self._contexts):
+            if _callbacks._may_change(context):
+                _callbacks.set_new_session_callback(context, None)
+            else:
+                hooks = _callbacks._hooks_for(context)
+                if hooks is not None:
+                    _callbacks._turn_off(hooks)
+        self._contexts.clear()
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "ClientSessionCache":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
     @staticmethod
     def key_for(host: str, port: int, server_name: Optional[str] = None) -> bytes:

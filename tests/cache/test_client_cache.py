@@ -71,3 +71,47 @@ def test_only_pyopenssl_contexts(certs):
 
     with pytest.raises(sesscache.ConfigurationError, match="pyOpenSSL"):
         ClientSessionCache().attach(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+
+
+def test_close_stops_recording_and_closes_the_store(certs, version):
+    """ClientSessionCache.close() means what SessionCache.close() does: no more sessions
+    recorded, the store closed for good; a context manager too."""
+    from OpenSSL import SSL
+
+    server_cache = SessionCache()
+    server = StdlibStack(certs).server_context(version)
+    server_cache.attach(server)
+    with EchoServer(server, max_connections=1) as echo:
+        with ClientSessionCache() as cache:
+            assert _connect(certs, cache, echo.port)[0] is False
+            assert cache.stored >= 1
+            context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+            cache.attach(context)
+        assert sesscache.get_new_session_callback(context) is None
+        with pytest.raises(sesscache.errors.StoreError, match="closed"):
+            cache.store.get(b"anything")
+
+
+def test_a_forked_child_counts_its_own_connections(certs):
+    """Counters start at zero in a forked worker, as SessionCache's do."""
+    import os
+
+    server_cache = SessionCache()
+    server = StdlibStack(certs).server_context(TLS12)
+    server_cache.attach(server)
+    cache = ClientSessionCache()
+    with EchoServer(server, max_connections=2) as echo:
+        _connect(certs, cache, echo.port)
+        assert cache.stored == 1
+        pid = os.fork()
+        if pid == 0:  # the child: its counters start at zero, and it still resumes
+            code = 1
+            try:
+                fresh = (cache.stored, cache.offered, cache.errors) == (0, 0, 0)
+                offered, reused, _ = _connect(certs, cache, echo.port)
+                code = 0 if fresh and offered and reused and cache.offered == 1 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert cache.stored == 1 and cache.offered == 0
