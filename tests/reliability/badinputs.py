@@ -227,6 +227,10 @@ OTHER_ROWS = [
         "name asked and OpenSSL itself refuses)", "rejected",
         "test_sni_every_mode.py::test_a_session_resumes_for_its_own_name_only, "
         "test_aio_resumes_for_its_own_name_only"),
+    Row("a ticket (tickets on, OpenSSL's default: TLS 1.2 tickets, TLS 1.3 stateless tickets) "
+        "made for another SNI name", "network", "full handshake (the bound session id context "
+        "is inside the ticket's session; OpenSSL refuses it)", "nothing (no cache is asked)",
+        "test_sni_every_mode.py::test_tickets_on_openssls_default_never_resume_for_another_name"),
     Row("SNI host name absent, empty, 256 or 300 bytes, or another name, internal cache in front "
         "(TLS 1.2 and 1.3)", "network", "full handshake (until 3493e9f it RESUMED)", "rejected",
         "test_sni_every_mode.py::test_unreadable_or_other_names_with_the_internal_cache_in_front"),

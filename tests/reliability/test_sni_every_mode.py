@@ -156,3 +156,26 @@ def test_aio_resumes_for_its_own_name_only(certs, version, topology, internal_ca
             await servers.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("stack_name", sorted(STACKS))
+@pytest.mark.parametrize("version", [TLS12, TLS13])
+def test_tickets_on_openssls_default_never_resume_for_another_name(certs, stack_name, version):
+    """OpenSSL's default, tickets on: TLS 1.2 tickets and TLS 1.3 stateless tickets carry the
+    session to the client, and no cache is asked. The bound session id context is inside the
+    ticket's session, so OpenSSL refuses a ticket for another name too (not counted: no
+    lookup and no stored session is involved), and still resumes it for its own name."""
+    stack = STACKS[stack_name](certs)
+    server = stack.server_context(version, tickets=True, internal_cache=True)
+    cache = SessionCache(MemoryStore())
+    cache.attach(server)
+    client = stack.client_context()
+    made = stack.handshake(server, client, server_name=NAME)
+    stack.close(made)
+    other = stack.handshake(server, client, made.client_session, server_name=OTHER)
+    stack.close(other)
+    assert not other.server_reused, f"a ticket made for {NAME} resumed for {OTHER}"
+    same = stack.handshake(server, client, made.client_session, server_name=NAME)
+    stack.close(same)
+    assert same.server_reused, f"a ticket made for {NAME} did not resume for it"
+    assert cache.stats.hits == 0 and cache.stats.errors == 0
