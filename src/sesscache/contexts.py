@@ -65,7 +65,7 @@ def set_session_id_context(context: Any, session_id_context: bytes) -> None:
             "its connections (the one given to attach(), bound to the server name and the "
             "certificate); pass session_id_context= to attach() instead, or detach the cache "
             "first")
-    _set_session_id_context(context, session_id_context)
+    _set_session_id_context(bound, session_id_context)  # resolved once, above
 
 
 def _set_session_id_context(context: Any, session_id_context: bytes) -> None:
