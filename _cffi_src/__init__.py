@@ -7,5 +7,5 @@ composes them in the order of ``MODULES`` into the core module (which links no l
 and ``TESTING_MODULES`` into the separately built, linked test module.
 """
 MODULES = ["libssl_api", "trampolines", "memory_store", "fast_path", "at_fork", "clienthello",
-           "ticket_keys"]
+           "ticket_keys", "session_ids"]
 TESTING_MODULES = ["testing_api"]

@@ -40,6 +40,8 @@ static const int SC_ENVELOPE_SIZE;
 static const int SC_ENVELOPE_OVERHEAD;
 static const int SC_CLOCK_SKEW;
 static const int SC_STORE_KEY_MAX;
+static const int SC_FAST_NEW_IN_PYTHON;
+static const int SC_FAST_MISS_IN_PYTHON;
 """
 
 FUNCTIONS = """
@@ -69,6 +71,9 @@ CUSTOMIZATIONS = r"""
 #define SC_FAST_DER_BUFFER 2048      /* larger sessions go through Python */
 #define SC_FAST_BLOB_BUFFER (SC_ENVELOPE_SIZE + 255 + SC_FAST_DER_BUFFER)
 #define SC_STORE_KEY_MAX (5 + 32 + 32)   /* b"sc1:" + len + sid_ctx + id */
+/* sc_fast_new's flags. */
+#define SC_FAST_NEW_IN_PYTHON 1
+#define SC_FAST_MISS_IN_PYTHON 2
 
 /* A new session stored by C that Python must still write on to a remote store. */
 typedef struct {
@@ -81,6 +86,8 @@ struct sc_fast {
     sc_mem *store;
     sc_mem *first;                   /* read before store when not NULL (prefetched sessions) */
     int new_in_python;               /* new sessions always go to Python (it writes them on) */
+    int miss_in_python;              /* a miss in the tables goes to Python (which asks the
+                                      * real store: a local replica's table is a subset) */
     unsigned char sid_ctx[32];
     unsigned int sid_ctx_len;
     double lifetime;                 /* seconds, from the full handshake */
@@ -137,7 +144,7 @@ static void sc_fast_sample(int kind, double started)
 
 sc_fast *sc_fast_new(sc_mem *store, const unsigned char *sid_ctx, unsigned int sid_ctx_len,
                      double lifetime, long long max_session_size, int single_use,
-                     sc_mem *first, int new_in_python)
+                     sc_mem *first, int flags)
 {
     sc_fast *f;
     if (sid_ctx_len > 32)
@@ -147,7 +154,8 @@ sc_fast *sc_fast_new(sc_mem *store, const unsigned char *sid_ctx, unsigned int s
         return NULL;
     f->store = store;
     f->first = first;
-    f->new_in_python = new_in_python;
+    f->new_in_python = (flags & SC_FAST_NEW_IN_PYTHON) != 0;
+    f->miss_in_python = (flags & SC_FAST_MISS_IN_PYTHON) != 0;
     memcpy(f->sid_ctx, sid_ctx, sid_ctx_len);
     f->sid_ctx_len = sid_ctx_len;
     f->lifetime = lifetime;
@@ -375,6 +383,8 @@ static int sc_fast_get_session(int slot, SSL *ssl, const unsigned char *id, int 
     if (found == 0)
         found = sc_mem_copy_into(f->store, key, key_len, clock, blob, sizeof(blob), &blob_len);
     if (found == 0) {
+        if (f->miss_in_python)
+            goto hand_over;
         sc_fast_count(&f->misses);
         return 1;
     }

@@ -51,6 +51,8 @@ API = [
     ("int", "SSL_set_session_id_context", "SSL *, const unsigned char *, unsigned int", True),
     ("void", "SSL_CTX_set_client_hello_cb", "SSL_CTX *, int (*)(SSL *, int *, void *), void *", False),
     ("int", "SSL_CTX_set_num_tickets", "SSL_CTX *, size_t", False),
+    ("int", "SSL_CTX_set_generate_session_id",
+     "SSL_CTX *, int (*)(SSL *, unsigned char *, unsigned int *)", False),
     ("int", "SSL_is_server", "const SSL *", True),
     ("const char *", "SSL_get_servername", "const SSL *, const int", True),
     ("int", "SSL_client_hello_get0_ext", "SSL *, unsigned int, const unsigned char **, size_t *", False),

@@ -60,6 +60,7 @@ from .contexts import (
 )
 from .errors import ConfigurationError, SealError, SessionError, StorePaused
 from .session import session_to_der
+from .session_ids import issued_at
 from .stores import MemoryStore, Store
 from .stores.base import check_store, has_atomic_pop
 from .stores.resilient import wrap_remote_store
@@ -130,10 +131,10 @@ class SessionCache:
     :param store: where sessions live: ``MemoryStore()`` (the default, this process
         only), ``SQLiteStore(path)`` (processes on one host), ``RedisStore(url)`` (a fleet).
         A network store (``RedisStore``, ``MemcachedStore``) is wrapped in a
-        :class:`~sesscache.stores.resilient.ResilientStore`: a write slower than a few
-        milliseconds goes behind the handshake, and a store that keeps failing is paused
-        (lookups then count in ``errors`` at no wait); its own counters are
-        ``cache.store.stats``.
+        :class:`~sesscache.stores.resilient.ResilientStore`: writes go behind the handshake
+        (a lookup elsewhere waits briefly for a session issued moments ago), and a store
+        that keeps failing is paused (lookups then count in ``errors`` at no wait); its own
+        counters are ``cache.store.stats``.
     :param lifetime: the longest a session may be resumed, in seconds, counted from the
         full handshake it comes from (OpenSSL's own default timeout is 300 s; at most 7
         days, as RFC 8446 allows for TLS 1.3).
@@ -175,6 +176,9 @@ class SessionCache:
         self._max_session_size = max_session_size
         self._single_use = bool(single_use)
         self._take = self._store.pop if has_atomic_pop(self._store) else self._get_then_delete
+        # A store whose writes land after the handshake waits for a session issued moments
+        # ago that it does not hold yet (ResilientStore.wait_for_write).
+        self._wait_for_write = getattr(self._store, "wait_for_write", None)
         if self._single_use and self._take == self._get_then_delete:
             logger.warning(
                 "single_use=True over %s, which has no atomic pop: a session is taken with get "
@@ -246,8 +250,10 @@ class SessionCache:
         handshake's lifetime) and a ClientHello callback (which binds each connection's
         session id context to the SNI name asked and the certificate, so that OpenSSL
         never resumes a session for another name or certificate, from whichever cache):
-        replace none of them afterwards. With session tickets on (OpenSSL's default) the
-        cache gets nothing to share; it logs a warning once: set ``OP_NO_TICKET``.
+        replace none of them afterwards. It also has the context issue session ids that
+        carry their issue time (``sesscache.session_ids``). With session tickets on
+        (OpenSSL's default) the cache gets nothing to share; it logs a warning once: set
+        ``OP_NO_TICKET``.
 
         Call it right after configuring the context, before the first connection
         (pyOpenSSL 26.2+ refuses changes to a context after that).
@@ -293,6 +299,10 @@ class SessionCache:
                            bound.instance.describe())
         if attachment.fast is not None:
             lib.sc_fast_enable(bound.instance.slot, bound.pointer, attachment.fast)
+        # Session ids that carry their issue time: another server of the fleet that cannot
+        # find one yet (its write still on the way) waits for it rather than give a full
+        # handshake (session_ids.py). Without the function (never seen), ids stay OpenSSL's.
+        lib.sc_stamp_session_ids(bound.instance.slot, bound.pointer, 1)
         with self._attached_lock:
             self._attached[(bound.instance.slot, bound.ctx)] = attachment
         self._warn_if_tickets_starve(api, bound.pointer)
@@ -330,14 +340,16 @@ class SessionCache:
         if self._sealer is not None:
             return None
         if type(store) is MemoryStore and store._real_clock:
-            first, table, new_in_python = ffi.NULL, store._table, 0
+            first, table, flags = ffi.NULL, store._table, 0
         else:
             tables = getattr(store, "_fast_tables", lambda: None)()
             if tables is None:
                 return None
-            (first, table), new_in_python = tables, 1
+            (first, table), flags = tables, lib.SC_FAST_NEW_IN_PYTHON
+            if getattr(store, "_fast_table_is_partial", False):  # a replica: misses ask the store
+                flags |= lib.SC_FAST_MISS_IN_PYTHON
         policy = lib.sc_fast_new(table, sid_ctx, len(sid_ctx), self.lifetime, self.max_session_size,
-                                 1 if self.single_use else 0, first, new_in_python)
+                                 1 if self.single_use else 0, first, flags)
         if policy == ffi.NULL:
             return None
         # Never freed (a context may outlive the cache and still call in); about 200 bytes.
@@ -360,6 +372,7 @@ class SessionCache:
         _callbacks._install(context, owner=self, new=None, get=None, remove=None)
         set_session_cache_mode(context, SESS_CACHE_SERVER)
         lib.sc_unbind_session_id_context(bound.instance.slot, bound.pointer)
+        lib.sc_stamp_session_ids(bound.instance.slot, bound.pointer, 0)
 
     def session_id_context(self, context: Any) -> Optional[bytes]:
         """The session id context this cache serves ``context`` with (part of every store
@@ -402,6 +415,14 @@ class SessionCache:
         """The store key: the session id context is part of it, so two services sharing
         a store never see each other's sessions."""
         return _KEY_PREFIX + bytes((len(session_id_context),)) + session_id_context + session_id
+
+    @staticmethod
+    def session_id_of(key: bytes) -> bytes:
+        """The session id at the end of a store key made by :meth:`key_for` (b"" for a key
+        of another shape)."""
+        if len(key) < len(_KEY_PREFIX) + 1 or not key.startswith(_KEY_PREFIX):
+            return b""
+        return key[len(_KEY_PREFIX) + 1 + key[len(_KEY_PREFIX)]:]
 
     def _wrap(self, key: bytes, origin: int, server_name: bytes, certificate: bytes, der: bytes) -> bytes:
         blob = _ENVELOPE.pack(_ENVELOPE_VERSION, origin, certificate, len(server_name)) + server_name + der
@@ -599,6 +620,8 @@ class _Attachment:
             self._store_failed("read", exc)
             return ffi.NULL
         if blob is None:
+            blob = self._wait_for_write(cache, key, session_id)
+        if blob is None:
             cache._count("misses")
             return ffi.NULL
         if not isinstance(blob, (bytes, bytearray, memoryview)):  # a custom store's bug
@@ -636,6 +659,23 @@ class _Attachment:
             return self._reject("check", SessionError(_OFFER_REFUSALS.get(reason[0], "refused")))
         cache._count("hits")
         return session
+
+    @staticmethod
+    def _wait_for_write(cache: "SessionCache", key: bytes, session_id: bytes) -> Optional[bytes]:
+        """A miss for a session issued moments ago, over a store whose writes land after
+        the handshake (``ResilientStore``): its write may still be on the way (the client
+        reconnected at once to another server). The store waits for it, up to its
+        ``new_session_wait``; any other miss is a miss at once."""
+        wait = cache._wait_for_write
+        if wait is None:
+            return None
+        issued = issued_at(session_id)
+        if issued is None:
+            return None
+        try:
+            return wait(key, issued, cache._single_use)
+        except Exception:  # a failing store is counted by its own lookups: a plain miss
+            return None
 
     def _fingerprint(self, ctx: int, cert: int) -> bytes:
         """Fingerprint of the session context's certificate (not the SNI-switched one's:

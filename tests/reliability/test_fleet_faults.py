@@ -122,7 +122,8 @@ def test_default_network_store_killed_restarted_paused(kind, request, certs):
         assert delta["pauses"] >= 1 and delta["lookups_shed"] > 0, report
         # Calls that still met the sick store: the first trip_after, then one trial per
         # retry_after (plus a call in flight per thread when the fault began).
-        tried = delta["lookup_errors"] + delta["write_errors"]
+        # (A batch of queued writes is one call: write_calls_failed, not write_errors.)
+        tried = delta["lookup_errors"] + delta["write_calls_failed"]
         assert tried <= DEFAULT_TRIP_AFTER + THREADS + 2 * (RECOVERY / DEFAULT_RETRY_AFTER + 1), report
     assert store.flush(5)
     stats, counts = cache.stats, store.stats

@@ -119,7 +119,9 @@ def test_cluster_master_killed_pauses_only_its_keys_and_recovers(redis_cluster, 
     # One dead master paused its own keys; lookups of the others' kept reaching the store.
     assert killed["pauses"] >= 1 and killed["lookups_shed"] > 0, (killed, summary)
     assert killed["found"] > 0, (killed, summary)
-    tried = killed["lookup_errors"] + killed["write_errors"]
+    # Calls tried against the dead master: the writer sends queued writes in batches, so
+    # one failed call may carry several writes (write_errors counts writes).
+    tried = killed["lookup_errors"] + killed["write_calls_failed"]
     assert tried <= DEFAULT_TRIP_AFTER + THREADS + 2 * (1.5 / DEFAULT_RETRY_AFTER + 1), (killed, summary)
     assert paused["store"] is False  # the store-wide breaker never opened
     assert recovered["lookup_errors"] == 0 and recovered["lookups_shed"] == 0, (recovered, summary)
@@ -270,20 +272,22 @@ def test_bad_fleet_configuration(kwargs):
 
 
 def test_local_replica_answers_what_another_store_wrote(redis_url):
+    # The copy is keyed by the store's keys without the prefix (the cache's own keys, as
+    # SessionCache's C fast path reads them).
     prefix = unique_prefix()
     writer = RedisStore(redis_url, prefix=prefix, timeout=5, local_replica=100)
     reader = RedisStore(redis_url, prefix=prefix, timeout=5, local_replica=100)
     assert writer._replica.wait_subscribed(10) and reader._replica.wait_subscribed(10)
     writer.set(b"k", b"v", 60)
     deadline = time.monotonic() + 10
-    while reader._replica.get(reader.prefix + b"k") is None and time.monotonic() < deadline:
+    while reader._replica.get(b"k") is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert reader._replica.get(reader.prefix + b"k") == b"v"  # in the copy, no round trip
+    assert reader._replica.get(b"k") == b"v"  # in the copy, no round trip
     assert reader.get(b"k") == b"v"
     # pop goes to Redis (atomic) and tells every copy
     assert reader.pop(b"k") == b"v" and writer.pop(b"k") is None
     deadline = time.monotonic() + 10
-    while writer._replica.get(writer.prefix + b"k") is not None and time.monotonic() < deadline:
+    while writer._replica.get(b"k") is not None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert writer.get(b"k") is None
     writer.set(b"brief", b"v", 0.2)
@@ -310,30 +314,5 @@ def test_async_store_names_the_way_to_a_cluster():
 # -- cross-server resumption ------------------------------------------------------------------------
 
 
-def test_tls13_session_is_in_the_store_before_its_ticket_reaches_the_client(redis_url, certs):
-    """Default arguments: a fast store's writes are made inside the new-session callback, which
-    OpenSSL calls while it builds the NewSessionTicket (before it is sent), so a client that
-    goes at once to another server of the fleet resumes there."""
-    from tests.tls import TLS13
-
-    stack = LinkedStack(certs)
-    prefix = unique_prefix()
-    servers = []
-    caches = [SessionCache(RedisStore(redis_url, prefix=prefix)) for _ in range(2)]
-    for cache in caches:
-        servers.append(stack.server_context(TLS13))
-        cache.attach(servers[-1])
-    client = stack.client_context()
-    # OpenSSL sends two tickets per handshake: two rounds are four writes, fewer than the
-    # trip_after slow writes that would send writes to the background queue.
-    for _ in range(2):
-        made = stack.handshake(servers[0], client)
-        session = made.client_session
-        stack.close(made)
-        resumed = stack.handshake(servers[1], client, session)
-        assert resumed.server_reused and resumed.version == "TLSv1.3"
-        stack.close(resumed)
-    stats = caches[0].store.stats
-    assert stats.write_waits == stats.writes_queued == stats.writes >= 4
-    for cache in caches:
-        cache.close()
+# The cross-server promise (a client reconnecting at once to another server resumes
+# there, though writes go behind the handshake) is tested in test_store_write_behind.py.

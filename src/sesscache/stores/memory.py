@@ -137,6 +137,13 @@ class MemoryStore(BaseStore):
         """
         return int(lib.sc_mem_purge_expired(self._table, self._clock()))
 
+    def clear(self) -> None:
+        """Drop (and wipe) every entry; the store stays open (the same C table: a cache's
+        fast path that reads it keeps reading it)."""
+        if self._closed:
+            raise closed_error(self)
+        lib.sc_mem_close(self._table, 0)
+
     def close(self) -> None:
         """Drop (and wipe) every entry, for good: later calls raise StoreError (a cache's C
         fast path hands them to Python, which counts them as store errors)."""

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
 from .base import MAX_TTL, BaseStore, as_bytes, check_ttl, closed_error
-from .redis_replica import LocalReplica, delete_message, set_message
+from .redis_replica import LocalReplica, batch_message, delete_entry, set_entry
 from .redis_clients import (
     cluster_client,
     describe_topology,
@@ -244,17 +244,24 @@ class RedisStore(_RedisCommon, BaseStore):
             raise ConfigurationError("local_replica does not work with Redis Cluster (pub/sub there "
                                      "reaches every node); leave it 0")
         self._replica_channel = self.prefix + b"__sessions"
-        self._replica = LocalReplica(self.client, self._replica_channel, max_sessions)
+        self._replica = LocalReplica(self.client, self._replica_channel, max_sessions, prefix=self.prefix)
 
-    def _replicated(self, command: tuple, message: bytes) -> Any:
+    def _replicated(self, command: tuple, entry: bytes) -> Any:
         """``command`` and the PUBLISH that tells every replica, in one round trip."""
-        publish = ("PUBLISH", self._replica_channel, message)
-        if self._command == self._pooled_command:  # the lean path: both on one connection
+        replica = self._replica
+        assert replica is not None
+        message = batch_message(replica.writer_id, [entry])
+        return self._pipeline([command, ("PUBLISH", self._replica_channel, message)])[0]
+
+    def _pipeline(self, commands: List[tuple]) -> List[Any]:
+        """Several commands in one round trip (not a transaction); a command Redis refused
+        raises its error once every reply is read."""
+        if self._command == self._pooled_command:  # the lean path: all on one connection
             pool = self._pool
             connection = pool.get_connection()
             try:
-                connection.send_packed_command(connection.pack_commands([command, publish]))
-                replies = [connection.read_response(), connection.read_response()]
+                connection.send_packed_command(connection.pack_commands(commands))
+                replies = [connection.read_response() for _ in commands]
             except BaseException:
                 connection.disconnect()  # a reply may be half-read
                 raise
@@ -263,11 +270,69 @@ class RedisStore(_RedisCommon, BaseStore):
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
-            return replies[0]
+            return replies
         pipe = self.client.pipeline(transaction=False)
-        pipe.execute_command(*command)
-        pipe.execute_command(*publish)
-        return pipe.execute()[0]
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute()
+
+    def write_many(self, ops: Sequence[Tuple[str, bytes, Optional[bytes], float]]) -> None:
+        """Sets (``("set", key, value, ttl)``) and deletes (``("delete", key, None, 0)``)
+        in one round trip, with one PUBLISH for them all when there is a local replica:
+        how ``ResilientStore``'s writer sends what queued up. Not atomic: on an error some
+        may have landed (as with one call each). Redis Cluster: one call each."""
+        if self._cluster:
+            for op, key, value, ttl in ops:
+                if op == "set":
+                    self.set(key, value or b"", ttl)
+                else:
+                    self.delete(key)
+            return
+        replica = self._replica
+        commands: List[tuple] = []
+        entries: List[bytes] = []
+        for op, key, value, ttl in ops:
+            k = self._key(key)
+            ms = self._ttl_ms(ttl) if op == "set" and value is not None else 0
+            if ms > 0:
+                commands.append(("SET", k, value, "PX", ms))
+                if replica is not None:
+                    replica.put(key, value, ttl)
+                    entries.append(set_entry(k, value, ms))
+            else:
+                commands.append(("DEL", k))
+                if replica is not None:
+                    replica.forget(key)
+                    entries.append(delete_entry(k))
+        if replica is not None:
+            commands.append(("PUBLISH", self._replica_channel, batch_message(replica.writer_id, entries)))
+        try:
+            self._pipeline(commands)
+        except _FAULTS as exc:
+            raise self._fault(exc) from exc
+
+    def forget_local(self, key: bytes) -> None:
+        """Drop ``key`` from this process's replica now (a delete that is still queued must
+        not leave it readable here meanwhile)."""
+        if self._replica is not None:
+            self._replica.forget(key)
+
+    def _fast_tables(self):
+        """For ``SessionCache`` (through ``ResilientStore``): the replica's table, which its
+        C fast path reads lookups from; a miss there still comes to :meth:`get`."""
+        if self._replica is None or type(self) is not RedisStore:
+            return None
+        from .._binding import ffi
+
+        return ffi.NULL, self._replica.table._table
+
+    def wait_for_key(self, key: bytes, timeout: float) -> bool:
+        """With a local replica: wait up to ``timeout`` seconds for ``key`` to arrive in it
+        (True when it did). False at once without one, or while its subscription is down:
+        then the caller asks Redis again itself."""
+        if self._replica is None:
+            return False
+        return self._replica.wait_for(key, timeout)
 
     # -- the call path ---------------------------------------------------------------------------
 
@@ -356,7 +421,7 @@ class RedisStore(_RedisCommon, BaseStore):
     def get(self, key: bytes) -> Optional[bytes]:
         k = self._key(key)
         if self._replica is not None:
-            value = self._replica.get(k)
+            value = self._replica.get(key)
             if value is not None:
                 return value
         try:
@@ -371,8 +436,12 @@ class RedisStore(_RedisCommon, BaseStore):
         ms = self._ttl_ms(ttl)
         try:
             if self._replica is not None:
-                self._replicated(("SET", k, value, "PX", ms) if ms > 0 else ("DEL", k),
-                                 set_message(k, value, ms) if ms > 0 else delete_message(k))
+                if ms > 0:
+                    self._replica.put(key, value, ttl)
+                    self._replicated(("SET", k, value, "PX", ms), set_entry(k, value, ms))
+                else:
+                    self._replica.forget(key)
+                    self._replicated(("DEL", k), delete_entry(k))
             elif ms > 0:
                 self._command("SET", k, value, "PX", ms)
             else:
@@ -384,8 +453,8 @@ class RedisStore(_RedisCommon, BaseStore):
         k = self._key(key)
         try:
             if self._replica is not None:
-                self._replica.forget(k)
-                self._replicated(("DEL", k), delete_message(k))
+                self._replica.forget(key)
+                self._replicated(("DEL", k), delete_entry(k))
                 return
             self._command("DEL", k)
         except _FAULTS as exc:
@@ -396,9 +465,9 @@ class RedisStore(_RedisCommon, BaseStore):
         k = self._key(key)
         try:
             if self._replica is not None:
-                self._replica.forget(k)
+                self._replica.forget(key)
                 if self._has_getdel:
-                    return self._replicated(("GETDEL", k), delete_message(k))
+                    return self._replicated(("GETDEL", k), delete_entry(k))
             if self._has_getdel:
                 try:
                     return self._command("GETDEL", k)

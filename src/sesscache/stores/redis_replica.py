@@ -6,7 +6,9 @@ handshakes (which keep the CPU busy) lookups measured up to 1.5 ms. With ``Redis
 local_replica=N)`` every store publishes each session it writes (in the same round trip as
 the ``SET``) on a channel of its prefix, and every process subscribes: a background thread
 copies each published session into a bounded in-memory table, and ``get`` answers from it
-before asking Redis. A miss there (a session published before this process subscribed, one
+before asking Redis. A store's own writes go into its process's copy at once (its
+messages carry the writer's id and are skipped when they come back), and the background
+writer publishes what it writes in one go as one message. A miss there (a session published before this process subscribed, one
 evicted from the table, a message lost while reconnecting) is an ordinary lookup in Redis.
 
 What it costs and where it is wrong:
@@ -35,34 +37,54 @@ from .memory import MemoryStore
 
 log = logging.getLogger(__name__)
 
-# b"S" + expiry (wall-clock ms since the epoch) + key length + key + value; b"D" + key.
-_SET = struct.Struct(">cQH")
+# One message: b"B" + the writer's id (8 bytes) + entries, each b"S" + expiry (wall-clock
+# ms since the epoch) + key length + value length + key + value, or b"D" + key length +
+# key. (sesscache 0.1's single-entry messages, b"S" + expiry + key length + key + value and
+# b"D" + key, are still read, for a fleet upgraded one host at a time.)
+_BATCH = b"B"
+_WRITER_ID_BYTES = 8
+_SET_ENTRY = struct.Struct(">cQHI")
+_DELETE_ENTRY = struct.Struct(">cH")
+_OLD_SET = struct.Struct(">cQH")
 _DELETE = b"D"
 
 
-def set_message(key: bytes, value: bytes, ttl_ms: int) -> bytes:
-    return _SET.pack(b"S", int(time.time() * 1000) + ttl_ms, len(key)) + key + value
+def set_entry(key: bytes, value: bytes, ttl_ms: int) -> bytes:
+    return _SET_ENTRY.pack(b"S", int(time.time() * 1000) + ttl_ms, len(key), len(value)) + key + value
 
 
-def delete_message(key: bytes) -> bytes:
-    return _DELETE + key
+def delete_entry(key: bytes) -> bytes:
+    return _DELETE_ENTRY.pack(_DELETE, len(key)) + key
+
+
+def batch_message(writer_id: bytes, entries: "list[bytes]") -> bytes:
+    return b"".join([_BATCH, writer_id, *entries])
 
 
 class LocalReplica:
     """The table and the subscriber thread of one ``RedisStore`` in one process."""
 
-    def __init__(self, client: Any, channel: bytes, max_sessions: int, retry_after: float = 1.0) -> None:
+    def __init__(self, client: Any, channel: bytes, max_sessions: int, retry_after: float = 1.0,
+                 prefix: bytes = b"") -> None:
         self.client = client
         self.channel = channel
+        # The table is keyed by the store's keys without the Redis prefix (the cache's own
+        # keys), so that SessionCache's C fast path can read it as it reads a MemoryStore.
+        self.prefix = prefix
+        self.table = MemoryStore(max_sessions=max_sessions)
         self.max_sessions = max_sessions
         self.retry_after = retry_after
-        self.received = 0  #: messages applied (sessions and deletes)
+        self.received = 0  #: messages read (own ones too, skipped)
         self._closed = False
         self._start()
 
     def _start(self) -> None:
         self._pid = os.getpid()
-        self.table = MemoryStore(max_sessions=self.max_sessions)
+        self.writer_id = os.urandom(_WRITER_ID_BYTES)  # this process's: a fork gets its own
+        # Emptied, not replaced: a C fast path made before a fork reads this very table.
+        self.table.clear()
+        self._arrived = threading.Condition(threading.Lock())
+        self._waiters = 0
         self._thread = threading.Thread(target=_subscribe_loop, args=(weakref.ref(self),),
                                         name="sesscache-replica", daemon=True)
         self._ready = threading.Event()
@@ -77,20 +99,73 @@ class LocalReplica:
             self._start()
         return self.table.get(key)
 
+    def put(self, key: bytes, value: bytes, ttl: float) -> None:
+        """This process's own write: in the copy now (the message coming back is skipped)."""
+        if self._pid != os.getpid():
+            self._start()
+        self.table.set(key, value, ttl)
+
     def forget(self, key: bytes) -> None:
         self.table.delete(key)
 
+    def wait_for(self, key: bytes, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``key`` to arrive in the copy; True if it is
+        there. False at once while the subscription is down (then ask Redis instead)."""
+        if self._pid != os.getpid() or not self._ready.is_set():
+            return False
+        with self._arrived:
+            self._waiters += 1
+            try:
+                return self._arrived.wait_for(lambda: self.table.get(key) is not None, timeout)
+            finally:
+                self._waiters -= 1
+
     def apply(self, message: bytes) -> None:
-        if message[:1] == b"S" and len(message) >= _SET.size:
-            _, expires_ms, key_length = _SET.unpack_from(message)
-            start = _SET.size
+        self.received += 1
+        kind = message[:1]
+        if kind == _BATCH:
+            if message[1:1 + _WRITER_ID_BYTES] == self.writer_id:
+                return  # this process's own writes: already in the copy
+            self._apply_entries(message, 1 + _WRITER_ID_BYTES)
+        elif kind == b"S" and len(message) >= _OLD_SET.size:
+            _, expires_ms, key_length = _OLD_SET.unpack_from(message)
+            start = _OLD_SET.size
             key = message[start:start + key_length]
             ttl = expires_ms / 1000.0 - time.time()
-            if ttl > 0 and len(key) == key_length:
-                self.table.set(key, message[start + key_length:], ttl)
-        elif message[:1] == _DELETE:
-            self.table.delete(message[1:])
-        self.received += 1
+            if ttl > 0 and len(key) == key_length and key.startswith(self.prefix):
+                self.table.set(key[len(self.prefix):], message[start + key_length:], ttl)
+        elif kind == _DELETE:
+            key = message[1:]
+            if key.startswith(self.prefix):
+                self.table.delete(key[len(self.prefix):])
+        if self._waiters:
+            with self._arrived:
+                self._arrived.notify_all()
+
+    def _apply_entries(self, message: bytes, at: int) -> None:
+        now = time.time()
+        end = len(message)
+        while at < end:
+            if message[at:at + 1] == b"S" and at + _SET_ENTRY.size <= end:
+                _, expires_ms, key_length, value_length = _SET_ENTRY.unpack_from(message, at)
+                at += _SET_ENTRY.size
+                key = message[at:at + key_length]
+                value = message[at + key_length:at + key_length + value_length]
+                at += key_length + value_length
+                if at > end:
+                    return  # cut short: not ours to guess
+                ttl = expires_ms / 1000.0 - now
+                if ttl > 0 and key.startswith(self.prefix):
+                    self.table.set(key[len(self.prefix):], value, ttl)
+            elif message[at:at + 1] == _DELETE and at + _DELETE_ENTRY.size <= end:
+                _, key_length = _DELETE_ENTRY.unpack_from(message, at)
+                at += _DELETE_ENTRY.size
+                key = message[at:at + key_length]
+                if key.startswith(self.prefix):
+                    self.table.delete(key[len(self.prefix):])
+                at += key_length
+            else:
+                return
 
     def close(self) -> None:
         self._closed = True
@@ -126,7 +201,7 @@ def _subscribe_loop(replica_ref: "weakref.ref[LocalReplica]") -> None:
             if replica is None or replica._closed:
                 return
             replica._ready.clear()
-            replica.table = MemoryStore(max_sessions=replica.max_sessions)  # deletes may be lost
+            replica.table.clear()  # deletes may be lost meanwhile
             del replica
             time.sleep(retry_after)
         finally:
