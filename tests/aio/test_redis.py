@@ -98,3 +98,43 @@ def test_a_dead_redis_costs_full_handshakes(servers, redis_servers):
         await store.aclose()
 
     run(main())
+
+
+@pytest.mark.parametrize("version", [TLS12, TLS13])
+@pytest.mark.parametrize("wait", [0.5, 0.0], ids=["waits", "no-wait"])
+def test_reconnecting_at_once_waits_for_a_write_on_its_way(servers, redis_url, version, wait):
+    """A's writes land 60 ms after its handshakes (a store far away); the client goes at once
+    to B, whose hello waits (on the event loop, not blocking it) for the session issued
+    moments ago. With new_session_wait=0, the same reconnection is a full handshake."""
+    from sesscache.stores import AsyncRedisStore
+
+    class FarAsyncRedisStore(AsyncRedisStore):
+        async def set(self, key, value, ttl):
+            await asyncio.sleep(0.06)
+            await super().set(key, value, ttl)
+
+    async def main():
+        _need_module("redis")
+        prefix = unique_prefix()
+        _, port_a, _, store_a = await servers.start(FarAsyncRedisStore(redis_url, prefix=prefix, timeout=2.0),
+                                                    version=version)
+        _, port_b, cache_b, store_b = await servers.start(_store(redis_url, prefix=prefix), version=version,
+                                                          store_kwargs={"new_session_wait": wait})
+        client_ctx = servers.client_context()
+        resumed_on_b = 0
+        for _ in range(3):
+            reused, session, _ = await resumed(port_a, client_ctx, None)
+            assert not reused
+            reused, _, _ = await resumed(port_b, client_ctx, session)
+            resumed_on_b += reused
+        stats = store_b.stats
+        if wait:
+            assert resumed_on_b == 3 and stats.new_session_waits == 3 and stats.new_session_found == 3, stats
+            assert cache_b.stats.hits == 3
+        else:
+            assert resumed_on_b == 0 and stats.new_session_waits == 0, stats
+        await servers.close()
+        await store_a.aclose()
+        await store_b.aclose()
+
+    run(main())

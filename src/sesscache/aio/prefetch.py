@@ -7,13 +7,15 @@ import concurrent.futures
 import inspect
 import logging
 import threading
+import time
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from .. import _fork
 from .._binding import ffi, lib
 from .._burstlog import BurstLogger
-from ..cache import fast_path_counts
+from ..cache import SessionCache, fast_path_counts
+from ..session_ids import issued_at
 from ..errors import ConfigurationError
 from ..stores.base import BaseStore, check_store
 from ..stores.memory import MemoryStore
@@ -33,6 +35,10 @@ DEFAULT_MAX_PENDING_WRITES = 1024
 DEFAULT_MAX_CONCURRENT_WRITES = 32
 #: Seconds a background write may take before it counts as failed.
 DEFAULT_WRITE_TIMEOUT = 1.0
+#: How long a hello offering a session issued moments ago waits for its write (seconds).
+DEFAULT_NEW_SESSION_WAIT = 0.1
+# A stamp this far ahead of this host's clock is still believed (hosts' clocks differ).
+_STAMP_SKEW = 1.0
 # A hello has one key in practice (one session id, or one stateful ticket); a client listing
 # many PSK identities must not buy many lookups.
 _MAX_KEYS_PER_HELLO = 2
@@ -43,6 +49,7 @@ _HOLD_SECONDS = 120.0
 # (after every handshake); beyond it they go through Python, as without the journal.
 _JOURNAL_CAPACITY = 1024
 _DRAIN_BATCH = 64
+_FAILED = object()  # a lookup the store failed (or did not answer in time)
 
 
 
@@ -69,6 +76,9 @@ class PrefetchStats:
     writes_dropped: int = 0  #: writes not attempted (queue full, no event loop): local copy only
     writes_shed: int = 0  #: writes not attempted because the store was paused: local copy only
     store_pauses: int = 0  #: times the store failed trip_after times in a row and was paused
+    new_session_waits: int = 0  #: hellos whose session, issued moments ago, was not in the store
+    #: yet: their handshake waited for its write (asking again, each ask a lookup)
+    new_session_found: int = 0  #: of them, found once the write landed
     handshake_failures: int = 0  #: upgrades that failed (TLS alert, client gone, timeout)
 
     def as_dict(self) -> Dict[str, int]:
@@ -118,6 +128,11 @@ class PrefetchingStore(BaseStore):
         pause. See :mod:`sesscache.aio.breaker`.
     :param retry_after: seconds between trial calls to a paused store.
     :param log_interval: faults are logged once per burst of this many seconds.
+    :param new_session_wait: a hello offering a session a sesscache server issued less than
+        this many seconds ago (its id says when: ``sesscache.session_ids``) that the store
+        does not hold yet waits up to the rest of it, asking again, for the write to land (a
+        client that reconnected at once to another server). The event loop goes on meanwhile;
+        the lookups count against ``max_lookups``. 0: never wait.
     """
 
     kind = "prefetching"
@@ -130,7 +145,8 @@ class PrefetchingStore(BaseStore):
                  local: Optional[MemoryStore] = None, run_in_thread: Optional[bool] = None,
                  trip_after: Optional[int] = DEFAULT_TRIP_AFTER,
                  retry_after: float = DEFAULT_RETRY_AFTER,
-                 log_interval: float = 10.0) -> None:
+                 log_interval: float = 10.0,
+                 new_session_wait: float = DEFAULT_NEW_SESSION_WAIT) -> None:
         check_store(backend)
         if isinstance(backend, PrefetchingStore):
             raise ConfigurationError("a PrefetchingStore cannot wrap another PrefetchingStore")
@@ -142,6 +158,9 @@ class PrefetchingStore(BaseStore):
                 raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
         check_trip_after(trip_after)
         _check_seconds("retry_after", retry_after, 3600)
+        if new_session_wait != 0:  # 0: never wait
+            _check_seconds("new_session_wait", new_session_wait, 60)
+        self.new_session_wait = float(new_session_wait)
         self.backend = backend
         # pop is optional in a store: without it a single_use take is get then delete.
         self._backend_pop = getattr(backend, "pop", None)
@@ -450,6 +469,7 @@ class PrefetchingStore(BaseStore):
                     self._schedule("delete", key)
                 return {key: value}
         found: Dict[bytes, bytes] = {}
+        missed = False
         deadline = loop.time() + self.lookup_timeout
         for key in todo:
             if self._lookups_in_flight >= self.max_lookups:
@@ -468,11 +488,47 @@ class PrefetchingStore(BaseStore):
             if not self._breaker.allow(now):
                 self._count("lookups_shed")
                 break
-            value = await self._lookup(key, pop, remaining, first=key is todo[0])
+            value = await self._lookup(key, pop, remaining, first=key is todo[0], failed_as=_FAILED)
+            if value is _FAILED:
+                continue
             if value is not None:
                 found[key] = value
                 break  # at most one key of a hello can name a session
+            if key is todo[0]:
+                missed = True  # the store answered: not there (yet?)
+        if missed and not found:
+            found = await self._wait_for_write(todo[0], pop, loop)
         return found
+
+    async def _wait_for_write(self, key: bytes, pop: bool,
+                              loop: asyncio.AbstractEventLoop) -> Dict[bytes, bytes]:
+        """A session issued moments ago that the store does not hold: ask again, after
+        pauses that double up to 8 ms, until ``new_session_wait`` after its issue."""
+        issued = issued_at(SessionCache.session_id_of(key))
+        if issued is None or self.new_session_wait <= 0:
+            return {}
+        age = time.time() - issued
+        if age >= self.new_session_wait or age < -_STAMP_SKEW:
+            return {}
+        self._count("new_session_waits")
+        until = loop.time() + self.new_session_wait - max(age, 0.0)
+        pause = 0.0005
+        while True:
+            left = until - loop.time()
+            if left <= 0:
+                return {}
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.008)
+            now = loop.time()
+            if now >= until or not self._breaker.allow(now) or self._lookups_in_flight >= self.max_lookups:
+                return {}
+            value = await self._lookup(key, pop, min(self.lookup_timeout, until - now), first=False,
+                                       failed_as=_FAILED)
+            if value is _FAILED:  # counted there, and fed to the breaker: stop asking
+                return {}
+            if value is not None:
+                self._count("new_session_found")
+                return {key: value}
 
     def _prefetch_inline(self, keys: Sequence[bytes], pop: bool) -> Dict[bytes, bytes]:
         """:meth:`prefetch` for a backend called inline (a ``MemoryStore``), without a
@@ -498,7 +554,9 @@ class PrefetchingStore(BaseStore):
             return {key: bytes(value)}
         return {}
 
-    async def _lookup(self, key: bytes, pop: bool, timeout: float, first: bool) -> Optional[bytes]:
+    async def _lookup(self, key: bytes, pop: bool, timeout: float, first: bool,
+                      failed_as: Any = None) -> Any:
+        """The value, None for a miss, or ``failed_as`` when the store failed or timed out."""
         self._count("lookups")
         op = "pop" if pop else "get"
         if self._async:
@@ -514,12 +572,13 @@ class PrefetchingStore(BaseStore):
                             "lookup_timeout=%.3fs; the client gets a full handshake. The store "
                             "is overloaded or far away: check it or raise lookup_timeout",
                             self.lookup_timeout)
-            return None
+            return failed_as
         if exc is None and value is not None and not isinstance(value, (bytes, bytearray, memoryview)):
             exc = TypeError(f"store returned {type(value).__name__}, not bytes")
         if exc is not None:
             self._store_failed()
-            return self._lookup_failed(exc)
+            self._lookup_failed(exc)
+            return failed_as
         self._store_answered()
         if value is None:
             self._count("lookup_misses")
