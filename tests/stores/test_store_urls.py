@@ -67,6 +67,25 @@ def test_redis(redis_url):
 
 
 @pytest.mark.needs_redis
+def test_redis_local_replica_in_the_url(redis_url):
+    """Where only a URL is given (the integrations), ?local_replica=N asks for the copy; the
+    rest of the query stays redis-py's."""
+    joiner = "&" if "?" in redis_url else "?"
+    store = store_from_url(redis_url + joiner + "local_replica=50", prefix=b"sc-url-replica:")
+    assert store._replica is not None and store._replica.max_sessions == 50
+    assert store._replica.wait_subscribed(10)
+    _round_trip(store)
+    plain = store_from_url(redis_url)
+    assert plain._replica is None
+    plain.close()
+
+
+def test_redis_local_replica_must_be_a_number():
+    with pytest.raises(ConfigurationError, match="local_replica is a number of sessions"):
+        store_from_url("redis://127.0.0.1:6379/0?local_replica=lots")
+
+
+@pytest.mark.needs_redis
 def test_redis_does_not_connect_when_opened():
     # Nothing listens there: opening must not fail, using it is a StoreError.
     store = store_from_url("redis://127.0.0.1:1/0")

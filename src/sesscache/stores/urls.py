@@ -15,6 +15,11 @@
 ``memcached:///path/to/memcached.sock``        memcached on a unix socket
 =============================================  ===============================================
 
+A Redis URL may end with ``?local_replica=N`` (with ``&`` after other query options): each
+process then keeps a copy of up to N sessions, fed by Redis pub/sub (see
+:class:`~sesscache.stores.RedisStore`); the way to ask for one where only a URL is given
+(the server integrations).
+
 Opening is cheap and does not connect: Redis and memcached connect on first use, SQLite opens
 its file on first use in each thread (and again after ``fork()``), so a store made from a URL
 in a server's master process is safe to use in its forked workers.
@@ -82,6 +87,7 @@ def _opener(url: str) -> Callable[..., Any]:
     if spec.startswith("sqlite:"):
         return functools.partial(SQLiteStore, _sqlite_path(spec))
     if spec.startswith(("redis://", "rediss://", "unix://") + _TOPOLOGIES):
+        spec, url_options = _store_options(spec)
         if spec.startswith(_TOPOLOGIES):
             from .redis_clients import split_topology_url
 
@@ -92,7 +98,7 @@ def _opener(url: str) -> Callable[..., Any]:
         def redis_store(**options: Any) -> Any:
             from .redis import RedisStore
 
-            return RedisStore(url=spec, **options)
+            return RedisStore(url=spec, **{**url_options, **options})
         return redis_store
     if spec.startswith("memcached://"):
         server = _memcached_server(spec)
@@ -103,6 +109,24 @@ def _opener(url: str) -> Callable[..., Any]:
             return MemcachedStore(server=server, **options)
         return memcached_store
     raise ConfigurationError(f"unknown store {redacted_store_url(url)!r}: use {STORE_URL_FORMS}")
+
+
+def _store_options(spec: str) -> "tuple[str, dict]":
+    """Take ``local_replica=N`` out of a Redis URL's query (the rest is redis-py's)."""
+    base, mark, query = spec.partition("?")
+    if not mark:
+        return spec, {}
+    kept, options = [], {}
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if name != "local_replica":
+            kept.append(pair)
+            continue
+        if not value.isdigit():
+            raise ConfigurationError(f"{redacted_store_url(spec)!r}: local_replica is a number of sessions "
+                                     f"(local_replica=20000), got {value!r}")
+        options["local_replica"] = int(value)
+    return (base + "?" + "&".join(kept) if kept else base), options
 
 
 def _sqlite_path(spec: str) -> str:
