@@ -65,7 +65,7 @@ class Params:
     redis_rounds: int = 20
     redis_block: int = 100
     redis_latency_calls: int = 20000
-    redis_cross: int = 1000  # cross-server TLS 1.3 reconnections (a tenth with the slow store)
+    redis_cross: int = 1200  # cross-server reconnections per TLS version and setup (a third with the slow store)
     # memory
     store_entries: int = 100_000
     rss_handshakes: int = 1_000_000
