@@ -8,12 +8,18 @@ client that reconnected at once to another server) from one that is gone.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
-__all__ = ["issued_at", "STAMP_MARKER"]
+__all__ = ["issued_at", "wait_left", "poll_pauses", "STAMP_MARKER", "STAMP_SKEW", "FIRST_PAUSE", "LONGEST_PAUSE"]
 
 #: Bytes 24-25 of a stamped id; bytes 26-31 are milliseconds since the epoch, big-endian.
 STAMP_MARKER = b"sc"
+#: A stamp this far ahead of this host's clock is still believed (a fleet's clocks differ).
+STAMP_SKEW = 1.0
+#: A waiting lookup asks the store again after FIRST_PAUSE, then after pauses that double up
+#: to LONGEST_PAUSE (a write takes a round trip or a few: most land within the first ones).
+FIRST_PAUSE = 0.0005
+LONGEST_PAUSE = 0.008
 
 
 def issued_at(session_id: bytes) -> Optional[float]:
@@ -22,3 +28,28 @@ def issued_at(session_id: bytes) -> Optional[float]:
     if len(session_id) != 32 or session_id[24:26] != STAMP_MARKER:
         return None
     return int.from_bytes(session_id[26:32], "big") / 1000.0
+
+
+def wait_left(issued: Optional[float], new_session_wait: float, now: float) -> float:
+    """Seconds a lookup that missed may still wait for the write of a session issued at
+    ``issued`` (from :func:`issued_at`; ``now`` on the same clock), at most
+    ``new_session_wait`` after its issue; 0: do not wait (no stamp, issued too long ago, or
+    stamped further ahead of this host's clock than :data:`STAMP_SKEW`)."""
+    if issued is None or new_session_wait <= 0:
+        return 0.0
+    age = now - issued
+    if age >= new_session_wait or age < -STAMP_SKEW:
+        return 0.0
+    return new_session_wait - max(age, 0.0)
+
+
+def poll_pauses(deadline: float, clock: Callable[[], float]) -> Iterator[float]:
+    """The pauses of a waiting lookup between its asks, until ``deadline`` on ``clock``:
+    :data:`FIRST_PAUSE`, then doubling up to :data:`LONGEST_PAUSE`, the last one cut short."""
+    pause = FIRST_PAUSE
+    while True:
+        left = deadline - clock()
+        if left <= 0:
+            return
+        yield min(pause, left)
+        pause = min(pause * 2, LONGEST_PAUSE)

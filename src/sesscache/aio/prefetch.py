@@ -15,7 +15,7 @@ from .. import _fork
 from .._binding import ffi, lib
 from .._burstlog import BurstLogger
 from ..cache import SessionCache, fast_path_counts
-from ..session_ids import issued_at
+from ..session_ids import issued_at, poll_pauses, wait_left
 from ..errors import ConfigurationError
 from ..stores.base import BaseStore, check_store
 from ..stores.memory import MemoryStore
@@ -37,8 +37,6 @@ DEFAULT_MAX_CONCURRENT_WRITES = 32
 DEFAULT_WRITE_TIMEOUT = 1.0
 #: How long a hello offering a session issued moments ago waits for its write (seconds).
 DEFAULT_NEW_SESSION_WAIT = 0.1
-# A stamp this far ahead of this host's clock is still believed (hosts' clocks differ).
-_STAMP_SKEW = 1.0
 # A hello has one key in practice (one session id, or one stateful ticket); a client listing
 # many PSK identities must not buy many lookups.
 _MAX_KEYS_PER_HELLO = 2
@@ -504,21 +502,13 @@ class PrefetchingStore(BaseStore):
                               loop: asyncio.AbstractEventLoop) -> Dict[bytes, bytes]:
         """A session issued moments ago that the store does not hold: ask again, after
         pauses that double up to 8 ms, until ``new_session_wait`` after its issue."""
-        issued = issued_at(SessionCache.session_id_of(key))
-        if issued is None or self.new_session_wait <= 0:
-            return {}
-        age = time.time() - issued
-        if age >= self.new_session_wait or age < -_STAMP_SKEW:
+        left = wait_left(issued_at(SessionCache.session_id_of(key)), self.new_session_wait, time.time())
+        if left <= 0:
             return {}
         self._count("new_session_waits")
-        until = loop.time() + self.new_session_wait - max(age, 0.0)
-        pause = 0.0005
-        while True:
-            left = until - loop.time()
-            if left <= 0:
-                return {}
-            await asyncio.sleep(min(pause, left))
-            pause = min(pause * 2, 0.008)
+        until = loop.time() + left
+        for pause in poll_pauses(until, loop.time):
+            await asyncio.sleep(pause)
             now = loop.time()
             if now >= until or not self._breaker.allow(now) or self._lookups_in_flight >= self.max_lookups:
                 return {}
@@ -529,6 +519,7 @@ class PrefetchingStore(BaseStore):
             if value is not None:
                 self._count("new_session_found")
                 return {key: value}
+        return {}
 
     def _prefetch_inline(self, keys: Sequence[bytes], pop: bool) -> Dict[bytes, bytes]:
         """:meth:`prefetch` for a backend called inline (a ``MemoryStore``), without a

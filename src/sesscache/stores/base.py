@@ -33,6 +33,13 @@ the cache says what it does without it:
   when the store has it. Stores are context managers (``with SQLiteStore(path) as store:``).
 * ``describe()``: plain data for status pages (``kind``, ``entries``, ``bytes``).
 * ``evictions``: a count the cache adds to its ``stats``.
+* ``write_many(ops)``: several ``("set", key, value, ttl)`` / ``("delete", key, None, 0)``
+  in one call; ``ResilientStore``'s background writer sends what queued up that way (one
+  round trip). Without it, one call each.
+* ``wait_for_write(key, issued, pop)``: after a miss, wait for the write of a session
+  issued at ``issued`` (seconds since the epoch) that may still be on its way;
+  ``ResilientStore`` has it, and the cache calls it for session ids that carry their issue
+  time (``sesscache.session_ids``). Without it, a miss is a miss at once.
 
 Writing your own store takes ten lines: match the :class:`Store` protocol, or subclass
 :class:`BaseStore` for the optional parts, and implement ``get``, ``set`` and ``delete``::

@@ -57,6 +57,7 @@ from ..errors import ConfigurationError, StoreError, StorePaused, ValueTooLarge
 from .base import BaseStore, as_bytes, checked_entry
 from .breaker import DEFAULT_RETRY_AFTER, DEFAULT_TRIP_AFTER, StoreBreaker, check_trip_after
 from .._burstlog import BurstLogger
+from ..session_ids import poll_pauses, wait_left
 
 __all__ = ["ResilientStore", "ResilienceStats", "wrap_remote_store", "DEFAULT_MAX_PENDING_WRITES",
            "DEFAULT_WRITE_WAIT"]
@@ -90,8 +91,6 @@ WRITE_LINGER = 0.002
 BUSY_WRITES = 8
 BUSY_WINDOW = 0.01
 QUIET_LINGER = 0.0005
-#: A stamp this far ahead of this host's clock is still believed (hosts' clocks differ).
-_STAMP_SKEW = 1.0
 
 _STOP = object()
 _GIVE_UP = object()
@@ -391,32 +390,28 @@ class ResilientStore(BaseStore):
         within ``new_session_wait`` of ``issued`` (or the store is paused, or
         ``max_waiting`` lookups are waiting already). ``pop`` takes it (``single_use``)."""
         self._check_open()
-        age = time.time() - issued
-        if self.new_session_wait <= 0 or age >= self.new_session_wait or age < -_STAMP_SKEW:
+        left = wait_left(issued, self.new_session_wait, time.time())
+        if left <= 0:
             return None
         if not self._waiting.acquire(blocking=False):
             self._count("waits_refused")
             return None
         try:
             self._count("new_session_waits")
-            deadline = time.monotonic() + self.new_session_wait - max(age, 0.0)
-            pause = 0.0005
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
+            deadline = time.monotonic() + left
+            for pause in poll_pauses(deadline, time.monotonic):
                 # With a local replica, sleep until a session arrives in it; else ask the
-                # store again after a pause that doubles up to 8 ms (a write takes a round
-                # trip or a few: most land within the first pauses).
-                if self._wait_in_backend is None or not self._wait_in_backend(key, remaining):
-                    time.sleep(min(pause, remaining))
-                    pause = min(pause * 2, 0.008)
+                # store again after a pause.
+                if self._wait_in_backend is None or \
+                        not self._wait_in_backend(key, deadline - time.monotonic()):
+                    time.sleep(pause)
                 value = self._poll(key, pop)
                 if value is _GIVE_UP:
                     return None
                 if value is not None:
                     self._count("new_session_found")
                     return value
+            return None
         finally:
             self._waiting.release()
 
@@ -463,14 +458,9 @@ class ResilientStore(BaseStore):
             outcome = "writes"
             try:
                 self.backend.set(key, value, ttl)
-            except Exception as exc:
+            except Exception as exc:  # StoreError, or a custom store's bug: never raised
                 outcome = "write_errors"
-                self._count("write_calls_failed")
-                if isinstance(exc, StoreError) and not isinstance(exc, ValueTooLarge):
-                    self._failed(domain, breaker)
-                self._burst.log(logging.WARNING, "write-error",
-                                "sesscache: a session write failed (%s: %s); the session stays in "
-                                "this process only", type(exc).__name__, str(exc))
+                self._write_call_failed(exc, domain, breaker, "a session write")
             else:
                 self._answered(domain, breaker)
             self._note_write_time(time.monotonic() - start)
@@ -594,13 +584,8 @@ class ResilientStore(BaseStore):
                                           in live])
                     except Exception as exc:
                         outcome = "write_errors"
-                        self._count("write_calls_failed")
-                        if isinstance(exc, StoreError) and not isinstance(exc, ValueTooLarge):
-                            self._failed(domain, breaker)
-                        self._burst.log(logging.WARNING, "write-error",
-                                        "sesscache: %d background session writes failed (%s: %s); "
-                                        "the sessions stay in this process only", len(live),
-                                        type(exc).__name__, str(exc))
+                        self._write_call_failed(exc, domain, breaker,
+                                                f"{len(live)} background session writes")
                     else:
                         self._answered(domain, breaker)
                         self._note_write_time(time.monotonic() - min(item[5] for item in live))
@@ -611,6 +596,17 @@ class ResilientStore(BaseStore):
                     self._counts["write_batches"] += 1
                 for item in group:
                     self._settle(item, outcomes[id(item)])
+
+    def _write_call_failed(self, exc: Exception, domain: Hashable, breaker: StoreBreaker,
+                           what: str) -> None:
+        """A call writing to the store failed: counted, fed to the breaker (unless only the
+        value was refused), logged once per burst."""
+        self._count("write_calls_failed")
+        if isinstance(exc, StoreError) and not isinstance(exc, ValueTooLarge):
+            self._failed(domain, breaker)
+        self._burst.log(logging.WARNING, "write-error",
+                        "sesscache: %s failed (%s: %s); the session stays in this process only",
+                        what, type(exc).__name__, str(exc))
 
     def _settle(self, item: Tuple[Any, ...], outcome: str) -> None:
         """Count a queued write's outcome and drop its pending copy (under self._lock)."""
@@ -638,13 +634,7 @@ class ResilientStore(BaseStore):
                         self.backend.delete(key)
                 except Exception as exc:  # StoreError, or a custom store's bug: never kill the writer
                     outcome = "write_errors"
-                    self._count("write_calls_failed")
-                    if isinstance(exc, StoreError) and not isinstance(exc, ValueTooLarge):
-                        self._failed(domain, breaker)
-                    self._burst.log(logging.WARNING, "write-error",
-                                    "sesscache: a background session %s failed (%s: %s); the "
-                                    "session stays in this process only", op,
-                                    type(exc).__name__, str(exc))
+                    self._write_call_failed(exc, domain, breaker, f"a background session {op}")
                 else:
                     self._answered(domain, breaker)
                     self._note_write_time(time.monotonic() - queued_at)
