@@ -316,3 +316,19 @@ def test_async_store_names_the_way_to_a_cluster():
 
 # The cross-server promise (a client reconnecting at once to another server resumes
 # there, though writes go behind the handshake) is tested in test_store_write_behind.py.
+
+
+def test_local_replica_without_channel_rights_turns_itself_off(redis_tls, certs, caplog):
+    """An ACL user allowed the keys but no pub/sub: the first write turns the copy off with
+    an error naming what to grant; the writes themselves land and nothing pauses."""
+    store = RedisStore(redis_tls.url(), ssl_ca_certs=redis_tls.ca_path, timeout=1, local_replica=100)
+    cache = SessionCache(store)
+    with caplog.at_level("ERROR", logger="sesscache"):
+        _traffic_for_a_while(cache, certs, "tls-no-pubsub")
+        assert cache.store.flush(5)
+    stats = cache.store.stats
+    assert store._replica is None
+    assert stats.writes > 0 and stats.write_errors == 0 and stats.pauses == 0, stats
+    assert cache.stats.errors == 0
+    assert any("+publish +subscribe" in r.getMessage() for r in caplog.records), caplog.text
+    cache.close()

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
 from .base import MAX_TTL, BaseStore, as_bytes, check_ttl, closed_error
-from .redis_replica import LocalReplica, batch_message, delete_entry, set_entry
+from .redis_replica import LocalReplica, batch_message, delete_entry, no_permission, set_entry
 from .redis_clients import (
     cluster_client,
     describe_topology,
@@ -251,30 +251,58 @@ class RedisStore(_RedisCommon, BaseStore):
         replica = self._replica
         assert replica is not None
         message = batch_message(replica.writer_id, [entry])
-        return self._pipeline([command, ("PUBLISH", self._replica_channel, message)])[0]
+        return self._published([command], message)[0]
 
-    def _pipeline(self, commands: List[tuple]) -> List[Any]:
+    def _published(self, commands: List[tuple], message: bytes) -> List[Any]:
+        """``commands`` and the PUBLISH of ``message``, in one round trip. A PUBLISH the
+        server does not allow (an ACL user without channel rights) turns the copy off, once,
+        saying what to grant: the writes themselves landed and must not count as failed."""
+        replies = self._pipeline(commands + [("PUBLISH", self._replica_channel, message)], raise_on_error=False)
+        published = replies.pop()
+        if isinstance(published, Exception):
+            if not no_permission(published):
+                replies.append(published)
+            elif self._replica is not None:
+                log.error("%s refuses PUBLISH on %r (%s): local_replica is turned off for this store, "
+                          "lookups go to Redis. Grant the user '+publish +subscribe &%s' to use it",
+                          self._where, self._replica_channel, published,
+                          self._replica_channel.decode("latin-1"))
+                self._replica.close()
+                self._replica.table.clear()  # the cache's C fast path may still read it: empty
+                self._replica = None
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _pipeline(self, commands: List[tuple], raise_on_error: bool = True) -> List[Any]:
         """Several commands in one round trip (not a transaction); a command Redis refused
-        raises its error once every reply is read."""
+        raises its error once every reply is read (or, with ``raise_on_error=False``, is in
+        the list where its reply would be)."""
         if self._command == self._pooled_command:  # the lean path: all on one connection
             pool = self._pool
             connection = pool.get_connection()
             try:
                 connection.send_packed_command(connection.pack_commands(commands))
-                replies = [connection.read_response() for _ in commands]
+                replies = []
+                for _ in commands:
+                    try:
+                        replies.append(connection.read_response())
+                    except _rexc.ResponseError as refused:  # read whole: the next one follows
+                        replies.append(refused)
             except BaseException:
                 connection.disconnect()  # a reply may be half-read
                 raise
             finally:
                 pool.release(connection)
             for reply in replies:
-                if isinstance(reply, Exception):
+                if raise_on_error and isinstance(reply, Exception):
                     raise reply
             return replies
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
-        return pipe.execute()
+        return pipe.execute(raise_on_error=raise_on_error)
 
     def write_many(self, ops: Sequence[Tuple[str, bytes, Optional[bytes], float]]) -> None:
         """Sets (``("set", key, value, ttl)``) and deletes (``("delete", key, None, 0)``)
@@ -304,10 +332,11 @@ class RedisStore(_RedisCommon, BaseStore):
                 if replica is not None:
                     replica.forget(key)
                     entries.append(delete_entry(k))
-        if replica is not None:
-            commands.append(("PUBLISH", self._replica_channel, batch_message(replica.writer_id, entries)))
         try:
-            self._pipeline(commands)
+            if replica is not None:
+                self._published(commands, batch_message(replica.writer_id, entries))
+            else:
+                self._pipeline(commands)
         except _FAULTS as exc:
             raise self._fault(exc) from exc
 

@@ -49,6 +49,11 @@ _OLD_SET = struct.Struct(">cQH")
 _DELETE = b"D"
 
 
+def no_permission(exc: BaseException) -> bool:
+    """An ACL refusal (redis-py strips the NOPERM code from the message)."""
+    return type(exc).__name__ == "NoPermissionError" or "NOPERM" in str(exc)
+
+
 def set_entry(key: bytes, value: bytes, ttl_ms: int) -> bytes:
     return _SET_ENTRY.pack(b"S", int(time.time() * 1000) + ttl_ms, len(key), len(value)) + key + value
 
@@ -76,6 +81,7 @@ class LocalReplica:
         self.retry_after = retry_after
         self.received = 0  #: messages read (own ones too, skipped)
         self._closed = False
+        self._told_noperm = False
         self._start()
 
     def _start(self) -> None:
@@ -196,10 +202,16 @@ def _subscribe_loop(replica_ref: "weakref.ref[LocalReplica]") -> None:
                     replica.apply(message["data"])
                     del replica
         except Exception as exc:  # Redis down or restarted: lookups go to Redis meanwhile
-            log.debug("sesscache: the session replica's subscription failed (%s); retrying", exc)
             replica = replica_ref()
             if replica is None or replica._closed:
                 return
+            if no_permission(exc) and not replica._told_noperm:
+                replica._told_noperm = True
+                log.error("sesscache: Redis refuses SUBSCRIBE on %r (%s): this process's copy of the "
+                          "sessions stays empty and lookups go to Redis. Grant the user '+subscribe "
+                          "&%s', or turn local_replica off", channel, exc, channel.decode("latin-1"))
+            else:
+                log.debug("sesscache: the session replica's subscription failed (%s); retrying", exc)
             replica._ready.clear()
             replica.table.clear()  # deletes may be lost meanwhile
             del replica
