@@ -277,3 +277,31 @@ def test_a_queued_delete_drops_the_local_copy_at_once(redis_url):
     assert store.flush(5)
     assert RedisStore(redis_url, prefix=backend.prefix).get(b"k") is None
     store.close()
+
+
+def test_a_forked_child_starts_with_an_empty_copy_and_its_own_subscriber(redis_url):
+    """The parent's subscriber thread does not exist in a child: the inherited copy (which the
+    C fast path would go on reading, deaf to deletes) is emptied at the fork, and the child
+    subscribes itself once it uses the copy."""
+    from tests.forking import run_in_forked_child
+
+    prefix = unique_prefix()
+    store = RedisStore(redis_url, prefix=prefix, local_replica=100)
+    writer = RedisStore(redis_url, prefix=prefix, local_replica=100)
+    assert store._replica.wait_subscribed(10) and writer._replica.wait_subscribed(10)
+    writer.set(b"before-fork", b"v", 60)
+    _wait_for(lambda: store._replica.table.get(b"before-fork") == b"v")
+
+    def child():
+        inherited = len(store._replica.table)
+        assert store.get(b"before-fork") == b"v"  # from Redis; the copy restarts its subscriber
+        assert store._replica.wait_subscribed(10)
+        writer_in_child = RedisStore(redis_url, prefix=prefix, local_replica=10)
+        writer_in_child._replica.wait_subscribed(10)
+        writer_in_child.set(b"after-fork", b"w", 60)
+        _wait_for(lambda: store._replica.table.get(b"after-fork") == b"w")
+        return inherited
+
+    assert run_in_forked_child(child) == 0
+    store.close()
+    writer.close()

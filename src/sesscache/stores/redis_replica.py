@@ -66,6 +66,23 @@ def batch_message(writer_id: bytes, entries: "list[bytes]") -> bytes:
     return b"".join([_BATCH, writer_id, *entries])
 
 
+# Every live copy, so that a forked child empties them at once (see _empty_after_fork).
+_LIVE: "weakref.WeakSet[LocalReplica]" = weakref.WeakSet()
+
+
+def _empty_after_fork() -> None:
+    """In a forked child: the parent's subscriber thread is not here, so deletes would stop
+    arriving while the cache's C fast path went on reading the inherited copy. Emptied now;
+    the child's own subscriber starts at its first use of the copy from Python (a lookup
+    the copy misses, a write)."""
+    for replica in list(_LIVE):
+        replica.table.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_empty_after_fork)
+
+
 class LocalReplica:
     """The table and the subscriber thread of one ``RedisStore`` in one process."""
 
@@ -77,6 +94,7 @@ class LocalReplica:
         # keys), so that SessionCache's C fast path can read it as it reads a MemoryStore.
         self.prefix = prefix
         self.table = MemoryStore(max_sessions=max_sessions)
+        _LIVE.add(self)
         self.max_sessions = max_sessions
         self.retry_after = retry_after
         self.received = 0  #: messages read (own ones too, skipped)
