@@ -246,12 +246,10 @@ class RedisStore(_RedisCommon, BaseStore):
         self._replica_channel = self.prefix + b"__sessions"
         self._replica = LocalReplica(self.client, self._replica_channel, max_sessions, prefix=self.prefix)
 
-    def _replicated(self, command: tuple, entry: bytes) -> Any:
-        """``command`` and the PUBLISH that tells every replica, in one round trip."""
-        replica = self._replica
-        assert replica is not None
-        message = batch_message(replica.writer_id, [entry])
-        return self._published([command], message)[0]
+    def _replicated(self, replica: LocalReplica, command: tuple, entry: bytes) -> Any:
+        """``command`` and the PUBLISH that tells every replica, in one round trip.
+        ``replica`` is read once by the caller: another thread may turn it off meanwhile."""
+        return self._published([command], batch_message(replica.writer_id, [entry]))[0]
 
     def _published(self, commands: List[tuple], message: bytes) -> List[Any]:
         """``commands`` and the PUBLISH of ``message``, in one round trip. A PUBLISH the
@@ -259,17 +257,18 @@ class RedisStore(_RedisCommon, BaseStore):
         saying what to grant: the writes themselves landed and must not count as failed."""
         replies = self._pipeline(commands + [("PUBLISH", self._replica_channel, message)], raise_on_error=False)
         published = replies.pop()
+        replica = self._replica
         if isinstance(published, Exception):
             if not no_permission(published):
                 replies.append(published)
-            elif self._replica is not None:
+            elif replica is not None:
+                self._replica = None
                 log.error("%s refuses PUBLISH on %r (%s): local_replica is turned off for this store, "
                           "lookups go to Redis. Grant the user '+publish +subscribe &%s' to use it",
                           self._where, self._replica_channel, published,
                           self._replica_channel.decode("latin-1"))
-                self._replica.close()
-                self._replica.table.clear()  # the cache's C fast path may still read it: empty
-                self._replica = None
+                replica.close()
+                replica.table.clear()  # the cache's C fast path may still read it: empty
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
@@ -343,25 +342,26 @@ class RedisStore(_RedisCommon, BaseStore):
     def forget_local(self, key: bytes) -> None:
         """Drop ``key`` from this process's replica now (a delete that is still queued must
         not leave it readable here meanwhile)."""
-        if self._replica is not None:
-            self._replica.forget(key)
+        replica = self._replica
+        if replica is not None:
+            replica.forget(key)
 
     def _fast_tables(self):
         """For ``SessionCache`` (through ``ResilientStore``): the replica's table, which its
         C fast path reads lookups from; a miss there still comes to :meth:`get`."""
-        if self._replica is None or type(self) is not RedisStore:
+        replica = self._replica
+        if replica is None or type(self) is not RedisStore:
             return None
         from .._binding import ffi
 
-        return ffi.NULL, self._replica.table._table
+        return ffi.NULL, replica.table._table
 
     def wait_for_key(self, key: bytes, timeout: float) -> bool:
         """With a local replica: wait up to ``timeout`` seconds for ``key`` to arrive in it
         (True when it did). False at once without one, or while its subscription is down:
         then the caller asks Redis again itself."""
-        if self._replica is None:
-            return False
-        return self._replica.wait_for(key, timeout)
+        replica = self._replica
+        return replica is not None and replica.wait_for(key, timeout)
 
     # -- the call path ---------------------------------------------------------------------------
 
@@ -449,8 +449,9 @@ class RedisStore(_RedisCommon, BaseStore):
 
     def get(self, key: bytes) -> Optional[bytes]:
         k = self._key(key)
-        if self._replica is not None:
-            value = self._replica.get(key)
+        replica = self._replica
+        if replica is not None:
+            value = replica.get(key)
             if value is not None:
                 return value
         try:
@@ -463,14 +464,15 @@ class RedisStore(_RedisCommon, BaseStore):
         if type(value) is not bytes:
             value = as_bytes(value, "value")
         ms = self._ttl_ms(ttl)
+        replica = self._replica
         try:
-            if self._replica is not None:
+            if replica is not None:
                 if ms > 0:
-                    self._replica.put(key, value, ttl)
-                    self._replicated(("SET", k, value, "PX", ms), set_entry(k, value, ms))
+                    replica.put(key, value, ttl)
+                    self._replicated(replica, ("SET", k, value, "PX", ms), set_entry(k, value, ms))
                 else:
-                    self._replica.forget(key)
-                    self._replicated(("DEL", k), delete_entry(k))
+                    replica.forget(key)
+                    self._replicated(replica, ("DEL", k), delete_entry(k))
             elif ms > 0:
                 self._command("SET", k, value, "PX", ms)
             else:
@@ -480,10 +482,11 @@ class RedisStore(_RedisCommon, BaseStore):
 
     def delete(self, key: bytes) -> None:
         k = self._key(key)
+        replica = self._replica
         try:
-            if self._replica is not None:
-                self._replica.forget(key)
-                self._replicated(("DEL", k), delete_entry(k))
+            if replica is not None:
+                replica.forget(key)
+                self._replicated(replica, ("DEL", k), delete_entry(k))
                 return
             self._command("DEL", k)
         except _FAULTS as exc:
@@ -492,11 +495,12 @@ class RedisStore(_RedisCommon, BaseStore):
     def pop(self, key: bytes) -> Optional[bytes]:
         """Atomic get + delete (GETDEL, or MULTI/EXEC GET+DEL on Redis < 6.2)."""
         k = self._key(key)
+        replica = self._replica
         try:
-            if self._replica is not None:
-                self._replica.forget(key)
+            if replica is not None:
+                replica.forget(key)
                 if self._has_getdel:
-                    return self._replicated(("GETDEL", k), delete_entry(k))
+                    return self._replicated(replica, ("GETDEL", k), delete_entry(k))
             if self._has_getdel:
                 try:
                     return self._command("GETDEL", k)
