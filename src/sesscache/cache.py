@@ -178,7 +178,7 @@ class SessionCache:
         self._take = self._store.pop if has_atomic_pop(self._store) else self._get_then_delete
         # A store whose writes land after the handshake waits for a session issued moments
         # ago that it does not hold yet (ResilientStore.wait_for_write).
-        self._wait_for_write = getattr(self._store, "wait_for_write", None)
+        self._store_waits_for_write = getattr(self._store, "wait_for_write", None)
         if self._single_use and self._take == self._get_then_delete:
             logger.warning(
                 "single_use=True over %s, which has no atomic pop: a session is taken with get "
@@ -666,7 +666,7 @@ class _Attachment:
         the handshake (``ResilientStore``): its write may still be on the way (the client
         reconnected at once to another server). The store waits for it, up to its
         ``new_session_wait``; any other miss is a miss at once."""
-        wait = cache._wait_for_write
+        wait = cache._store_waits_for_write
         if wait is None:
             return None
         issued = issued_at(session_id)

@@ -6,19 +6,22 @@ handshakes (which keep the CPU busy) lookups measured up to 1.5 ms. With ``Redis
 local_replica=N)`` every store publishes each session it writes (in the same round trip as
 the ``SET``) on a channel of its prefix, and every process subscribes: a background thread
 copies each published session into a bounded in-memory table, and ``get`` answers from it
-before asking Redis. A store's own writes go into its process's copy at once (its
-messages carry the writer's id and are skipped when they come back), and the background
-writer publishes what it writes in one go as one message. A miss there (a session published before this process subscribed, one
-evicted from the table, a message lost while reconnecting) is an ordinary lookup in Redis.
+before asking Redis (``SessionCache``'s C fast path reads it too, keyed by the cache's own
+keys). A store's own writes go into its process's copy at once (its messages carry the
+writer's id and are skipped when they come back), and the background writer publishes what
+it writes in one go as one message. A miss there (a session published before this process
+subscribed, one evicted from the table, a message lost while reconnecting) is an ordinary
+lookup in Redis.
 
 What it costs and where it is wrong:
 
 * every process receives every session the fleet writes (a few hundred bytes each) and holds
   up to ``N`` of them;
-* the copy is only read by ``get``. ``pop`` (``single_use``) always goes to Redis, where it is
-  atomic, and a delete is published so the copies drop the session too. A copy may still hold
-  a session for the moment a delete takes to arrive (when the subscription breaks, the whole
-  copy is dropped, so a delete missed then leaves nothing stale): do not use a replica where
+* the copy is only read by lookups (``get``, the C fast path). ``pop`` (``single_use``)
+  always goes to Redis, where it is atomic, and a delete is published so the copies drop the
+  session too. A copy may still hold a session for the moment a delete takes to arrive (when
+  the subscription breaks, or the process forks, the whole copy is dropped, so a delete
+  missed then leaves nothing stale): do not use a replica where
   a session must stop resuming the very moment it is deleted (``single_use`` is safe: it
   never reads the copy);
 * Redis Cluster is not supported (pub/sub there is broadcast to every node).
