@@ -100,10 +100,13 @@ def test_default_store_resumes_on_another_server_at_once(redis_url, certs, stack
 @pytest.mark.parametrize("replica", [0, 1000], ids=["polling", "local-replica"])
 @pytest.mark.parametrize("version", [TLS12, TLS13])
 def test_far_store_other_server_waits_for_the_write(redis_url, certs, version, replica):
-    """A store whose writes take 60 ms: the client is back (on B) long before its session
-    is written; B finds the id was issued moments ago and waits for the write."""
+    """A store whose writes take 30 ms: the client is back (on B) long before its session
+    is written; B finds the id was issued moments ago and waits for the write. (30 ms: two
+    round trips stay within new_session_wait, 0.1 s. A TLS 1.3 handshake's two tickets share
+    one when the writer sees both, but on a loaded machine the second may come after the
+    writer left with the first: the note in docs/fleet.md about stores further away.)"""
     stack = STACKS["linked"](certs)
-    caches, servers = _fleet(redis_url, stack, version, delay=0.06, replica=replica)
+    caches, servers = _fleet(redis_url, stack, version, delay=0.03, replica=replica)
     client = stack.client_context()
     assert _reconnect_elsewhere(stack, servers, client, 5) == 5
     b = caches[1].store.stats

@@ -10,7 +10,8 @@ because it waited for its session's write. This wrapper takes those waits out:
   ``max_pending_writes``) and written by one background thread per process and store, in
   the order they were made; the writer sends what queued up in one call (``write_many``:
   one pipelined round trip for Redis), after lingering for more: 2 ms while busy (8 writes
-  in 10 ms), 0.5 ms otherwise (the two tickets of a TLS 1.3 handshake share a call). Until a write lands,
+  in 10 ms), otherwise while writes keep coming, 0.5 ms at a time (the two tickets of a TLS
+  1.3 handshake share a call). Until a write lands,
   this process answers ``get`` for that key from the queued copy, so a client coming back
   to the same process resumes. A full queue drops the write (counted): the session stays
   in OpenSSL's own cache.
@@ -85,9 +86,10 @@ WRITE_BATCH = 64
 #: ``new_session_wait`` on the other servers.
 WRITE_LINGER = 0.002
 #: The writer lingers that long while busy: BUSY_WRITES or more writes in a BUSY_WINDOW
-#: (seconds). Quiet, it lingers QUIET_LINGER: enough for the writes one handshake makes
-#: together (TLS 1.3 sends two tickets) to share a round trip, which with a store far away
-#: is what lets the second land as soon as the first.
+#: (seconds). Quiet, it lingers while writes keep coming, QUIET_LINGER at a time (at most
+#: WRITE_LINGER): the writes one handshake makes together (TLS 1.3 sends two tickets) then
+#: share a round trip, which with a store far away is what lets the second land as soon as
+#: the first.
 BUSY_WRITES = 8
 BUSY_WINDOW = 0.01
 QUIET_LINGER = 0.0005
@@ -709,13 +711,13 @@ def _write_loop(store_ref: "weakref.ref[ResilientStore]", wakeup: threading.Cond
                 written_before = written_in_window if now - window_start < 2 * BUSY_WINDOW else 0
                 window_start, written_in_window = now, 0
             busy = max(written_in_window, written_before) >= BUSY_WRITES
-            if len(queue) < WRITE_BATCH and queue[-1] is not _STOP:
-                linger_until = now + (WRITE_LINGER if busy else QUIET_LINGER)
-                while len(queue) < WRITE_BATCH and queue[-1] is not _STOP:
-                    left = linger_until - time.monotonic()
-                    if left <= 0:
-                        break
-                    wakeup.wait(left)
+            linger_until, seen = now + WRITE_LINGER, 0
+            while len(queue) < WRITE_BATCH and queue[-1] is not _STOP:
+                left = linger_until - time.monotonic()
+                if left <= 0 or (not busy and len(queue) == seen):
+                    break  # busy: the whole linger; quiet: until QUIET_LINGER brought nothing
+                seen = len(queue)
+                wakeup.wait(left if busy else min(left, QUIET_LINGER))
             items = []
             while queue and len(items) < WRITE_BATCH:
                 if queue[0] is _STOP:
