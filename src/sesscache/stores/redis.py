@@ -267,8 +267,7 @@ class RedisStore(_RedisCommon, BaseStore):
                           "lookups go to Redis. Grant the user '+publish +subscribe &%s' to use it",
                           self._where, self._replica_channel, published,
                           self._replica_channel.decode("latin-1"))
-                replica.close()
-                replica.table.clear()  # the cache's C fast path may still read it: empty
+                replica.close()  # emptied for good: the cache's C fast path may still read it
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
@@ -356,12 +355,12 @@ class RedisStore(_RedisCommon, BaseStore):
 
         return ffi.NULL, replica.table._table
 
-    def wait_for_key(self, key: bytes, timeout: float) -> bool:
+    def wait_for_key(self, key: bytes, timeout: float) -> Optional[bool]:
         """With a local replica: wait up to ``timeout`` seconds for ``key`` to arrive in it
-        (True when it did). False at once without one, or while its subscription is down:
-        then the caller asks Redis again itself."""
+        (True when it did, False when not). None at once without one, or while its
+        subscription is down: the caller then waits some other way."""
         replica = self._replica
-        return replica is not None and replica.wait_for(key, timeout)
+        return None if replica is None else replica.wait_for(key, timeout)
 
     # -- the call path ---------------------------------------------------------------------------
 

@@ -75,11 +75,13 @@ _LIVE: "weakref.WeakSet[LocalReplica]" = weakref.WeakSet()
 
 def _empty_after_fork() -> None:
     """In a forked child: the parent's subscriber thread is not here, so deletes would stop
-    arriving while the cache's C fast path went on reading the inherited copy. Emptied now;
-    the child's own subscriber starts at its first use of the copy from Python (a lookup
-    the copy misses, a write)."""
+    arriving while the cache's C fast path went on reading the inherited copy. Emptied now,
+    with a writer id of the child's own (the parent would skip the child's messages as its
+    own); the child's subscriber starts at its first use of the copy from Python (a lookup
+    the copy misses, a write, a delete)."""
     for replica in list(_LIVE):
-        replica.table.clear()
+        replica._starting = threading.Lock()  # a parent's thread may have held it at the fork
+        replica._renew_identity()
 
 
 if hasattr(os, "register_at_fork"):
@@ -97,49 +99,73 @@ class LocalReplica:
         # keys), so that SessionCache's C fast path can read it as it reads a MemoryStore.
         self.prefix = prefix
         self.table = MemoryStore(max_sessions=max_sessions)
-        _LIVE.add(self)
         self.max_sessions = max_sessions
         self.retry_after = retry_after
-        self.received = 0  #: messages read (own ones too, skipped)
+        self.received = 0  #: messages read (own ones too)
+        self.malformed = 0  #: messages or entries that could not be read, skipped
         self._closed = False
         self._told_noperm = False
+        # Held while the table is written (put, apply, close): a copy closed (and emptied)
+        # stays empty, though the subscriber may be inside a message at that moment.
+        self._writing = threading.Lock()
+        self._starting = threading.Lock()
+        self._pid = -1
+        self.writer_id = b""
+        _LIVE.add(self)
         self._start()
 
     def _start(self) -> None:
-        self._pid = os.getpid()
-        self.writer_id = os.urandom(_WRITER_ID_BYTES)  # this process's: a fork gets its own
-        # Emptied, not replaced: a C fast path made before a fork reads this very table.
+        with self._starting:  # two threads of a fresh child must not start two subscribers
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._renew_identity()
+            self._arrived = threading.Condition(threading.Lock())
+            self._waiters = 0
+            self._ready = threading.Event()
+            self._thread = threading.Thread(target=_subscribe_loop, args=(weakref.ref(self),),
+                                            name="sesscache-replica", daemon=True)
+            self._thread.start()
+
+    def _renew_identity(self) -> None:
+        """This process's writer id (a fork gets its own: the parent skips only its own
+        messages) and an empty copy (emptied, not replaced: a C fast path made before a fork
+        reads this very table)."""
+        self.writer_id = os.urandom(_WRITER_ID_BYTES)
+        self._writing = threading.Lock()  # the parent's may have been held at the fork
         self.table.clear()
-        self._arrived = threading.Condition(threading.Lock())
-        self._waiters = 0
-        self._thread = threading.Thread(target=_subscribe_loop, args=(weakref.ref(self),),
-                                        name="sesscache-replica", daemon=True)
-        self._ready = threading.Event()
-        self._thread.start()
+
+    def _here(self) -> None:
+        if self._pid != os.getpid():  # forked: this process needs its own subscriber
+            self._start()
 
     def wait_subscribed(self, timeout: float) -> bool:
         """For tests and benchmarks: True once the subscriber listens."""
+        self._here()
         return self._ready.wait(timeout)
 
     def get(self, key: bytes) -> Optional[bytes]:
-        if self._pid != os.getpid():  # forked: this process needs its own subscriber
-            self._start()
+        self._here()
         return self.table.get(key)
 
     def put(self, key: bytes, value: bytes, ttl: float) -> None:
         """This process's own write: in the copy now (the message coming back is skipped)."""
-        if self._pid != os.getpid():
-            self._start()
-        self.table.set(key, value, ttl)
+        self._here()
+        with self._writing:
+            if not self._closed:
+                self.table.set(key, value, ttl)
 
     def forget(self, key: bytes) -> None:
+        self._here()
         self.table.delete(key)
 
-    def wait_for(self, key: bytes, timeout: float) -> bool:
+    def wait_for(self, key: bytes, timeout: float) -> Optional[bool]:
         """Wait up to ``timeout`` seconds for ``key`` to arrive in the copy; True if it is
-        there. False at once while the subscription is down (then ask Redis instead)."""
-        if self._pid != os.getpid() or not self._ready.is_set():
-            return False
+        there, False if not. None at once while the subscription is down (nothing would
+        arrive: wait some other way)."""
+        self._here()
+        if not self._ready.is_set() or self._closed:
+            return None
         with self._arrived:
             self._waiters += 1
             try:
@@ -148,12 +174,27 @@ class LocalReplica:
                 self._waiters -= 1
 
     def apply(self, message: bytes) -> None:
+        """One message from the channel. A message that cannot be read is skipped and
+        counted (``malformed``); it never costs the rest of the copy."""
         self.received += 1
+        with self._writing:
+            if self._closed:
+                return
+            try:
+                self._apply(message)
+            except Exception:  # a value MemoryStore refuses, a ttl out of range, ...
+                self.malformed += 1
+        if self._waiters:
+            with self._arrived:
+                self._arrived.notify_all()
+
+    def _apply(self, message: bytes) -> None:
         kind = message[:1]
         if kind == _BATCH:
-            if message[1:1 + _WRITER_ID_BYTES] == self.writer_id:
-                return  # this process's own writes: already in the copy
-            self._apply_entries(message, 1 + _WRITER_ID_BYTES)
+            # This process's own sets are in the copy already; its own deletes are applied
+            # again, in the channel's order, after any set another process made before them.
+            own = message[1:1 + _WRITER_ID_BYTES] == self.writer_id
+            self._apply_entries(message, 1 + _WRITER_ID_BYTES, deletes_only=own)
         elif kind == b"S" and len(message) >= _OLD_SET.size:
             _, expires_ms, key_length = _OLD_SET.unpack_from(message)
             start = _OLD_SET.size
@@ -165,37 +206,44 @@ class LocalReplica:
             key = message[1:]
             if key.startswith(self.prefix):
                 self.table.delete(key[len(self.prefix):])
-        if self._waiters:
-            with self._arrived:
-                self._arrived.notify_all()
+        else:
+            self.malformed += 1
 
-    def _apply_entries(self, message: bytes, at: int) -> None:
+    def _apply_entries(self, message: bytes, at: int, deletes_only: bool) -> None:
         now = time.time()
         end = len(message)
         while at < end:
             if message[at:at + 1] == b"S" and at + _SET_ENTRY.size <= end:
                 _, expires_ms, key_length, value_length = _SET_ENTRY.unpack_from(message, at)
                 at += _SET_ENTRY.size
+                if at + key_length + value_length > end:
+                    break  # cut short: not ours to guess
                 key = message[at:at + key_length]
                 value = message[at + key_length:at + key_length + value_length]
                 at += key_length + value_length
-                if at > end:
-                    return  # cut short: not ours to guess
                 ttl = expires_ms / 1000.0 - now
-                if ttl > 0 and key.startswith(self.prefix):
+                if not deletes_only and ttl > 0 and key.startswith(self.prefix):
                     self.table.set(key[len(self.prefix):], value, ttl)
             elif message[at:at + 1] == _DELETE and at + _DELETE_ENTRY.size <= end:
                 _, key_length = _DELETE_ENTRY.unpack_from(message, at)
                 at += _DELETE_ENTRY.size
+                if at + key_length > end:
+                    break
                 key = message[at:at + key_length]
                 if key.startswith(self.prefix):
                     self.table.delete(key[len(self.prefix):])
                 at += key_length
             else:
-                return
+                break
+        if at != end:
+            self.malformed += 1
 
     def close(self) -> None:
-        self._closed = True
+        """For good: the copy is emptied and stays empty (the cache's C fast path may still
+        read the table: it then finds nothing and asks the store)."""
+        with self._writing:
+            self._closed = True
+            self.table.clear()
 
 
 def _subscribe_loop(replica_ref: "weakref.ref[LocalReplica]") -> None:
