@@ -71,11 +71,17 @@ static int sc_stamped_session_id(SSL *ssl, unsigned char *id, unsigned int *id_l
     return 1;
 }
 
-/* Issue stamped ids on ctx (on = 1) or OpenSSL's own again (0). 1 when done, 0 when this
- * copy of OpenSSL has no SSL_CTX_set_generate_session_id. */
+/* Issue stamped ids on ctx (on = 1) or OpenSSL's own again (0; a callback set before
+ * attach is not restored: OpenSSL has no getter). 1 when done, 0 when this copy of OpenSSL
+ * has no SSL_CTX_set_generate_session_id or this kernel no getrandom. */
 int sc_stamp_session_ids(int slot, SSL_CTX *ctx, int on)
 {
+    unsigned char probe;
     if (!sc_slot_ok(slot) || !sc_ready[slot] || sc_apis[slot].SSL_CTX_set_generate_session_id == NULL)
+        return 0;
+    /* A kernel without getrandom, or a seccomp filter that forbids it, would fail every
+     * handshake in the callback: then the ids stay OpenSSL's own (nothing waits for them). */
+    if (on && getrandom(&probe, 1, GRND_NONBLOCK) < 0 && (errno == ENOSYS || errno == EPERM))
         return 0;
     return sc_apis[slot].SSL_CTX_set_generate_session_id(ctx, on ? sc_stamped_session_id : NULL) == 1;
 }

@@ -251,7 +251,8 @@ class SessionCache:
         session id context to the SNI name asked and the certificate, so that OpenSSL
         never resumes a session for another name or certificate, from whichever cache):
         replace none of them afterwards. It also has the context issue session ids that
-        carry their issue time (``sesscache.session_ids``). With session tickets on
+        carry their issue time (``sesscache.session_ids``; a session id generator set
+        before is replaced). With session tickets on
         (OpenSSL's default) the cache gets nothing to share; it logs a warning once: set
         ``OP_NO_TICKET``.
 

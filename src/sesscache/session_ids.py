@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, Optional
 
-__all__ = ["issued_at", "wait_left", "poll_pauses", "STAMP_MARKER", "STAMP_SKEW", "FIRST_PAUSE", "LONGEST_PAUSE"]
+__all__ = ["issued_at", "wait_left", "poll_pauses", "FruitlessWaits", "STAMP_MARKER", "STAMP_SKEW", "FIRST_PAUSE", "LONGEST_PAUSE"]
 
 #: Bytes 24-25 of a stamped id; bytes 26-31 are milliseconds since the epoch, big-endian.
 STAMP_MARKER = b"sc"
@@ -53,3 +53,20 @@ def poll_pauses(deadline: float, clock: Callable[[], float]) -> Iterator[float]:
             return
         yield min(pause, left)
         pause = min(pause * 2, LONGEST_PAUSE)
+
+
+class FruitlessWaits:
+    """After a wait that found nothing (a write lost, or a forged stamp), no new wait for
+    ``interval`` seconds: a flood of forged stamps then stalls a server that handshakes on
+    one thread (uvicorn, Twisted) at most one ``new_session_wait`` per ``interval``, not one
+    per hello. A wait that finds its session costs nothing here."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._last = float("-inf")
+
+    def allow(self, now: float) -> bool:
+        return now - self._last >= self.interval
+
+    def note(self, now: float) -> None:
+        self._last = now

@@ -488,3 +488,29 @@ def test_a_synchronous_store_that_times_out_in_its_threads_is_paused_too():
         await wait_until(lambda: store.lookups_in_flight == 0)  # the threads ran out on their own
 
     run(main())
+
+
+def test_forged_recent_stamps_cost_one_wait_a_second():
+    """A hello offering a session id stamped as issued moments ago that nobody wrote: the
+    first waits (asking the store again, on the loop), finds nothing, and stops the next
+    ones from waiting for a second (each would cost many store lookups)."""
+    import os
+
+    from sesscache import SessionCache
+
+    def forged_key():
+        stamped = os.urandom(24) + b"sc" + int(time.time() * 1000).to_bytes(6, "big")
+        return SessionCache.key_for(b"svc", stamped)
+
+    async def main():
+        backend = SlowStore()
+        store = PrefetchingStore(backend, new_session_wait=0.05)
+        assert await store.prefetch([forged_key()]) == {}
+        assert await store.prefetch([forged_key()]) == {}
+        stats = store.stats
+        assert stats.new_session_waits == 1 and stats.new_session_found == 0, stats
+        assert stats.new_session_waits_refused == 1, stats
+        assert backend.calls["get"] >= 3  # the first hello asked again while it waited
+        await store.aclose()
+
+    run(main())

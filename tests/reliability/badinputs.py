@@ -278,10 +278,12 @@ OTHER_ROWS = [
         "stores/test_store_contract.py::test_close_is_for_good_and_idempotent"),
     Row("a session id stamped as issued moments ago that no server wrote (a forged stamp), over "
         "a network store", "network", "full handshake after waiting up to new_session_wait (0.1 s) "
-        "for its write; at most max_waiting (8) lookups of a process wait at once, the others miss "
-        "at once; a paused store ends the wait", "misses (store: new_session_waits, waits_refused)",
+        "for its write; at most max_waiting (8) lookups of a process wait at once, none for a "
+        "second after a wait that found nothing (sesscache.aio likewise), the others miss at once; "
+        "a paused store ends the wait", "misses (store: new_session_waits, waits_refused)",
         "stores/test_store_write_behind.py::test_waiting_lookups_are_bounded, "
-        "test_a_paused_store_ends_the_wait"),
+        "test_after_a_fruitless_wait_none_for_a_second, test_a_paused_store_ends_the_wait; "
+        "aio/test_prefetching_store.py::test_forged_recent_stamps_cost_one_wait_a_second"),
     Row("a session id stamped as issued long ago, or more than a second ahead of this host's clock",
         "network", "full handshake at once, no wait", "misses",
         "stores/test_store_write_behind.py::test_only_recent_stamped_misses_wait"),

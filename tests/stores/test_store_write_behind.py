@@ -308,3 +308,115 @@ def test_a_forked_child_starts_with_an_empty_copy_and_its_own_subscriber(redis_u
     assert run_in_forked_child(child) == 0
     store.close()
     writer.close()
+
+
+# -- the local replica: what review found -------------------------------------------------------
+
+def _replica_pair(redis_url):
+    prefix = unique_prefix()
+    a = RedisStore(redis_url, prefix=prefix, local_replica=100)
+    b = RedisStore(redis_url, prefix=prefix, local_replica=100)
+    assert a._replica.wait_subscribed(10) and b._replica.wait_subscribed(10)
+    return a, b
+
+
+def test_a_forked_childs_deletes_reach_the_parents_copy(redis_url):
+    """The child writes with an id of its own: the parent does not skip its deletes."""
+    from tests.forking import run_in_forked_child
+
+    parent, _other = _replica_pair(redis_url)
+    _other.set(b"k", b"v", 60)
+    _wait_for(lambda: parent._replica.table.get(b"k") == b"v")
+
+    def child():
+        parent.delete(b"k")  # the child's first use of the copy is a delete
+        return parent._replica.writer_id
+
+    child_id = run_in_forked_child(child)
+    assert isinstance(child_id, bytes) and child_id != parent._replica.writer_id
+    _wait_for(lambda: parent._replica.table.get(b"k") is None)
+    parent.close()
+    _other.close()
+
+
+def test_own_deletes_are_applied_in_the_channels_order(redis_url):
+    """Another host's set of a key, then this process's delete of it (Redis's order): the
+    copy ends without the key, though the set's message came after the local delete."""
+    store, _other = _replica_pair(redis_url)
+    replica = store._replica
+    from sesscache.stores.redis_replica import batch_message, delete_entry, set_entry
+
+    k = store.prefix + b"k"
+    replica.forget(b"k")  # the local delete, at once
+    replica.apply(batch_message(b"another1", [set_entry(k, b"v", 60_000)]))
+    assert replica.table.get(b"k") == b"v"
+    replica.apply(batch_message(replica.writer_id, [delete_entry(k)]))  # our own, coming back
+    assert replica.table.get(b"k") is None
+    # Our own sets are not applied again (they are in the copy from the write itself).
+    replica.apply(batch_message(replica.writer_id, [set_entry(k, b"w", 60_000)]))
+    assert replica.table.get(b"k") is None
+    store.close()
+    _other.close()
+
+
+def test_malformed_messages_are_skipped_and_cost_nothing_else(redis_url):
+    store, _other = _replica_pair(redis_url)
+    replica = store._replica
+    from sesscache.stores.redis_replica import batch_message, delete_entry, set_entry
+
+    k = store.prefix
+    replica.apply(batch_message(b"another1", [set_entry(k + b"keep", b"v", 60_000)]))
+    before = replica.malformed
+    for message in (b"", b"?garbage", batch_message(b"another1", [set_entry(k + b"x", b"v", 10**13)]),
+                    batch_message(b"another1", [delete_entry(k + b"keep")])[:-2],
+                    batch_message(b"another1", [set_entry(k + b"y", b"v", 60_000)])[:-1]):
+        replica.apply(message)
+    assert replica.malformed == before + 5
+    assert replica.table.get(b"keep") == b"v"  # a cut-short delete deleted nothing
+    assert replica.table.get(b"x") is None and replica.table.get(b"y") is None
+    store.close()
+    _other.close()
+
+
+def test_a_closed_copy_stays_empty(redis_url):
+    """Closed (the store closed, or turned off after a refused PUBLISH), the copy the C fast
+    path may still read is empty and takes nothing more."""
+    store, other = _replica_pair(redis_url)
+    replica = store._replica
+    other.set(b"k", b"v", 60)
+    _wait_for(lambda: replica.table.get(b"k") == b"v")
+    store.close()
+    assert len(replica.table) == 0
+    other.set(b"k2", b"v", 60)
+    replica.put(b"k3", b"v", 60)
+    time.sleep(0.2)  # room for the message to arrive, were it applied
+    assert len(replica.table) == 0
+    other.close()
+
+
+def test_with_a_replica_an_unpublished_write_is_found_in_redis_while_waiting(redis_url):
+    """A write that was never published (a host without local_replica) is still found by a
+    lookup waiting on its copy: it asks Redis between its waits, not only at the end."""
+    prefix = unique_prefix()
+    waiting = ResilientStore(RedisStore(redis_url, prefix=prefix, local_replica=100))
+    assert waiting.backend._replica.wait_subscribed(10)
+    silent = RedisStore(redis_url, prefix=prefix)
+    timer = threading.Timer(0.02, lambda: silent.set(b"late", b"v", 60))
+    timer.start()
+    assert waiting.wait_for_write(b"late", time.time()) == b"v"
+    timer.join()
+    stats = waiting.stats
+    assert stats.new_session_found == 1 and stats.new_session_polls >= 2, stats
+    waiting.close()
+    silent.close()
+
+
+def test_after_a_fruitless_wait_none_for_a_second(redis_url):
+    """A wait that found nothing (a lost write, a forged stamp) stops the next ones for a
+    second: a flood of forged stamps costs a one-thread server one wait a second."""
+    store = ResilientStore(RedisStore(redis_url, prefix=unique_prefix()), new_session_wait=0.05)
+    assert store.wait_for_write(b"forged-1", time.time()) is None
+    assert store.wait_for_write(b"forged-2", time.time()) is None
+    stats = store.stats
+    assert stats.new_session_waits == 1 and stats.waits_refused == 1, stats
+    store.close()

@@ -15,7 +15,7 @@ from .. import _fork
 from .._binding import ffi, lib
 from .._burstlog import BurstLogger
 from ..cache import SessionCache, fast_path_counts
-from ..session_ids import issued_at, poll_pauses, wait_left
+from ..session_ids import FruitlessWaits, issued_at, poll_pauses, wait_left
 from ..errors import ConfigurationError
 from ..stores.base import BaseStore, check_store
 from ..stores.memory import MemoryStore
@@ -77,6 +77,8 @@ class PrefetchStats:
     new_session_waits: int = 0  #: hellos whose session, issued moments ago, was not in the store
     #: yet: their handshake waited for its write (asking again, each ask a lookup)
     new_session_found: int = 0  #: of them, found once the write landed
+    new_session_waits_refused: int = 0  #: such hellos not let wait: a wait found nothing less
+    #: than a second ago (a lost write, or forged stamps: each would cost many lookups)
     handshake_failures: int = 0  #: upgrades that failed (TLS alert, client gone, timeout)
 
     def as_dict(self) -> Dict[str, int]:
@@ -159,6 +161,7 @@ class PrefetchingStore(BaseStore):
         if new_session_wait != 0:  # 0: never wait
             _check_seconds("new_session_wait", new_session_wait, 60)
         self.new_session_wait = float(new_session_wait)
+        self._fruitless = FruitlessWaits()
         self.backend = backend
         # pop is optional in a store: without it a single_use take is get then delete.
         self._backend_pop = getattr(backend, "pop", None)
@@ -505,8 +508,19 @@ class PrefetchingStore(BaseStore):
         left = wait_left(issued_at(SessionCache.session_id_of(key)), self.new_session_wait, time.time())
         if left <= 0:
             return {}
+        if not self._fruitless.allow(loop.time()):
+            self._count("new_session_waits_refused")
+            return {}
         self._count("new_session_waits")
-        until = loop.time() + left
+        found = await self._ask_until(key, pop, loop, loop.time() + left)
+        if found:
+            self._count("new_session_found")
+        else:
+            self._fruitless.note(loop.time())
+        return found
+
+    async def _ask_until(self, key: bytes, pop: bool, loop: asyncio.AbstractEventLoop,
+                         until: float) -> Dict[bytes, bytes]:
         for pause in poll_pauses(until, loop.time):
             await asyncio.sleep(pause)
             now = loop.time()
@@ -517,7 +531,6 @@ class PrefetchingStore(BaseStore):
             if value is _FAILED:  # counted there, and fed to the breaker: stop asking
                 return {}
             if value is not None:
-                self._count("new_session_found")
                 return {key: value}
         return {}
 

@@ -122,7 +122,7 @@ def _store_options(spec: str) -> "tuple[str, dict]":
         if name != "local_replica":
             kept.append(pair)
             continue
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise ConfigurationError(f"{redacted_store_url(spec)!r}: local_replica is a number of sessions "
                                      f"(local_replica=20000), got {value!r}")
         options["local_replica"] = int(value)
