@@ -360,14 +360,11 @@ class ResilientStore(BaseStore):
                 f"the session store {self._name(domain)} is paused after {breaker.trip_after} "
                 f"failures in a row; it is tried again every {breaker.retry_after:.1f}s")
         try:
-            value = self.backend.pop(key) if pop else self.backend.get(key)
-        except ValueTooLarge:
+            value = self._ask(key, pop, domain, breaker)
+        except StoreError as exc:
+            if not isinstance(exc, ValueTooLarge):
+                self._count("lookup_errors")
             raise
-        except StoreError:
-            self._count("lookup_errors")
-            self._failed(domain, breaker)
-            raise
-        self._answered(domain, breaker)
         with self._lock:
             self._counts["lookups"] += 1
             if value is not None:
@@ -438,11 +435,19 @@ class ResilientStore(BaseStore):
             return _GIVE_UP
         self._count("new_session_polls")
         try:
+            return self._ask(key, pop, domain, breaker)
+        except StoreError:
+            return _GIVE_UP
+
+    def _ask(self, key: bytes, pop: bool, domain: Hashable, breaker: StoreBreaker) -> Optional[bytes]:
+        """One lookup in the backend, its outcome fed to the breaker (a value the store
+        refuses as too large says nothing of the store's health)."""
+        try:
             value = self.backend.pop(key) if pop else self.backend.get(key)
         except StoreError as exc:
             if not isinstance(exc, ValueTooLarge):
                 self._failed(domain, breaker)
-            return _GIVE_UP
+            raise
         self._answered(domain, breaker)
         return value
 
