@@ -17,6 +17,8 @@ from ..stores.urls import check_store_url, redacted_store_url, store_from_url
 from ._startup import REFUSE, StoreProblem, check_on_store_error, master_problem, probe_store
 
 logger = logging.getLogger(__name__)
+#: What a server logs at start about its store (the name operators see in the server's log).
+startup_logger = logging.getLogger("sesscache.integrations")
 
 
 def session_id_context_bytes(value: Union[str, bytes]) -> bytes:
@@ -90,6 +92,25 @@ class ProcessCache:
         file); ``user``: ``uid``, ``gid``, ``groups`` of the workers, when not this process's."""
         return master_problem(self.store_url, **user)
 
+    def spawning_parent_problem(self) -> Optional[StoreProblem]:
+        """For a parent that *spawns* its workers as its own user (uvicorn ``--workers``,
+        Hypercorn): :meth:`master_problem`, then, for a network store, a real try on a
+        connection closed at once. Such a parent passes nothing to its workers but what it
+        pickles, and the workers run as it does, so the try costs nothing they could inherit;
+        it is there because those parents lose a refusing worker's exit status (uvicorn's
+        ``run`` exits non-zero for one worker only; Hypercorn's ``run`` returns the status of
+        the workers it stopped last). A SQLite store is not opened here: that would create
+        its file."""
+        problem = self.master_problem()
+        if problem is not None or self.store_url.strip().startswith(("sqlite:", "memory")):
+            return problem
+        store = store_from_url(self.store_url)
+        try:
+            problem = probe_store(store, self.store_url)
+        finally:
+            store.close()
+        return problem if problem is not None and problem.refuses(self.on_store_error) else None
+
     def start_in_process(self) -> Optional[StoreProblem]:
         """Open this process's store and try it for real (a write, a read and a delete);
         the problem found, if any. The cache is made either way: a store that comes back
@@ -102,13 +123,17 @@ class ProcessCache:
             self._open(store)
         return problem
 
-    def refuse_or_warn(self, problem: Optional[StoreProblem], who: str = "") -> bool:
+    def refuse_or_warn(self, problem: Optional[StoreProblem], who: str = "", *, log_refusal: bool = True) -> bool:
         """Log ``problem`` (an error when the server must not start, else a warning);
-        True when the server must not start."""
+        True when the server must not start. ``log_refusal=False`` where the caller raises
+        the message instead (it would be printed twice)."""
         if problem is None:
             return False
         refuses = problem.refuses(self.on_store_error)
-        logger.log(logging.ERROR if refuses else logging.WARNING, "%s", problem.message(self.on_store_error, who))
+        if refuses and not log_refusal:
+            return True
+        startup_logger.log(logging.ERROR if refuses else logging.WARNING, "%s",
+                           problem.message(self.on_store_error, who))
         return refuses
 
     def _open(self, store: Any) -> SessionCache:

@@ -63,8 +63,8 @@ class SessionCachedConfig(Config):
         """
         cache = ProcessCache(store_url, session_id_context=session_id_context, internal_cache=internal_cache,
                              stateful_tickets=stateful_tickets, on_store_error=on_store_error, **cache_options)
-        problem = cache.master_problem()
-        if cache.refuse_or_warn(problem, "hypercorn"):
+        problem = cache.spawning_parent_problem()
+        if cache.refuse_or_warn(problem, "hypercorn", log_refusal=False):
             from ..errors import ConfigurationError
 
             raise ConfigurationError(problem.message(cache.on_store_error))

@@ -84,7 +84,7 @@ def _started(process_cache: ProcessCache) -> ProcessCache:
     problem = process_cache.master_problem()
     if problem is None:
         problem = process_cache.start_in_process()
-    if process_cache.refuse_or_warn(problem, "twisted"):
+    if process_cache.refuse_or_warn(problem, "twisted", log_refusal=False):
         from ..errors import ConfigurationError
 
         raise ConfigurationError(problem.message(process_cache.on_store_error))

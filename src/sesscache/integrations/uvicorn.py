@@ -46,8 +46,8 @@ class SSLContextFactory:
 
     def __init__(self, process_cache: ProcessCache) -> None:
         self.process_cache = process_cache
-        problem = process_cache.master_problem()
-        if process_cache.refuse_or_warn(problem, "uvicorn"):
+        problem = process_cache.spawning_parent_problem()
+        if process_cache.refuse_or_warn(problem, "uvicorn", log_refusal=False):
             from ..errors import ConfigurationError
 
             raise ConfigurationError(problem.message(process_cache.on_store_error))
