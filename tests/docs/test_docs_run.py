@@ -130,14 +130,17 @@ def test_gunicorn_page(tmp_path, certs):
 
 
 @pytest.mark.slow
-def test_index_page_gunicorn_example(tmp_path, certs):
-    need_package("gunicorn")
+@pytest.mark.parametrize("page, package, wsgi", [("index.md", "gunicorn", True),
+                                                 ("servers/uvicorn.md", "uvicorn_worker", False)])
+def test_a_gunicorn_config_file_and_its_command(tmp_path, certs, page, package, wsgi):
+    """docs/index.md's example; uvicorn.md's gunicorn file with sesscache's UvicornWorker."""
+    need_package(package)
     site = Site(tmp_path, certs)
-    site.app(wsgi=True)
-    (conf,) = [b for b in blocks("index.md") if b["file"] == "gunicorn.conf.py"]
+    site.app(wsgi=wsgi)
+    (conf,) = [b for b in blocks(page) if b["file"] == "gunicorn.conf.py"]
     site.write(conf)
-    (command,) = _gunicorn_commands("index.md")
-    site.check(site.argv(command), "index.md")
+    (command,) = _gunicorn_commands(page)
+    site.check(site.argv(command), f"{page}: {command}")
 
 
 @pytest.mark.slow
@@ -147,17 +150,6 @@ def test_uvicorn_page(tmp_path, certs):
     site.app(wsgi=False)
     (script,) = [b for b in blocks("servers/uvicorn.md") if b["file"] == "serve.py"]
     site.check([sys.executable, str(site.write(script))], "uvicorn.md: python serve.py")
-
-
-@pytest.mark.slow
-def test_uvicorn_page_under_gunicorn(tmp_path, certs):
-    need_package("uvicorn_worker")
-    site = Site(tmp_path, certs)
-    site.app(wsgi=False)
-    (conf,) = [b for b in blocks("servers/uvicorn.md") if b["file"] == "gunicorn.conf.py"]
-    site.write(conf)
-    (command,) = _gunicorn_commands("servers/uvicorn.md")
-    site.check(site.argv(command), "uvicorn.md: gunicorn + UvicornWorker")
 
 
 @pytest.mark.slow

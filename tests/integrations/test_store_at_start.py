@@ -81,25 +81,21 @@ def _ours(log: str) -> str:
                      if "Configuring endpoint" not in line and "Starting server at" not in line)
 
 
-@pytest.fixture
-def password_redis(redis_servers):
-    return redis_servers(tcp=True, extra_args=("--requirepass", PASSWORD))
-
-
-def _misconfigured(kind: str, folder: Path, password_redis=None):
-    if kind == "missing directory":
-        return f"sqlite:{folder / 'no-such-dir' / 'sessions.db'}", f"sqlite:{folder / 'no-such-dir' / 'sessions.db'}", \
-            "does not exist"
-    url = f"redis://:{WRONG}@127.0.0.1:{password_redis.port}/0"
-    return url, f"redis://:***@127.0.0.1:{password_redis.port}/0", "refused authentication"
+@pytest.fixture(params=["missing directory", "wrong Redis password"])
+def misconfigured(request, tmp_path):
+    """(store URL, how the log shows it, words of the cause) for a store that cannot work."""
+    if request.param == "missing directory":
+        url = f"sqlite:{tmp_path / 'no-such-dir' / 'sessions.db'}"
+        return url, url, "does not exist"
+    redis = request.getfixturevalue("redis_servers")(tcp=True, extra_args=("--requirepass", PASSWORD))
+    url = f"redis://:{WRONG}@127.0.0.1:{redis.port}/0"
+    return url, f"redis://:***@127.0.0.1:{redis.port}/0", "refused authentication"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["missing directory", "wrong Redis password"])
 @pytest.mark.parametrize("name", NAMES)
-def test_a_misconfigured_store_stops_the_server(tmp_path, certs, name, kind, request):
-    redis = request.getfixturevalue("password_redis") if kind != "missing directory" else None
-    store, shown, cause = _misconfigured(kind, tmp_path, redis)
+def test_a_misconfigured_store_stops_the_server(tmp_path, certs, name, misconfigured):
+    store, shown, cause = misconfigured
     status, output, seconds = _refused(name, tmp_path, certs.server_pem, store)
     assert seconds < REFUSE_WITHIN, output
     assert status != 0, f"{name} exited 0:\n{output[-3000:]}"
@@ -140,11 +136,9 @@ def _failures(log: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["missing directory", "wrong Redis password"])
 @pytest.mark.parametrize("name", NAMES)
-def test_warn_starts_with_a_misconfigured_store_and_logs(tmp_path, certs, name, kind, request):
-    redis = request.getfixturevalue("password_redis") if kind != "missing directory" else None
-    store, shown, cause = _misconfigured(kind, tmp_path, redis)
+def test_warn_starts_with_a_misconfigured_store_and_logs(tmp_path, certs, name, misconfigured):
+    store, shown, cause = misconfigured
     argv, port = _argv(name, tmp_path, certs.server_pem, store, warn=True)
     with ServerProcess(argv, tmp_path, port) as server:
         _lookups(port, 2)
@@ -152,3 +146,32 @@ def test_warn_starts_with_a_misconfigured_store_and_logs(tmp_path, certs, name, 
         log = _whole_log(server)
     assert shown in log and "Starting anyway (on_store_error='warn')" in log, log
     assert WRONG not in _ours(log)
+
+
+@pytest.mark.slow
+def test_gunicorn_serves_on_when_a_respawned_worker_finds_the_password_changed(tmp_path, certs, redis_servers):
+    """Refusing is for the start: a worker respawned under a running gunicorn (the password was
+    rotated meanwhile) logs the error and serves, and gunicorn does not halt."""
+    import signal
+
+    import redis as redis_py
+
+    server_redis = redis_servers(tcp=True, extra_args=("--requirepass", PASSWORD))
+    url = f"redis://:{PASSWORD}@127.0.0.1:{server_redis.port}/0"
+    argv, port = _argv("gunicorn sync", tmp_path, certs.server_pem, url)
+    with ServerProcess(argv, tmp_path, port) as server:
+        client = redis_py.Redis(host="127.0.0.1", port=server_redis.port, password=PASSWORD)
+        client.config_set("requirepass", "rotated")
+        client.close()
+        workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True,
+                                                  text=True).stdout.split()]
+        assert workers, server.log()
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while "respawned while serving" not in _whole_log(server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        server.check_alive()
+        log = _whole_log(server)
+    assert "respawned while serving" in log and "refused authentication" in log, log
+    assert "Worker failed to boot" not in log and PASSWORD not in log
