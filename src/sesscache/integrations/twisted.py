@@ -19,7 +19,9 @@ The endpoint comes from the plugin module ``twisted/plugins/sesscache_endpoints.
 sesscache package installs beside Twisted's own plugins.
 
 Twisted serves from one process: the store is opened and tried when the factory (or the
-endpoint) is made, before the server listens. A store that cannot work as configured raises
+endpoint) is made, before the server listens (as root, a SQLite store is only looked at then,
+and opened at the first connection: ``twistd --uid`` drops privileges after parsing its
+endpoints). A store that cannot work as configured raises
 :class:`~sesscache.errors.ConfigurationError` naming it and the cause (Daphne and ``twist``
 exit with it); one that is unreachable is logged and the server starts (see
 ``on_store_error``). sesscache's log goes to Twisted's log, or, where the standard library's
@@ -31,6 +33,7 @@ per context and ``SESS_CACHE_OFF`` (unless ``enableSessions=True``), and ``OP_NO
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Union
 
 from ._logs import route_to_twisted
@@ -79,10 +82,15 @@ def _declare_interfaces() -> None:
 
 
 def _started(process_cache: ProcessCache) -> ProcessCache:
-    """Check and open the store now, in the one process that serves (before it listens)."""
+    """Check and open the store now, in the one process that serves (before it listens).
+
+    As root, a SQLite store is only looked at, not opened: ``twistd --uid`` parses its
+    endpoints as root and drops privileges later, and a database file created now would be
+    root's. It is opened at the first connection instead."""
     route_to_twisted()
     problem = process_cache.master_problem()
-    if problem is None:
+    sqlite_as_root = os.geteuid() == 0 and process_cache.store_url.strip().startswith("sqlite:")
+    if problem is None and not sqlite_as_root:
         problem = process_cache.start_in_process()
     if process_cache.refuse_or_warn(problem, "twisted", log_refusal=False):
         from ..errors import ConfigurationError
