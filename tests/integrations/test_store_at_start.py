@@ -163,8 +163,8 @@ def test_gunicorn_serves_on_when_a_respawned_worker_finds_the_password_changed(t
         client = redis_py.Redis(host="127.0.0.1", port=server_redis.port, password=PASSWORD)
         client.config_set("requirepass", "rotated")
         client.close()
-        workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True,
-                                                  text=True).stdout.split()]
+        pid = server.process.pid
+        workers = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
         assert workers, server.log()
         os.kill(workers[0], signal.SIGKILL)
         deadline = time.monotonic() + 10
