@@ -142,3 +142,16 @@ def test_serve_on_a_port_in_use_is_exit_2():
         result = _run("serve", "--port", str(port), "--duration", "1")
     assert result.returncode == 2
     assert "sesscache serve: OSError" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_keys_refuses_a_store_of_its_own_process():
+    result = _run("keys", "--store", "memory", "show")
+    assert result.returncode == 2
+    assert "'memory' is a store inside this command's own process" in result.stderr
+
+
+def test_keys_on_a_store_nobody_serves_is_exit_2():
+    from tests.integrations.harness import free_port
+
+    result = _run("keys", "--store", f"redis://127.0.0.1:{free_port()}/0", "show")
+    assert result.returncode == 2 and "cannot reach Redis" in result.stderr

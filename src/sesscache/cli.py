@@ -273,6 +273,15 @@ def _refuse_a_store_that_cannot_work(url: str, store: Any) -> None:
           f"with full handshakes until it answers", file=sys.stderr, flush=True)
 
 
+def refuse_a_store_of_this_process(spec: str, command: str) -> None:
+    """``memory`` names a store inside the command's own process: empty, and gone when it
+    exits. A command that reads a server's store cannot do its job on it."""
+    if spec.strip() == "memory":
+        raise ConfigurationError(f"{command} reads a store the servers share, and 'memory' is a store inside "
+                                 f"this command's own process (empty, gone when it exits): name the servers' "
+                                 f"store, e.g. sqlite:/var/lib/app/tls-sessions.db or redis://HOST:6379/0")
+
+
 def run_stats(args) -> int:
     store = open_store(args.store)
     try:
@@ -367,6 +376,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return run_check_command(args)
         if args.command == "keys":
             from .cli_keys import run_keys
+            refuse_a_store_of_this_process(args.store, "keys")
             return run_keys(args, open_store)
         return run_stats(args)
     except SesscacheError as exc:
