@@ -1,7 +1,8 @@
 """Each server, started for real as an operator would, with a store that cannot work or cannot be
 reached (issue 20):
 
-* misconfigured (a SQLite directory that does not exist, a Redis password the server refuses):
+* misconfigured (a SQLite directory that does not exist, a Redis password the server refuses, an
+  ACL user that may not SET):
   the server refuses to start within 10 s, its output (stderr, where each logs by default)
   naming the store, secrets redacted, and the cause;
 * unreachable (a Redis nobody serves): the server starts, says so at once, and names the store
@@ -81,12 +82,17 @@ def _ours(log: str) -> str:
                      if "Configuring endpoint" not in line and "Starting server at" not in line)
 
 
-@pytest.fixture(params=["missing directory", "wrong Redis password"])
+@pytest.fixture(params=["missing directory", "wrong Redis password", "Redis ACL user without SET"])
 def misconfigured(request, tmp_path):
     """(store URL, how the log shows it, words of the cause) for a store that cannot work."""
     if request.param == "missing directory":
         url = f"sqlite:{tmp_path / 'no-such-dir' / 'sessions.db'}"
         return url, url, "does not exist"
+    if request.param == "Redis ACL user without SET":
+        redis = request.getfixturevalue("redis_servers")(
+            tcp=True, extra_args=("--user", "reader", "on", f">{WRONG}", "~*", "+get", "--user", "default", "off"))
+        url = f"redis://reader:{WRONG}@127.0.0.1:{redis.port}/0"
+        return url, f"redis://reader:***@127.0.0.1:{redis.port}/0", "denied the command"
     redis = request.getfixturevalue("redis_servers")(tcp=True, extra_args=("--requirepass", PASSWORD))
     url = f"redis://:{WRONG}@127.0.0.1:{redis.port}/0"
     return url, f"redis://:***@127.0.0.1:{redis.port}/0", "refused authentication"
