@@ -209,3 +209,24 @@ def test_against_openssl_s_server(certs, options, kinds):
     for protocol, kind in kinds.items():
         line = _line(done.stdout, protocol)
         assert f"resumed {N}/{N}" in line and f"kind: {kind}" in line, line
+
+
+def test_it_says_what_each_result_means_for_a_fleet(certs, server):
+    """Below the numbers, plain words: what the kind means across workers, and what to change."""
+    plain = server(lambda: _base_context(certs, tickets=True), per_connection=True)
+    done = _check(plain.port)
+    meaning = done.stdout.split("What it means:")[1]
+    assert "nothing resumed" in meaning and "OP_NO_TICKET and a store all workers share" in meaning, meaning
+    tickets = server(lambda: _base_context(certs, tickets=True), per_connection=False)
+    meaning = _check(tickets.port).stdout.split("What it means:")[1]
+    assert "only if they share ticket keys" in meaning, meaning
+    cache = sesscache.SessionCache()
+
+    def cached():
+        context = _base_context(certs, tickets=False)
+        cache.attach(context, session_id_context=b"check-words")
+        return context
+    meaning = _check(server(cached, per_connection=True).port).stdout.split("What it means:")[1]
+    assert "session id: the server looked the session up in its cache" in meaning
+    assert "stateful ticket: the ticket is a lookup key" in meaning
+    assert "share that cache" in meaning

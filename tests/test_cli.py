@@ -99,3 +99,59 @@ def test_unknown_store_is_a_clear_error():
     result = _run("stats", "--store", "mongodb://x")
     assert result.returncode == 2
     assert "unknown store" in result.stderr and "sqlite:PATH" in result.stderr
+
+
+def test_help_is_plain_text_and_names_every_command():
+    result = _run("--help")
+    assert result.returncode == 0
+    assert "``" not in result.stdout  # no reST markup in a terminal
+    for command in ("demo", "serve", "check", "stats", "keys"):
+        assert re.search(rf"^\s+{command}\s+\S", result.stdout, re.M), (command, result.stdout)
+    assert "exit status: 0 when the command did its job" in result.stdout
+    assert "sqlite:PATH" in result.stdout
+
+
+def test_serve_refuses_a_store_that_cannot_work(tmp_path):
+    result = _run("serve", "--port", "0", "--duration", "1", "--store", f"sqlite:{tmp_path / 'gone' / 's.db'}")
+    assert result.returncode == 2
+    assert f"serve cannot use the store sqlite:{tmp_path / 'gone' / 's.db'}" in result.stderr
+    assert "does not exist" in result.stderr
+
+
+def test_serve_starts_with_an_unreachable_store_and_says_so():
+    from tests.integrations.harness import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    result = _run("serve", "--port", "0", "--duration", "1", "--store", url)
+    assert result.returncode == 0, result.stderr
+    assert f"the store {url} is unreachable" in result.stderr and "serving anyway" in result.stderr
+
+
+def test_serve_names_a_certificate_it_cannot_load(tmp_path):
+    result = _run("serve", "--port", "0", "--duration", "1", "--cert", str(tmp_path / "missing.pem"))
+    assert result.returncode == 2
+    assert f"cannot load the certificate {tmp_path / 'missing.pem'}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_port_in_use_is_exit_2():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = _run("serve", "--port", str(port), "--duration", "1")
+    assert result.returncode == 2
+    assert "sesscache serve: OSError" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_keys_refuses_a_store_of_its_own_process():
+    result = _run("keys", "--store", "memory", "show")
+    assert result.returncode == 2
+    assert "'memory' is a store inside this command's own process" in result.stderr
+
+
+def test_keys_on_a_store_nobody_serves_is_exit_2():
+    from tests.integrations.harness import free_port
+
+    result = _run("keys", "--store", f"redis://127.0.0.1:{free_port()}/0", "show")
+    assert result.returncode == 2 and "cannot reach Redis" in result.stderr

@@ -247,12 +247,47 @@ def probe(host: str, port: int, protocol: str, n: int = 100, *, server_name: Opt
     return result
 
 
+#: What each kind of resumption means for a server with several workers or hosts.
+FLEET_MEANING = {
+    SESSION_ID: ("session id: the server looked the session up in its cache. It resumes in "
+                 "another worker or host only if they share that cache (sesscache's store does)."),
+    STATEFUL_TICKET: ("stateful ticket: the ticket is a lookup key into the server's cache. It "
+                      "resumes in another worker or host only if they share that cache (sesscache's store "
+                      "does)."),
+    STATELESS_TICKET: ("stateless ticket: the client carries the session, sealed with the server's ticket "
+                       "key. It resumes in another worker or host only if they share ticket keys "
+                       "(sesscache.TicketKeys); with a key per worker, as most servers make, a client resumes "
+                       "only when it reaches the worker that sealed it."),
+}
+
+
+def explain(result: ProbeResult) -> str:
+    """In plain words: what ``result`` means for a fleet, and what to change when it falls short."""
+    label = f"TLS {result.protocol}:"
+    if result.error is not None:
+        return f"{label} could not connect with this protocol ({result.error}); nothing to say about resumption."
+    if result.resumed == 0:
+        return (f"{label} nothing resumed. Every reconnection paid a full handshake: the server (or the "
+                f"worker each connection reached) kept no session the client could offer back. A server "
+                f"that makes a new TLS context per connection (gunicorn's sync and gthread workers) "
+                f"resumes nothing; one with several workers each keeping its own cache resumes only by "
+                f"chance. Give every worker the same cache: a sesscache integration (docs/servers/) sets "
+                f"OP_NO_TICKET and a store all workers share.")
+    text = " ".join(f"{FLEET_MEANING[kind]}" for kind in result.kinds if kind in FLEET_MEANING)
+    if result.rate < 0.9:
+        text += (f" Only {result.rate:.0%} resumed: typical of several workers each with its own cache or "
+                 f"ticket key (a client resumes only when it reaches the worker that made its session). "
+                 f"Share the cache (a sesscache store) or the ticket keys across the workers.")
+    return f"{label} {text}"
+
+
 def run_check(target: str, n: int = 100, server_name: Optional[str] = None, expect: Optional[float] = None,
               protocols: Sequence[str] = ("1.2", "1.3"), cafile: Optional[str] = None,
               out: Optional[TextIO] = None) -> int:
-    """The ``check`` command: one line per protocol; 1 when a probed protocol resumed less than
-    ``expect`` percent, 2 when nothing could be probed, else 0."""
+    """The ``check`` command: one line per protocol, then what each means; 1 when a probed
+    protocol resumed less than ``expect`` percent, 2 when nothing could be probed, else 0."""
     import sys
+    import textwrap
 
     out = out or sys.stdout
     host, port = parse_target(target)
@@ -262,6 +297,9 @@ def run_check(target: str, n: int = 100, server_name: Optional[str] = None, expe
     for protocol in protocols:
         results[protocol] = probe(host, port, protocol, n, server_name=server_name, cafile=cafile)
         print(results[protocol].line(), file=out, flush=True)
+    print("\nWhat it means:", file=out)
+    for result in results.values():
+        print(textwrap.fill(explain(result), width=100, subsequent_indent="  "), file=out)
     probed = [r for r in results.values() if r.error is None]
     if not probed:
         return 2

@@ -1,4 +1,4 @@
-"""The ``sesscache`` command: ``demo``, ``serve``, ``check`` and ``stats``.
+"""The ``sesscache`` command: ``demo``, ``serve``, ``check``, ``stats`` and ``keys``.
 
 * ``python -m sesscache demo``: a TLS server and a client that reconnects many times, on
   the embedded default store; prints the resumption rate and how much faster resumed
@@ -11,6 +11,10 @@
   much faster (:mod:`sesscache.check`).
 * ``python -m sesscache stats --store redis://127.0.0.1:6379``: what a store holds (never
   the sessions themselves).
+* ``python -m sesscache keys --store URL``: the shared session-ticket key ring
+  (:mod:`sesscache.cli_keys`).
+
+``--help`` says the same in plain text (:data:`DESCRIPTION`, :data:`EPILOG`).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import ssl
 import statistics
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -31,6 +36,27 @@ from typing import Any, List, Optional, Sequence
 from .cache import SessionCache
 from .errors import ConfigurationError, SesscacheError
 from .stores.urls import STORE_URL_FORMS, redacted_store_url, store_from_url
+
+
+#: What ``python -m sesscache --help`` says first (plain text: a terminal shows it as written).
+DESCRIPTION = """\
+sesscache: an external TLS session cache for Python servers. Run
+`python -m sesscache COMMAND --help` for a command's options."""
+
+#: The end of ``--help``.
+EPILOG = """\
+examples:
+  python -m sesscache demo
+  python -m sesscache check shop.example.com:443 --expect 99
+  python -m sesscache serve --port 8443 --store sqlite:/tmp/sessions.db
+  python -m sesscache stats --store redis://127.0.0.1:6379/0
+  python -m sesscache keys --store redis://127.0.0.1:6379/0
+
+exit status: 0 when the command did its job; 1 when it ran but found less than asked
+(check: a protocol below --expect; demo: a row below 95 %); 2 when it could not do its job
+(a bad argument, a store or certificate it cannot use, a server it cannot reach).
+
+""" + textwrap.fill("store URLs: " + STORE_URL_FORMS + ".", width=90)
 
 
 # --- stores from the command line --------------------------------------------------
@@ -189,6 +215,7 @@ def run_demo(connections: int, key_types: Sequence[str], out=sys.stdout) -> int:
 
 def run_serve(args) -> int:
     store = open_store(args.store)
+    _refuse_a_store_that_cannot_work(args.store, store)
     seal_keys = None
     if args.seal_key_file:
         seal_keys = [bytes.fromhex(line.strip()) for line in Path(args.seal_key_file).read_text().splitlines()
@@ -201,7 +228,12 @@ def run_serve(args) -> int:
             Path(tempfile.mkdtemp(prefix="sesscache-serve-")))
         keyfile = None
         print(f"no --cert given: using a throwaway self-signed certificate {certfile}", flush=True)
-    ctx = server_context(certfile, keyfile, args.tls)
+    try:
+        ctx = server_context(certfile, keyfile, args.tls)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"serve cannot load the certificate {certfile}"
+                                 f"{' and key ' + keyfile if keyfile else ''} ({type(exc).__name__}: {exc}): "
+                                 "give --cert a PEM file holding the chain (and the key, or --key)") from None
     cache.attach(ctx, session_id_context=args.session_id_context.encode(),
                  internal_cache=not args.no_internal_cache)
     server = EchoServer(ctx, args.host, args.port).start()
@@ -225,6 +257,29 @@ def run_serve(args) -> int:
         server.stop()
     print("cache counters: " + json.dumps(cache.stats.as_dict()), flush=True)
     return 0
+
+
+def _refuse_a_store_that_cannot_work(url: str, store: Any) -> None:
+    """As the server integrations do: a store that cannot work stops ``serve`` (exit 2), one
+    that is unreachable is said and ``serve`` starts."""
+    from .integrations._startup import REFUSE, master_problem, probe_store
+
+    problem = master_problem(url) or probe_store(store, url)
+    if problem is None:
+        return
+    if problem.refuses(REFUSE):
+        raise ConfigurationError(f"serve cannot use the store {problem.store}: {problem.cause}")
+    print(f"sesscache serve: the store {problem.store} is unreachable ({problem.cause}); serving anyway, "
+          f"with full handshakes until it answers", file=sys.stderr, flush=True)
+
+
+def refuse_a_store_of_this_process(spec: str, command: str) -> None:
+    """``memory`` names a store inside the command's own process: empty, and gone when it
+    exits. A command that reads a server's store cannot do its job on it."""
+    if spec.strip() == "memory":
+        raise ConfigurationError(f"{command} reads a store the servers share, and 'memory' is a store inside "
+                                 f"this command's own process (empty, gone when it exits): name the servers' "
+                                 f"store, e.g. sqlite:/var/lib/app/tls-sessions.db or redis://HOST:6379/0")
 
 
 def run_stats(args) -> int:
@@ -257,8 +312,10 @@ def run_check_command(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sesscache", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="python -m sesscache", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     title="commands")
 
     demo = commands.add_parser("demo", help="a TLS server and client on the embedded store: "
                                             "resumption rate and handshake speed-up")
@@ -266,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--key", choices=["ec", "rsa", "both"], default="both",
                       help="certificate key type (default: both)")
 
-    serve = commands.add_parser("serve", help="a TLS echo server with the session cache")
+    serve = commands.add_parser("serve", help="a TLS echo server with the session cache, to try other "
+                                               "clients against")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8443, help="0 picks a free port")
     serve.add_argument("--cert", help="certificate chain PEM (may hold the key too); "
@@ -286,8 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-connections", type=int, default=0, help="stop after this many")
     serve.add_argument("--duration", type=float, default=0, help="stop after this many seconds")
 
-    check = commands.add_parser("check", help="does a TLS server resume sessions, how, and how much "
-                                               "faster: one line per protocol")
+    check = commands.add_parser("check", help="does a TLS server resume sessions, which kind, how much "
+                                               "faster, and what that means for several workers")
     check.add_argument("target", metavar="HOST:PORT")
     check.add_argument("-n", type=int, default=100, help="resumption attempts per protocol (default 100)")
     check.add_argument("--server-name", help="SNI name to send (default: none for an address, HOST otherwise)")
@@ -318,8 +376,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return run_check_command(args)
         if args.command == "keys":
             from .cli_keys import run_keys
+            refuse_a_store_of_this_process(args.store, "keys")
             return run_keys(args, open_store)
         return run_stats(args)
     except SesscacheError as exc:
         print(f"sesscache: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ssl.SSLError) as exc:  # a certificate it cannot load, a port in use, ...
+        print(f"sesscache {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -159,7 +159,7 @@ print(json.dumps(results))
 _GUNICORN_CONF = """
 from sesscache.integrations.gunicorn import ssl_context_hook
 
-ssl_context = ssl_context_hook({store!r}, session_id_context="gunicorn", reuse_context={reuse})
+ssl_context = ssl_context_hook({store!r}, session_id_context="gunicorn", reuse_context={reuse}{extra})
 """
 
 _UVICORN = """
@@ -167,12 +167,13 @@ import uvicorn
 kwargs = {{}}
 if {store!r}:
     from sesscache.integrations.uvicorn import ssl_context_factory
-    kwargs["ssl_context_factory"] = ssl_context_factory({store!r}, session_id_context="uvicorn")
+    kwargs["ssl_context_factory"] = ssl_context_factory({store!r}, session_id_context="uvicorn"{extra})
 uvicorn.run("sc_test_apps:asgi", host="127.0.0.1", port={port}, workers=4, ssl_certfile={certfile!r},
             log_level="warning", **kwargs)
 """
 
 _HYPERCORN = """
+import sys
 from hypercorn.run import run
 from sesscache.integrations.hypercorn import SessionCachedConfig
 
@@ -182,64 +183,73 @@ config.bind = ["127.0.0.1:{port}"]
 config.workers = 4
 config.certfile = config.keyfile = {certfile!r}
 if {store!r}:
-    config.use_session_cache({store!r}, session_id_context="hypercorn")
-run(config)
+    config.use_session_cache({store!r}, session_id_context="hypercorn"{extra})
+sys.exit(run(config))
 """
 
 
+def _extra(warn: bool) -> str:
+    """The integrations' keyword for starting whatever the store's state."""
+    return ', on_store_error="warn"' if warn else ""
+
+
 def _gunicorn(folder: Path, certfile: str, port: int, store: Optional[str], worker_class: str,
-              reuse: bool = True, app: str = "sc_test_apps:wsgi", hooked_worker: Optional[str] = None) -> List[str]:
+              reuse: bool = True, app: str = "sc_test_apps:wsgi", hooked_worker: Optional[str] = None,
+              warn: bool = False) -> List[str]:
     argv = [sys.executable, "-m", "gunicorn", "--workers", "4", "--worker-class", worker_class,
             "--certfile", certfile, "--bind", f"127.0.0.1:{port}", "--no-control-socket", "--log-level", "warning"]
     if worker_class == "gthread":
         argv += ["--threads", "4"]
     if store:
         conf = folder / f"gunicorn_conf_{port}.py"
-        conf.write_text(_GUNICORN_CONF.format(store=store, reuse=reuse))
+        conf.write_text(_GUNICORN_CONF.format(store=store, reuse=reuse, extra=_extra(warn)))
         argv += ["--config", f"python:{conf.stem}"]
         if hooked_worker:
             argv[argv.index("--worker-class") + 1] = hooked_worker
     return argv + [app]
 
 
-def _endpoint(certfile: str, port: int, store: Optional[str], name: str) -> str:
+def _endpoint(certfile: str, port: int, store: Optional[str], name: str, warn: bool = False) -> str:
     """Twisted's ``ssl:`` endpoint string, or sesscache's ``sesscache-ssl:`` with the store."""
     endpoint = f"ssl:{port}:privateKey={certfile}:interface=127.0.0.1"
     if store:
         escaped = store.replace(":", "\\:")  # colons inside a value are escaped
         endpoint = f"sesscache-{endpoint}:store={escaped}:sessionIdContext={name}"
+        if warn:
+            endpoint += ":onStoreError=warn"
     return endpoint
 
 
-def _twisted(folder: Path, certfile: str, port: int, store: Optional[str]) -> List[str]:
+def _twisted(folder: Path, certfile: str, port: int, store: Optional[str], warn: bool = False) -> List[str]:
     (folder / "site").mkdir(exist_ok=True)
     (folder / "site" / "index.html").write_text("ok")
-    return [sys.executable, "-m", "twisted", "web", "--listen", _endpoint(certfile, port, store, "twisted"),
+    return [sys.executable, "-m", "twisted", "web", "--listen", _endpoint(certfile, port, store, "twisted", warn),
             "--path", str(folder / "site")]
 
 
-def _daphne(folder: Path, certfile: str, port: int, store: Optional[str]) -> List[str]:
-    return [sys.executable, "-m", "daphne", "-e", _endpoint(certfile, port, store, "daphne"), "sc_test_apps:asgi"]
+def _daphne(folder: Path, certfile: str, port: int, store: Optional[str], warn: bool = False) -> List[str]:
+    return [sys.executable, "-m", "daphne", "-e", _endpoint(certfile, port, store, "daphne", warn),
+            "sc_test_apps:asgi"]
 
 
-#: name -> (package the test needs, argv maker(folder, certfile, port, store URL or None))
+#: name -> (package the test needs, argv maker(folder, certfile, port, store URL or None, warn=False))
 SERVERS = {
-    "gunicorn sync": ("gunicorn", lambda f, c, p, s: _gunicorn(f, c, p, s, "sync")),
-    "gunicorn gthread": ("gunicorn", lambda f, c, p, s: _gunicorn(f, c, p, s, "gthread")),
-    "gunicorn sync, reuse_context=False": ("gunicorn", lambda f, c, p, s: _gunicorn(f, c, p, s, "sync",
-                                                                                  reuse=False)),
-    "gunicorn gthread, reuse_context=False": ("gunicorn", lambda f, c, p, s: _gunicorn(f, c, p, s, "gthread",
-                                                                                      reuse=False)),
-    "uvicorn": ("uvicorn", lambda f, c, p, s: [sys.executable, "-c", _UVICORN.format(
-        store=s, port=p, certfile=c)]),
-    "gunicorn + UvicornWorker": ("uvicorn_worker", lambda f, c, p, s: _gunicorn(
+    "gunicorn sync": ("gunicorn", lambda f, c, p, s, warn=False: _gunicorn(f, c, p, s, "sync", warn=warn)),
+    "gunicorn gthread": ("gunicorn", lambda f, c, p, s, warn=False: _gunicorn(f, c, p, s, "gthread", warn=warn)),
+    "gunicorn sync, reuse_context=False": ("gunicorn", lambda f, c, p, s, warn=False: _gunicorn(
+        f, c, p, s, "sync", reuse=False, warn=warn)),
+    "gunicorn gthread, reuse_context=False": ("gunicorn", lambda f, c, p, s, warn=False: _gunicorn(
+        f, c, p, s, "gthread", reuse=False, warn=warn)),
+    "uvicorn": ("uvicorn", lambda f, c, p, s, warn=False: [sys.executable, "-c", _UVICORN.format(
+        store=s, port=p, certfile=c, extra=_extra(warn))]),
+    "gunicorn + UvicornWorker": ("uvicorn_worker", lambda f, c, p, s, warn=False: _gunicorn(
         f, c, p, s, "uvicorn_worker.UvicornWorker", app="sc_test_apps:asgi",
-        hooked_worker="sesscache.integrations.uvicorn.UvicornWorker")),
-    "gunicorn + UvicornH11Worker": ("uvicorn_worker", lambda f, c, p, s: _gunicorn(
+        hooked_worker="sesscache.integrations.uvicorn.UvicornWorker", warn=warn)),
+    "gunicorn + UvicornH11Worker": ("uvicorn_worker", lambda f, c, p, s, warn=False: _gunicorn(
         f, c, p, s, "uvicorn_worker.UvicornH11Worker", app="sc_test_apps:asgi",
-        hooked_worker="sesscache.integrations.uvicorn.UvicornH11Worker")),
-    "hypercorn": ("hypercorn", lambda f, c, p, s: [sys.executable, "-c", _HYPERCORN.format(
-        store=s, port=p, certfile=c)]),
+        hooked_worker="sesscache.integrations.uvicorn.UvicornH11Worker", warn=warn)),
+    "hypercorn": ("hypercorn", lambda f, c, p, s, warn=False: [sys.executable, "-c", _HYPERCORN.format(
+        store=s, port=p, certfile=c, extra=_extra(warn))]),
     "Twisted (twist web)": ("twisted", _twisted),
     "Daphne": ("daphne", _daphne),
 }

@@ -124,3 +124,38 @@ def test_reused_context_is_made_once_by_concurrent_threads(certs):
     for t in threads:
         t.join()
     assert len({id(c) for c in seen}) == 1
+
+
+def test_at_a_config_files_top_level_it_sets_the_server_hooks(tmp_path):
+    """gunicorn reads a config file's namespace: the hook's on_starting and post_worker_init are
+    put there, unless the file set its own (which must call the hook's)."""
+    source = ("from sesscache.integrations.gunicorn import ssl_context_hook\n"
+              f"ssl_context = ssl_context_hook('sqlite:{tmp_path / 's.db'}', session_id_context='t')\n")
+    namespace = {"__name__": "__config__"}
+    exec(compile(source, "gunicorn.conf.py", "exec"), namespace)
+    hook = namespace["ssl_context"]
+    assert namespace["on_starting"] == hook.on_starting
+    assert namespace["post_worker_init"] == hook.post_worker_init
+
+    def own(worker):
+        pass
+    namespace = {"__name__": "__config__", "post_worker_init": own}
+    exec(compile(source, "gunicorn.conf.py", "exec"), namespace)
+    assert namespace["post_worker_init"] is own and namespace["on_starting"] == namespace["ssl_context"].on_starting
+
+
+def test_a_hook_made_inside_a_function_sets_nothing(tmp_path):
+    def make():
+        return ssl_context_hook("memory", session_id_context="t")
+    namespace_before = dict(globals())
+    make()
+    assert "on_starting" not in globals() and set(globals()) == set(namespace_before)
+
+
+def test_without_its_worker_hook_the_store_is_tried_at_the_first_connection(tmp_path, certs, caplog):
+    """A config file whose own post_worker_init forgot the hook's: the first connection finds the
+    missing directory and logs it (too late to refuse), and the handshake goes on."""
+    hook = ssl_context_hook(f"sqlite:{tmp_path / 'gone' / 's.db'}", session_id_context="shop")
+    context = hook(_conf(certs.server_pem), _factory(certs.server_pem))
+    assert context.options & ssl.OP_NO_TICKET
+    assert "cannot work" in caplog.text and "call ssl_context.post_worker_init(worker)" in caplog.text

@@ -14,8 +14,11 @@ from ..contexts import MAX_SESSION_ID_CONTEXT
 from ..errors import ConfigurationError
 from ..stores import MemoryStore
 from ..stores.urls import check_store_url, redacted_store_url, store_from_url
+from ._startup import REFUSE, StoreProblem, check_on_store_error, master_problem, probe_store
 
 logger = logging.getLogger(__name__)
+#: What a server logs at start about its store (the name operators see in the server's log).
+startup_logger = logging.getLogger("sesscache.integrations")
 
 
 def session_id_context_bytes(value: Union[str, bytes]) -> bytes:
@@ -49,13 +52,18 @@ class ProcessCache:
     context it serves gets.
 
     Pickles as its settings only, never the open store.
+
+    ``on_store_error``: what a server does when the store cannot work as configured
+    (``"refuse"``, the default: it does not start; ``"warn"``: it starts and logs); a store
+    that is only unreachable never stops a server (see :mod:`._startup`).
     """
 
     def __init__(self, store_url: str, *, session_id_context: Union[str, bytes],
                  internal_cache: bool = True, stateful_tickets: bool = True,
-                 **cache_options: Any) -> None:
+                 on_store_error: str = REFUSE, **cache_options: Any) -> None:
         check_store_url(store_url)
         self.store_url = store_url
+        self.on_store_error = check_on_store_error(on_store_error)
         self.session_id_context = session_id_context_bytes(session_id_context)
         self.internal_cache = internal_cache
         self.stateful_tickets = stateful_tickets
@@ -79,6 +87,65 @@ class ProcessCache:
         self.__dict__.update(state)
         self._init_process_state()
 
+    def master_problem(self, **user: Any) -> Optional[StoreProblem]:
+        """What can be told about the store before any worker opens it (no connection, no
+        file); ``user``: ``uid``, ``gid``, ``groups`` of the workers, when not this process's."""
+        return master_problem(self.store_url, **user)
+
+    def spawning_parent_problem(self) -> Optional[StoreProblem]:
+        """For a parent that *spawns* its workers as its own user (uvicorn ``--workers``,
+        Hypercorn): :meth:`master_problem`, then, for a network store, a real try on a
+        connection closed at once. Such a parent passes nothing to its workers but what it
+        pickles, and the workers run as it does, so the try costs nothing they could inherit;
+        it is there because those parents lose a refusing worker's exit status (uvicorn's
+        ``run`` exits non-zero for one worker only; Hypercorn's ``run`` returns the status of
+        the workers it stopped last). A SQLite store is not opened here: that would create
+        its file."""
+        problem = self.master_problem()
+        if problem is not None or self.store_url.strip().startswith(("sqlite:", "memory")):
+            return problem
+        store = store_from_url(self.store_url)
+        try:
+            problem = probe_store(store, self.store_url)
+        finally:
+            store.close()
+        return problem if problem is not None and problem.refuses(self.on_store_error) else None
+
+    def start_in_process(self) -> Optional[StoreProblem]:
+        """Open this process's store and try it for real (a write, a read and a delete);
+        the problem found, if any. The cache is made either way: a store that comes back
+        serves sessions without a restart."""
+        with self._lock:
+            if self._cache is not None and self._pid == os.getpid():
+                return None
+            store = store_from_url(self.store_url)
+            problem = probe_store(store, self.store_url)
+            self._open(store)
+        return problem
+
+    def refuse_or_warn(self, problem: Optional[StoreProblem], who: str = "", *, log_refusal: bool = True) -> bool:
+        """Log ``problem`` (an error when the server must not start, else a warning);
+        True when the server must not start. ``log_refusal=False`` where the caller raises
+        the message instead (it would be printed twice)."""
+        if problem is None:
+            return False
+        refuses = problem.refuses(self.on_store_error)
+        if refuses and not log_refusal:
+            return True
+        startup_logger.log(logging.ERROR if refuses else logging.WARNING, "%s",
+                           problem.message(self.on_store_error, who))
+        return refuses
+
+    def _open(self, store: Any) -> SessionCache:
+        # A cache inherited through fork() belongs to the parent: its store's connections
+        # are not this process's to use (SQLiteStore and the Redis client notice and
+        # reopen; a fresh cache makes that true of every store).
+        pid = os.getpid()
+        self._cache = SessionCache(store, **self.cache_options)
+        self._pid = pid
+        logger.debug("process %d opened store %s", pid, redacted_store_url(self.store_url))
+        return self._cache
+
     @property
     def cache(self) -> SessionCache:
         """This process's cache (opening its store on the first call in the process)."""
@@ -87,12 +154,7 @@ class ProcessCache:
             return cache
         with self._lock:
             if self._cache is None or self._pid != pid:
-                # A cache inherited through fork() belongs to the parent: its store's
-                # connections are not this process's to use (SQLiteStore and the Redis
-                # client notice and reopen; a fresh cache makes that true of every store).
-                self._cache = SessionCache(store_from_url(self.store_url), **self.cache_options)
-                self._pid = pid
-                logger.debug("sesscache: process %d opened store %s", pid, redacted_store_url(self.store_url))
+                return self._open(store_from_url(self.store_url))
             return self._cache
 
     def prepare(self, context: Any) -> Any:
@@ -104,9 +166,15 @@ class ProcessCache:
                           internal_cache=self.internal_cache)
         return context
 
+    @property
+    def started(self) -> bool:
+        """Has this process opened its store (and so probed it, when a server hook did)?"""
+        return self._cache is not None and self._pid == os.getpid()
+
     def describe_settings(self) -> str:
         return (f"store {redacted_store_url(self.store_url)}, session id context {self.session_id_context!r}, "
-                f"{'OP_NO_TICKET' if self.stateful_tickets else 'tickets as configured'}")
+                f"{'OP_NO_TICKET' if self.stateful_tickets else 'tickets as configured'}, "
+                f"on_store_error={self.on_store_error!r}")
 
 
 class FileStamp:

@@ -18,15 +18,27 @@ store URL, its colons escaped with a backslash) and ``sessionIdContext``::
 The endpoint comes from the plugin module ``twisted/plugins/sesscache_endpoints.py`` that the
 sesscache package installs beside Twisted's own plugins.
 
+Twisted serves from one process: the store is opened and tried when the factory (or the
+endpoint) is made, before the server listens (as root, a SQLite store is only looked at then,
+and opened at the first connection: ``twistd --uid`` drops privileges after parsing its
+endpoints). A store that cannot work as configured raises
+:class:`~sesscache.errors.ConfigurationError` naming it and the cause (Daphne and ``twist``
+exit with it); one that is unreachable is logged and the server starts (see
+``on_store_error``). sesscache's log goes to Twisted's log, or, where the standard library's
+logging is configured (Daphne), to it.
+
 Out of the box Twisted resumes nothing: ``CertificateOptions`` sets a random session id context
 per context and ``SESS_CACHE_OFF`` (unless ``enableSessions=True``), and ``OP_NO_TICKET`` (unless
 ``enableSessionTickets=True``).
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Union
 
+from ._logs import route_to_twisted
 from ._process import ProcessCache
+from ._startup import REFUSE
 
 __all__ = ["with_session_cache", "certificate_options", "SessionCachedOptions", "parse_endpoint"]
 
@@ -69,9 +81,27 @@ def _declare_interfaces() -> None:
     classImplements(SessionCachedOptions, IOpenSSLServerConnectionCreator)
 
 
+def _started(process_cache: ProcessCache) -> ProcessCache:
+    """Check and open the store now, in the one process that serves (before it listens).
+
+    As root, a SQLite store is only looked at, not opened: ``twistd --uid`` parses its
+    endpoints as root and drops privileges later, and a database file created now would be
+    root's. It is opened at the first connection instead."""
+    route_to_twisted()
+    problem = process_cache.master_problem()
+    sqlite_as_root = os.geteuid() == 0 and process_cache.store_url.strip().startswith("sqlite:")
+    if problem is None and not sqlite_as_root:
+        problem = process_cache.start_in_process()
+    if process_cache.refuse_or_warn(problem, "twisted", log_refusal=False):
+        from ..errors import ConfigurationError
+
+        raise ConfigurationError(problem.message(process_cache.on_store_error))
+    return process_cache
+
+
 def with_session_cache(options: Any, store_url: str, *, session_id_context: Union[str, bytes],
                        internal_cache: bool = True, stateful_tickets: bool = True,
-                       **cache_options: Any) -> SessionCachedOptions:
+                       on_store_error: str = REFUSE, **cache_options: Any) -> SessionCachedOptions:
     """``options`` (a ``twisted.internet.ssl.CertificateOptions``) with sessions served from a store.
 
     :param store_url: the store (:func:`sesscache.store_from_url`).
@@ -79,6 +109,10 @@ def with_session_cache(options: Any, store_url: str, *, session_id_context: Unio
         shares the store.
     :param stateful_tickets: True (default) sets ``OP_NO_TICKET``, as Twisted does unless
         ``enableSessionTickets=True``; False leaves tickets as ``options`` set them.
+    :param on_store_error: ``"refuse"`` (default): a store that cannot work as configured (a
+        SQLite directory missing or not writable, a Redis password or ACL user refused) raises
+        :class:`~sesscache.errors.ConfigurationError` here, naming the store and the cause.
+        ``"warn"``: logged, and the factory is made. An unreachable store is logged, never raised.
     :param cache_options: :class:`~sesscache.SessionCache` arguments (``lifetime``, ``seal_keys``, ...).
 
     On the context ``options`` makes, it replaces Twisted's random per-context session id context
@@ -86,29 +120,30 @@ def with_session_cache(options: Any, store_url: str, *, session_id_context: Unio
     ``enableSessions=True``) with the server cache mode, installs the cache's session callbacks
     and caps the session timeout at ``lifetime`` (:meth:`sesscache.SessionCache.attach`), and sets
     ``OP_NO_TICKET``, so TLS 1.2 resumes by session id and TLS 1.3 with stateful tickets, both
-    from the store. The store is opened in the process that makes the first connection.
+    from the store. The store is opened and tried here; a process forked later opens its own.
     """
     _declare_interfaces()
-    return SessionCachedOptions(options, ProcessCache(store_url, session_id_context=session_id_context,
-                                                      internal_cache=internal_cache,
-                                                      stateful_tickets=stateful_tickets, **cache_options))
+    return SessionCachedOptions(options, _started(ProcessCache(
+        store_url, session_id_context=session_id_context, internal_cache=internal_cache,
+        stateful_tickets=stateful_tickets, on_store_error=on_store_error, **cache_options)))
 
 
 def certificate_options(store_url: str, *, session_id_context: Union[str, bytes], lifetime: Optional[float] = None,
-                        **options: Any) -> SessionCachedOptions:
+                        on_store_error: str = REFUSE, **options: Any) -> SessionCachedOptions:
     """``CertificateOptions(**options)`` with the session cache: see :func:`with_session_cache`."""
     from twisted.internet.ssl import CertificateOptions
 
     cache_options = {} if lifetime is None else {"lifetime": lifetime}
     return with_session_cache(CertificateOptions(**options), store_url, session_id_context=session_id_context,
-                              **cache_options)
+                              on_store_error=on_store_error, **cache_options)
 
 
 def parse_endpoint(reactor: Any, *args: Any, store: Optional[str] = None,
                    sessionIdContext: Optional[str] = None, lifetime: Optional[str] = None,
-                   **kwargs: Any) -> Any:
+                   onStoreError: str = REFUSE, **kwargs: Any) -> Any:
     """The ``sesscache-ssl:`` endpoint: Twisted's ``ssl:`` endpoint (same parameters, parsed by
-    Twisted's own parser) with :func:`with_session_cache` over its ``CertificateOptions``."""
+    Twisted's own parser) with :func:`with_session_cache` over its ``CertificateOptions``;
+    ``onStoreError=warn`` is its ``on_store_error``."""
     from twisted.internet.endpoints import SSL4ServerEndpoint, _parseSSL
 
     from ..errors import ConfigurationError
@@ -120,5 +155,6 @@ def parse_endpoint(reactor: Any, *args: Any, store: Optional[str] = None,
             "(colons inside a value are escaped with a backslash)")
     cache_options = {} if lifetime is None else {"lifetime": float(lifetime)}
     (port, _, options), listen = _parseSSL(None, *args, **kwargs)
-    factory = with_session_cache(options, store, session_id_context=sessionIdContext, **cache_options)
+    factory = with_session_cache(options, store, session_id_context=sessionIdContext, on_store_error=onStoreError,
+                                 **cache_options)
     return SSL4ServerEndpoint(reactor, port, factory, **listen)

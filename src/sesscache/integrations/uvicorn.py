@@ -13,6 +13,12 @@ uvicorn calls the factory in each worker, once (``Config.load``); ``--workers`` 
 workers with ``multiprocessing``'s spawn method, so the factory is pickled: it holds only its
 settings, and each worker opens the store itself.
 
+Made (in the parent), the factory checks what needs no connection (the URL, a SQLite
+directory); called (in each worker), it routes sesscache's log to ``uvicorn.error``, opens the
+store and tries it. A store that cannot work makes the worker exit with uvicorn's
+``STARTUP_FAILURE`` (3), on which uvicorn's supervisor stops instead of respawning it; one that
+is unreachable is logged and uvicorn starts (see ``on_store_error``).
+
 Under gunicorn with ``uvicorn-worker`` (whose worker ignores gunicorn's ``ssl_context`` hook),
 use this module's worker class, which passes gunicorn's hook on to uvicorn::
 
@@ -23,10 +29,14 @@ use this module's worker class, which passes gunicorn's hook on to uvicorn::
 """
 from __future__ import annotations
 
+import os
 import ssl
+import sys
 from typing import Any, Callable, Union
 
+from ._logs import route_to_logger
 from ._process import ProcessCache
+from ._startup import BOOT_ERROR_EXIT, REFUSE
 
 __all__ = ["ssl_context_factory", "SSLContextFactory", "UvicornWorker", "UvicornH11Worker"]
 
@@ -36,8 +46,18 @@ class SSLContextFactory:
 
     def __init__(self, process_cache: ProcessCache) -> None:
         self.process_cache = process_cache
+        problem = process_cache.spawning_parent_problem()
+        if process_cache.refuse_or_warn(problem, "uvicorn", log_refusal=False):
+            from ..errors import ConfigurationError
+
+            raise ConfigurationError(problem.message(process_cache.on_store_error))
 
     def __call__(self, config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        route_to_logger("uvicorn", "uvicorn.error")
+        if not self.process_cache.started:
+            problem = self.process_cache.start_in_process()
+            if self.process_cache.refuse_or_warn(problem, f"uvicorn worker {os.getpid()}"):
+                sys.exit(BOOT_ERROR_EXIT)  # uvicorn's STARTUP_FAILURE: the supervisor stops
         return self.process_cache.prepare(default_factory())
 
     def __repr__(self) -> str:
@@ -45,7 +65,8 @@ class SSLContextFactory:
 
 
 def ssl_context_factory(store_url: str, *, session_id_context: Union[str, bytes], internal_cache: bool = True,
-                        stateful_tickets: bool = True, **cache_options: Any) -> SSLContextFactory:
+                        stateful_tickets: bool = True, on_store_error: str = REFUSE,
+                        **cache_options: Any) -> SSLContextFactory:
     """A value for uvicorn's ``ssl_context_factory`` that serves sessions from a shared store.
 
     :param store_url: the store (:func:`sesscache.store_from_url`): ``sqlite:PATH`` for the
@@ -55,6 +76,12 @@ def ssl_context_factory(store_url: str, *, session_id_context: Union[str, bytes]
     :param internal_cache: see :meth:`sesscache.SessionCache.attach`.
     :param stateful_tickets: True (default) sets ``OP_NO_TICKET``; False leaves tickets as the
         context has them (for a deployment that shares ticket keys itself).
+    :param on_store_error: ``"refuse"`` (default): a store that cannot work as configured (a
+        SQLite directory missing or not writable, a Redis password or ACL user refused) stops
+        uvicorn at start, naming the store and the cause (raised here for what can be told
+        without connecting; else each worker exits with status 3 and uvicorn's supervisor
+        stops). ``"warn"``: uvicorn starts anyway and logs it. A store that is only unreachable
+        never stops uvicorn: it is logged at once, then once per burst.
     :param cache_options: :class:`~sesscache.SessionCache` arguments (``lifetime``,
         ``seal_keys``, ``max_session_size``, ``single_use``).
 
@@ -72,7 +99,7 @@ def ssl_context_factory(store_url: str, *, session_id_context: Union[str, bytes]
     """
     return SSLContextFactory(ProcessCache(store_url, session_id_context=session_id_context,
                                           internal_cache=internal_cache, stateful_tickets=stateful_tickets,
-                                          **cache_options))
+                                          on_store_error=on_store_error, **cache_options))
 
 
 def _worker_classes():
