@@ -287,6 +287,11 @@ OTHER_ROWS = [
     Row("a session id stamped as issued long ago, or more than a second ahead of this host's clock",
         "network", "full handshake at once, no wait", "misses",
         "stores/test_store_write_behind.py::test_only_recent_stamped_misses_wait"),
+    # Issue 23: faults the first adversarial pass found.
+    Row("a password or token in a store URL's query string (password=, sentinel_password=, "
+        "*token*, *secret*, *key*), or in a URL the parser cannot read", "store URLs in logs, reprs, errors",
+        "shown as ***, every scheme", "-",
+        "stores/test_store_urls.py::test_secrets_in_query_strings_never_shown"),
 ]
 
 
