@@ -288,6 +288,21 @@ OTHER_ROWS = [
         "network", "full handshake at once, no wait", "misses",
         "stores/test_store_write_behind.py::test_only_recent_stamped_misses_wait"),
     # Issue 23: faults the first adversarial pass found.
+    Row("ticket-key ring: generation or keep 1e999, a key's not_after 1e19 or Infinity, NaN or "
+        "negative times, JSON nested 100,000 deep, keys not a list or 100,000 of them, wrong types",
+        "TicketKeys(store), refresh(), python -m sesscache keys show|rotate",
+        "RingFormatError inside; TicketKeys serves from a local key (logged), never overwrites the "
+        "entry, adopts the fleet's ring at the first refresh that reads one; the command line prints "
+        "the error and exits 2", "TicketKeys.stats store_errors, local_keys",
+        "ticket_keys/test_bad_rings.py::test_a_malformed_ring_never_raises_a_local_key_serves_and_the_"
+        "fleet_ring_comes_back, test_keys_show_prints_a_clear_error_and_exits_non_zero"),
+    Row("ticket-key ring: a SQLite row whose value is INTEGER, REAL or TEXT", "TicketKeys(store), keys show",
+        "refused as not bytes: a local key, as above", "TicketKeys.stats store_errors",
+        "ticket_keys/test_bad_rings.py::test_a_sqlite_row_of_another_type_never_raises"),
+    Row("ticket-key ring: a custom store whose compare_and_set raises RuntimeError", "TicketKeys(store), refresh()",
+        "a local key (logged with the exception's type); rotate() raises StoreError naming it",
+        "TicketKeys.stats store_errors",
+        "ticket_keys/test_bad_rings.py::test_a_store_whose_compare_and_set_raises_never_raises_out_of_the_constructor"),
     Row("a password or token in a store URL's query string (password=, sentinel_password=, "
         "*token*, *secret*, *key*), or in a URL the parser cannot read", "store URLs in logs, reprs, errors",
         "shown as ***, every scheme", "-",
