@@ -34,8 +34,12 @@ Faults:
 * store unreachable later: the ring in memory keeps serving, the thread retries with
   backoff (its timer is re-armed after every error, never left stopped); once the
   current key would encrypt past its safe age, a local key takes over, logged;
-* a ring written by a newer format: refused (logged, counted), never misread or
-  overwritten.
+* a ring written by a newer format, or one it cannot read (malformed, not bytes):
+  refused (logged, counted), never misread or overwritten; a local key serves and the
+  next refresh that reads a ring adopts it;
+* a ring whose keys have all expired while its next rotation is still ahead (a fleet
+  stopped for days): rotated at once (logged); when the store takes no writes, a local
+  key serves until a refresh can rotate it. :meth:`TicketKeys.keys` lists no expired key.
 
 Keys at rest are as secret as a private key: pass ``seal_keys`` (AES-GCM, the same
 :class:`~sesscache.sealing.Sealer` as sessions) when the store is not private memory.
@@ -495,8 +499,16 @@ class TicketKeys:
                 ring = decode_ring(blob, self._sealer, self.namespace) if blob is not None else None
                 now = self._clock()
                 if ring is not None and not force and now < ring.next_rotation:
-                    self._adopt(ring, blob)
-                    return False
+                    if ring.current is not None and now < ring.current.not_after:
+                        self._adopt(ring, blob)
+                        return False
+                    # Not due by its time, yet nothing in it may encrypt (its keys expired:
+                    # a fleet stopped for days, a ring written with a wrong time): rotated
+                    # now, the whole fleet resumes again; if the write fails, a local key.
+                    self._burst.log(logging.WARNING, "dead-ring",
+                                    "sesscache: ticket keys: the ring in the store (generation %d) has "
+                                    "no current key that is still valid, and its next rotation is %.0f s "
+                                    "away; rotating it now", ring.generation, ring.next_rotation - now)
                 new = self._rotated(ring, now)
                 new_blob = encode_ring(new, self._sealer, self.namespace)
                 if _store_call(self.store.compare_and_set, self.namespace, blob, new_blob, self._ring_ttl()):
@@ -607,8 +619,9 @@ class TicketKeys:
     def keys(self) -> List[KeyInfo]:
         """The keys served now, encrypting one first (no key bytes)."""
         with self._lock:
+            now = self._clock()
             return [KeyInfo(k.name.hex(), "local" if role.startswith("local") else role,
-                            k.created, k.not_after) for role, k in self._serving()]
+                            k.created, k.not_after) for role, k in self._serving() if now < k.not_after]
 
     @property
     def stats(self) -> TicketKeyStats:

@@ -299,6 +299,11 @@ OTHER_ROWS = [
     Row("ticket-key ring: a SQLite row whose value is INTEGER, REAL or TEXT", "TicketKeys(store), keys show",
         "refused as not bytes: a local key, as above", "TicketKeys.stats store_errors",
         "ticket_keys/test_bad_rings.py::test_a_sqlite_row_of_another_type_never_raises"),
+    Row("ticket-key ring whose keys have all expired, its next rotation still ahead",
+        "TicketKeys(store), refresh()", "rotated at once (logged), tickets resume; if the store "
+        "refuses writes, a local key (logged) until a refresh can rotate it; keys() lists no expired key",
+        "TicketKeys.stats rotations, local_keys",
+        "ticket_keys/test_expired_ring.py"),
     Row("ticket-key ring: a custom store whose compare_and_set raises RuntimeError", "TicketKeys(store), refresh()",
         "a local key (logged with the exception's type); rotate() raises StoreError naming it",
         "TicketKeys.stats store_errors",
