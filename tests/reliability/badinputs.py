@@ -299,6 +299,21 @@ OTHER_ROWS = [
     Row("ticket-key ring: a SQLite row whose value is INTEGER, REAL or TEXT", "TicketKeys(store), keys show",
         "refused as not bytes: a local key, as above", "TicketKeys.stats store_errors",
         "ticket_keys/test_bad_rings.py::test_a_sqlite_row_of_another_type_never_raises"),
+    Row("a client host whose first label has 56+ characters, a 63-character SNI name, an IDN, any str",
+        "ClientSessionCache.key_for, prepare()", "a key for every (host, port, name) (JSON, no IDNA); "
+        "sessions kept under the old scc1: keys are not found after the upgrade: one full "
+        "handshake per server, then stored anew", "-",
+        "cache/test_client_cache_keys.py::test_a_restarted_client_resumes_for_any_valid_name, "
+        "test_keys_exist_for_any_text_and_differ_when_the_servers_differ, "
+        "test_a_session_stored_under_the_old_key_format_is_a_miss_then_stored_anew"),
+    Row("a SQLite TEXT, INTEGER or REAL value, an empty, truncated or non-DER value under a client key",
+        "ClientSessionCache.prepare()", "full handshake (nothing offered), logged once per burst; "
+        "the new session replaces it", "ClientSessionCache.errors",
+        "cache/test_client_cache_keys.py::test_whatever_a_sqlite_row_holds_is_a_counted_miss"),
+    Row("a client session envelope of the next format version (a rolling deploy)",
+        "ClientSessionCache.prepare(), plain or sealed", "full handshake, nothing logged",
+        "ClientSessionCache.other_format",
+        "cache/test_client_cache_keys.py::test_a_session_of_the_next_format_version_is_a_quiet_counted_miss"),
     Row("ticket-key ring whose keys have all expired, its next rotation still ahead",
         "TicketKeys(store), refresh()", "rotated at once (logged), tickets resume; if the store "
         "refuses writes, a local key (logged) until a refresh can rotate it; keys() lists no expired key",
