@@ -93,11 +93,16 @@ class TicketKeyStats:
     """What the ticket keys did in this process (all contexts attached to one object)."""
 
     issued: int = 0  #: tickets encrypted
-    resumed: int = 0  #: handshakes resumed from a ticket under a key of the ring
+    #: handshakes resumed from a ticket under a key of the ring, counted once the
+    #: handshake has resumed (TLS 1.3: at the ticket that follows; TLS 1.2: when the
+    #: connection is freed), never when a ticket was merely decrypted
+    resumed: int = 0
     renewed: int = 0  #: ... of which under a previous key (a fresh ticket was issued)
     unknown_key: int = 0  #: tickets under a key not in the ring (another deployment, too old)
     expired_key: int = 0  #: tickets under a key of the ring past its maximum age
-    rejected: int = 0  #: tickets under a known key that did not resume (tampered, unusable)
+    #: tickets under a known key that did not resume (tampered, unusable, or the
+    #: connection ended before its handshake finished)
+    rejected: int = 0
     no_key: int = 0  #: tickets issued under a throwaway key (none usable): they never resume
     errors: int = 0  #: OpenSSL errors in the callback (random bytes, cipher set-up)
     rotations: int = 0  #: rotations this process made (written to the store)
@@ -634,8 +639,8 @@ class TicketKeys:
             py = self._stats
             return TicketKeyStats(
                 issued=c["issued"],
-                resumed=c["accepted_current"] + c["accepted_old"] - c["rejected_current"] - c["rejected_old"],
-                renewed=c["accepted_old"] - c["rejected_old"],
+                resumed=c["accepted_current"] + c["accepted_old"],
+                renewed=c["accepted_old"],
                 unknown_key=c["unknown"], expired_key=c["expired"],
                 rejected=c["rejected_current"] + c["rejected_old"],
                 no_key=c["no_key"], errors=c["errors"], rotations=py.rotations,

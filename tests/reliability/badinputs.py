@@ -299,6 +299,15 @@ OTHER_ROWS = [
     Row("ticket-key ring: a SQLite row whose value is INTEGER, REAL or TEXT", "TicketKeys(store), keys show",
         "refused as not bytes: a local key, as above", "TicketKeys.stats store_errors",
         "ticket_keys/test_bad_rings.py::test_a_sqlite_row_of_another_type_never_raises"),
+    Row("TLS 1.2 or 1.3 ClientHellos carrying a real ticket with one byte of its encrypted part "
+        "flipped (key name intact), the connection dropped after the ServerHello",
+        "the ticket-key callback (TicketKeys)", "full handshake begun; not counted as resumed "
+        "(the decrypt call only marks the connection; the mark is settled once, when the "
+        "handshake's outcome is known or OpenSSL frees the connection)", "TicketKeys.stats rejected",
+        "ticket_keys/test_counting.py::test_tampered_tickets_dropped_after_the_server_hello_are_never_counted_resumed"),
+    Row("a valid ticket whose client hangs up after the ServerHello", "the ticket-key callback (TicketKeys)",
+        "not counted as resumed (the handshake never finished)", "TicketKeys.stats rejected",
+        "ticket_keys/test_counting.py::test_a_valid_ticket_counts_once_its_handshake_resumed"),
     Row("a client host whose first label has 56+ characters, a 63-character SNI name, an IDN, any str",
         "ClientSessionCache.key_for, prepare()", "a key for every (host, port, name) (JSON, no IDNA); "
         "sessions kept under the old scc1: keys are not found after the upgrade: one full "
