@@ -308,6 +308,19 @@ OTHER_ROWS = [
     Row("a valid ticket whose client hangs up after the ServerHello", "the ticket-key callback (TicketKeys)",
         "not counted as resumed (the handshake never finished)", "TicketKeys.stats rejected",
         "ticket_keys/test_counting.py::test_a_valid_ticket_counts_once_its_handshake_resumed"),
+    Row("a 8 MiB (or 64 MiB) value written by hand under a session's key, Redis or SQLite",
+        "store get() in the handshake thread", "refused without reading it whole (Redis: GETRANGE "
+        "0..max_value_bytes pipelined with EXISTS, one round trip; SQLite: length(), no page of it "
+        "read): a miss, a full handshake, logged once per burst; 64 MiB: 142 ms -> 0.5 ms (Redis), "
+        "126 ms -> 0.02 ms (SQLite)", "store oversize_reads; SessionCache misses",
+        "stores/test_store_read_bounds.py::test_an_oversized_value_is_a_counted_miss_read_no_further_than_the_limit, "
+        "test_a_poisoned_session_is_a_full_handshake_and_a_counted_refusal"),
+    Row("a value over max_value_bytes in memcached (its -I raised past the store's limit)",
+        "MemcachedStore.get()", "a miss after the read (memcached's item size bounds it)",
+        "store oversize_reads", "stores/test_store_read_bounds.py::test_memcached_refuses_a_value_over_its_limit"),
+    Row("a Redis ACL user without +getrange or +exists", "RedisStore.get()",
+        "reads whole with GET, one warning naming the rights to grant", "-",
+        "stores/test_store_read_bounds.py::test_acl_user_without_getrange_falls_back_to_whole_reads_and_says_what_to_grant"),
     Row("a client host whose first label has 56+ characters, a 63-character SNI name, an IDN, any str",
         "ClientSessionCache.key_for, prepare()", "a key for every (host, port, name) (JSON, no IDNA); "
         "sessions kept under the old scc1: keys are not found after the upgrade: one full "
