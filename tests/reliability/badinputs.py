@@ -56,6 +56,14 @@ class Case:
 
 # --- what the store returns -------------------------------------------------------------------
 
+def other_version(value: bytes, sealed: bool) -> bool:
+    """Whether the cache reads ``value`` as another sesscache version's session (a quiet
+    miss, issue 23 item 8): sealing's format bytes 2-15, the envelope's 0xE2-0xEF."""
+    if sealed:
+        return bool(value) and 2 <= value[0] <= 15
+    return len(value) > 26 and 0xE2 <= value[0] <= 0xEF
+
+
 def envelope(env, version: Optional[int] = None) -> bytes:
     """The cache's unsealed envelope around the real session, in the layout cache.py writes."""
     from sesscache.cache import _ENVELOPE, _ENVELOPE_VERSION
@@ -321,6 +329,20 @@ OTHER_ROWS = [
     Row("a Redis ACL user without +getrange or +exists", "RedisStore.get()",
         "reads whole with GET, one warning naming the rights to grant", "-",
         "stores/test_store_read_bounds.py::test_acl_user_without_getrange_falls_back_to_whole_reads_and_says_what_to_grant"),
+    Row("a session written by the next format version (envelope 0xE2 with a field added, plain or "
+        "inside this version's seal; sealing format 2) - a rolling deploy",
+        "SessionCache get", "full handshake, logged at debug level only (format bytes 0xE0-0xEF are the "
+        "envelope's, 1-15 sealing's; other bytes are still refused)", "misses",
+        "reliability/test_version_skew.py::test_sessions_of_the_next_format_version_are_quiet_counted_misses, "
+        "test_a_format_byte_outside_the_family_is_still_refused"),
+    Row("a ticket-key ring of the next format version; this version's ring under the next version's "
+        "reader (format constant patched)", "TicketKeys(store), refresh()",
+        "refused, logged once, a local key where there is no ring in memory; never overwritten; the other "
+        "version's processes keep serving their ring", "TicketKeys.stats store_errors",
+        "reliability/test_version_skew.py::test_a_ring_of_the_next_version_and_this_versions_ring_under_the_next_reader"),
+    Row("a session id stamped with the next stamp format's marker (b\"sd\" instead of b\"sc\")",
+        "SessionCache get over a write-behind store", "no stamp for this version: a miss at once, no wait",
+        "misses", "reliability/test_version_skew.py::test_an_id_stamped_by_the_next_stamp_format_is_a_miss_without_waiting"),
     Row("a client host whose first label has 56+ characters, a 63-character SNI name, an IDN, any str",
         "ClientSessionCache.key_for, prepare()", "a key for every (host, port, name) (JSON, no IDNA); "
         "sessions kept under the old scc1: keys are not found after the upgrade: one full "
