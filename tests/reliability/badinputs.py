@@ -343,6 +343,15 @@ OTHER_ROWS = [
     Row("a session id stamped with the next stamp format's marker (b\"sd\" instead of b\"sc\")",
         "SessionCache get over a write-behind store", "no stamp for this version: a miss at once, no wait",
         "misses", "reliability/test_version_skew.py::test_an_id_stamped_by_the_next_stamp_format_is_a_miss_without_waiting"),
+    Row("any bytes, any JSON, a valid ring with any one field replaced by any JSON value (hypothesis)",
+        "decode_ring, TicketKeys(store)", "a ring within its bounds or RingFormatError, nothing else; "
+        "TicketKeys never raises and always has a key to encrypt with", "TicketKeys.stats store_errors",
+        "ticket_keys/test_ring_properties.py"),
+    Row("any SQLite column value (BLOB, TEXT, INTEGER, REAL), any Redis string or a key of another "
+        "type, any raw memcached value (hypothesis)", "store get()", "the bytes up to max_value_bytes, "
+        "None beyond (counted), the value as it is for other SQLite types (every decoder refuses "
+        "non-bytes), StoreError for WRONGTYPE; nothing else", "store oversize_reads",
+        "stores/test_store_read_properties.py"),
     Row("a client host whose first label has 56+ characters, a 63-character SNI name, an IDN, any str",
         "ClientSessionCache.key_for, prepare()", "a key for every (host, port, name) (JSON, no IDNA); "
         "sessions kept under the old scc1: keys are not found after the upgrade: one full "
