@@ -204,6 +204,9 @@ def test_a_sentinel_url_without_its_service_says_what_to_write():
     ("redis://h/0?pass%77ord=secret", "redis://h/0?pass%77ord=***"),
     ("redis://h/0?password=", "redis://h/0?password="),
     ("redis://h/0#password=secret", "redis://h/0#password=***"),
+    # Found by fuzz/fuzz_decoders.py: a secret name inside another parameter's value.
+    ("redis://h/0?note=a=b?password=secret&db=1", "redis://h/0?note=a=b?password=***&db=1"),
+    ("redis://h/0?x=dU=\"},{\"rold?sentinel_password=x&y", "redis://h/0?x=dU=\"},{\"rold?sentinel_password=***&y"),
     # Passwords the URL parser cannot read are hidden too (urlsplit raised: shown whole before).
     ("redis://app:s3cr/t@cache:6379/0", "redis://app:***@cache:6379/0"),
     ("redis://app:s3@cret@[::1:6379/0", "redis://app:***@[::1:6379/0"),

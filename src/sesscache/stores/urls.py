@@ -92,12 +92,24 @@ _SECRET_NAME = re.compile(r"pass|pwd|secret|token|auth|credential|key", re.IGNOR
 
 
 def _redacted_query(query: str) -> str:
-    parts = re.split(r"([&;])", query)
-    for i in range(0, len(parts), 2):
-        name, eq, value = parts[i].partition("=")
-        if eq and value and _SECRET_NAME.search(unquote(name)):
-            parts[i] = name + "=***"
-    return "".join(parts)
+    """Every value after a secret-looking ``name=``, up to the next ``&``, ``;`` or ``#``,
+    wherever the name stands (also inside another parameter's value)."""
+    spans = []
+    for match in re.finditer(r"([^&;=?#]*)=", query):
+        if _SECRET_NAME.search(unquote(match.group(1))):
+            stop = re.search(r"[&;#]", query[match.end():])
+            end = match.end() + (stop.start() if stop else len(query) - match.end())
+            if end > match.end():
+                spans.append((match.end(), end))
+    out, at = [], 0
+    for begin, end in spans:
+        if begin < at:  # inside a span already hidden
+            begin = at
+            if begin >= end:
+                continue
+        out.append(query[at:begin] + "***")
+        at = end
+    return "".join(out) + query[at:]
 
 
 def _opener(url: str) -> Callable[..., Any]:
