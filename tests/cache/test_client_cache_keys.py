@@ -159,3 +159,24 @@ def test_a_session_of_the_next_format_version_is_a_quiet_counted_miss(certs, tmp
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "quiet"
         # This version's own session replaces it (the newer one reads version 1 or misses).
         assert _connect(cache, echo.port, "localhost") == (True, True)
+
+
+def test_the_reverse_this_versions_session_under_the_next_versions_reader(certs, tmp_path, monkeypatch):
+    """Where one process can play both: the reader's format constant patched to 2 (a next
+    version built the same way) finds this version's session a quiet miss too, and this
+    version still resumes from it."""
+    import sesscache.client_cache as client_cache
+
+    server = _server("stdlib", certs, TLS13)
+    path = str(tmp_path / "client.db")
+    with EchoServer(server, max_connections=3) as echo:
+        _connect(ClientSessionCache(SQLiteStore(path)), echo.port, "localhost")
+        monkeypatch.setattr(client_cache, "_FORMAT_VERSION", 2)
+        later = ClientSessionCache(SQLiteStore(path))
+        assert _connect(later, echo.port, "localhost")[0] is False, "nothing offered"
+        assert (later.other_format, later.errors) == (1, 0)
+        monkeypatch.setattr(client_cache, "_FORMAT_VERSION", 1)
+        # The next version stored its own session (format 2) meanwhile: a miss here, then ours.
+        now = ClientSessionCache(SQLiteStore(path))
+        assert _connect(now, echo.port, "localhost")[0] is False and now.other_format == 1
+        assert now.errors == 0
