@@ -298,7 +298,7 @@ OTHER_ROWS = [
     # Issue 23: faults the first adversarial pass found.
     Row("ticket-key ring: generation or keep 1e999, a key's not_after 1e19 or Infinity, NaN or "
         "negative times, JSON nested 100,000 deep, keys not a list or 100,000 of them, wrong types",
-        "TicketKeys(store), refresh(), python -m sesscache keys show|rotate",
+        "TicketKeys(store), refresh(), python -m sesscache keys show or rotate",
         "RingFormatError inside; TicketKeys serves from a local key (logged), never overwrites the "
         "entry, adopts the fleet's ring at the first refresh that reads one; the command line prints "
         "the error and exits 2", "TicketKeys.stats store_errors, local_keys",
