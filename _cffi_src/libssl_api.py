@@ -87,6 +87,7 @@ API = [
     # the ABI is the same and the cdef needs no OpenSSL crypto types. The EVP callback and
     # EVP_MAC/EVP_CIPHER_fetch are 3.0+; HMAC_Init_ex (the 1.1.1 callback's) is deprecated.
     ("int", "SSL_version", "const SSL *", True),
+    ("int", "SSL_is_init_finished", "const SSL *", False),
     ("long", "SSL_CTX_callback_ctrl", "SSL_CTX *, int, void (*)(void)", True),
     ("int", "SSL_CTX_set_tlsext_ticket_key_evp_cb",
      "SSL_CTX *, int (*)(SSL *, unsigned char *, unsigned char *, void *, void *, int)", False),

@@ -26,9 +26,12 @@ key and a 32-byte AES-256-CBC key: the 80 bytes OpenSSL uses for its own keys.
 
 Counting resumption honestly: the decrypt call only says the key name was found; the
 HMAC check, the session's own checks and TLS 1.3's binder come later. So the decrypt
-call leaves a mark on the connection, and the next encrypt call (OpenSSL issues a ticket
-after every full handshake with tickets on) counts a marked connection that did not
-resume as *rejected* (a tampered or unusable ticket under a known key).
+call counts nothing: it leaves a mark on the connection, settled once, as *accepted*
+(resumed) or *rejected* (a tampered or unusable ticket under a known key, or a handshake
+that never finished): at the next encrypt call when it is certain there (a full
+handshake issues a ticket after the client's Finished: rejected; TLS 1.3 issues one
+after a resumption's Finished: accepted), else when OpenSSL frees the connection (the
+mark's ex_data free hook: resumed and the handshake finished, or not).
 """
 
 INCLUDES = """
@@ -308,6 +311,33 @@ static void sc_tk_ctx_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
     __atomic_sub_fetch(&sc_tk_live_states, 1, __ATOMIC_SEQ_CST);
 }
 
+/* Count a marked connection once: accepted if it resumed (and its handshake finished,
+ * where the copy tells), else rejected. */
+static void sc_tk_settle(sc_tk_ring *ring, void *mark, int resumed)
+{
+    int old = mark == SC_TK_MARK_OLD;
+    sc_tk_count(ring, resumed ? (old ? SC_TK_ACCEPTED_OLD : SC_TK_ACCEPTED_CURRENT)
+                              : (old ? SC_TK_REJECTED_OLD : SC_TK_REJECTED_CURRENT));
+}
+
+static sc_tk_ctx *sc_tk_state(int slot, SSL *ssl);
+
+/* The mark's ex_data free hook (argl carries the slot): OpenSSL frees ex_data first in
+ * SSL_free (1.1.1 to 3.x), so the connection, its context and its session are whole. */
+static void sc_tk_mark_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+                            long argl, void *argp)
+{
+    sc_api *a = &sc_apis[argl];
+    sc_tk_ctx *state;
+    (void)ad; (void)idx; (void)argp;
+    if (ptr == NULL || parent == NULL)
+        return;
+    state = sc_tk_state((int)argl, (SSL *)parent);
+    if (state != NULL)
+        sc_tk_settle(state->ring, ptr, a->SSL_session_reused((SSL *)parent)
+                     && (a->SSL_is_init_finished == NULL || a->SSL_is_init_finished((SSL *)parent)));
+}
+
 static int sc_tk_setup(int slot)
 {
     sc_api *a;
@@ -321,7 +351,8 @@ static int sc_tk_setup(int slot)
     if (!sc_tk_ready[slot]) {
         sc_tk_ctx_idx[slot] = a->CRYPTO_get_ex_new_index(1, slot, NULL, NULL, NULL,
                                                          (void *)sc_tk_ctx_free);
-        sc_tk_mark_idx[slot] = a->CRYPTO_get_ex_new_index(0, slot, NULL, NULL, NULL, NULL);
+        sc_tk_mark_idx[slot] = a->CRYPTO_get_ex_new_index(0, slot, NULL, NULL, NULL,
+                                                          (void *)sc_tk_mark_free);
         /* 3.0+: fetch AES-256-CBC once, not on every ticket (EVP_aes_256_cbc would make
          * each EVP_*Init_ex fetch it again). 1.1.1: the static cipher object. */
         if (a->EVP_CIPHER_fetch != NULL)
@@ -402,10 +433,14 @@ static int sc_tk_encrypt(int slot, sc_tk_ring *ring, SSL *ssl, unsigned char *na
     int i, rv;
     if (mark != NULL) {
         /* A ticket under a known key was decrypted on this connection, and OpenSSL now
-         * issues a ticket: if the handshake did not resume, that ticket was refused. */
-        if (!a->SSL_session_reused(ssl))
-            sc_tk_count(ring, mark == SC_TK_MARK_OLD ? SC_TK_REJECTED_OLD : SC_TK_REJECTED_CURRENT);
-        a->SSL_set_ex_data(ssl, sc_tk_mark_idx[slot], NULL);
+         * issues a ticket: if the handshake did not resume, that ticket was refused; a
+         * TLS 1.3 resumption has finished by now (tickets follow the client's Finished).
+         * A TLS 1.2 renewal goes out before the client's Finished: settled at the free. */
+        int reused = a->SSL_session_reused(ssl);
+        if (!reused || a->SSL_version(ssl) == TLS1_3_VERSION) {
+            a->SSL_set_ex_data(ssl, sc_tk_mark_idx[slot], NULL);
+            sc_tk_settle(ring, mark, reused);
+        }
     }
     if (a->RAND_bytes(iv, 16) != 1) {
         sc_tk_count(ring, SC_TK_ERRORS);
@@ -470,7 +505,9 @@ static int sc_tk_decrypt(int slot, sc_tk_ring *ring, SSL *ssl, const unsigned ch
          * not use one ticket twice). */
         int old = key->role == SC_TK_ROLE_PREVIOUS;
         rv = old || a->SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1;
-        sc_tk_count(ring, old ? SC_TK_ACCEPTED_OLD : SC_TK_ACCEPTED_CURRENT);
+        /* Counted when it is known whether the handshake resumed (sc_tk_settle). A mark
+         * left by an earlier decrypt (a HelloRetryRequest's second ClientHello) is
+         * replaced, not counted twice. */
         a->SSL_set_ex_data(ssl, sc_tk_mark_idx[slot], old ? SC_TK_MARK_OLD : SC_TK_MARK_CURRENT);
     }
     pthread_mutex_unlock(&ring->lock);

@@ -199,7 +199,10 @@ class TlsRedis(RedisServer):
         (workdir / "users.acl").write_text(
             f"user default off\n"
             f"user {ACL_USER} on >{ACL_PASSWORD} ~sesscache:* ~t* +get +set +del +getdel "
-            f"+multi +exec +ping +info +dbsize +hello +client\n")
+            f"+multi +exec +ping +info +dbsize +hello +client\n"
+            # The same, plus what bounded reads need (stores/_read_bounds.py).
+            f"user {ACL_USER}-bounded on >{ACL_PASSWORD} ~sesscache:* ~t* +get +getrange +exists +set "
+            f"+del +getdel +multi +exec +ping +info +dbsize +hello +client\n")
 
     def argv(self) -> List[str]:
         return ["redis-server", "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",

@@ -88,6 +88,22 @@ assert _ENVELOPE.size == lib.SC_ENVELOPE_SIZE
 _ENVELOPE_VERSION = lib.SC_ENVELOPE_VERSION
 #: Sealing and the envelope add at most this much to a session's DER.
 _MAX_ENVELOPE_OVERHEAD = lib.SC_ENVELOPE_OVERHEAD
+
+
+class _OtherVersion(SessionError):
+    """A stored value in a format another sesscache version writes: the envelope's format
+    bytes are the 0xE0 family (this one 0xE1, later ones 0xE2...), sealing's 2 to 15. In a
+    rolling deploy such values are expected: a quiet miss, not a refusal."""
+
+
+def _other_envelope_version(version: int) -> bool:
+    return version != _ENVELOPE_VERSION and version & 0xF0 == _ENVELOPE_VERSION & 0xF0
+
+
+def _other_seal_version(version: int) -> bool:
+    from .sealing import VERSION
+
+    return version != VERSION and 1 <= version <= 15
 #: How far in the future a session's origin may lie (clocks of a fleet disagree a little).
 _CLOCK_SKEW = lib.SC_CLOCK_SKEW
 
@@ -432,10 +448,14 @@ class SessionCache:
     def _unwrap(self, key: bytes, blob: bytes) -> _Stored:
         """What a stored blob holds; SealError or SessionError when it is not ours."""
         if self._sealer is not None:
+            if blob and _other_seal_version(blob[0]):
+                raise _OtherVersion(f"sealed by another sesscache version (format {blob[0]})")
             blob = self._sealer.open(key, blob)  # SealError for anything not ours
         if len(blob) <= _ENVELOPE.size:
             raise SessionError("stored blob is too short to hold a session")
         version, origin, certificate, name_length = _ENVELOPE.unpack_from(blob)
+        if _other_envelope_version(version):
+            raise _OtherVersion(f"written by another sesscache version (format {version:#x})")
         if version != _ENVELOPE_VERSION:
             raise SessionError(f"stored blob has format {version}, this sesscache reads {_ENVELOPE_VERSION}")
         start = _ENVELOPE.size + name_length
@@ -634,6 +654,10 @@ class _Attachment:
                                                      "session this cache stores"))
         try:
             stored = cache._unwrap(key, blob)
+        except _OtherVersion as exc:  # a rolling deploy: another version's session, a quiet miss
+            cache._count("misses")
+            logger.debug("sesscache: a stored session %s: a miss", exc)
+            return ffi.NULL
         except (SealError, SessionError) as exc:
             return self._reject("blob", exc)
         now = time.time()

@@ -16,6 +16,7 @@ no constructor), so there is nothing to hand it.
 """
 from __future__ import annotations
 
+import json
 import logging
 import struct
 import time
@@ -27,7 +28,7 @@ from . import callbacks as _callbacks
 from ._burstlog import BurstLogger
 from .cache import DEFAULT_LIFETIME, MAX_LIFETIME
 from .contexts import SESS_CACHE_CLIENT, SESS_CACHE_NO_INTERNAL_STORE, set_session_cache_mode
-from .errors import ConfigurationError, SealError, SessionError
+from .errors import ConfigurationError
 from .session import Session
 from .stores import MemoryStore, Store
 from .stores.base import check_store
@@ -36,7 +37,13 @@ logger = logging.getLogger(__name__)
 
 _KEY_ATTRIBUTE = "_sesscache_client_key"
 _ENVELOPE = struct.Struct(">Bq")  # format version, expiry (seconds since the epoch)
-_KEY_PREFIX = b"scc1:"
+_FORMAT_VERSION = 1
+# scc1: keys were f"{host}|{port}|{name}".encode("idna"), which fused the host's last
+# label, the port and the name's first label into one label (UnicodeError past 63
+# characters). scc2: keys are JSON, valid for any str; sessions kept under scc1: keys are
+# not found after an upgrade (one full handshake per server, then stored anew) and age
+# out of the store by their own ttl.
+_KEY_PREFIX = b"scc2:"
 
 
 class ClientSessionCache:
@@ -71,6 +78,7 @@ class ClientSessionCache:
         self.stored = 0
         self.offered = 0
         self.errors = 0
+        self.other_format = 0  # stored values of another format version (another sesscache)
 
     def attach(self, context: Any) -> None:
         """Record every new session of this pyOpenSSL client context in the store."""
@@ -109,8 +117,11 @@ class ClientSessionCache:
 
     @staticmethod
     def key_for(host: str, port: int, server_name: Optional[str] = None) -> bytes:
+        """The store key of (host, port, server name): one per distinct lowercased triple,
+        for any str (no IDNA: a name IDNA cannot encode still has a key)."""
         name = host if server_name is None else server_name
-        return _KEY_PREFIX + f"{host.lower()}|{int(port)}|{(name or '').lower()}".encode("idna")
+        triple = [str(host).lower(), int(port), str(name or "").lower()]
+        return _KEY_PREFIX + json.dumps(triple, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
     def prepare(self, connection: Any, host: str, port: int, server_name: Optional[str] = None) -> bool:
         """Before the handshake: set the SNI name and offer a stored session, if any.
@@ -129,9 +140,16 @@ class ClientSessionCache:
             return False
         if blob is None:
             return False
+        # Bytes from a store: whatever they are, a counted miss, never an exception.
         try:
+            if not isinstance(blob, (bytes, bytearray, memoryview)):
+                raise TypeError(f"the store returned a {type(blob).__name__}, not bytes")
             if self._sealer is not None:
                 blob = self._sealer.open(key, blob)
+            if len(blob) >= _ENVELOPE.size and blob[0] != _FORMAT_VERSION:
+                # Written by another version of sesscache (a rolling deploy): not ours to read.
+                self.other_format += 1
+                return False
             _version, expires = _ENVELOPE.unpack_from(blob)
             if expires <= time.time():
                 return False
@@ -139,7 +157,7 @@ class ClientSessionCache:
             session = Session.from_bytes(memoryview(blob)[_ENVELOPE.size:], context)
             connection.set_session(session.to_pyopenssl(context))
             session.close()
-        except (SealError, SessionError, struct.error) as exc:
+        except Exception as exc:  # SealError, SessionError, struct.error, TypeError, ...
             self._failed("open", exc)
             return False
         self.offered += 1
@@ -153,7 +171,7 @@ class ClientSessionCache:
         expires = min(now + self.lifetime, session.time + session.timeout)
         if expires <= now or not session.is_resumable:
             return
-        blob = _ENVELOPE.pack(1, int(expires)) + session.to_bytes()
+        blob = _ENVELOPE.pack(_FORMAT_VERSION, int(expires)) + session.to_bytes()
         if self._sealer is not None:
             blob = self._sealer.seal(key, blob)
         try:

@@ -5,6 +5,9 @@ and TLS 1.3 tickets (which with ``OP_NO_TICKET`` are session ids) whose last 8 b
 ``b"sc"`` and the issue time in milliseconds. A lookup that misses in a store whose writes
 go behind the handshake reads it to tell a session whose write has not landed yet (a
 client that reconnected at once to another server) from one that is gone.
+
+The marker is the stamp's format: a later layout takes another one (``b"sd"``, ...), which
+this version reads as no stamp at all: a miss at once, never a wait on a misread time.
 """
 from __future__ import annotations
 

@@ -34,8 +34,12 @@ Faults:
 * store unreachable later: the ring in memory keeps serving, the thread retries with
   backoff (its timer is re-armed after every error, never left stopped); once the
   current key would encrypt past its safe age, a local key takes over, logged;
-* a ring written by a newer format: refused (logged, counted), never misread or
-  overwritten.
+* a ring written by a newer format, or one it cannot read (malformed, not bytes):
+  refused (logged, counted), never misread or overwritten; a local key serves and the
+  next refresh that reads a ring adopts it;
+* a ring whose keys have all expired while its next rotation is still ahead (a fleet
+  stopped for days): rotated at once (logged); when the store takes no writes, a local
+  key serves until a refresh can rotate it. :meth:`TicketKeys.keys` lists no expired key.
 
 Keys at rest are as secret as a private key: pass ``seal_keys`` (AES-GCM, the same
 :class:`~sesscache.sealing.Sealer` as sessions) when the store is not private memory.
@@ -89,11 +93,16 @@ class TicketKeyStats:
     """What the ticket keys did in this process (all contexts attached to one object)."""
 
     issued: int = 0  #: tickets encrypted
-    resumed: int = 0  #: handshakes resumed from a ticket under a key of the ring
+    #: handshakes resumed from a ticket under a key of the ring, counted once the
+    #: handshake has resumed (TLS 1.3: at the ticket that follows; TLS 1.2: when the
+    #: connection is freed), never when a ticket was merely decrypted
+    resumed: int = 0
     renewed: int = 0  #: ... of which under a previous key (a fresh ticket was issued)
     unknown_key: int = 0  #: tickets under a key not in the ring (another deployment, too old)
     expired_key: int = 0  #: tickets under a key of the ring past its maximum age
-    rejected: int = 0  #: tickets under a known key that did not resume (tampered, unusable)
+    #: tickets under a known key that did not resume (tampered, unusable, or the
+    #: connection ended before its handshake finished)
+    rejected: int = 0
     no_key: int = 0  #: tickets issued under a throwaway key (none usable): they never resume
     errors: int = 0  #: OpenSSL errors in the callback (random bytes, cipher set-up)
     rotations: int = 0  #: rotations this process made (written to the store)
@@ -179,8 +188,48 @@ def encode_ring(ring: _Ring, sealer: Any, store_key: bytes) -> bytes:
     return _MAGIC + bytes([FORMAT_VERSION, _SEALED]) + sealer.seal(store_key, body)
 
 
-def decode_ring(blob: bytes, sealer: Any, store_key: bytes) -> _Ring:
-    """The ring in ``blob``; RingFormatError for anything this version cannot read."""
+def decode_ring(blob: Any, sealer: Any, store_key: bytes) -> _Ring:
+    """The ring in ``blob``; RingFormatError for anything this version cannot read.
+
+    The bytes came from a store anyone with store access can write: nothing else ever
+    leaves this function (no OverflowError from ``1e999``, no RecursionError from JSON
+    nested 100,000 deep, no TypeError from a store value that is not bytes)."""
+    try:
+        return _decode_ring(blob, sealer, store_key)
+    except RingFormatError:
+        raise
+    except Exception as exc:  # whatever the bytes provoke: a refused ring, never a crash
+        raise RingFormatError(f"the ticket key ring in the store is malformed "
+                              f"({type(exc).__name__}: {_describe(exc)[:200]})") from None
+
+
+# Bounds of what a ring may hold: times as Unix seconds up to the year 5138 (C keeps them
+# as long long), counts that fit anything that reads them.
+_MAX_TIME = 1e11
+_MAX_COUNT = 2 ** 53
+_MAX_RING_KEYS = 64
+
+
+def _int(data: Any, name: str, default: Any = None) -> int:
+    value = data.get(name, default) if default is not None else data[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_COUNT:
+        raise ValueError(f"{name} must be an integer from 0 to 2**53, got {str(value)[:40]}")
+    return value
+
+
+def _seconds(data: Any, name: str, default: Any = None) -> float:
+    value = data.get(name, default) if default is not None else data[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= _MAX_TIME:
+        raise ValueError(f"{name} must be seconds from 0 to 1e11, got {str(value)[:40]}")
+    return float(value)
+
+
+def _decode_ring(blob: Any, sealer: Any, store_key: bytes) -> _Ring:
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise RingFormatError(
+            f"the store entry {store_key!r} holds a {type(blob).__name__}, not bytes: it is not a "
+            "sesscache ticket key ring; give TicketKeys a namespace of its own in this store")
+    blob = bytes(blob)
     if len(blob) < 6 or blob[:4] != _MAGIC:
         raise RingFormatError(
             f"the store entry {store_key!r} is not a sesscache ticket key ring; give "
@@ -208,16 +257,24 @@ def decode_ring(blob: bytes, sealer: Any, store_key: bytes) -> _Ring:
                 "(python -m sesscache keys rotate) or drop seal_keys everywhere")
     else:
         raise RingFormatError(f"the ticket key ring has an unknown sealing flag {sealing}")
+    ring = None
     try:
         data = json.loads(body)
-        ring = _Ring(int(data["generation"]), float(data["next_rotation"]), None, None,
-                     rotate_every=float(data.get("rotate_every", 0)), keep=int(data.get("keep", 0)))
-        for entry in data["keys"]:
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        ring = _Ring(_int(data, "generation"), _seconds(data, "next_rotation"), None, None,
+                     rotate_every=_seconds(data, "rotate_every", 0), keep=_int(data, "keep", 0))
+        entries = data["keys"]
+        if not isinstance(entries, list) or len(entries) > _MAX_RING_KEYS:
+            raise ValueError(f"keys must be a list of at most {_MAX_RING_KEYS} keys")
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("material"), str):
+                raise ValueError("a key that is not an object with a base64 material")
             material = bytearray(base64.b64decode(entry["material"], validate=True))
             if len(material) != _KEY_BYTES:
                 raise ValueError(f"a key of {len(material)} bytes")
-            key = _Key(material, float(entry["created"]), float(entry["not_after"]))
-            role = entry["role"]
+            key = _Key(material, _seconds(entry, "created"), _seconds(entry, "not_after"))
+            role = entry.get("role")
             if role == "current":
                 ring.current = key
             elif role == "next":
@@ -225,9 +282,13 @@ def decode_ring(blob: bytes, sealer: Any, store_key: bytes) -> _Ring:
             elif role == "previous":
                 ring.previous.append(key)
             else:
-                raise ValueError(f"unknown role {role!r}")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RingFormatError(f"the ticket key ring in the store is malformed ({exc})") from exc
+                key.wipe()
+                raise ValueError(f"unknown role {str(role)[:40]!r}")
+    except Exception as exc:
+        if ring is not None:
+            ring.wipe()
+        raise RingFormatError(f"the ticket key ring in the store is malformed "
+                              f"({type(exc).__name__}: {_describe(exc)[:200]})") from None
     return ring
 
 
@@ -245,7 +306,7 @@ class RingInfo:
 def read_ring(store: Any, *, namespace: bytes = RING_KEY,
               seal_keys: Optional[Sequence[bytes]] = None) -> RingInfo:
     """The ring in ``store`` without its key bytes. StoreError, RingFormatError as they come."""
-    blob = store.get(namespace)
+    blob = _store_call(store.get, namespace)
     if blob is None:
         return RingInfo(0, 0.0, 0.0, 0, ())
     ring = decode_ring(blob, _sealer(seal_keys), namespace)
@@ -426,26 +487,36 @@ class TicketKeys:
         try:
             self._rotate(force=False)
             self._failures = 0
-        except (StoreError, RingFormatError) as exc:
+        except Exception as exc:  # store trouble of any kind, a ring it cannot read: keep serving
             self._failures += 1
             with self._lock:
                 self._stats.store_errors += 1
-            self._burst.log(logging.ERROR if first or isinstance(exc, RingFormatError) else logging.WARNING,
-                            "refresh", "sesscache: ticket keys: %s", _describe(exc))
-            self._ensure_usable_key(first=first)
+            known = isinstance(exc, (StoreError, RingFormatError))
+            self._burst.log(logging.ERROR if first or not isinstance(exc, StoreError) else logging.WARNING,
+                            "refresh", "sesscache: ticket keys: %s",
+                            _describe(exc) if known else f"{type(exc).__name__}: {_describe(exc)}")
+            self._ensure_usable_key(first=first, unreadable=isinstance(exc, RingFormatError))
 
     def _rotate(self, force: bool) -> bool:
         with self._lock:
             for _ in range(8):  # a lost compare-and-set: read again and decide again
-                blob = self.store.get(self.namespace)
+                blob = _store_call(self.store.get, self.namespace)
                 ring = decode_ring(blob, self._sealer, self.namespace) if blob is not None else None
                 now = self._clock()
                 if ring is not None and not force and now < ring.next_rotation:
-                    self._adopt(ring, blob)
-                    return False
+                    if ring.current is not None and now < ring.current.not_after:
+                        self._adopt(ring, blob)
+                        return False
+                    # Not due by its time, yet nothing in it may encrypt (its keys expired:
+                    # a fleet stopped for days, a ring written with a wrong time): rotated
+                    # now, the whole fleet resumes again; if the write fails, a local key.
+                    self._burst.log(logging.WARNING, "dead-ring",
+                                    "sesscache: ticket keys: the ring in the store (generation %d) has "
+                                    "no current key that is still valid, and its next rotation is %.0f s "
+                                    "away; rotating it now", ring.generation, ring.next_rotation - now)
                 new = self._rotated(ring, now)
                 new_blob = encode_ring(new, self._sealer, self.namespace)
-                if self.store.compare_and_set(self.namespace, blob, new_blob, self._ring_ttl()):
+                if _store_call(self.store.compare_and_set, self.namespace, blob, new_blob, self._ring_ttl()):
                     if ring is not None:
                         ring.wipe()
                     self._stats.rotations += 1
@@ -485,7 +556,7 @@ class TicketKeys:
         if old is not None:
             old.wipe()
 
-    def _ensure_usable_key(self, first: bool) -> None:
+    def _ensure_usable_key(self, first: bool, unreadable: bool = False) -> None:
         """The store could not be used: keep serving, and make a local key when there is
         no key fit to encrypt (none at all, or the current one past its safe age)."""
         with self._lock:
@@ -497,7 +568,11 @@ class TicketKeys:
             key = _Key.fresh(now, (self.keep + 1 + _GRACE) * self.rotate_every, local=True)
             self._local.insert(0, key)
             self._stats.local_keys += 1
-            if first:
+            if unreadable:
+                logger.error("sesscache: ticket keys: the ring in the store cannot be used; using "
+                             "a local random key (tickets resume on this process only until the "
+                             "store holds a ring this process reads: the next refresh adopts it)")
+            elif first:
                 logger.error("sesscache: ticket keys: the store is unreachable at start; using a "
                              "local random key (tickets resume on this process only until the "
                              "store answers)")
@@ -549,8 +624,9 @@ class TicketKeys:
     def keys(self) -> List[KeyInfo]:
         """The keys served now, encrypting one first (no key bytes)."""
         with self._lock:
+            now = self._clock()
             return [KeyInfo(k.name.hex(), "local" if role.startswith("local") else role,
-                            k.created, k.not_after) for role, k in self._serving()]
+                            k.created, k.not_after) for role, k in self._serving() if now < k.not_after]
 
     @property
     def stats(self) -> TicketKeyStats:
@@ -563,8 +639,8 @@ class TicketKeys:
             py = self._stats
             return TicketKeyStats(
                 issued=c["issued"],
-                resumed=c["accepted_current"] + c["accepted_old"] - c["rejected_current"] - c["rejected_old"],
-                renewed=c["accepted_old"] - c["rejected_old"],
+                resumed=c["accepted_current"] + c["accepted_old"],
+                renewed=c["accepted_old"],
                 unknown_key=c["unknown"], expired_key=c["expired"],
                 rejected=c["rejected_current"] + c["rejected_old"],
                 no_key=c["no_key"], errors=c["errors"], rotations=py.rotations,
@@ -663,6 +739,17 @@ def _weakrefable(obj: Any) -> bool:
         return True
     except TypeError:
         return False
+
+
+def _store_call(method: Callable[..., Any], *args: Any) -> Any:
+    """A store call whose failures of any kind (a custom store's RuntimeError) are StoreError."""
+    try:
+        return method(*args)
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"{getattr(method, '__qualname__', 'the store')} raised "
+                         f"{type(exc).__name__}: {_describe(exc)}") from exc
 
 
 def _describe(exc: BaseException) -> str:

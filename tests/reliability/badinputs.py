@@ -56,6 +56,14 @@ class Case:
 
 # --- what the store returns -------------------------------------------------------------------
 
+def other_version(value: bytes, sealed: bool) -> bool:
+    """Whether the cache reads ``value`` as another sesscache version's session (a quiet
+    miss, issue 23 item 8): sealing's format bytes 2-15, the envelope's 0xE2-0xEF."""
+    if sealed:
+        return bool(value) and 2 <= value[0] <= 15
+    return len(value) > 26 and 0xE2 <= value[0] <= 0xEF
+
+
 def envelope(env, version: Optional[int] = None) -> bytes:
     """The cache's unsealed envelope around the real session, in the layout cache.py writes."""
     from sesscache.cache import _ENVELOPE, _ENVELOPE_VERSION
@@ -287,6 +295,96 @@ OTHER_ROWS = [
     Row("a session id stamped as issued long ago, or more than a second ahead of this host's clock",
         "network", "full handshake at once, no wait", "misses",
         "stores/test_store_write_behind.py::test_only_recent_stamped_misses_wait"),
+    # Issue 23: faults the first adversarial pass found.
+    Row("ticket-key ring: generation or keep 1e999, a key's not_after 1e19 or Infinity, NaN or "
+        "negative times, JSON nested 100,000 deep, keys not a list or 100,000 of them, wrong types",
+        "TicketKeys(store), refresh(), python -m sesscache keys show or rotate",
+        "RingFormatError inside; TicketKeys serves from a local key (logged), never overwrites the "
+        "entry, adopts the fleet's ring at the first refresh that reads one; the command line prints "
+        "the error and exits 2", "TicketKeys.stats store_errors, local_keys",
+        "ticket_keys/test_bad_rings.py::test_a_malformed_ring_never_raises_a_local_key_serves_and_the_"
+        "fleet_ring_comes_back, test_keys_show_prints_a_clear_error_and_exits_non_zero"),
+    Row("ticket-key ring: a SQLite row whose value is INTEGER, REAL or TEXT", "TicketKeys(store), keys show",
+        "refused as not bytes: a local key, as above", "TicketKeys.stats store_errors",
+        "ticket_keys/test_bad_rings.py::test_a_sqlite_row_of_another_type_never_raises"),
+    Row("TLS 1.2 or 1.3 ClientHellos carrying a real ticket with one byte of its encrypted part "
+        "flipped (key name intact), the connection dropped after the ServerHello",
+        "the ticket-key callback (TicketKeys)", "full handshake begun; not counted as resumed "
+        "(the decrypt call only marks the connection; the mark is settled once, when the "
+        "handshake's outcome is known or OpenSSL frees the connection)", "TicketKeys.stats rejected",
+        "ticket_keys/test_counting.py::test_tampered_tickets_dropped_after_the_server_hello_are_never_counted_resumed"),
+    Row("a valid ticket whose client hangs up after the ServerHello", "the ticket-key callback (TicketKeys)",
+        "not counted as resumed (the handshake never finished)", "TicketKeys.stats rejected",
+        "ticket_keys/test_counting.py::test_a_valid_ticket_counts_once_its_handshake_resumed"),
+    Row("a 8 MiB (or 64 MiB) value written by hand under a session's key, Redis or SQLite",
+        "store get() in the handshake thread", "refused without reading it whole (Redis: GETRANGE "
+        "0..max_value_bytes pipelined with EXISTS, one round trip; SQLite: length(), no page of it "
+        "read): a miss, a full handshake, logged once per burst; 64 MiB: 142 ms -> 0.5 ms (Redis), "
+        "126 ms -> 0.02 ms (SQLite)", "store oversize_reads; SessionCache misses",
+        "stores/test_store_read_bounds.py::test_an_oversized_value_is_a_counted_miss_read_no_further_than_the_limit, "
+        "test_a_poisoned_session_is_a_full_handshake_and_a_counted_refusal"),
+    Row("a value over max_value_bytes in memcached (its -I raised past the store's limit)",
+        "MemcachedStore.get()", "a miss after the read (memcached's item size bounds it)",
+        "store oversize_reads", "stores/test_store_read_bounds.py::test_memcached_refuses_a_value_over_its_limit"),
+    Row("a Redis ACL user without +getrange or +exists", "RedisStore.get()",
+        "reads whole with GET, one warning naming the rights to grant", "-",
+        "stores/test_store_read_bounds.py::test_acl_user_without_getrange_falls_back_to_whole_reads_and_says_what_to_grant"),
+    Row("a session written by the next format version (envelope 0xE2 with a field added, plain or "
+        "inside this version's seal; sealing format 2) - a rolling deploy",
+        "SessionCache get", "full handshake, logged at debug level only (format bytes 0xE0-0xEF are the "
+        "envelope's, 1-15 sealing's; other bytes are still refused)", "misses",
+        "reliability/test_version_skew.py::test_sessions_of_the_next_format_version_are_quiet_counted_misses, "
+        "test_a_format_byte_outside_the_family_is_still_refused"),
+    Row("a ticket-key ring of the next format version; this version's ring under the next version's "
+        "reader (format constant patched)", "TicketKeys(store), refresh()",
+        "refused, logged once, a local key where there is no ring in memory; never overwritten; the other "
+        "version's processes keep serving their ring", "TicketKeys.stats store_errors",
+        "reliability/test_version_skew.py::test_a_ring_of_the_next_version_and_this_versions_ring_under_the_next_reader"),
+    Row("a session id stamped with the next stamp format's marker (b\"sd\" instead of b\"sc\")",
+        "SessionCache get over a write-behind store", "no stamp for this version: a miss at once, no wait",
+        "misses", "reliability/test_version_skew.py::test_an_id_stamped_by_the_next_stamp_format_is_a_miss_without_waiting"),
+    Row("any bytes, any JSON, a valid ring with any one field replaced by any JSON value (hypothesis)",
+        "decode_ring, TicketKeys(store)", "a ring within its bounds or RingFormatError, nothing else; "
+        "TicketKeys never raises and always has a key to encrypt with", "TicketKeys.stats store_errors",
+        "ticket_keys/test_ring_properties.py"),
+    Row("any SQLite column value (BLOB, TEXT, INTEGER, REAL), any Redis string or a key of another "
+        "type, any raw memcached value (hypothesis)", "store get()", "the bytes up to max_value_bytes, "
+        "None beyond (counted), the value as it is for other SQLite types (every decoder refuses "
+        "non-bytes), StoreError for WRONGTYPE; nothing else", "store oversize_reads",
+        "stores/test_store_read_properties.py"),
+    Row("any bytes to the Python decoders: rings (plain, behind a header, sealed), client session values, "
+        "client keys, store URLs (atheris, fuzz/fuzz_decoders.py; 1,000,000 runs once, 5,000 in every test run)",
+        "decode_ring, ClientSessionCache.prepare/key_for, redacted_store_url", "the expected answers only; "
+        "one finding fixed: a password-like name inside another parameter's value was shown", "-",
+        "reliability/test_fuzz_decoders.py; stores/test_store_urls.py::test_secrets_in_query_strings_never_shown"),
+    Row("a client host whose first label has 56+ characters, a 63-character SNI name, an IDN, any str",
+        "ClientSessionCache.key_for, prepare()", "a key for every (host, port, name) (JSON, no IDNA); "
+        "sessions kept under the old scc1: keys are not found after the upgrade: one full "
+        "handshake per server, then stored anew", "-",
+        "cache/test_client_cache_keys.py::test_a_restarted_client_resumes_for_any_valid_name, "
+        "test_keys_exist_for_any_text_and_differ_when_the_servers_differ, "
+        "test_a_session_stored_under_the_old_key_format_is_a_miss_then_stored_anew"),
+    Row("a SQLite TEXT, INTEGER or REAL value, an empty, truncated or non-DER value under a client key",
+        "ClientSessionCache.prepare()", "full handshake (nothing offered), logged once per burst; "
+        "the new session replaces it", "ClientSessionCache.errors",
+        "cache/test_client_cache_keys.py::test_whatever_a_sqlite_row_holds_is_a_counted_miss"),
+    Row("a client session envelope of the next format version (a rolling deploy)",
+        "ClientSessionCache.prepare(), plain or sealed", "full handshake, nothing logged",
+        "ClientSessionCache.other_format",
+        "cache/test_client_cache_keys.py::test_a_session_of_the_next_format_version_is_a_quiet_counted_miss"),
+    Row("ticket-key ring whose keys have all expired, its next rotation still ahead",
+        "TicketKeys(store), refresh()", "rotated at once (logged), tickets resume; if the store "
+        "refuses writes, a local key (logged) until a refresh can rotate it; keys() lists no expired key",
+        "TicketKeys.stats rotations, local_keys",
+        "ticket_keys/test_expired_ring.py"),
+    Row("ticket-key ring: a custom store whose compare_and_set raises RuntimeError", "TicketKeys(store), refresh()",
+        "a local key (logged with the exception's type); rotate() raises StoreError naming it",
+        "TicketKeys.stats store_errors",
+        "ticket_keys/test_bad_rings.py::test_a_store_whose_compare_and_set_raises_never_raises_out_of_the_constructor"),
+    Row("a password or token in a store URL's query string (password=, sentinel_password=, "
+        "*token*, *secret*, *key*), or in a URL the parser cannot read", "store URLs in logs, reprs, errors",
+        "shown as ***, every scheme", "-",
+        "stores/test_store_urls.py::test_secrets_in_query_strings_never_shown"),
 ]
 
 

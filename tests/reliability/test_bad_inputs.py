@@ -148,7 +148,10 @@ def test_random_stored_values(stack, sealed):
         env.store.inject[env.key] = value
         outcome, delta = env.attempt()
         assert outcome == FULL, (outcome, value[:40])
-        assert delta in ({"rejected": 1}, {"expired": 1}), delta  # random origin: long expired
+        if badinputs.other_version(value, sealed):  # reads as a later sesscache's format: a quiet miss
+            assert delta == {"misses": 1}, delta
+        else:
+            assert delta in ({"rejected": 1}, {"expired": 1}), delta  # random origin: long expired
 
     check()
     env.still_healthy()

@@ -32,6 +32,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
+from ._read_bounds import refuse_oversize
 from .base import BaseStore, as_bytes, checked_entry, closed_error
 
 try:
@@ -138,9 +139,18 @@ class MemcachedStore(BaseStore):
 
     # -- the Store contract ----------------------------------------------------------------
 
+    oversize_reads = 0  #: values over max_value_bytes refused by get() (see _read_bounds)
+
     def get(self, key: bytes) -> Optional[bytes]:
         raw = self._call("get", self._key(key))
-        return None if raw is None else self._unpack(raw)
+        if raw is None:
+            return None
+        # memcached's item size (-I) bounds what it sends; a value over this store's limit
+        # (another writer, or -I raised past it) is refused like the other stores do.
+        if len(raw) > self.max_value_bytes + _HEADER.size:
+            refuse_oversize(self, f"{len(raw) - _HEADER.size} bytes")
+            return None
+        return self._unpack(raw)
 
     def set(self, key: bytes, value: bytes, ttl: float) -> None:
         key, value, ttl = checked_entry(key, value, ttl)

@@ -24,6 +24,7 @@ import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
+from ._read_bounds import DEFAULT_MAX_VALUE_BYTES, refuse_oversize
 from .base import MAX_TTL, BaseStore, as_bytes, check_ttl, closed_error
 from .redis_replica import LocalReplica, batch_message, delete_entry, no_permission, set_entry
 from .redis_clients import (
@@ -144,7 +145,7 @@ class _RedisCommon:
         if isinstance(exc, _rexc.ReadOnlyError) or text.startswith("READONLY"):
             return StoreError(f"{where} is a read-only replica ({text}): point the URL at the primary")
         if text.startswith("NOPERM") or isinstance(exc, getattr(_rexc, "NoPermissionError", ())):
-            return StoreError(f"{where} denied the command ({text}): the ACL user needs GET, SET, DEL, GETDEL")
+            return StoreError(f"{where} denied the command ({text}): the ACL user needs GET, GETRANGE, EXISTS, SET, DEL, GETDEL")
         if text.startswith("MISCONF"):
             return StoreError(f"{where} refuses writes because snapshots fail ({text}); fix its disk or dir")
         if "max" in text and ("bulk" in text or "size" in text or "exceeds" in text):
@@ -446,6 +447,12 @@ class RedisStore(_RedisCommon, BaseStore):
         slot = self.client.keyslot(self._key(key))
         return self.client.nodes_manager.get_node_from_slot(slot).name
 
+    #: Largest value get() hands back; a larger one is refused (a miss, counted in
+    #: ``oversize_reads``) after reading at most this many bytes + 1 (see _read_bounds).
+    max_value_bytes = DEFAULT_MAX_VALUE_BYTES
+    oversize_reads = 0
+    _bounded_reads = True  # False once the ACL user was refused GETRANGE or EXISTS
+
     def get(self, key: bytes) -> Optional[bytes]:
         k = self._key(key)
         replica = self._replica
@@ -454,6 +461,22 @@ class RedisStore(_RedisCommon, BaseStore):
             if value is not None:
                 return value
         try:
+            if self._bounded_reads:
+                try:
+                    # One round trip: at most max_value_bytes + 1 bytes, and whether the
+                    # key exists (GETRANGE answers b"" for a missing key and an empty value).
+                    value, exists = self._pipeline([("GETRANGE", k, 0, self.max_value_bytes), ("EXISTS", k)])
+                except _rexc.ResponseError as exc:
+                    if not no_permission(exc):
+                        raise
+                    self._bounded_reads = False
+                    log.warning("%s: the ACL user may not run GETRANGE or EXISTS (%s); reading "
+                                "values whole with GET, unbounded: grant +getrange +exists", self._where, exc)
+                    return self._command("GET", k)
+                if len(value) > self.max_value_bytes:
+                    refuse_oversize(self, f"more than {self.max_value_bytes} bytes")
+                    return None
+                return value if value or exists else None
             return self._command("GET", k)
         except _FAULTS as exc:
             raise self._fault(exc) from exc
@@ -604,9 +627,30 @@ class AsyncRedisStore(_RedisCommon):
 
         self._connect(prefix, timeout, url, client, client_kwargs, aredis.Redis, AsyncRetry)
 
+    max_value_bytes = DEFAULT_MAX_VALUE_BYTES  #: as RedisStore's
+    oversize_reads = 0
+    _bounded_reads = True
+
     async def get(self, key: bytes) -> Optional[bytes]:
         k = self._key(key)
         try:
+            if self._bounded_reads:
+                try:
+                    pipe = self.client.pipeline(transaction=False)
+                    pipe.getrange(k, 0, self.max_value_bytes)
+                    pipe.exists(k)
+                    value, exists = await pipe.execute()
+                except _rexc.ResponseError as exc:
+                    if not no_permission(exc):
+                        raise
+                    self._bounded_reads = False
+                    log.warning("%s: the ACL user may not run GETRANGE or EXISTS (%s); reading "
+                                "values whole with GET, unbounded: grant +getrange +exists", self._where, exc)
+                    return await self.client.get(k)
+                if len(value) > self.max_value_bytes:
+                    refuse_oversize(self, f"more than {self.max_value_bytes} bytes")
+                    return None
+                return value if value or exists else None
             return await self.client.get(k)
         except (_rexc.RedisError, OSError, asyncio.TimeoutError) as exc:
             raise self._fault(exc) from exc

@@ -32,6 +32,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
+from ._read_bounds import DEFAULT_MAX_VALUE_BYTES, refuse_oversize
 from .base import BaseStore, as_bytes, checked_entry
 
 __all__ = ["SQLiteStore"]
@@ -135,7 +136,10 @@ class SQLiteStore(BaseStore):
         self._closed = False
         self._has_returning = _HAS_RETURNING
         t = table
-        self._sql_get = f"SELECT value FROM {t} WHERE key = ? AND expires > ?"
+        # length() of a BLOB reads no page of it, so an oversized value is never loaded;
+        # nor is its expiry (stored after it: reading it walks the value's overflow pages).
+        self._sql_get = (f"SELECT CASE WHEN length(value) > ?1 THEN NULL ELSE value END, length(value) "
+                         f"FROM {t} WHERE key = ?2 AND (length(value) > ?1 OR expires > ?3)")
         self._sql_set = f"INSERT OR REPLACE INTO {t} (key, value, expires) VALUES (?, ?, ?)"
         self._sql_delete = f"DELETE FROM {t} WHERE key = ?"
         self._sql_pop = f"DELETE FROM {t} WHERE key = ? RETURNING value, expires"
@@ -158,10 +162,20 @@ class SQLiteStore(BaseStore):
             key = as_bytes(key, "key")
         c = self._conn()
         try:
-            rows = c.conn.execute(self._sql_get, (key, self._clock())).fetchall()
+            rows = c.conn.execute(self._sql_get, (self.max_value_bytes, key, self._clock())).fetchall()
         except sqlite3.Error as exc:
             raise self._fault(exc, c, "read") from exc
-        return rows[0][0] if rows else None
+        if not rows:
+            return None
+        value, length = rows[0]
+        if value is None:
+            refuse_oversize(self, f"{length} bytes")
+        return value
+
+    #: Largest value get() hands back; a larger one is refused (a miss, counted in
+    #: ``oversize_reads``) without being read (see _read_bounds).
+    max_value_bytes = DEFAULT_MAX_VALUE_BYTES
+    oversize_reads = 0
 
     def set(self, key: bytes, value: bytes, ttl: float) -> None:
         key, value, ttl = checked_entry(key, value, ttl)

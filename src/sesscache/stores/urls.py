@@ -27,8 +27,9 @@ in a server's master process is safe to use in its forked workers.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError
 
@@ -61,17 +62,54 @@ def check_store_url(url: str) -> None:
 
 
 def redacted_store_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``: for logs, reprs and messages."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
+    """``url`` with every secret replaced by ``***``: for logs, reprs and messages.
+
+    Hidden: the password of the user part (``redis://user:***@host``, also before a list
+    of hosts), and the value of every query parameter whose name looks secret
+    (``password``, ``sentinel_password``, anything with ``pass``, ``pwd``, ``secret``,
+    ``token``, ``auth``, ``credential`` or ``key`` in its name), for every scheme. Works on
+    the text itself, so a URL that does not parse is redacted too.
+    """
+    if not isinstance(url, str):
         return url
-    if not password:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+    base, mark, fragment = url.partition("#")
+    base, qmark, query = base.partition("?")
+    scheme, slashes, rest = base.partition("//")
+    if slashes:
+        # The last "@": a password with an unencoded "/" or "@" is hidden whole too.
+        userinfo, at, hosts = rest.rpartition("@")
+        if at and ":" in userinfo:
+            rest = userinfo.partition(":")[0] + ":***@" + hosts
+        base = scheme + slashes + rest
+    if qmark:
+        query = _redacted_query(query)
+    if mark:
+        fragment = _redacted_query(fragment)
+    return base + qmark + query + mark + fragment
+
+
+_SECRET_NAME = re.compile(r"pass|pwd|secret|token|auth|credential|key", re.IGNORECASE)
+
+
+def _redacted_query(query: str) -> str:
+    """Every value after a secret-looking ``name=``, up to the next ``&``, ``;`` or ``#``,
+    wherever the name stands (also inside another parameter's value)."""
+    spans = []
+    for match in re.finditer(r"([^&;=?#]*)=", query):
+        if _SECRET_NAME.search(unquote(match.group(1))):
+            stop = re.search(r"[&;#]", query[match.end():])
+            end = match.end() + (stop.start() if stop else len(query) - match.end())
+            if end > match.end():
+                spans.append((match.end(), end))
+    out, at = [], 0
+    for begin, end in spans:
+        if begin < at:  # inside a span already hidden
+            begin = at
+            if begin >= end:
+                continue
+        out.append(query[at:begin] + "***")
+        at = end
+    return "".join(out) + query[at:]
 
 
 def _opener(url: str) -> Callable[..., Any]:
