@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sesscache-installed
-C_SOURCES := pyproject.toml setup.py build_ffi.py $(wildcard _cffi_src/*.py)
+C_SOURCES := pyproject.toml setup.py build_ffi.py $(wildcard _cffi_src/*.py) $(wildcard csrc/*.c csrc/*.h)
 
 .PHONY: demo test bench matrix wheel system-packages clean docs
 

@@ -13,7 +13,8 @@
 
 Headers come from the system (``libssl-dev`` on Debian/Ubuntu, ``openssl-devel`` on
 Fedora/RHEL) or from ``OPENSSL_DIR``. The C declarations live in ``_cffi_src/`` (one
-module per C area, composed here).
+module per C area, composed here), the C code in ``csrc/`` (one file per job, read by
+those modules, compiled as one translation unit: see ``csrc/sesscache.h``).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _cffi_src import MODULES, TESTING_MODULES  # noqa: E402
+from _cffi_src import C_DIR, MODULES, TESTING_MODULES, c_source, cdef_of_header  # noqa: E402
 from _cffi_src import libssl_api  # noqa: E402
 import importlib  # noqa: E402
 
@@ -39,33 +40,18 @@ def _api_struct() -> str:
 
 
 def _api_requirements() -> str:
-    """C for the table's ``required`` column: the one list of what every copy must have.
-
-    ``_instances`` reads it back (``sc_api_required``) to decide which missing functions
-    refuse a copy, and checks a filled slot with ``sc_api_first_missing``.
-    """
+    """The table's ``required`` column as C data, read by csrc/api_table.c: the one list of
+    what every copy must have (``_instances`` reads it back through ``sc_api_required``)."""
     flags = ", ".join("1" if required else "0" for *_, required in libssl_api.API)
-    return f"""
-static const unsigned char sc_api_required_flags[] = {{{flags}}};
-#define SC_API_FIELDS ((int)sizeof(sc_api_required_flags))
+    return f"static const unsigned char sc_api_required_flags[] = {{{flags}}};\n"
 
-int sc_api_required(int field)
-{{
-    return field >= 0 && field < SC_API_FIELDS ? sc_api_required_flags[field] : -1;
-}}
 
-int sc_api_first_missing(int slot)
-{{
-    void **fields = (void **)sc_api_slot(slot);
-    int i;
-    if (fields == NULL)
-        return 0;
-    for (i = 0; i < SC_API_FIELDS; i++)
-        if (sc_api_required_flags[i] && fields[i] == NULL)
-            return i;
-    return -1;
-}}
-"""
+def _strict_c_flags() -> list[str]:
+    """``SESSCACHE_STRICT_C=1`` (``make strict-c``, CI): warnings are errors in sesscache's
+    own C. cffi's generated glue around it is not ours to fix, so the files in csrc/ are
+    compiled under ``#pragma GCC diagnostic`` (see _compose_core) rather than the whole
+    module under -Werror."""
+    return []
 
 
 def _openssl_paths(*, libraries: bool) -> tuple[list[str], list[str], list[str]]:
@@ -104,7 +90,7 @@ def _compose_core() -> FFI:
     """The core module: OpenSSL's headers, no OpenSSL library."""
     modules = _modules(MODULES)
     ffi = FFI()
-    cdef = []
+    cdef = [cdef_of_header("shared_types.h")]
     for module in modules:
         cdef.append(module.TYPES)
         if module is libssl_api:
@@ -114,8 +100,9 @@ def _compose_core() -> FFI:
 
     source = [module.INCLUDES for module in modules]
     source.append(_api_struct())
-    source += [module.CUSTOMIZATIONS for module in modules]
     source.append(_api_requirements())
+    source += [module.CUSTOMIZATIONS for module in modules]
+    source.append(c_source("api_table.c"))
     include_dirs, _library_dirs, _rpath = _openssl_paths(libraries=False)
     ffi.set_source(
         "sesscache._sesscache_cffi",
@@ -123,8 +110,9 @@ def _compose_core() -> FFI:
         # No libssl, no libcrypto (and no libdl: the dynamic linker is asked through ctypes,
         # see sesscache._dynlink). `ldd` of the module shows libc alone.
         libraries=[],
-        include_dirs=include_dirs,
+        include_dirs=include_dirs + [str(C_DIR)],
         extra_compile_args=["-Wno-deprecated-declarations"],
+        depends=sorted(str(p) for p in C_DIR.iterdir()),
         py_limited_api=True,
     )
     return ffi
