@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sesscache-installed
 C_SOURCES := pyproject.toml setup.py build_ffi.py $(wildcard _cffi_src/*.py) $(wildcard csrc/*.c csrc/*.h)
 
-.PHONY: demo test bench matrix wheel system-packages clean docs
+.PHONY: demo test bench matrix wheel system-packages clean docs strict-c format format-check
 
 demo: $(STAMP)
 	$(BIN)/python -m sesscache demo
@@ -68,6 +68,22 @@ $(STAMP): $(C_SOURCES) | system-packages
 	$(BIN)/python -m pip install -q -U pip setuptools wheel 'cffi>=1.15'
 	SESSCACHE_BUILD_TESTING=1 $(BIN)/python -m pip install -q --no-build-isolation -e '.[test,servers]'
 	touch $@
+
+# The C of csrc/ and fuzz/: warnings as errors, one format. strict-c compiles the core
+# module alone (into build/strict-c, the installed one untouched) with -Wall -Wextra
+# -Werror, as every CI build does (.ci/run exports SESSCACHE_STRICT_C=1). The format is
+# .clang-format's, checked by Debian's clang-format (.ci/apt-packages.txt).
+C_FORMAT_FILES := $(wildcard csrc/*.c csrc/*.h fuzz/*.c)
+
+strict-c: $(STAMP)
+	rm -rf build/strict-c
+	SESSCACHE_STRICT_C=1 $(BIN)/python build_ffi.py --core-only build/strict-c
+
+format:
+	clang-format -i $(C_FORMAT_FILES)
+
+format-check: system-packages
+	clang-format --dry-run --Werror $(C_FORMAT_FILES)
 
 clean:
 	rm -rf build dist src/*.egg-info src/sesscache/_sesscache_*cffi*.so src/sesscache/_sesscache_*cffi.c

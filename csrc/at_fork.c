@@ -49,16 +49,13 @@ static void sc_fork_unlock(void)
     }
 }
 
-static void sc_fork_parent(void)
-{
-    sc_fork_unlock();
-}
+static void sc_fork_parent(void) { sc_fork_unlock(); }
 
 static void sc_fork_child(void)
 {
     sc_fast *f;
     sc_mem *m;
-    sc_fork_unlock();  /* this thread took them: it is the one the child runs on */
+    sc_fork_unlock(); /* this thread took them: it is the one the child runs on */
     /* Made by another thread while this one forked: that thread may have held the lock,
      * and it is not in the child. Nothing else can touch them here yet. */
     for (f = __atomic_load_n(&sc_fast_all, __ATOMIC_ACQUIRE); f != sc_fork_fast_locked && f != NULL;
@@ -90,7 +87,8 @@ int sc_at_fork_install(void)
     if (__atomic_compare_exchange_n(&sc_fork_state, &expected, 1, 0, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE))
         __atomic_store_n(&sc_fork_state,
-                         pthread_atfork(sc_fork_prepare, sc_fork_parent, sc_fork_child) == 0 ? 2 : 3,
+                         pthread_atfork(sc_fork_prepare, sc_fork_parent, sc_fork_child) == 0 ? 2
+                                                                                             : 3,
                          __ATOMIC_RELEASE);
     return __atomic_load_n(&sc_fork_state, __ATOMIC_ACQUIRE) == 2;
 }

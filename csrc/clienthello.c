@@ -22,13 +22,12 @@
 #include "shared_types.h"
 
 #define SC_HELLO_COMPLETE 1
-#define SC_HELLO_MORE 0
-#define SC_HELLO_INVALID (-1)
-#define SC_HELLO_NOMEM (-2)
+#define SC_HELLO_MORE     0
+#define SC_HELLO_INVALID  (-1)
+#define SC_HELLO_NOMEM    (-2)
 
-
-#define SC_CH_MAX_HELLO ((size_t)65536)
-#define SC_CH_MAX_WIRE (2 * SC_CH_MAX_HELLO)
+#define SC_CH_MAX_HELLO  ((size_t)65536)
+#define SC_CH_MAX_WIRE   (2 * SC_CH_MAX_HELLO)
 #define SC_CH_MAX_RECORD ((size_t)16384)
 
 /* The first 1-3 bytes of a record header that can start a handshake record. */
@@ -62,8 +61,8 @@ static int sc_ch_u16(sc_ch_cur *c, size_t end, size_t *out)
 }
 
 /* Length prefix of 1 or 2 bytes in [lo, hi], the vector within end: its start and stop. */
-static int sc_ch_vec(sc_ch_cur *c, int size, size_t end, size_t lo, size_t hi,
-                     size_t *start, size_t *stop)
+static int sc_ch_vec(sc_ch_cur *c, int size, size_t end, size_t lo, size_t hi, size_t *start,
+                     size_t *stop)
 {
     size_t len;
     if (size == 1) {
@@ -124,14 +123,14 @@ static int sc_ch_body(sc_hello_scan *st, const unsigned char *p, size_t end)
             if (!sc_ch_u16(&c, ext_end, &type))
                 return 0;
             if (seen[type >> 3] & (1u << (type & 7)))
-                return 0;  /* an extension twice */
+                return 0; /* an extension twice */
             seen[type >> 3] |= (unsigned char)(1u << (type & 7));
             if (!sc_ch_vec(&c, 2, ext_end, 0, 0xFFFF, &xs, &xe))
                 return 0;
             if (psk_seen)
-                return 0;  /* pre_shared_key is not the last extension */
+                return 0; /* pre_shared_key is not the last extension */
             c.pos = xs;
-            if (type == 0) {  /* server_name */
+            if (type == 0) { /* server_name */
                 size_t le, ns, ne, name_type;
                 int host = 0;
                 if (!sc_ch_vec(&c, 2, xe, 1, 0xFFFF, &s, &le) || le != xe)
@@ -156,13 +155,13 @@ static int sc_ch_body(sc_hello_scan *st, const unsigned char *p, size_t end)
                 }
                 if (!host)
                     return 0;
-            } else if (type == 43) {  /* supported_versions */
+            } else if (type == 43) { /* supported_versions */
                 if (!sc_ch_vec(&c, 1, xe, 2, 254, &s, &e) || e != xe || (e - s) % 2)
                     return 0;
                 for (; s < e; s += 2)
                     if (p[s] == 0x03 && p[s + 1] == 0x04)
                         st->offers_tls13 = 1;
-            } else if (type == 41) {  /* pre_shared_key */
+            } else if (type == 41) { /* pre_shared_key */
                 size_t ie, be, binders = 0;
                 psk_seen = 1;
                 if (!sc_ch_vec(&c, 2, xe, 7, 0xFFFF, &s, &ie))
@@ -185,10 +184,10 @@ static int sc_ch_body(sc_hello_scan *st, const unsigned char *p, size_t end)
                 }
                 if (be != xe || binders != psk_ids)
                     return 0;
-            } else if (type == 42) {  /* early_data: empty in a ClientHello */
+            } else if (type == 42) { /* early_data: empty in a ClientHello */
                 if (xe != xs)
                     return 0;
-            } else if (type == 16) {  /* ALPN */
+            } else if (type == 16) { /* ALPN */
                 size_t le;
                 if (!sc_ch_vec(&c, 2, xe, 2, 0xFFFF, &s, &le) || le != xe)
                     return 0;
@@ -227,7 +226,7 @@ int sc_hello_scan_feed(sc_hello_scan *st, const char *data, size_t n)
     int ok;
 
     if (n < pos)
-        return SC_HELLO_INVALID;  /* the caller's buffer shrank: not the bytes walked */
+        return SC_HELLO_INVALID; /* the caller's buffer shrank: not the bytes walked */
     memcpy(hdr, st->hdr, 4);
     while (hdrlen < 4 || got < total) {
         size_t have = n - pos, rlen, end, body, avail;
@@ -262,7 +261,7 @@ int sc_hello_scan_feed(sc_hello_scan *st, const char *data, size_t n)
             }
         }
         if (hdrlen == 4 && got + rlen > total)
-            return SC_HELLO_INVALID;  /* bytes after the hello in its last record */
+            return SC_HELLO_INVALID; /* bytes after the hello in its last record */
         if (avail < rlen) {
             size_t known = hdrlen == 4 ? total : 4;
             st->needed = rlen - avail;
@@ -341,8 +340,7 @@ static int sc_server_name_of_extension(const unsigned char *ext, size_t extlen, 
 
 /* The first identity of a pre_shared_key extension's bytes when it has the length of a
  * session id (a stateful TLS 1.3 ticket): copied into id (32 bytes), returns 32; else 0. */
-static int sc_psk_identity_of_extension(const unsigned char *ext, size_t extlen,
-                                        unsigned char *id)
+static int sc_psk_identity_of_extension(const unsigned char *ext, size_t extlen, unsigned char *id)
 {
     size_t listlen, len;
     if (extlen < 4)

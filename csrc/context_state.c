@@ -72,11 +72,11 @@ static int sc_cap_ticket_cb(SSL *ssl, void *arg)
     origin = sc_session_origin(st->slot, sess);
     made = sc_session_time(st->slot, sess);
     if (origin <= 1 || made <= 0)
-        return 1;  /* a first full handshake: its timeout is already the context's */
+        return 1; /* a first full handshake: its timeout is already the context's */
     allowed = origin + lifetime - made;
     if (allowed < a->SSL_SESSION_get_timeout(sess))
         a->SSL_SESSION_set_timeout(sess, allowed > 1 ? (long)allowed : 1);
-    return 1;  /* go on making the ticket */
+    return 1; /* go on making the ticket */
 }
 
 /* Returns 1 when installed, 0 when it cannot be (no such callback in this OpenSSL). */
@@ -91,4 +91,3 @@ int sc_cap_lifetime(int slot, SSL_CTX *ctx, long lifetime)
     __atomic_store_n(&st->lifetime, lifetime, __ATOMIC_RELEASE);
     return sc_apis[slot].SSL_CTX_set_session_ticket_cb(ctx, sc_cap_ticket_cb, NULL, st) == 1;
 }
-

@@ -19,21 +19,21 @@
 #include <string.h>
 
 /* A format byte no sealed blob starts with (sealing's own format byte is 1). */
-#define SC_ENVELOPE_VERSION 0xE1
-#define SC_ENVELOPE_ORIGIN_AT 1
-#define SC_ENVELOPE_CERT_AT 9
-#define SC_ENVELOPE_CERT_LEN 16
+#define SC_ENVELOPE_VERSION     0xE1
+#define SC_ENVELOPE_ORIGIN_AT   1
+#define SC_ENVELOPE_CERT_AT     9
+#define SC_ENVELOPE_CERT_LEN    16
 #define SC_ENVELOPE_NAME_LEN_AT 25
-#define SC_ENVELOPE_SIZE 26 /* the fixed part: >Bq16sB */
-#define SC_ENVELOPE_NAME_MAX 255
+#define SC_ENVELOPE_SIZE        26 /* the fixed part: >Bq16sB */
+#define SC_ENVELOPE_NAME_MAX    255
 /* What sealing and the envelope add to a DER at most. */
 #define SC_ENVELOPE_OVERHEAD 512
 /* How far in the future an origin may lie (the clocks of a fleet disagree a little). */
 #define SC_CLOCK_SKEW 60
 
-#define SC_STORE_KEY_PREFIX "sc1:"
+#define SC_STORE_KEY_PREFIX     "sc1:"
 #define SC_STORE_KEY_PREFIX_LEN 4
-#define SC_STORE_KEY_MAX (SC_STORE_KEY_PREFIX_LEN + 1 + 32 + 32)
+#define SC_STORE_KEY_MAX        (SC_STORE_KEY_PREFIX_LEN + 1 + 32 + 32)
 
 /* An envelope opened in place: pointers into the blob. */
 typedef struct {
@@ -42,7 +42,7 @@ typedef struct {
     const char *name;             /* NULL when the session was made without a name */
     int name_len;                 /* -1 without a name */
     const unsigned char *der;
-    size_t der_len;               /* > 0 */
+    size_t der_len; /* > 0 */
 } sc_envelope;
 
 /* The store key of a session id under a session id context; returns its length.
@@ -67,7 +67,8 @@ static inline size_t sc_envelope_put(unsigned char *out, long long origin,
     int i;
     out[0] = SC_ENVELOPE_VERSION;
     for (i = 0; i < 8; i++)
-        out[SC_ENVELOPE_ORIGIN_AT + i] = (unsigned char)((unsigned long long)origin >> (56 - 8 * i));
+        out[SC_ENVELOPE_ORIGIN_AT + i] =
+            (unsigned char)((unsigned long long)origin >> (56 - 8 * i));
     memcpy(out + SC_ENVELOPE_CERT_AT, cert_fp, SC_ENVELOPE_CERT_LEN);
     out[SC_ENVELOPE_NAME_LEN_AT] = (unsigned char)name_len;
     if (name_len > 0)

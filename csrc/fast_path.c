@@ -19,10 +19,10 @@
  * context can outlive its cache and still run a callback holding the pointer. */
 #include "sesscache.h"
 
-#define SC_FAST_DER_BUFFER 2048      /* larger sessions go through Python */
+#define SC_FAST_DER_BUFFER  2048 /* larger sessions go through Python */
 #define SC_FAST_BLOB_BUFFER (SC_ENVELOPE_SIZE + SC_ENVELOPE_NAME_MAX + SC_FAST_DER_BUFFER)
 /* sc_fast_new's flags. */
-#define SC_FAST_NEW_IN_PYTHON 1
+#define SC_FAST_NEW_IN_PYTHON  1
 #define SC_FAST_MISS_IN_PYTHON 2
 
 /* A new session stored by C that Python must still write on to a remote store. */
@@ -34,26 +34,26 @@ typedef struct {
 
 struct sc_fast {
     sc_mem *store;
-    sc_mem *first;                   /* read before store when not NULL (prefetched sessions) */
-    int new_in_python;               /* new sessions always go to Python (it writes them on) */
-    int miss_in_python;              /* a miss in the tables goes to Python (which asks the
+    sc_mem *first;      /* read before store when not NULL (prefetched sessions) */
+    int new_in_python;  /* new sessions always go to Python (it writes them on) */
+    int miss_in_python; /* a miss in the tables goes to Python (which asks the
                                       * real store: a local replica's table is a subset) */
     unsigned char sid_ctx[32];
     unsigned int sid_ctx_len;
-    double lifetime;                 /* seconds, from the full handshake */
+    double lifetime; /* seconds, from the full handshake */
     long long max_session_size;
     int single_use;
-    int stateless_noted;             /* Python has warned: C may count the rest */
-    long long hits, misses, stores, stateless, handed_over;  /* atomic */
-    long long from_first;            /* of the hits, those read from first */
-    long long rejected;              /* offers refused before any lookup (sc_fast_note_offer) */
+    int stateless_noted; /* Python has warned: C may count the rest */
+    long long hits, misses, stores, stateless, handed_over; /* atomic */
+    long long from_first;                                   /* of the hits, those read from first */
+    long long rejected; /* offers refused before any lookup (sc_fast_note_offer) */
     /* With new_in_python, a journal lets C store new sessions anyway: each is noted here
      * and Python, draining it on the event loop, schedules its write to the real store.
      * When the journal is full the session is handed over instead: none is lost. */
     pthread_mutex_t journal_lock;
-    sc_journal_entry *journal;       /* a ring of journal_capacity, or NULL: off */
+    sc_journal_entry *journal; /* a ring of journal_capacity, or NULL: off */
     int journal_capacity, journal_start, journal_count;
-    struct sc_fast *next_made;       /* every policy ever made: none is ever unreachable */
+    struct sc_fast *next_made; /* every policy ever made: none is ever unreachable */
 };
 
 static sc_fast *sc_fast_all;
@@ -79,8 +79,10 @@ void sc_fast_time_events(int on)
 int sc_fast_timed_events(int kind, unsigned int *out, int cap)
 {
     int n = __atomic_load_n(&sc_fast_sampled[kind & 1], __ATOMIC_ACQUIRE);
-    if (n > SC_FAST_SAMPLES) n = SC_FAST_SAMPLES;
-    if (n > cap) n = cap;
+    if (n > SC_FAST_SAMPLES)
+        n = SC_FAST_SAMPLES;
+    if (n > cap)
+        n = cap;
     memcpy(out, sc_fast_samples[kind & 1], (size_t)n * sizeof(unsigned int));
     return n;
 }
@@ -93,8 +95,8 @@ static void sc_fast_sample(int kind, double started)
 }
 
 sc_fast *sc_fast_new(sc_mem *store, const unsigned char *sid_ctx, unsigned int sid_ctx_len,
-                     double lifetime, long long max_session_size, int single_use,
-                     sc_mem *first, int flags)
+                     double lifetime, long long max_session_size, int single_use, sc_mem *first,
+                     int flags)
 {
     sc_fast *f;
     if (sid_ctx_len > 32)
@@ -161,7 +163,7 @@ int sc_fast_start_journal(sc_fast *f, int capacity)
         ring = NULL;
     }
     pthread_mutex_unlock(&f->journal_lock);
-    free(ring);  /* another thread turned it on first */
+    free(ring); /* another thread turned it on first */
     return 1;
 }
 
@@ -196,10 +198,7 @@ void sc_fast_counts_of(sc_fast *f, sc_fast_counts *out)
     out->rejected = __atomic_load_n(&f->rejected, __ATOMIC_RELAXED);
 }
 
-static void sc_fast_count(long long *counter)
-{
-    __atomic_add_fetch(counter, 1, __ATOMIC_RELAXED);
-}
+static void sc_fast_count(long long *counter) { __atomic_add_fetch(counter, 1, __ATOMIC_RELAXED); }
 
 /* The fast path of a context's state, unless it has none or its stores are closed. */
 static sc_fast *sc_fast_of(sc_ctx_state *st)
@@ -249,8 +248,9 @@ static int sc_fast_new_session(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *c
         sc_fast_count(&f->stateless);
         return 1;
     }
-    if (facts.bound == 0 || (facts.bound < 0 && (facts.sid_ctx_len != f->sid_ctx_len
-            || memcmp(facts.sid_ctx, f->sid_ctx, f->sid_ctx_len) != 0)))
+    if (facts.bound == 0 ||
+        (facts.bound < 0 && (facts.sid_ctx_len != f->sid_ctx_len ||
+                             memcmp(facts.sid_ctx, f->sid_ctx, f->sid_ctx_len) != 0)))
         goto hand_over;
     now = sc_wall_clock();
     expires = (double)facts.origin + f->lifetime;
@@ -276,7 +276,8 @@ static int sc_fast_new_session(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *c
                         expires - now, sc_monotonic());
     if (f->new_in_python) {
         if (stored == 1) {
-            sc_journal_entry *e = &f->journal[(f->journal_start + f->journal_count) % f->journal_capacity];
+            sc_journal_entry *e =
+                &f->journal[(f->journal_start + f->journal_count) % f->journal_capacity];
             memcpy(e->key, key, key_len);
             e->key_len = (unsigned char)key_len;
             e->ttl = expires - now;
@@ -290,7 +291,7 @@ static int sc_fast_new_session(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *c
     sc_fast_count(&f->stores);
     return 1;
 hand_over:
-    if (facts.der_len > 0)  /* the session's secrets stay on no stack */
+    if (facts.der_len > 0) /* the session's secrets stay on no stack */
         explicit_bzero(der, (size_t)facts.der_len);
     sc_fast_count(&f->handed_over);
     return 0;
@@ -328,8 +329,8 @@ static int sc_fast_get_session(int slot, SSL *ssl, const unsigned char *id, int 
         sc_fast_count(&f->misses);
         return 1;
     }
-    if (found < 0 || (long long)blob_len > f->max_session_size + SC_ENVELOPE_OVERHEAD
-            || !sc_envelope_open(blob, blob_len, &env))
+    if (found < 0 || (long long)blob_len > f->max_session_size + SC_ENVELOPE_OVERHEAD ||
+        !sc_envelope_open(blob, blob_len, &env))
         goto hand_over;
     now = sc_wall_clock();
     if ((double)env.origin + f->lifetime <= now || (double)env.origin > now + SC_CLOCK_SKEW)
@@ -367,8 +368,8 @@ static int sc_fast_on_new(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *ctx)
     return done;
 }
 
-static int sc_fast_on_get(int slot, SSL *ssl, const unsigned char *id, int id_len,
-                          SSL_CTX *ctx, SSL_SESSION **out)
+static int sc_fast_on_get(int slot, SSL *ssl, const unsigned char *id, int id_len, SSL_CTX *ctx,
+                          SSL_SESSION **out)
 {
     double started;
     int done;
@@ -424,7 +425,8 @@ static void sc_fast_note_offer(sc_ctx_state *st, SSL *ssl, const char *name, int
     if (f == NULL || a->SSL_client_hello_get0_ext == NULL)
         return;
     /* Without OpenSSL's internal lookup every offer reaches a lookup, which counts. */
-    if (a->SSL_CTX_ctrl(st->ctx, SSL_CTRL_GET_SESS_CACHE_MODE, 0, NULL) & SSL_SESS_CACHE_NO_INTERNAL_LOOKUP)
+    if (a->SSL_CTX_ctrl(st->ctx, SSL_CTRL_GET_SESS_CACHE_MODE, 0, NULL) &
+        SSL_SESS_CACHE_NO_INTERNAL_LOOKUP)
         return;
     id_len = sc_offered_id(a, ssl, id);
     if (id_len <= 0)
@@ -437,11 +439,11 @@ static void sc_fast_note_offer(sc_ctx_state *st, SSL *ssl, const char *name, int
         found = sc_mem_copy_into(f->store, key, key_len, clock, blob, sizeof(blob), &blob_len);
     if (found != 1 || !sc_envelope_open(blob, blob_len, &env)) {
         explicit_bzero(blob, blob_len);
-        return;  /* not one the lookup could resume: whatever happens is counted there */
+        return; /* not one the lookup could resume: whatever happens is counted there */
     }
-    refused = memcmp(env.cert_fp, cert_fp, SC_ENVELOPE_CERT_LEN) != 0 || name_len < 0
-        || !(env.name == NULL ? name_len == 0
-                              : sc_same_name(name, name_len, env.name, env.name_len));
+    refused =
+        memcmp(env.cert_fp, cert_fp, SC_ENVELOPE_CERT_LEN) != 0 || name_len < 0 ||
+        !(env.name == NULL ? name_len == 0 : sc_same_name(name, name_len, env.name, env.name_len));
     explicit_bzero(blob, blob_len);
     if (refused && a->SSL_set_ex_data(ssl, sc_offer_idx[st->slot], f) == 1)
         sc_fast_count(&f->rejected);

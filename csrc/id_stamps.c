@@ -36,13 +36,13 @@ static int sc_stamped_session_id(SSL *ssl, unsigned char *id, unsigned int *id_l
     int i;
     (void)ssl;
     if (*id_len < 32)
-        return 0;  /* never asked for less (SSL3_SSL_SESSION_ID_LENGTH is 32) */
+        return 0; /* never asked for less (SSL3_SSL_SESSION_ID_LENGTH is 32) */
     while (got < SC_STAMP_RANDOM_BYTES) {
         ssize_t n = getrandom(id + got, SC_STAMP_RANDOM_BYTES - got, 0);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return 0;  /* the handshake fails rather than issue a guessable id */
+            return 0; /* the handshake fails rather than issue a guessable id */
         }
         got += (size_t)n;
     }
@@ -62,13 +62,15 @@ static int sc_stamped_session_id(SSL *ssl, unsigned char *id, unsigned int *id_l
 int sc_stamp_session_ids(int slot, SSL_CTX *ctx, int on)
 {
     unsigned char probe;
-    if (!sc_slot_ok(slot) || !sc_ready[slot] || sc_apis[slot].SSL_CTX_set_generate_session_id == NULL)
+    if (!sc_slot_ok(slot) || !sc_ready[slot] ||
+        sc_apis[slot].SSL_CTX_set_generate_session_id == NULL)
         return 0;
     /* A kernel without getrandom, or a seccomp filter that forbids it, would fail every
      * handshake in the callback: then the ids stay OpenSSL's own (nothing waits for them). */
     if (on && getrandom(&probe, 1, GRND_NONBLOCK) < 0 && (errno == ENOSYS || errno == EPERM))
         return 0;
-    return sc_apis[slot].SSL_CTX_set_generate_session_id(ctx, on ? sc_stamped_session_id : NULL) == 1;
+    return sc_apis[slot].SSL_CTX_set_generate_session_id(ctx, on ? sc_stamped_session_id : NULL) ==
+           1;
 }
 
 int sc_stamped_session_id_for_test(unsigned char *id, unsigned int *id_len)

@@ -24,33 +24,33 @@
 /* --- the in-process store ---------------------------------------------------------- */
 
 typedef struct sc_mem_entry {
-    struct sc_mem_entry *next;    /* in its bucket */
-    struct sc_mem_entry *newer;   /* LRU list: oldest ... newest */
+    struct sc_mem_entry *next;  /* in its bucket */
+    struct sc_mem_entry *newer; /* LRU list: oldest ... newest */
     struct sc_mem_entry *older;
     uint64_t hash;
-    double expires;               /* monotonic seconds */
+    double expires; /* monotonic seconds */
     size_t key_len, value_len;
-    unsigned char bytes[];        /* key, then value */
+    unsigned char bytes[]; /* key, then value */
 } sc_mem_entry;
 
 struct sc_mem {
     pthread_mutex_t lock;
     sc_mem_entry **buckets;
-    size_t nbuckets;              /* a power of two, or 0 once closed */
+    size_t nbuckets; /* a power of two, or 0 once closed */
     sc_mem_entry *oldest, *newest;
-    long long count, bytes;       /* bytes: sum of key + value lengths */
-    long long max_sessions, max_bytes;  /* max_bytes < 0: no byte limit */
+    long long count, bytes;            /* bytes: sum of key + value lengths */
+    long long max_sessions, max_bytes; /* max_bytes < 0: no byte limit */
     long long evictions, expired;
     uint64_t seed;
     int closed;
-    struct sc_mem *next_made;     /* every store ever made, so none is ever unreachable */
+    struct sc_mem *next_made; /* every store ever made, so none is ever unreachable */
 };
 
 static sc_mem *sc_mem_all;
 
 /* How many least-recently-used entries a set inspects for expiry on its way out: the
  * ones nobody reads drift to that end, so that is where expired ones collect. */
-#define SC_MEM_PURGE_PEEK 2
+#define SC_MEM_PURGE_PEEK    2
 #define SC_MEM_FIRST_BUCKETS 64
 
 double sc_monotonic(void)
@@ -107,8 +107,14 @@ static void sc_mem_unlink(sc_mem *m, sc_mem_entry *e)
     while (*p != e)
         p = &(*p)->next;
     *p = e->next;
-    if (e->older) e->older->newer = e->newer; else m->oldest = e->newer;
-    if (e->newer) e->newer->older = e->older; else m->newest = e->older;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        m->oldest = e->newer;
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        m->newest = e->older;
     m->count--;
     m->bytes -= (long long)(e->key_len + e->value_len);
 }
@@ -129,7 +135,10 @@ static void sc_mem_touch(sc_mem *m, sc_mem_entry *e)
 {
     if (m->newest == e)
         return;
-    if (e->older) e->older->newer = e->newer; else m->oldest = e->newer;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        m->oldest = e->newer;
     e->newer->older = e->older;
     e->older = m->newest;
     e->newer = NULL;
@@ -207,14 +216,20 @@ int sc_mem_set(sc_mem *m, const unsigned char *key, size_t klen, const unsigned 
     m->buckets[h & (m->nbuckets - 1)] = e;
     e->newer = NULL;
     e->older = m->newest;
-    if (m->newest) m->newest->newer = e; else m->oldest = e;
+    if (m->newest)
+        m->newest->newer = e;
+    else
+        m->oldest = e;
     m->newest = e;
     m->count++;
     m->bytes += (long long)(klen + vlen);
     if (sc_mem_over_limits(m)) {
         while (sc_mem_over_limits(m) && m->oldest != NULL) {
             old = m->oldest;
-            if (old->expires <= now) m->expired++; else m->evictions++;
+            if (old->expires <= now)
+                m->expired++;
+            else
+                m->evictions++;
             sc_mem_drop(m, old);
         }
     } else {

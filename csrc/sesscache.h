@@ -81,9 +81,9 @@ static SSL_CTX *sc_session_ctx(int slot, SSL *ssl);
 
 /* --- per-context state (context_state.c) ----------------------------------------- */
 
-#define SC_PIN_NONE 0    /* only the ClientHello record of the session context */
+#define SC_PIN_NONE    0 /* only the ClientHello record of the session context */
 #define SC_PIN_CONTEXT 1 /* set the configured session id context on each connection */
-#define SC_PIN_BOUND 2   /* set one bound to the SNI name and the certificate */
+#define SC_PIN_BOUND   2 /* set one bound to the SNI name and the certificate */
 
 typedef struct sc_ctx_state {
     int slot;
@@ -96,8 +96,8 @@ typedef struct sc_ctx_state {
     /* The fingerprint of the context's certificate, recomputed when it changes (a reload),
      * under a sequence lock rather than a mutex: a lock held by another thread at fork()
      * would stay held in the child forever. */
-    unsigned int cert_seq;               /* odd while a thread rewrites the two below */
-    const void *cert;                    /* the certificate cert_fp is of */
+    unsigned int cert_seq;                       /* odd while a thread rewrites the two below */
+    const void *cert;                            /* the certificate cert_fp is of */
     unsigned char cert_fp[SC_ENVELOPE_CERT_LEN]; /* SHA-256 of its DER, first 16 bytes */
 } sc_ctx_state;
 
@@ -113,13 +113,13 @@ static void sc_state_bound_sid(sc_ctx_state *st, const char *name, int name_len,
 
 /* --- sessions (session_io.c) ------------------------------------------------------- */
 
-#define SC_OFFER_OK 0
-#define SC_OFFER_NOT_DER 1
-#define SC_OFFER_OTHER_ID 2
-#define SC_OFFER_OTHER_CONTEXT 3
+#define SC_OFFER_OK              0
+#define SC_OFFER_NOT_DER         1
+#define SC_OFFER_OTHER_ID        2
+#define SC_OFFER_OTHER_CONTEXT   3
 #define SC_OFFER_UNREADABLE_NAME 4
-#define SC_OFFER_OTHER_NAME 5
-#define SC_OFFER_EXPIRED 6
+#define SC_OFFER_OTHER_NAME      5
+#define SC_OFFER_EXPIRED         6
 
 long long sc_session_origin(int slot, SSL_SESSION *sess);
 int sc_session_set_origin(int slot, SSL_SESSION *sess, long long origin);
@@ -127,8 +127,8 @@ long long sc_session_time(int slot, SSL_SESSION *sess);
 int sc_session_der(int slot, SSL_SESSION *sess, unsigned char *buf, int buflen);
 SSL_SESSION *sc_session_from_der(int slot, const unsigned char *der, long len);
 int sc_requested_server_name(int slot, SSL *ssl, char *out, int outlen);
-int sc_describe_new(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *session_ctx,
-                    sc_new_facts *out, unsigned char *der, int derlen);
+int sc_describe_new(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *session_ctx, sc_new_facts *out,
+                    unsigned char *der, int derlen);
 SSL_SESSION *sc_parse_offered(int slot, SSL *ssl, const unsigned char *der, long derlen,
                               const unsigned char *id, int id_len, const unsigned char *sid_ctx,
                               unsigned int sid_ctx_len, const char *made_for, int made_for_len,
@@ -153,7 +153,8 @@ static void sc_fast_uncount_refused_offer(int, SSL *);
 
 /* --- the ClientHello bytes OpenSSL hands a callback (clienthello.c) ---------------- */
 
-static int sc_server_name_of_extension(const unsigned char *ext, size_t extlen, char *out, int outlen);
+static int sc_server_name_of_extension(const unsigned char *ext, size_t extlen, char *out,
+                                       int outlen);
 static int sc_psk_identity_of_extension(const unsigned char *ext, size_t extlen, unsigned char *id);
 
 #endif

@@ -43,8 +43,8 @@ static void sc_copy_bytes(unsigned char *to, unsigned int *to_len, const unsigne
 
 /* Fills out for a new session; the origin is recorded on the session when missing.
  * The DER is written to der unless the session is a stateless TLS 1.3 ticket's. */
-int sc_describe_new(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *session_ctx,
-                    sc_new_facts *out, unsigned char *der, int derlen)
+int sc_describe_new(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *session_ctx, sc_new_facts *out,
+                    unsigned char *der, int derlen)
 {
     sc_api *a;
     const unsigned char *bytes;
@@ -67,8 +67,9 @@ int sc_describe_new(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *session_ctx,
         /* Tickets on: the ticket carries the session and the server is never asked for
          * it by id. Early data with anti-replay turns tickets stateful. */
         options = a->SSL_CTX_get_options(a->SSL_get_SSL_CTX(ssl));
-        out->stateless = !(options & SSL_OP_NO_TICKET)
-            && !(a->SSL_SESSION_get_max_early_data(sess) > 0 && !(options & SSL_OP_NO_ANTI_REPLAY));
+        out->stateless =
+            !(options & SSL_OP_NO_TICKET) &&
+            !(a->SSL_SESSION_get_max_early_data(sess) > 0 && !(options & SSL_OP_NO_ANTI_REPLAY));
     }
     out->made = sc_session_time(slot, sess);
     out->timeout = a->SSL_SESSION_get_timeout(sess);
@@ -77,7 +78,8 @@ int sc_describe_new(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *session_ctx,
         out->origin = out->made;
         sc_session_set_origin(slot, sess, out->origin);
     }
-    out->certificate = session_ctx != NULL ? (void *)a->SSL_CTX_get0_certificate(session_ctx) : NULL;
+    out->certificate =
+        session_ctx != NULL ? (void *)a->SSL_CTX_get0_certificate(session_ctx) : NULL;
     out->der_len = out->stateless ? 0 : sc_session_der(slot, sess, der, derlen);
     out->name_len = 0;
     name = a->SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
@@ -104,8 +106,10 @@ static int sc_same_name(const char *a, int alen, const char *b, int blen)
         return 0;
     for (i = 0; i < alen; i++) {
         char x = a[i], y = b[i];
-        if (x >= 'A' && x <= 'Z') x = (char)(x + 32);
-        if (y >= 'A' && y <= 'Z') y = (char)(y + 32);
+        if (x >= 'A' && x <= 'Z')
+            x = (char)(x + 32);
+        if (y >= 'A' && y <= 'Z')
+            y = (char)(y + 32);
         if (x != y)
             return 0;
     }
@@ -120,9 +124,8 @@ static int sc_same_name(const char *a, int alen, const char *b, int blen)
  * name the client asks for, is refused (fail closed). Returns the session (one
  * reference, origin recorded) or NULL with *reason set. */
 SSL_SESSION *sc_parse_offered(int slot, SSL *ssl, const unsigned char *der, long derlen,
-                              const unsigned char *id, int id_len,
-                              const unsigned char *sid_ctx, unsigned int sid_ctx_len,
-                              const char *made_for, int made_for_len,
+                              const unsigned char *id, int id_len, const unsigned char *sid_ctx,
+                              unsigned int sid_ctx_len, const char *made_for, int made_for_len,
                               long long origin, long long now, int *reason)
 {
     sc_api *a = &sc_apis[slot];
@@ -148,13 +151,13 @@ SSL_SESSION *sc_parse_offered(int slot, SSL *ssl, const unsigned char *der, long
         if (asked_len < 0)
             *reason = SC_OFFER_UNREADABLE_NAME;
         else if (!(made_for_len < 0 ? asked_len == 0
-                   : sc_same_name(asked, asked_len, made_for, made_for_len)))
+                                    : sc_same_name(asked, asked_len, made_for, made_for_len)))
             *reason = SC_OFFER_OTHER_NAME;
     }
     if (*reason == SC_OFFER_OK) {
         st = sc_state_of(slot, sc_session_ctx(slot, ssl));
-        if (st != NULL && __atomic_load_n(&st->pin, __ATOMIC_ACQUIRE) == SC_PIN_BOUND
-                && st->sid_len == sid_ctx_len && memcmp(st->sid, sid_ctx, sid_ctx_len) == 0) {
+        if (st != NULL && __atomic_load_n(&st->pin, __ATOMIC_ACQUIRE) == SC_PIN_BOUND &&
+            st->sid_len == sid_ctx_len && memcmp(st->sid, sid_ctx, sid_ctx_len) == 0) {
             sc_state_bound_sid(st, asked, asked_len, expected);
             sid_ctx = expected;
             sid_ctx_len = 32;
@@ -163,7 +166,8 @@ SSL_SESSION *sc_parse_offered(int slot, SSL *ssl, const unsigned char *der, long
         if (len != sid_ctx_len || memcmp(bytes, sid_ctx, len) != 0)
             *reason = SC_OFFER_OTHER_CONTEXT;
     }
-    if (*reason == SC_OFFER_OK && sc_session_time(slot, sess) + a->SSL_SESSION_get_timeout(sess) <= now)
+    if (*reason == SC_OFFER_OK &&
+        sc_session_time(slot, sess) + a->SSL_SESSION_get_timeout(sess) <= now)
         *reason = SC_OFFER_EXPIRED;
     if (*reason != SC_OFFER_OK) {
         a->SSL_SESSION_free(sess);
@@ -204,7 +208,7 @@ SSL_SESSION *sc_session_from_der(int slot, const unsigned char *der, long len)
     SSL_SESSION *sess = a->d2i_SSL_SESSION(NULL, &p, len);
     if (sess == NULL || p != der + len) {
         if (sess != NULL)
-            a->SSL_SESSION_free(sess);  /* trailing bytes: not one clean session */
+            a->SSL_SESSION_free(sess); /* trailing bytes: not one clean session */
         a->ERR_clear_error();
         return NULL;
     }

@@ -43,11 +43,13 @@ long sc_live_sessions(int slot)
 
 /* --- ex_data hooks (argl carries the slot) ------------------------------------ */
 
-static void sc_ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
-                           long argl, void *argp)
+static void sc_ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                           void *argp)
 {
     sc_ctx_state *st = (sc_ctx_state *)ptr;
-    (void)ad; (void)idx; (void)argp;
+    (void)ad;
+    (void)idx;
+    (void)argp;
     /* Called for every SSL_CTX of this copy; only those sesscache touched have a state.
      * OpenSSL frees ex_data after flushing the context's sessions, and no connection of
      * the context is left: nothing can reach the state after this. */
@@ -59,14 +61,15 @@ static void sc_ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
     free(st);
 }
 
-static void sc_ssl_ex_new(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
-                          long argl, void *argp)
+static void sc_ssl_ex_new(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                          void *argp)
 {
     /* OpenSSL up to 3.1 sets ssl->ctx (== session_ctx) before creating ex_data. The SSL
      * holds a reference on its session context, so the stored pointer cannot dangle. */
     sc_api *a = &sc_apis[argl];
     SSL_CTX *ctx;
-    (void)ptr; (void)argp;
+    (void)ptr;
+    (void)argp;
     if (parent == NULL)
         return;
     ctx = a->SSL_get_SSL_CTX((const SSL *)parent);
@@ -74,19 +77,24 @@ static void sc_ssl_ex_new(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
         a->CRYPTO_set_ex_data(ad, idx, ctx);
 }
 
-static void sc_sess_ex_new(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
-                           long argl, void *argp)
+static void sc_sess_ex_new(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                           void *argp)
 {
-    (void)parent; (void)ptr; (void)argp;
+    (void)parent;
+    (void)ptr;
+    (void)argp;
     /* A marker, so the free hook only counts sessions created after registration. */
     if (sc_apis[argl].CRYPTO_set_ex_data(ad, idx, (void *)1) == 1)
         __atomic_add_fetch(&sc_live[argl], 1, __ATOMIC_SEQ_CST);
 }
 
-static void sc_sess_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
-                            long argl, void *argp)
+static void sc_sess_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                            void *argp)
 {
-    (void)parent; (void)ad; (void)idx; (void)argp;
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argp;
     if (ptr != NULL)
         __atomic_sub_fetch(&sc_live[argl], 1, __ATOMIC_SEQ_CST);
 }
@@ -102,20 +110,18 @@ int sc_register_ex_indices(int slot)
     a = &sc_apis[slot];
     if (sc_ready[slot])
         return 1;
-    sc_ctx_idx[slot] = a->CRYPTO_get_ex_new_index(1, slot, NULL, NULL, NULL,
-                                                  (void *)sc_ctx_ex_free);
-    sc_ssl_idx[slot] = a->CRYPTO_get_ex_new_index(0, slot, NULL, (void *)sc_ssl_ex_new,
-                                                  NULL, NULL);
-    sc_sess_idx[slot] = a->CRYPTO_get_ex_new_index(2, slot, NULL, (void *)sc_sess_ex_new,
-                                                   NULL, (void *)sc_sess_ex_free);
+    sc_ctx_idx[slot] =
+        a->CRYPTO_get_ex_new_index(1, slot, NULL, NULL, NULL, (void *)sc_ctx_ex_free);
+    sc_ssl_idx[slot] = a->CRYPTO_get_ex_new_index(0, slot, NULL, (void *)sc_ssl_ex_new, NULL, NULL);
+    sc_sess_idx[slot] = a->CRYPTO_get_ex_new_index(2, slot, NULL, (void *)sc_sess_ex_new, NULL,
+                                                   (void *)sc_sess_ex_free);
     sc_offer_idx[slot] = a->CRYPTO_get_ex_new_index(0, slot, NULL, NULL, NULL, NULL);
-    if (sc_ctx_idx[slot] < 0 || sc_ssl_idx[slot] < 0 || sc_sess_idx[slot] < 0
-            || sc_offer_idx[slot] < 0)
+    if (sc_ctx_idx[slot] < 0 || sc_ssl_idx[slot] < 0 || sc_sess_idx[slot] < 0 ||
+        sc_offer_idx[slot] < 0)
         return 0;
     sc_ready[slot] = 1;
     return 1;
 }
-
 
 /* --- the trampolines ------------------------------------------------------------ */
 
@@ -175,7 +181,7 @@ static void sc_on_remove(int slot, SSL_CTX *ctx, SSL_SESSION *sess)
 /* One trio of trampolines per slot: libssl passes no user argument, so the slot is what
  * each knows. */
 #define SC_TRAMPOLINES(n)                                                                  \
-    static int sc_new_cb_##n(SSL *s, SSL_SESSION *x) { return sc_on_new(n, s, x); }         \
+    static int sc_new_cb_##n(SSL *s, SSL_SESSION *x) { return sc_on_new(n, s, x); }        \
     static SSL_SESSION *sc_get_cb_##n(SSL *s, const unsigned char *id, int len, int *copy) \
     {                                                                                      \
         return sc_on_get(n, s, id, len, copy);                                             \
@@ -191,12 +197,12 @@ SC_TRAMPOLINES(5)
 SC_TRAMPOLINES(6)
 SC_TRAMPOLINES(7)
 
-static const sc_new_cb_t sc_new_cbs[SC_MAX_INSTANCES] = {
-    sc_new_cb_0, sc_new_cb_1, sc_new_cb_2, sc_new_cb_3,
-    sc_new_cb_4, sc_new_cb_5, sc_new_cb_6, sc_new_cb_7};
-static const sc_get_cb_t sc_get_cbs[SC_MAX_INSTANCES] = {
-    sc_get_cb_0, sc_get_cb_1, sc_get_cb_2, sc_get_cb_3,
-    sc_get_cb_4, sc_get_cb_5, sc_get_cb_6, sc_get_cb_7};
+static const sc_new_cb_t sc_new_cbs[SC_MAX_INSTANCES] = {sc_new_cb_0, sc_new_cb_1, sc_new_cb_2,
+                                                         sc_new_cb_3, sc_new_cb_4, sc_new_cb_5,
+                                                         sc_new_cb_6, sc_new_cb_7};
+static const sc_get_cb_t sc_get_cbs[SC_MAX_INSTANCES] = {sc_get_cb_0, sc_get_cb_1, sc_get_cb_2,
+                                                         sc_get_cb_3, sc_get_cb_4, sc_get_cb_5,
+                                                         sc_get_cb_6, sc_get_cb_7};
 static const sc_remove_cb_t sc_remove_cbs[SC_MAX_INSTANCES] = {
     sc_remove_cb_0, sc_remove_cb_1, sc_remove_cb_2, sc_remove_cb_3,
     sc_remove_cb_4, sc_remove_cb_5, sc_remove_cb_6, sc_remove_cb_7};
@@ -263,4 +269,3 @@ int sc_memory_readable(const void *p, size_t n)
     close(fds[1]);
     return ok;
 }
-

@@ -14,7 +14,12 @@
 /* --- SHA-256 (FIPS 180-4), for session id contexts and certificate fingerprints ------
  * Computed here rather than by the libssl copy: a context's copy may be one whose
  * digest functions sesscache never resolved, and these inputs are public. */
-typedef struct { uint32_t h[8]; uint64_t len; unsigned char buf[64]; size_t used; } sc_sha256_ctx;
+typedef struct {
+    uint32_t h[8];
+    uint64_t len;
+    unsigned char buf[64];
+    size_t used;
+} sc_sha256_ctx;
 
 static const uint32_t sc_sha256_k[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -33,21 +38,40 @@ static void sc_sha256_block(sc_sha256_ctx *c, const unsigned char *p)
     uint32_t w[64], a, b, d, e, f, g, h, cc, t1, t2;
     int i;
     for (i = 0; i < 16; i++)
-        w[i] = ((uint32_t)p[4 * i] << 24) | ((uint32_t)p[4 * i + 1] << 16)
-             | ((uint32_t)p[4 * i + 2] << 8) | (uint32_t)p[4 * i + 3];
+        w[i] = ((uint32_t)p[4 * i] << 24) | ((uint32_t)p[4 * i + 1] << 16) |
+               ((uint32_t)p[4 * i + 2] << 8) | (uint32_t)p[4 * i + 3];
     for (i = 16; i < 64; i++)
-        w[i] = (SC_ROR(w[i - 2], 17) ^ SC_ROR(w[i - 2], 19) ^ (w[i - 2] >> 10)) + w[i - 7]
-             + (SC_ROR(w[i - 15], 7) ^ SC_ROR(w[i - 15], 18) ^ (w[i - 15] >> 3)) + w[i - 16];
-    a = c->h[0]; b = c->h[1]; cc = c->h[2]; d = c->h[3];
-    e = c->h[4]; f = c->h[5]; g = c->h[6]; h = c->h[7];
+        w[i] = (SC_ROR(w[i - 2], 17) ^ SC_ROR(w[i - 2], 19) ^ (w[i - 2] >> 10)) + w[i - 7] +
+               (SC_ROR(w[i - 15], 7) ^ SC_ROR(w[i - 15], 18) ^ (w[i - 15] >> 3)) + w[i - 16];
+    a = c->h[0];
+    b = c->h[1];
+    cc = c->h[2];
+    d = c->h[3];
+    e = c->h[4];
+    f = c->h[5];
+    g = c->h[6];
+    h = c->h[7];
     for (i = 0; i < 64; i++) {
-        t1 = h + (SC_ROR(e, 6) ^ SC_ROR(e, 11) ^ SC_ROR(e, 25)) + ((e & f) ^ (~e & g))
-           + sc_sha256_k[i] + w[i];
+        t1 = h + (SC_ROR(e, 6) ^ SC_ROR(e, 11) ^ SC_ROR(e, 25)) + ((e & f) ^ (~e & g)) +
+             sc_sha256_k[i] + w[i];
         t2 = (SC_ROR(a, 2) ^ SC_ROR(a, 13) ^ SC_ROR(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
-        h = g; g = f; f = e; e = d + t1; d = cc; cc = b; b = a; a = t1 + t2;
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = cc;
+        cc = b;
+        b = a;
+        a = t1 + t2;
     }
-    c->h[0] += a; c->h[1] += b; c->h[2] += cc; c->h[3] += d;
-    c->h[4] += e; c->h[5] += f; c->h[6] += g; c->h[7] += h;
+    c->h[0] += a;
+    c->h[1] += b;
+    c->h[2] += cc;
+    c->h[3] += d;
+    c->h[4] += e;
+    c->h[5] += f;
+    c->h[6] += g;
+    c->h[7] += h;
 }
 
 static void sc_sha256_init(sc_sha256_ctx *c)
@@ -193,9 +217,9 @@ static void sc_state_cert_fp(sc_ctx_state *st, unsigned char *out)
     for (tries = 0; tries < 64; tries++) {
         seq = __atomic_load_n(&st->cert_seq, __ATOMIC_ACQUIRE);
         if (seq & 1)
-            continue;  /* a writer is busy */
+            continue; /* a writer is busy */
         if (__atomic_load_n(&st->cert, __ATOMIC_ACQUIRE) != cert)
-            break;     /* another certificate: compute it */
+            break; /* another certificate: compute it */
         memcpy(out, st->cert_fp, 16);
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         if (__atomic_load_n(&st->cert_seq, __ATOMIC_RELAXED) == seq)
@@ -203,8 +227,8 @@ static void sc_state_cert_fp(sc_ctx_state *st, unsigned char *out)
     }
     sc_cert_fp(a, cert, out);
     seq = __atomic_load_n(&st->cert_seq, __ATOMIC_ACQUIRE);
-    if (!(seq & 1) && __atomic_compare_exchange_n(&st->cert_seq, &seq, seq + 1, 0,
-                                                  __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    if (!(seq & 1) && __atomic_compare_exchange_n(&st->cert_seq, &seq, seq + 1, 0, __ATOMIC_ACQ_REL,
+                                                  __ATOMIC_ACQUIRE)) {
         __atomic_store_n(&st->cert, cert, __ATOMIC_RELAXED);
         memcpy(st->cert_fp, out, 16);
         __atomic_store_n(&st->cert_seq, seq + 2, __ATOMIC_RELEASE);
@@ -243,7 +267,7 @@ static int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
     case SC_PIN_BOUND:
         name_len = sc_requested_server_name(st->slot, ssl, name, sizeof(name));
         if (name_len == -1)
-            name_len = -2;  /* OpenSSL cannot say: refuse, as for an unreadable name */
+            name_len = -2; /* OpenSSL cannot say: refuse, as for an unreadable name */
         sc_state_cert_fp(st, fp);
         sc_bound_session_id_context(st->sid, st->sid_len, fp, name, name_len, bound);
         a->SSL_set_session_id_context(ssl, bound, 32);
@@ -252,7 +276,7 @@ static int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
     default:
         break;
     }
-    return 1;  /* SSL_CLIENT_HELLO_SUCCESS */
+    return 1; /* SSL_CLIENT_HELLO_SUCCESS */
 }
 
 /* Record how ctx's connections get their session id context (pin: SC_PIN_CONTEXT or
@@ -262,14 +286,14 @@ static int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
 static int sc_set_pin(int slot, SSL_CTX *ctx, const unsigned char *bytes, unsigned int len, int pin)
 {
     sc_ctx_state *st;
-    if (len == 0 || len > 32 || !sc_slot_ok(slot) || !sc_ready[slot]
-            || sc_apis[slot].SSL_CTX_set_client_hello_cb == NULL)
+    if (len == 0 || len > 32 || !sc_slot_ok(slot) || !sc_ready[slot] ||
+        sc_apis[slot].SSL_CTX_set_client_hello_cb == NULL)
         return 0;
     st = sc_state_for(slot, ctx);
     if (st == NULL)
         return 0;
-    if (pin == SC_PIN_CONTEXT && __atomic_load_n(&st->pin, __ATOMIC_ACQUIRE) == SC_PIN_BOUND
-            && st->sid_len == len && memcmp(st->sid, bytes, len) == 0)
+    if (pin == SC_PIN_CONTEXT && __atomic_load_n(&st->pin, __ATOMIC_ACQUIRE) == SC_PIN_BOUND &&
+        st->sid_len == len && memcmp(st->sid, bytes, len) == 0)
         return 1;
     memcpy(st->sid, bytes, len);
     st->sid_len = len;
@@ -311,4 +335,3 @@ int sc_pin_of(int slot, SSL_CTX *ctx)
     sc_ctx_state *st = sc_state_of(slot, ctx);
     return st == NULL ? -1 : __atomic_load_n(&st->pin, __ATOMIC_ACQUIRE);
 }
-

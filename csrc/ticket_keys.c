@@ -35,32 +35,32 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
-#define SC_TK_MAX_KEYS 16
-#define SC_TK_NAME_BYTES 16
-#define SC_TK_KEY_BYTES 80  /* name 16, HMAC 32, AES 32: OpenSSL's own layout */
-#define SC_TK_ROLE_CURRENT 1
+#define SC_TK_MAX_KEYS      16
+#define SC_TK_NAME_BYTES    16
+#define SC_TK_KEY_BYTES     80 /* name 16, HMAC 32, AES 32: OpenSSL's own layout */
+#define SC_TK_ROLE_CURRENT  1
 #define SC_TK_ROLE_PREVIOUS 2
-#define SC_TK_ROLE_NEXT 3
+#define SC_TK_ROLE_NEXT     3
 
-#define SC_TK_ISSUED 0
+#define SC_TK_ISSUED           0
 #define SC_TK_ACCEPTED_CURRENT 1
-#define SC_TK_ACCEPTED_OLD 2
+#define SC_TK_ACCEPTED_OLD     2
 #define SC_TK_REJECTED_CURRENT 3
-#define SC_TK_REJECTED_OLD 4
-#define SC_TK_UNKNOWN 5
-#define SC_TK_EXPIRED 6
-#define SC_TK_NO_KEY 7
-#define SC_TK_ERRORS 8
-#define SC_TK_COUNTERS 9
+#define SC_TK_REJECTED_OLD     4
+#define SC_TK_UNKNOWN          5
+#define SC_TK_EXPIRED          6
+#define SC_TK_NO_KEY           7
+#define SC_TK_ERRORS           8
+#define SC_TK_COUNTERS         9
 
 /* The connection's mark between a decrypt and the next encrypt (see the module doc). */
 #define SC_TK_MARK_CURRENT ((void *)1)
-#define SC_TK_MARK_OLD ((void *)2)
+#define SC_TK_MARK_OLD     ((void *)2)
 
 typedef struct {
     unsigned char bytes[SC_TK_KEY_BYTES];
     int role;
-    long long not_after;  /* Unix time; refused for decryption from then on */
+    long long not_after; /* Unix time; refused for decryption from then on */
 } sc_tk_key;
 
 struct sc_tk_ring {
@@ -74,8 +74,8 @@ struct sc_tk_ring {
 
 typedef struct {
     int slot;
-    int active;         /* 0 after a detach */
-    sc_tk_ring *ring;   /* one reference, released when OpenSSL frees the context */
+    int active;       /* 0 after a detach */
+    sc_tk_ring *ring; /* one reference, released when OpenSSL frees the context */
 } sc_tk_ctx;
 
 /* Per slot: ex_data indices and the fetched cipher (3.0+), set up once. */
@@ -93,7 +93,7 @@ typedef struct {
     size_t data_size;
     size_t return_size;
 } sc_tk_param;
-#define SC_TK_PARAM_UTF8_STRING 4
+#define SC_TK_PARAM_UTF8_STRING  4
 #define SC_TK_PARAM_OCTET_STRING 5
 
 /* Rings and per-context states alive: tests check both go back to zero. */
@@ -121,8 +121,8 @@ static void sc_tk_count(sc_tk_ring *ring, int which)
  * A ring's lock held by another thread at fork() (a handshake reading the keys) would stay
  * held in the child for ever: as for the C tables (at_fork.py), every ring lock is taken
  * before the fork and freed on both sides, and made anew in the child. */
-static sc_tk_ring *sc_tk_rings;  /* every live ring, under sc_tk_setup_lock */
-static int sc_tk_fork_state;     /* 0 not yet, 1 registering, 2 done */
+static sc_tk_ring *sc_tk_rings; /* every live ring, under sc_tk_setup_lock */
+static int sc_tk_fork_state;    /* 0 not yet, 1 registering, 2 done */
 
 static void sc_tk_fork_prepare(void)
 {
@@ -255,11 +255,15 @@ void sc_tk_counters(sc_tk_ring *ring, long long *out, int n)
 
 /* --- ex_data hooks (argl carries the slot) ------------------------------------------- */
 
-static void sc_tk_ctx_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
-                           long argl, void *argp)
+static void sc_tk_ctx_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                           void *argp)
 {
     sc_tk_ctx *state = (sc_tk_ctx *)ptr;
-    (void)parent; (void)ad; (void)idx; (void)argl; (void)argp;
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
     if (state == NULL)
         return;
     sc_tk_ring_release(state->ring);
@@ -278,8 +282,8 @@ static int sc_tk_setup(int slot)
     a = &sc_apis[slot];
     pthread_mutex_lock(&sc_tk_setup_lock);
     if (!sc_tk_ready[slot]) {
-        sc_tk_ctx_idx[slot] = a->CRYPTO_get_ex_new_index(1, slot, NULL, NULL, NULL,
-                                                         (void *)sc_tk_ctx_free);
+        sc_tk_ctx_idx[slot] =
+            a->CRYPTO_get_ex_new_index(1, slot, NULL, NULL, NULL, (void *)sc_tk_ctx_free);
         sc_tk_mark_idx[slot] = a->CRYPTO_get_ex_new_index(0, slot, NULL, NULL, NULL, NULL);
         /* 3.0+: fetch AES-256-CBC once, not on every ticket (EVP_aes_256_cbc would make
          * each EVP_*Init_ex fetch it again). 1.1.1: the static cipher object. */
@@ -287,8 +291,7 @@ static int sc_tk_setup(int slot)
             sc_tk_cipher[slot] = a->EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
         else if (a->EVP_aes_256_cbc != NULL)
             sc_tk_cipher[slot] = (void *)a->EVP_aes_256_cbc();
-        ok = sc_tk_ctx_idx[slot] >= 0 && sc_tk_mark_idx[slot] >= 0
-             && sc_tk_cipher[slot] != NULL;
+        ok = sc_tk_ctx_idx[slot] >= 0 && sc_tk_mark_idx[slot] >= 0 && sc_tk_cipher[slot] != NULL;
         __atomic_store_n(&sc_tk_ready[slot], ok, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&sc_tk_setup_lock);
@@ -303,8 +306,8 @@ int sc_tk_supported(int slot)
     if (!sc_slot_ok(slot) || !sc_ready[slot])
         return 0;
     a = &sc_apis[slot];
-    if (a->RAND_bytes == NULL || a->EVP_EncryptInit_ex == NULL || a->EVP_DecryptInit_ex == NULL
-            || (a->EVP_CIPHER_fetch == NULL && a->EVP_aes_256_cbc == NULL))
+    if (a->RAND_bytes == NULL || a->EVP_EncryptInit_ex == NULL || a->EVP_DecryptInit_ex == NULL ||
+        (a->EVP_CIPHER_fetch == NULL && a->EVP_aes_256_cbc == NULL))
         return 0;
     if (a->SSL_CTX_set_tlsext_ticket_key_evp_cb != NULL && a->EVP_MAC_CTX_set_params != NULL)
         return 2;
@@ -319,7 +322,8 @@ static sc_tk_ctx *sc_tk_state(int slot, SSL *ssl)
 {
     sc_api *a = &sc_apis[slot];
     SSL_CTX *ctx = a->SSL_get_SSL_CTX(ssl);
-    sc_tk_ctx *state = ctx != NULL ? (sc_tk_ctx *)a->SSL_CTX_get_ex_data(ctx, sc_tk_ctx_idx[slot]) : NULL;
+    sc_tk_ctx *state =
+        ctx != NULL ? (sc_tk_ctx *)a->SSL_CTX_get_ex_data(ctx, sc_tk_ctx_idx[slot]) : NULL;
     if (state == NULL) {
         /* An SNI callback switched to a context without keys: the session context's, as
          * recorded when the SSL was made (trampolines.py; OpenSSL up to 3.x). */
@@ -341,7 +345,7 @@ static int sc_tk_mac_init(sc_api *a, int evp, void *hctx, const unsigned char *h
     params[0].data_type = SC_TK_PARAM_OCTET_STRING;
     params[0].data = (void *)hmac_key;
     params[0].data_size = 32;
-    params[0].return_size = (size_t)-1;  /* OSSL_PARAM_UNMODIFIED */
+    params[0].return_size = (size_t)-1; /* OSSL_PARAM_UNMODIFIED */
     params[1].key = "digest";
     params[1].data_type = SC_TK_PARAM_UTF8_STRING;
     params[1].data = digest;
@@ -391,8 +395,10 @@ static int sc_tk_encrypt(int slot, sc_tk_ring *ring, SSL *ssl, unsigned char *na
         bytes = throwaway;
     }
     memcpy(name, bytes, SC_TK_NAME_BYTES);
-    rv = a->EVP_EncryptInit_ex(cctx, sc_tk_cipher[slot], NULL, bytes + 48, iv) == 1
-         && sc_tk_mac_init(a, evp, hctx, bytes + 16) ? 1 : -1;
+    rv = a->EVP_EncryptInit_ex(cctx, sc_tk_cipher[slot], NULL, bytes + 48, iv) == 1 &&
+                 sc_tk_mac_init(a, evp, hctx, bytes + 16)
+             ? 1
+             : -1;
     if (key != NULL)
         pthread_mutex_unlock(&ring->lock);
     else
@@ -417,8 +423,8 @@ static int sc_tk_decrypt(int slot, sc_tk_ring *ring, SSL *ssl, const unsigned ch
     } else if ((long long)time(NULL) >= key->not_after) {
         rv = 0;
         sc_tk_count(ring, SC_TK_EXPIRED);
-    } else if (a->EVP_DecryptInit_ex(cctx, sc_tk_cipher[slot], NULL, key->bytes + 48, iv) != 1
-               || !sc_tk_mac_init(a, evp, hctx, key->bytes + 16)) {
+    } else if (a->EVP_DecryptInit_ex(cctx, sc_tk_cipher[slot], NULL, key->bytes + 48, iv) != 1 ||
+               !sc_tk_mac_init(a, evp, hctx, key->bytes + 16)) {
         rv = -1;
         sc_tk_count(ring, SC_TK_ERRORS);
     } else {
@@ -436,27 +442,37 @@ static int sc_tk_decrypt(int slot, sc_tk_ring *ring, SSL *ssl, const unsigned ch
     return rv;
 }
 
-static int sc_tk_on_key(int slot, SSL *ssl, unsigned char *name, unsigned char *iv,
-                        void *cctx, void *hctx, int enc, int evp)
+static int sc_tk_on_key(int slot, SSL *ssl, unsigned char *name, unsigned char *iv, void *cctx,
+                        void *hctx, int enc, int evp)
 {
     sc_tk_ctx *state = sc_tk_state(slot, ssl);
     if (state == NULL || !__atomic_load_n(&state->active, __ATOMIC_ACQUIRE))
-        return 0;  /* detached: no ticket issued, none accepted */
+        return 0; /* detached: no ticket issued, none accepted */
     if (enc)
         return sc_tk_encrypt(slot, state->ring, ssl, name, iv, cctx, hctx, evp);
     return sc_tk_decrypt(slot, state->ring, ssl, name, iv, cctx, hctx, evp);
 }
 
 /* One pair of callbacks per slot: OpenSSL passes no user argument. */
-#define SC_TK_CALLBACKS(n)                                                                   \
-    static int sc_tk_evp_cb_##n(SSL *s, unsigned char *name, unsigned char *iv,             \
-                                void *c, void *h, int enc)                                 \
-    { return sc_tk_on_key(n, s, name, iv, c, h, enc, 1); }                                 \
-    static int sc_tk_hmac_cb_##n(SSL *s, unsigned char *name, unsigned char *iv,            \
-                                 void *c, void *h, int enc)                                \
-    { return sc_tk_on_key(n, s, name, iv, c, h, enc, 0); }
-SC_TK_CALLBACKS(0) SC_TK_CALLBACKS(1) SC_TK_CALLBACKS(2) SC_TK_CALLBACKS(3)
-SC_TK_CALLBACKS(4) SC_TK_CALLBACKS(5) SC_TK_CALLBACKS(6) SC_TK_CALLBACKS(7)
+#define SC_TK_CALLBACKS(n)                                                                         \
+    static int sc_tk_evp_cb_##n(SSL *s, unsigned char *name, unsigned char *iv, void *c, void *h,  \
+                                int enc)                                                           \
+    {                                                                                              \
+        return sc_tk_on_key(n, s, name, iv, c, h, enc, 1);                                         \
+    }                                                                                              \
+    static int sc_tk_hmac_cb_##n(SSL *s, unsigned char *name, unsigned char *iv, void *c, void *h, \
+                                 int enc)                                                          \
+    {                                                                                              \
+        return sc_tk_on_key(n, s, name, iv, c, h, enc, 0);                                         \
+    }
+SC_TK_CALLBACKS(0)
+SC_TK_CALLBACKS(1)
+SC_TK_CALLBACKS(2)
+SC_TK_CALLBACKS(3)
+SC_TK_CALLBACKS(4)
+SC_TK_CALLBACKS(5)
+SC_TK_CALLBACKS(6)
+SC_TK_CALLBACKS(7)
 
 /* EVP_CIPHER_CTX * and EVP_MAC_CTX * / HMAC_CTX * as void *: the table's types. */
 typedef int (*sc_tk_cb_t)(SSL *, unsigned char *, unsigned char *, void *, void *, int);
@@ -467,7 +483,7 @@ static const sc_tk_cb_t sc_tk_hmac_cbs[SC_MAX_INSTANCES] = {
     sc_tk_hmac_cb_0, sc_tk_hmac_cb_1, sc_tk_hmac_cb_2, sc_tk_hmac_cb_3,
     sc_tk_hmac_cb_4, sc_tk_hmac_cb_5, sc_tk_hmac_cb_6, sc_tk_hmac_cb_7};
 
-#define SC_TK_CTRL_SET_TICKET_KEY_CB 72  /* SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB, every version */
+#define SC_TK_CTRL_SET_TICKET_KEY_CB 72 /* SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB, every version */
 
 /* Serve ctx's tickets from ring. A context keeps the first ring it is given until
  * OpenSSL frees it (a handshake in another thread may be reading it: it is never freed
