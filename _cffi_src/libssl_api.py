@@ -100,6 +100,11 @@ API = [
     ("int", "EVP_MAC_CTX_set_params", "void *, const void *", False),
     ("int", "HMAC_Init_ex", "void *, const void *, int, const void *, void *", False),
     ("const void *", "EVP_sha256", "void", False),
+    # SHA-256 for bound session id contexts and certificate fingerprints (sni_binding.c):
+    # EVP_Digest with the SHA-256 object fetched once per copy (3.0+) or EVP_sha256 (1.1.1).
+    ("int", "EVP_Digest", "const void *, size_t, unsigned char *, unsigned int *, const void *, void *", False),
+    ("void *", "EVP_MD_fetch", "void *, const char *, const char *", False),
+    ("void", "EVP_MD_free", "void *", False),
 ]
 
 INCLUDES = """

@@ -11,122 +11,69 @@
  * per-virtual-host context does since CVE-2025-23419. */
 #include "sesscache.h"
 
-/* --- SHA-256 (FIPS 180-4), for session id contexts and certificate fingerprints ------
- * Computed here rather than by the libssl copy: a context's copy may be one whose
- * digest functions sesscache never resolved, and these inputs are public. */
-typedef struct {
-    uint32_t h[8];
-    uint64_t len;
-    unsigned char buf[64];
-    size_t used;
-} sc_sha256_ctx;
+/* --- SHA-256, through the copy's own EVP ----------------------------------------------
+ * For session id contexts and certificate fingerprints. Each slot digests with its own
+ * libcrypto (EVP_Digest, resolved per copy like every other function), with the SHA-256
+ * object fetched once per slot on 3.0+ (EVP_sha256() would make every call fetch it
+ * again) or OpenSSL 1.1.1's static one. Measured against the hand-written SHA-256 this
+ * replaces (gcc -O2, OpenSSL 3.0.19, x86-64 with SHA extensions, 1M digests each):
+ * 100 bytes (a bound context's input) 606 -> 255 ns, 800 bytes (a certificate) 4059 ->
+ * 1040 ns; EVP_sha256() without the fetch: 468 and 1587 ns (docs/decisions.md). */
 
-static const uint32_t sc_sha256_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+static const void *sc_sha256_md[SC_MAX_INSTANCES]; /* fetched once per slot; never freed */
 
-#define SC_ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void sc_sha256_block(sc_sha256_ctx *c, const unsigned char *p)
+static const void *sc_slot_sha256_md(int slot)
 {
-    uint32_t w[64], a, b, d, e, f, g, h, cc, t1, t2;
-    int i;
-    for (i = 0; i < 16; i++)
-        w[i] = ((uint32_t)p[4 * i] << 24) | ((uint32_t)p[4 * i + 1] << 16) |
-               ((uint32_t)p[4 * i + 2] << 8) | (uint32_t)p[4 * i + 3];
-    for (i = 16; i < 64; i++)
-        w[i] = (SC_ROR(w[i - 2], 17) ^ SC_ROR(w[i - 2], 19) ^ (w[i - 2] >> 10)) + w[i - 7] +
-               (SC_ROR(w[i - 15], 7) ^ SC_ROR(w[i - 15], 18) ^ (w[i - 15] >> 3)) + w[i - 16];
-    a = c->h[0];
-    b = c->h[1];
-    cc = c->h[2];
-    d = c->h[3];
-    e = c->h[4];
-    f = c->h[5];
-    g = c->h[6];
-    h = c->h[7];
-    for (i = 0; i < 64; i++) {
-        t1 = h + (SC_ROR(e, 6) ^ SC_ROR(e, 11) ^ SC_ROR(e, 25)) + ((e & f) ^ (~e & g)) +
-             sc_sha256_k[i] + w[i];
-        t2 = (SC_ROR(a, 2) ^ SC_ROR(a, 13) ^ SC_ROR(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
-        h = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = cc;
-        cc = b;
-        b = a;
-        a = t1 + t2;
-    }
-    c->h[0] += a;
-    c->h[1] += b;
-    c->h[2] += cc;
-    c->h[3] += d;
-    c->h[4] += e;
-    c->h[5] += f;
-    c->h[6] += g;
-    c->h[7] += h;
-}
-
-static void sc_sha256_init(sc_sha256_ctx *c)
-{
-    static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(c->h, iv, sizeof(iv));
-    c->len = 0;
-    c->used = 0;
-}
-
-static void sc_sha256_update(sc_sha256_ctx *c, const unsigned char *p, size_t n)
-{
-    c->len += n;
-    while (n > 0) {
-        size_t take = 64 - c->used < n ? 64 - c->used : n;
-        memcpy(c->buf + c->used, p, take);
-        c->used += take;
-        p += take;
-        n -= take;
-        if (c->used == 64) {
-            sc_sha256_block(c, c->buf);
-            c->used = 0;
+    sc_api *a = &sc_apis[slot];
+    const void *md = __atomic_load_n(&sc_sha256_md[slot], __ATOMIC_ACQUIRE);
+    const void *expected = NULL;
+    void *fetched;
+    if (md != NULL || a->EVP_Digest == NULL)
+        return md;
+    if (a->EVP_MD_fetch == NULL)
+        md = a->EVP_sha256 != NULL ? a->EVP_sha256() : NULL;
+    else if ((fetched = a->EVP_MD_fetch(NULL, "SHA256", NULL)) != NULL) {
+        /* Two threads may fetch at once: one keeps its object, the other's is freed. */
+        if (!__atomic_compare_exchange_n(&sc_sha256_md[slot], &expected, fetched, 0,
+                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            if (a->EVP_MD_free != NULL)
+                a->EVP_MD_free(fetched);
+            return expected;
         }
+        return fetched;
     }
+    if (md != NULL)
+        __atomic_store_n(&sc_sha256_md[slot], md, __ATOMIC_RELEASE);
+    return md;
 }
 
-static void sc_sha256_final(sc_sha256_ctx *c, unsigned char *out)
+/* SHA-256 of data into out (32 bytes) with the slot's libcrypto; 1 when done, 0 when this
+ * copy cannot (no EVP_Digest or no SHA-256 resolved, or it failed). */
+static int sc_slot_sha256(int slot, const unsigned char *data, size_t len, unsigned char *out)
 {
-    uint64_t bits = c->len * 8;
-    int i;
-    c->buf[c->used++] = 0x80;
-    if (c->used > 56) {
-        memset(c->buf + c->used, 0, 64 - c->used);
-        sc_sha256_block(c, c->buf);
-        c->used = 0;
-    }
-    memset(c->buf + c->used, 0, 56 - c->used);
-    for (i = 0; i < 8; i++)
-        c->buf[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
-    sc_sha256_block(c, c->buf);
-    for (i = 0; i < 8; i++) {
-        out[4 * i] = (unsigned char)(c->h[i] >> 24);
-        out[4 * i + 1] = (unsigned char)(c->h[i] >> 16);
-        out[4 * i + 2] = (unsigned char)(c->h[i] >> 8);
-        out[4 * i + 3] = (unsigned char)c->h[i];
-    }
+    const void *md;
+    unsigned int n = 0;
+    if (!sc_slot_ok(slot) || !sc_ready[slot] || (md = sc_slot_sha256_md(slot)) == NULL)
+        return 0;
+    return sc_apis[slot].EVP_Digest(data, len, out, &n, md, NULL) == 1 && n == 32;
 }
 
+/* A slot that can digest, for the two entry points without a slot argument (tests and
+ * diagnostics compare them with hashlib); -1 when no registered copy can. */
+static int sc_any_sha256_slot(void)
+{
+    int slot;
+    for (slot = 0; slot < SC_MAX_INSTANCES; slot++)
+        if (sc_ready[slot] && sc_slot_sha256_md(slot) != NULL)
+            return slot;
+    return -1;
+}
+
+/* SHA-256 of data with the first copy that can; zeros when none can. */
 void sc_sha256(const unsigned char *data, size_t len, unsigned char *out)
 {
-    sc_sha256_ctx c;
-    sc_sha256_init(&c);
-    sc_sha256_update(&c, data, len);
-    sc_sha256_final(&c, out);
+    if (!sc_slot_sha256(sc_any_sha256_slot(), data, len, out))
+        memset(out, 0, 32);
 }
 
 /* --- session id contexts bound to the server name and certificate ----------------- */
@@ -136,11 +83,13 @@ static const unsigned char sc_binding_tag[] = "sesscache/bound-session-id-contex
 /* The session id context of a connection to a bound context: SHA-256 over a tag, the
  * configured context, the certificate's fingerprint and the SNI name asked for, in
  * lowercase (name_len 0: no name; negative: a name that cannot be compared, for which
- * `unique` makes a context no other connection ever has). Writes 32 bytes; returns 32.
+ * `unique` makes a context no other connection ever has), digested by the slot's
+ * libcrypto. Writes 32 bytes; returns 32. Should the digest fail, the context written is
+ * one no other connection has either (fail closed: no resumption, never a wrong one).
  * tests/binding/test_bound_session_id_context.py computes the same with hashlib. */
-int sc_bound_session_id_context(const unsigned char *sid, unsigned int sid_len,
-                                const unsigned char *cert_fp, const char *name, int name_len,
-                                unsigned char *out)
+static int sc_bound_sid_digest(int slot, const unsigned char *sid, unsigned int sid_len,
+                               const unsigned char *cert_fp, const char *name, int name_len,
+                               unsigned char *out)
 {
     static unsigned long long unique;
     /* The digest's input, laid out in one buffer: the tag (with its NUL), the configured
@@ -171,7 +120,8 @@ int sc_bound_session_id_context(const unsigned char *sid, unsigned int sid_len,
         n[2] = (unsigned long long)time(NULL);
         memcpy(input + at, n, sizeof(n));
         at += sizeof(n);
-        sc_sha256(input, at, out);
+        if (!sc_slot_sha256(slot, input, at, out))
+            goto unique_without_digest;
         return 32;
     }
     input[at++] = name_len > 0 ? 1 : 0;
@@ -183,28 +133,54 @@ int sc_bound_session_id_context(const unsigned char *sid, unsigned int sid_len,
         memcpy(out, memo_out, 32);
         return 32;
     }
-    sc_sha256(input, at, out);
+    if (!sc_slot_sha256(slot, input, at, out))
+        goto unique_without_digest;
     memcpy(memo_input, input, at);
     memcpy(memo_out, out, 32);
     memo_len = at;
     return 32;
+unique_without_digest:
+    n[0] = __atomic_add_fetch(&unique, 1, __ATOMIC_RELAXED);
+    n[1] = (unsigned long long)getpid();
+    n[2] = (unsigned long long)time(NULL);
+    memset(out, 0xff, 8);
+    memcpy(out + 8, n, sizeof(n));
+    return 32;
+}
+
+/* The same with the first copy that can digest (for tests: no connection to take a slot
+ * from). */
+int sc_bound_session_id_context(const unsigned char *sid, unsigned int sid_len,
+                                const unsigned char *cert_fp, const char *name, int name_len,
+                                unsigned char *out)
+{
+    return sc_bound_sid_digest(sc_any_sha256_slot(), sid, sid_len, cert_fp, name, name_len, out);
 }
 
 /* The fingerprint of a certificate: SHA-256 of its DER, first 16 bytes; zeros for none
- * (as cache.py computes it). */
-static void sc_cert_fp(sc_api *a, const void *cert, unsigned char *out)
+ * (as cache.py computes it). 1 when done; 0 when the certificate could not be read or
+ * digested: out is then all 0xff, which matches no session's fingerprint. */
+static int sc_cert_fp(int slot, const void *cert, unsigned char *out)
 {
+    sc_api *a = &sc_apis[slot];
     unsigned char digest[32], *der, *p;
     int n = cert != NULL ? a->i2d_X509((const X509 *)cert, NULL) : 0;
+    int done = 0;
     memset(out, 0, 16);
+    if (cert == NULL)
+        return 1;
     if (n > 0 && (der = malloc((size_t)n)) != NULL) {
         p = der;
-        if (a->i2d_X509((const X509 *)cert, &p) == n) {
-            sc_sha256(der, (size_t)n, digest);
+        if (a->i2d_X509((const X509 *)cert, &p) == n &&
+            sc_slot_sha256(slot, der, (size_t)n, digest)) {
             memcpy(out, digest, 16);
+            done = 1;
         }
         free(der);
     }
+    if (!done)
+        memset(out, 0xff, 16);
+    return done;
 }
 
 /* The fingerprint of the context's current certificate, computed once per certificate. */
@@ -225,7 +201,8 @@ static void sc_state_cert_fp(sc_ctx_state *st, unsigned char *out)
         if (__atomic_load_n(&st->cert_seq, __ATOMIC_RELAXED) == seq)
             return;
     }
-    sc_cert_fp(a, cert, out);
+    if (!sc_cert_fp(st->slot, cert, out))
+        return; /* not remembered: the next connection tries again */
     seq = __atomic_load_n(&st->cert_seq, __ATOMIC_ACQUIRE);
     if (!(seq & 1) && __atomic_compare_exchange_n(&st->cert_seq, &seq, seq + 1, 0, __ATOMIC_ACQ_REL,
                                                   __ATOMIC_ACQUIRE)) {
@@ -240,7 +217,7 @@ static void sc_state_bound_sid(sc_ctx_state *st, const char *name, int name_len,
 {
     unsigned char fp[16];
     sc_state_cert_fp(st, fp);
-    sc_bound_session_id_context(st->sid, st->sid_len, fp, name, name_len, out);
+    sc_bound_sid_digest(st->slot, st->sid, st->sid_len, fp, name, name_len, out);
 }
 
 /* The ClientHello callback of every hooked or pinned server context: it runs before
@@ -269,7 +246,7 @@ static int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
         if (name_len == -1)
             name_len = -2; /* OpenSSL cannot say: refuse, as for an unreadable name */
         sc_state_cert_fp(st, fp);
-        sc_bound_session_id_context(st->sid, st->sid_len, fp, name, name_len, bound);
+        sc_bound_sid_digest(st->slot, st->sid, st->sid_len, fp, name, name_len, bound);
         a->SSL_set_session_id_context(ssl, bound, 32);
         sc_fast_note_offer(st, ssl, name, name_len, fp);
         break;
@@ -311,10 +288,12 @@ int sc_pin_session_id_context(int slot, SSL_CTX *ctx, const unsigned char *bytes
 
 /* Bind each connection's session id context to the configured one, the certificate and
  * the SNI name asked for. 1 when done; 0 when this OpenSSL cannot (no ClientHello
- * callback, or no way to read the ClientHello's server_name: the caller must refuse). */
+ * callback, no way to read the ClientHello's server_name, or no SHA-256 in its libcrypto:
+ * the caller must refuse). */
 int sc_bind_session_id_context(int slot, SSL_CTX *ctx, const unsigned char *bytes, unsigned int len)
 {
-    if (!sc_slot_ok(slot) || sc_apis[slot].SSL_client_hello_get0_ext == NULL)
+    if (!sc_slot_ok(slot) || !sc_ready[slot] || sc_apis[slot].SSL_client_hello_get0_ext == NULL ||
+        sc_slot_sha256_md(slot) == NULL)
         return 0;
     return sc_set_pin(slot, ctx, bytes, len, SC_PIN_BOUND);
 }

@@ -277,8 +277,9 @@ class SessionCache:
         if not lib.sc_bind_session_id_context(bound.instance.slot, bound.pointer, sid_ctx, len(sid_ctx)):
             raise ConfigurationError(
                 f"{bound.instance.describe()} cannot tell sesscache which server name a client "
-                "asks for before it resumes a session (it lacks SSL_CTX_set_client_hello_cb or "
-                "SSL_client_hello_get0_ext), so a session made for one name could resume for "
+                "asks for before it resumes a session (it lacks SSL_CTX_set_client_hello_cb, "
+                "SSL_client_hello_get0_ext or SHA-256 through EVP_Digest), so a session made for "
+                "one name could resume for "
                 "another. Use OpenSSL 1.1.1 or newer built with them (every official build has "
                 "them), or do not attach a cache to this context.")
         attachment = _Attachment(self, bound.instance, sid_ctx, self._fast_policy(sid_ctx))
