@@ -74,8 +74,10 @@ static int sc_cap_ticket_cb(SSL *ssl, void *arg)
     if (origin <= 1 || made <= 0)
         return 1; /* a first full handshake: its timeout is already the context's */
     allowed = origin + lifetime - made;
+    sc_err_mark(a);
     if (allowed < a->SSL_SESSION_get_timeout(sess))
         a->SSL_SESSION_set_timeout(sess, allowed > 1 ? (long)allowed : 1);
+    sc_err_pop(a);
     return 1; /* go on making the ticket */
 }
 

@@ -79,6 +79,17 @@ static int sc_sess_idx[SC_MAX_INSTANCES];
 static int sc_slot_ok(int slot);
 static SSL_CTX *sc_session_ctx(int slot, SSL *ssl);
 
+/* Every callback sesscache gives libssl, and every entry point that parses bytes it was
+ * handed, brackets its libssl calls with these: errors those calls push (a DER that does
+ * not parse, a failed allocation) are sesscache's business, handled where they happen;
+ * left on the queue, the next unrelated call on the thread (SSL_get_error after
+ * SSL_do_handshake, pyOpenSSL's or CPython's error check) would report them as its own
+ * failure. ERR_pop_to_mark pops exactly what came after the mark: errors already queued
+ * stay. (ERR_set_mark on an empty queue sets no mark; the pop then empties the queue,
+ * which is again what it found.) */
+static void sc_err_mark(const sc_api *a);
+static void sc_err_pop(const sc_api *a);
+
 /* --- per-context state (context_state.c) ----------------------------------------- */
 
 #define SC_PIN_NONE    0 /* only the ClientHello record of the session context */

@@ -200,18 +200,23 @@ int sc_session_der(int slot, SSL_SESSION *sess, unsigned char *buf, int buflen)
 
 /* A new session (one reference, owned by the caller) or NULL. A failed parse leaves
  * errors on that copy's error queue, where a later, unrelated call (a pyOpenSSL
- * do_handshake) would report them as its own failure: clear them here. */
+ * do_handshake) would report them as its own failure: they are popped here, and only
+ * they (errors queued before the call stay, see sc_err_mark). */
 SSL_SESSION *sc_session_from_der(int slot, const unsigned char *der, long len)
 {
     sc_api *a = &sc_apis[slot];
     const unsigned char *p = der;
-    SSL_SESSION *sess = a->d2i_SSL_SESSION(NULL, &p, len);
-    if (sess == NULL || p != der + len) {
-        if (sess != NULL)
-            a->SSL_SESSION_free(sess); /* trailing bytes: not one clean session */
-        a->ERR_clear_error();
-        return NULL;
+    SSL_SESSION *sess;
+    sc_err_mark(a);
+    sess = a->d2i_SSL_SESSION(NULL, &p, len);
+    if (sess != NULL && p != der + len) {
+        a->SSL_SESSION_free(sess); /* trailing bytes: not one clean session */
+        sess = NULL;
     }
+    if (a->ERR_pop_to_mark != NULL && a->ERR_set_mark != NULL)
+        sc_err_pop(a);
+    else if (sess == NULL)
+        a->ERR_clear_error(); /* a copy without marks: at least nothing of ours stays */
     return sess;
 }
 

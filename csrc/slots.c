@@ -41,6 +41,18 @@ long sc_live_sessions(int slot)
     return sc_slot_ok(slot) ? __atomic_load_n(&sc_live[slot], __ATOMIC_SEQ_CST) : -1;
 }
 
+static void sc_err_mark(const sc_api *a)
+{
+    if (a->ERR_set_mark != NULL && a->ERR_pop_to_mark != NULL)
+        a->ERR_set_mark();
+}
+
+static void sc_err_pop(const sc_api *a)
+{
+    if (a->ERR_set_mark != NULL && a->ERR_pop_to_mark != NULL)
+        a->ERR_pop_to_mark();
+}
+
 /* --- ex_data hooks (argl carries the slot) ------------------------------------ */
 
 static void sc_ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
@@ -145,11 +157,13 @@ static int sc_on_new(int slot, SSL *ssl, SSL_SESSION *sess)
     SSL_CTX *ctx;
     if (!sc_python_alive)
         return 0;
+    sc_err_mark(&sc_apis[slot]);
     ctx = sc_session_ctx(slot, ssl);
     /* Python takes its own reference when it keeps the session: always 0 here, so
      * OpenSSL drops the one it took for us and ownership stays simple. */
     if (!sc_fast_on_new(slot, ssl, sess, ctx))
         sc_py_new_session(slot, ctx, ssl, sess);
+    sc_err_pop(&sc_apis[slot]);
     return 0;
 }
 
@@ -159,11 +173,13 @@ static SSL_SESSION *sc_on_get(int slot, SSL *ssl, const unsigned char *id, int l
     SSL_CTX *ctx;
     if (!sc_python_alive)
         return NULL;
+    sc_err_mark(&sc_apis[slot]);
     ctx = sc_session_ctx(slot, ssl);
     /* A lookup counts what it refuses itself (see sc_fast_note_offer). */
     sc_fast_uncount_refused_offer(slot, ssl);
     if (!sc_fast_on_get(slot, ssl, id, len, ctx, &sess))
         sess = sc_py_get_session(slot, ctx, ssl, id, len);
+    sc_err_pop(&sc_apis[slot]);
     /* Python hands back a reference of its own (fresh from d2i, or up-ref'd): OpenSSL
      * takes it over. copy = 1 here would leak one session per hit. */
     *copy = 0;
@@ -174,7 +190,9 @@ static void sc_on_remove(int slot, SSL_CTX *ctx, SSL_SESSION *sess)
 {
     /* OpenSSL hands the remove callback the context it runs for: no lookup needed. */
     if (sc_python_alive) {
+        sc_err_mark(&sc_apis[slot]);
         SC_KEEPING_PENDING_ERROR(sc_py_remove_session(slot, ctx, sess));
+        sc_err_pop(&sc_apis[slot]);
     }
 }
 

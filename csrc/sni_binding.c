@@ -230,6 +230,7 @@ static int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
     char name[256];
     int name_len;
     (void)alert;
+    sc_err_mark(a);
     /* (only when set: setting a slot a connection never used grows its ex_data) */
     if (a->SSL_get_ex_data(ssl, sc_offer_idx[st->slot]) != NULL)
         a->SSL_set_ex_data(ssl, sc_offer_idx[st->slot], NULL);
@@ -253,6 +254,7 @@ static int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
     default:
         break;
     }
+    sc_err_pop(a);
     return 1; /* SSL_CLIENT_HELLO_SUCCESS */
 }
 

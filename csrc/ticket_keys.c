@@ -445,12 +445,18 @@ static int sc_tk_decrypt(int slot, sc_tk_ring *ring, SSL *ssl, const unsigned ch
 static int sc_tk_on_key(int slot, SSL *ssl, unsigned char *name, unsigned char *iv, void *cctx,
                         void *hctx, int enc, int evp)
 {
-    sc_tk_ctx *state = sc_tk_state(slot, ssl);
+    sc_tk_ctx *state;
+    int result = 0;
+    sc_err_mark(&sc_apis[slot]);
+    state = sc_tk_state(slot, ssl);
     if (state == NULL || !__atomic_load_n(&state->active, __ATOMIC_ACQUIRE))
-        return 0; /* detached: no ticket issued, none accepted */
-    if (enc)
-        return sc_tk_encrypt(slot, state->ring, ssl, name, iv, cctx, hctx, evp);
-    return sc_tk_decrypt(slot, state->ring, ssl, name, iv, cctx, hctx, evp);
+        result = 0; /* detached: no ticket issued, none accepted */
+    else if (enc)
+        result = sc_tk_encrypt(slot, state->ring, ssl, name, iv, cctx, hctx, evp);
+    else
+        result = sc_tk_decrypt(slot, state->ring, ssl, name, iv, cctx, hctx, evp);
+    sc_err_pop(&sc_apis[slot]);
+    return result;
 }
 
 /* One pair of callbacks per slot: OpenSSL passes no user argument. */
