@@ -166,6 +166,11 @@ def testing_ffibuilder() -> FFI:
 if __name__ == "__main__":
     # python build_ffi.py [--core-only] [DIR]: compile in DIR (build/cffi), as make strict-c does.
     argv = sys.argv[1:]
+    if argv[:1] == ["--api-header"]:
+        # python build_ffi.py --api-header FILE: OpenSSL's includes, the sc_api struct and
+        # its required column, for C built outside cffi (fuzz/: make fuzz-c).
+        Path(argv[1]).write_text(libssl_api.INCLUDES + _api_struct() + _api_requirements())
+        sys.exit(0)
     core_only = "--core-only" in argv
     argv = [a for a in argv if a != "--core-only"]
     tmpdir = argv[0] if argv else str(HERE / "build" / "cffi")
