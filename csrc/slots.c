@@ -68,11 +68,16 @@ static void sc_ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
     if (st == NULL)
         return;
     if (sc_python_alive) {
+        sc_err_mark(&sc_apis[argl]);
         SC_KEEPING_PENDING_ERROR(sc_py_context_freed((int)argl, (SSL_CTX *)parent));
+        sc_err_pop(&sc_apis[argl]);
     }
     free(st);
 }
 
+/* (The two ex_data new hooks below call CRYPTO_set_ex_data alone, which fails only when
+ * memory runs out in the middle of OpenSSL making the object: an error that is the
+ * caller's to see, so they set no mark.) */
 static void sc_ssl_ex_new(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
                           void *argp)
 {
