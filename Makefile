@@ -6,9 +6,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sesscache-installed
-C_SOURCES := pyproject.toml setup.py build_ffi.py $(wildcard _cffi_src/*.py)
+C_SOURCES := pyproject.toml setup.py build_ffi.py $(wildcard _cffi_src/*.py) $(wildcard csrc/*.c csrc/*.h)
 
-.PHONY: demo test bench matrix wheel system-packages clean docs
+.PHONY: demo test bench matrix wheel system-packages clean docs strict-c format format-check \
+	sanitize fuzz-c fuzz-c-short
 
 demo: $(STAMP)
 	$(BIN)/python -m sesscache demo
@@ -68,6 +69,68 @@ $(STAMP): $(C_SOURCES) | system-packages
 	$(BIN)/python -m pip install -q -U pip setuptools wheel 'cffi>=1.15'
 	SESSCACHE_BUILD_TESTING=1 $(BIN)/python -m pip install -q --no-build-isolation -e '.[test,servers]'
 	touch $@
+
+# The C of csrc/ and fuzz/: warnings as errors, one format. strict-c compiles the core
+# module alone (into build/strict-c, the installed one untouched) with -Wall -Wextra
+# -Werror, as every CI build does (.ci/run exports SESSCACHE_STRICT_C=1). The format is
+# .clang-format's, checked by Debian's clang-format (.ci/apt-packages.txt).
+C_FORMAT_FILES := $(wildcard csrc/*.c csrc/*.h fuzz/c/*.c)
+
+strict-c: $(STAMP)
+	rm -rf build/strict-c
+	SESSCACHE_STRICT_C=1 $(BIN)/python build_ffi.py --core-only build/strict-c
+
+format:
+	clang-format -i $(C_FORMAT_FILES)
+
+format-check: system-packages
+	clang-format --dry-run --Werror $(C_FORMAT_FILES)
+
+# The core module built with AddressSanitizer and UndefinedBehaviorSanitizer (every UB
+# finding fatal), into build/sanitize (a copy of the package: the .venv's own module stays
+# as it is), and the tests of the C that reads what peers and stores send run against it:
+# the binding, SNI in every mode, the ClientHello scanners and the ticket keys. CPython is
+# not instrumented: the ASan runtime is preloaded and leak detection is off (CPython keeps
+# memory for its lifetime by design). Any finding fails the run.
+SANITIZE_DIR := build/sanitize
+SANITIZE_TESTS ?= tests/binding tests/reliability/test_sni_every_mode.py tests/test_clienthello.py \
+	tests/ticket_keys tests/cache/test_fast_path.py
+SANITIZE_ENV := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYTHONPATH=$(abspath $(SANITIZE_DIR)) \
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so)
+
+sanitize: $(STAMP)
+	rm -rf $(SANITIZE_DIR) && mkdir -p $(SANITIZE_DIR)
+	cp -r src/sesscache $(SANITIZE_DIR)/sesscache
+	rm -f $(SANITIZE_DIR)/sesscache/_sesscache_cffi*.so
+	SESSCACHE_SANITIZE=1 SESSCACHE_STRICT_C=1 $(BIN)/python build_ffi.py --core-only $(SANITIZE_DIR)/cffi
+	cp $(SANITIZE_DIR)/cffi/sesscache/_sesscache_cffi*.so $(SANITIZE_DIR)/sesscache/
+	env $(SANITIZE_ENV) $(BIN)/python -c "import sesscache._sesscache_cffi as m, sys; \
+		sys.exit(0 if '$(SANITIZE_DIR)/' in m.__file__ else 'not the sanitized module: ' + m.__file__)"
+	env $(SANITIZE_ENV) $(BIN)/python -m pytest -p no:cacheprovider -q $(SANITIZE_TESTS) $(PYTEST_ARGS)
+
+# libFuzzer (clang) over the C that parses ClientHellos, extensions, stored envelopes and
+# offered sessions (fuzz/c/fuzz_c.c), with ASan and UBSan, seeded from fuzz/c/corpus
+# (fuzz/c/make_corpus.py). New inputs go to build/fuzz/corpus, findings to build/fuzz/:
+# keep each one's input as a test. fuzz-c runs FUZZ_RUNS inputs; fuzz-c-short, which
+# .ci/run calls, FUZZ_SECONDS seconds.
+FUZZ_DIR := build/fuzz
+FUZZ_BIN := $(FUZZ_DIR)/fuzz_c
+FUZZ_RUNS ?= 20000000
+FUZZ_SECONDS ?= 45
+FUZZ_FLAGS := -max_len=4096 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus fuzz/c/corpus
+
+$(FUZZ_BIN): fuzz/c/fuzz_c.c $(wildcard csrc/*.c csrc/*.h) build_ffi.py _cffi_src/libssl_api.py | $(STAMP)
+	mkdir -p $(FUZZ_DIR)/corpus
+	$(BIN)/python build_ffi.py --api-header $(FUZZ_DIR)/sc_api.h
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-Wall -Wextra -Werror -Wno-unused-function -I$(FUZZ_DIR) fuzz/c/fuzz_c.c -o $@ -lssl -lcrypto
+
+fuzz-c: $(FUZZ_BIN)
+	$(FUZZ_BIN) -runs=$(FUZZ_RUNS) $(FUZZ_FLAGS)
+
+fuzz-c-short: $(FUZZ_BIN)
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS)
 
 clean:
 	rm -rf build dist src/*.egg-info src/sesscache/_sesscache_*cffi*.so src/sesscache/_sesscache_*cffi.c

@@ -13,7 +13,8 @@
 
 Headers come from the system (``libssl-dev`` on Debian/Ubuntu, ``openssl-devel`` on
 Fedora/RHEL) or from ``OPENSSL_DIR``. The C declarations live in ``_cffi_src/`` (one
-module per C area, composed here).
+module per C area, composed here), the C code in ``csrc/`` (one file per job, read by
+those modules, compiled as one translation unit: see ``csrc/sesscache.h``).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _cffi_src import MODULES, TESTING_MODULES  # noqa: E402
+from _cffi_src import C_DIR, MODULES, TESTING_MODULES, c_source, cdef_of_header  # noqa: E402
 from _cffi_src import libssl_api  # noqa: E402
 import importlib  # noqa: E402
 
@@ -39,33 +40,30 @@ def _api_struct() -> str:
 
 
 def _api_requirements() -> str:
-    """C for the table's ``required`` column: the one list of what every copy must have.
-
-    ``_instances`` reads it back (``sc_api_required``) to decide which missing functions
-    refuse a copy, and checks a filled slot with ``sc_api_first_missing``.
-    """
+    """The table's ``required`` column as C data, read by csrc/api_table.c: the one list of
+    what every copy must have (``_instances`` reads it back through ``sc_api_required``)."""
     flags = ", ".join("1" if required else "0" for *_, required in libssl_api.API)
-    return f"""
-static const unsigned char sc_api_required_flags[] = {{{flags}}};
-#define SC_API_FIELDS ((int)sizeof(sc_api_required_flags))
+    return f"static const unsigned char sc_api_required_flags[] = {{{flags}}};\n"
 
-int sc_api_required(int field)
-{{
-    return field >= 0 && field < SC_API_FIELDS ? sc_api_required_flags[field] : -1;
-}}
 
-int sc_api_first_missing(int slot)
-{{
-    void **fields = (void **)sc_api_slot(slot);
-    int i;
-    if (fields == NULL)
-        return 0;
-    for (i = 0; i < SC_API_FIELDS; i++)
-        if (sc_api_required_flags[i] && fields[i] == NULL)
-            return i;
-    return -1;
-}}
-"""
+def _core_compile_args() -> list[str]:
+    """The core module's compiler flags.
+
+    ``SESSCACHE_STRICT_C=1`` (set by .ci/run, so every CI build, the OpenSSL matrix's
+    included, and by ``make strict-c``): ``-Wall -Wextra -Werror``. The module (csrc/ and
+    cffi's glue around it) is clean under them with gcc 12 and clang 14 against OpenSSL
+    1.1.1 to 4.0 headers; an ordinary install does not make a newer compiler's new warning
+    fatal. ``SESSCACHE_SANITIZE=1`` (``make sanitize``): AddressSanitizer and
+    UndefinedBehaviorSanitizer, every UB finding fatal, frames kept for the reports; the
+    module must then be loaded by a Python with the ASan runtime preloaded.
+    """
+    args: list[str] = []
+    if os.environ.get("SESSCACHE_STRICT_C") == "1":
+        args += ["-Wall", "-Wextra", "-Werror"]
+    if os.environ.get("SESSCACHE_SANITIZE") == "1":
+        args += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                 "-fno-omit-frame-pointer", "-g", "-O1"]
+    return args
 
 
 def _openssl_paths(*, libraries: bool) -> tuple[list[str], list[str], list[str]]:
@@ -104,7 +102,7 @@ def _compose_core() -> FFI:
     """The core module: OpenSSL's headers, no OpenSSL library."""
     modules = _modules(MODULES)
     ffi = FFI()
-    cdef = []
+    cdef = [cdef_of_header("shared_types.h")]
     for module in modules:
         cdef.append(module.TYPES)
         if module is libssl_api:
@@ -114,8 +112,9 @@ def _compose_core() -> FFI:
 
     source = [module.INCLUDES for module in modules]
     source.append(_api_struct())
-    source += [module.CUSTOMIZATIONS for module in modules]
     source.append(_api_requirements())
+    source += [module.CUSTOMIZATIONS for module in modules]
+    source.append(c_source("api_table.c"))
     include_dirs, _library_dirs, _rpath = _openssl_paths(libraries=False)
     ffi.set_source(
         "sesscache._sesscache_cffi",
@@ -123,8 +122,11 @@ def _compose_core() -> FFI:
         # No libssl, no libcrypto (and no libdl: the dynamic linker is asked through ctypes,
         # see sesscache._dynlink). `ldd` of the module shows libc alone.
         libraries=[],
-        include_dirs=include_dirs,
-        extra_compile_args=["-Wno-deprecated-declarations"],
+        include_dirs=include_dirs + [str(C_DIR)],
+        extra_compile_args=_core_compile_args(),
+        extra_link_args=(["-fsanitize=address,undefined"]
+                         if os.environ.get("SESSCACHE_SANITIZE") == "1" else []),
+        depends=sorted(str(p) for p in C_DIR.iterdir()),
         py_limited_api=True,
     )
     return ffi
@@ -162,5 +164,15 @@ def testing_ffibuilder() -> FFI:
 
 
 if __name__ == "__main__":
-    for builder in (ffibuilder, testing_ffibuilder()):
-        builder.compile(tmpdir=str(HERE / "build" / "cffi"), verbose=True)
+    # python build_ffi.py [--core-only] [DIR]: compile in DIR (build/cffi), as make strict-c does.
+    argv = sys.argv[1:]
+    if argv[:1] == ["--api-header"]:
+        # python build_ffi.py --api-header FILE: OpenSSL's includes, the sc_api struct and
+        # its required column, for C built outside cffi (fuzz/: make fuzz-c).
+        Path(argv[1]).write_text(libssl_api.INCLUDES + _api_struct() + _api_requirements())
+        sys.exit(0)
+    core_only = "--core-only" in argv
+    argv = [a for a in argv if a != "--core-only"]
+    tmpdir = argv[0] if argv else str(HERE / "build" / "cffi")
+    for builder in (ffibuilder,) if core_only else (ffibuilder, testing_ffibuilder()):
+        builder.compile(tmpdir=tmpdir, verbose=True)

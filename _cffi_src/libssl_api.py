@@ -83,6 +83,10 @@ API = [
     ("unsigned long", "OpenSSL_version_num", "void", True),
     ("const char *", "OpenSSL_version", "int", True),
     ("void", "ERR_clear_error", "void", True),
+    # Callbacks leave the error queue as they found it (slots.c's sc_err_mark/sc_err_pop):
+    # in every OpenSSL since 0.9.8, optional so a copy without them is not refused.
+    ("int", "ERR_set_mark", "void", False),
+    ("int", "ERR_pop_to_mark", "void", False),
     # Session-ticket keys (ticket_keys.py). EVP/HMAC contexts and ciphers are void * here:
     # the ABI is the same and the cdef needs no OpenSSL crypto types. The EVP callback and
     # EVP_MAC/EVP_CIPHER_fetch are 3.0+; HMAC_Init_ex (the 1.1.1 callback's) is deprecated.
@@ -101,6 +105,11 @@ API = [
     ("int", "EVP_MAC_CTX_set_params", "void *, const void *", False),
     ("int", "HMAC_Init_ex", "void *, const void *, int, const void *, void *", False),
     ("const void *", "EVP_sha256", "void", False),
+    # SHA-256 for bound session id contexts and certificate fingerprints (sni_binding.c):
+    # EVP_Digest with the SHA-256 object fetched once per copy (3.0+) or EVP_sha256 (1.1.1).
+    ("int", "EVP_Digest", "const void *, size_t, unsigned char *, unsigned int *, const void *, void *", False),
+    ("void *", "EVP_MD_fetch", "void *, const char *, const char *", False),
+    ("void", "EVP_MD_free", "void *", False),
 ]
 
 INCLUDES = """

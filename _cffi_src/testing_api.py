@@ -58,6 +58,9 @@ long SSL_ctrl(SSL *, int, long, void *);
 SSL_CTX *SSL_set_SSL_CTX(SSL *, SSL_CTX *);
 const char *SSL_get_version(const SSL *);
 unsigned long ERR_get_error(void);
+unsigned long ERR_peek_error(void);
+unsigned long ERR_peek_last_error(void);
+void ERR_clear_error(void);
 void ERR_error_string_n(unsigned long, char *, size_t);
 
 BIO *BIO_new(const BIO_METHOD *);

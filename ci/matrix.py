@@ -64,7 +64,8 @@ SNAPSHOT_IGNORE = shutil.ignore_patterns(
 
 # Sources whose change means the extension must be rebuilt in every row's venv.
 SOURCE_GLOBS = ("pyproject.toml", "setup.py", "setup.cfg", "build_ffi.py", "_cffi_src/**/*.py",
-                "src/**/*.py", "src/**/*.pyi", "src/**/*.h", "src/**/*.c", "MANIFEST.in")
+                "src/**/*.py", "src/**/*.pyi", "src/**/*.h", "src/**/*.c", "csrc/*.c", "csrc/*.h",
+                "MANIFEST.in")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -75,14 +75,14 @@ MAX_LIFETIME = 7 * 24 * 3600.0
 DEFAULT_MAX_SESSION_SIZE = 10 * 1024
 DEFAULT_SESSION_ID_CONTEXT = b"sesscache"
 
-# format version, origin time (seconds since the epoch), fingerprint of the server
-# context's certificate (SHA-256, first 16 bytes), length of the SNI name; then the name
-# (ASCII, lowercase) and the DER. The name is ours, not OpenSSL's: a server without a
-# servername callback does not record it in the session.
-# The C fast path (_cffi_src/fast_path.py) writes and reads the same envelope; the numbers
-# come from there so that the two cannot drift apart.
-_ENVELOPE = struct.Struct(">Bq16sB")
-assert _ENVELOPE.size == lib.SC_ENVELOPE_SIZE
+# The store key and envelope format are defined once, in C (csrc/envelope.h, which the
+# C fast path writes and reads too): format version, origin time (seconds since the
+# epoch), fingerprint of the server context's certificate (SHA-256, first 16 bytes),
+# length of the SNI name; then the name (ASCII, lowercase) and the DER. The name is ours,
+# not OpenSSL's: a server without a servername callback does not record it in the session.
+_ENVELOPE = struct.Struct(f">Bq{lib.SC_ENVELOPE_CERT_LEN}sB")
+assert (_ENVELOPE.size, struct.calcsize(">B"), struct.calcsize(">Bq"), struct.calcsize(f">Bq{lib.SC_ENVELOPE_CERT_LEN}s")) == (
+    lib.SC_ENVELOPE_SIZE, lib.SC_ENVELOPE_ORIGIN_AT, lib.SC_ENVELOPE_CERT_AT, lib.SC_ENVELOPE_NAME_LEN_AT)
 # The format byte is one no sealed blob starts with (sealing's own format byte is 1), so
 # a sealed blob read by a cache without keys is told apart at once, not misread.
 _ENVELOPE_VERSION = lib.SC_ENVELOPE_VERSION
@@ -113,7 +113,7 @@ class _Stored(NamedTuple):
     server_name: Optional[bytes]  #: the SNI name it was made for (lowercase), or None
     certificate: bytes  #: fingerprint of the certificate of the context that made it
     der: memoryview  #: the session as i2d_SSL_SESSION wrote it
-_KEY_PREFIX = b"sc1:"
+_KEY_PREFIX = ffi.string(lib.SC_STORE_KEY_PREFIX)
 
 
 @dataclass
@@ -293,8 +293,9 @@ class SessionCache:
         if not lib.sc_bind_session_id_context(bound.instance.slot, bound.pointer, sid_ctx, len(sid_ctx)):
             raise ConfigurationError(
                 f"{bound.instance.describe()} cannot tell sesscache which server name a client "
-                "asks for before it resumes a session (it lacks SSL_CTX_set_client_hello_cb or "
-                "SSL_client_hello_get0_ext), so a session made for one name could resume for "
+                "asks for before it resumes a session (it lacks SSL_CTX_set_client_hello_cb, "
+                "SSL_client_hello_get0_ext or SHA-256 through EVP_Digest), so a session made for "
+                "one name could resume for "
                 "another. Use OpenSSL 1.1.1 or newer built with them (every official build has "
                 "them), or do not attach a cache to this context.")
         attachment = _Attachment(self, bound.instance, sid_ctx, self._fast_policy(sid_ctx))

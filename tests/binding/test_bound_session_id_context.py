@@ -1,6 +1,6 @@
-"""The digest behind each connection's session id context (trampolines.py), against Python's
-own SHA-256: sesscache carries a SHA-256 of its own in C (the libssl copy of a context may
-be one whose digest functions it never resolved), so it is checked byte for byte here."""
+"""The digest behind each connection's session id context (csrc/sni_binding.c), against
+Python's own SHA-256: sesscache digests with each libssl copy's own libcrypto (EVP_Digest,
+resolved per copy), so the C entry points are checked byte for byte here."""
 from __future__ import annotations
 
 import hashlib
@@ -9,8 +9,15 @@ import os
 import pytest
 
 from sesscache._binding import ffi, lib
+from sesscache._instances import stdlib_instance
 
 TAG = b"sesscache/bound-session-id-context/1\0"
+
+
+@pytest.fixture(autouse=True)
+def _a_copy_that_digests():
+    """The slot-less entry points digest with the first registered copy: register one."""
+    stdlib_instance()
 
 
 def _c_sha256(data: bytes) -> bytes:
