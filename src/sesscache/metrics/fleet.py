@@ -1,0 +1,100 @@
+"""One ``/metrics`` for a whole multi-worker server, from the per-process records.
+
+Several workers cannot share one port, and prometheus_client's multiprocess mode does not
+take custom collectors. So every worker publishes its record (``records.py``) and tries to
+listen on the one metrics address, at start and after each publish; the worker that holds it
+serves the records of every process of its server on its host, each series labelled with
+``host`` and ``pid``. When that worker goes, another takes the address within an interval.
+A scrape writes the serving worker's own record first, then reads the others from the store:
+they are at most one interval old.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any, List, Optional, Tuple
+
+from ..errors import ConfigurationError
+from .records import RecordPublisher, read_records
+
+logger = logging.getLogger(__name__)
+
+
+def parse_listen(listen: str) -> Tuple[str, int]:
+    """``"HOST:PORT"`` (or ``":PORT"``, ``"[::1]:PORT"``) as (host, port)."""
+    if not isinstance(listen, str) or ":" not in listen:
+        raise ConfigurationError(f"metrics_listen must be 'HOST:PORT' (e.g. '127.0.0.1:9464'), got {listen!r}")
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigurationError(f"metrics_listen needs a port from 1 to 65535, got {listen!r}")
+    return host, int(port)
+
+
+class RecordsCollector:
+    """A prometheus_client collector over the records of one server on one host."""
+
+    def __init__(self, store: Any, *, server: str, host: Optional[str] = None,
+                 publisher: Optional[RecordPublisher] = None) -> None:
+        self.store = store
+        self.server = server
+        self.host = socket.gethostname() if host is None else host
+        self.publisher = publisher
+
+    def records(self) -> List[dict]:
+        if self.publisher is not None:
+            self.publisher.publish()
+        return [r for r in read_records(self.store)
+                if r.get("server") == self.server and r.get("host") == self.host]
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        from ._families import HELP, cache_families
+
+        records = self.records()
+        labelled = [({"host": str(r["host"]), "pid": str(r["pid"])}, r["counters"]) for r in records]
+        yield from cache_families(labelled, ("host", "pid"))
+        processes = GaugeMetricFamily("sesscache_processes", HELP["sesscache_processes"], labels=["state"])
+        processes.add_metric(["running"], sum(1 for r in records if not r.get("closed")))
+        processes.add_metric(["closed"], sum(1 for r in records if r.get("closed")))
+        yield processes
+
+
+class MetricsEndpoint:
+    """Serves ``/metrics`` (a :class:`RecordsCollector`) at ``listen`` when this process
+    can take the address; :meth:`try_listen` is called again after each publish."""
+
+    def __init__(self, listen: str, collector: RecordsCollector) -> None:
+        self.address = parse_listen(listen)
+        self.collector = collector
+        self._server: Any = None
+        self._told = False
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    def try_listen(self) -> bool:
+        if self._server is not None:
+            return True
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self.collector)
+        host, port = self.address
+        try:
+            self._server, _ = start_http_server(port, host, registry)
+        except OSError as exc:  # another worker serves it (EADDRINUSE), or the address is wrong
+            if not self._told and exc.errno not in (98, 48):  # EADDRINUSE on Linux, macOS
+                self._told = True
+                logger.warning("sesscache: cannot serve /metrics on %s:%d (%s)", host, port, exc)
+            return False
+        logger.info("sesscache: this process serves the server's /metrics on %s:%d", host, port)
+        return True
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
