@@ -25,9 +25,10 @@ HELP = {
         "expired, rejected, error (the store write failed).",
     "sesscache_session_removes_total":
         "Sessions OpenSSL removed from its in-process cache (counted, never forwarded to the "
-        "store). Can exceed sessions stored: OpenSSL removes a TLS 1.3 session when it is used "
-        "(each ticket resumes once), and it also evicts, expires, and drops the sessions of "
-        "connections closed without close_notify.",
+        "store, whose time to live does the expiring). Can exceed sessions stored: that cache also "
+        "holds the sessions this process resumed from the store, and OpenSSL removes a session when "
+        "it expires, when its connection closes without close_notify, when the cache is full, and "
+        "a TLS 1.3 session when it is used where early data and anti-replay are on.",
     "sesscache_store_evictions_total": "Entries the store evicted to make room (MemoryStore).",
     "sesscache_openssl_resumed_total":
         "Handshakes OpenSSL resumed on the contexts sesscache serves, whoever held the session "
