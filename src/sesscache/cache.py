@@ -116,10 +116,6 @@ class CacheStats:
     errors: int = 0  #: store faults (down, slow, locked, full) and callback bugs
     oversize: int = 0  #: sessions larger than max_session_size, not stored
     stateless: int = 0  #: TLS 1.3 stateless tickets, not stored (they are never looked up)
-    # What the counters above hold besides lookups (sesscache.metrics counts lookups by outcome):
-    new_rejected: int = 0  #: of ``rejected``: new sessions with an id of a length OpenSSL never makes
-    new_expired: int = 0  #: of ``expired``: new sessions whose lifetime was already over
-    write_errors: int = 0  #: of ``errors``: store writes that failed (the rest were lookups)
 
     def as_dict(self) -> Dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -212,6 +208,8 @@ class SessionCache:
         its own traffic only, and a lock another thread held at fork is not held here).
         The C fast path's counters are reset in C (_cffi_src/at_fork.py)."""
         self._stats = CacheStats()
+        # What rejected, expired and errors count besides lookups (see outcomes()).
+        self._of_new = dict.fromkeys(("rejected", "expired", "errors"), 0)
         self._store_call_times = CallTimes()
         self._stats_lock = threading.Lock()
         self._attached_lock = threading.Lock()
@@ -399,13 +397,35 @@ class SessionCache:
     @property
     def stats(self) -> CacheStats:
         """A snapshot of the counters; ``evictions`` comes from the store where it keeps one."""
+        return self._snapshot()[0]
+
+    def outcomes(self) -> Dict[str, Any]:
+        """The counters split by what they count, from one snapshot: ``stats``;
+        ``lookups``, the lookups that reached this cache by outcome (``hit``, ``miss``,
+        ``rejected``, ``expired``, ``error``; ``hit`` is ``stats.hits``); ``not_stored``, new
+        sessions not written by reason (``stateless_ticket``, ``oversize``, ``expired``,
+        ``rejected``, ``error``)."""
+        stats, of_new = self._snapshot()
+        return {
+            "stats": stats,
+            "lookups": {"hit": stats.hits, "miss": stats.misses,
+                        "rejected": stats.rejected - of_new["rejected"],
+                        "expired": stats.expired - of_new["expired"],
+                        "error": stats.errors - of_new["errors"]},
+            "not_stored": {"stateless_ticket": stats.stateless, "oversize": stats.oversize,
+                           "expired": of_new["expired"], "rejected": of_new["rejected"],
+                           "error": of_new["errors"]},
+        }
+
+    def _snapshot(self):
         with self._stats_lock:
             snapshot = CacheStats(**self._stats.as_dict())
+            of_new = dict(self._of_new)
         fast = self._fast_counts()  # what the C fast path answered by itself
         for name in ("hits", "misses", "stores", "stateless", "rejected"):
             setattr(snapshot, name, getattr(snapshot, name) + fast[name])
         snapshot.evictions += int(getattr(self.store, "evictions", 0) or 0)
-        return snapshot
+        return snapshot, of_new
 
     def openssl_counts(self) -> Dict[str, int]:
         """OpenSSL's own session counters of the contexts this cache serves, added up (this
@@ -445,11 +465,11 @@ class SessionCache:
         """The C fast path's counters, summed over every attachment this cache made."""
         return fast_path_counts(self._fast_policies)
 
-    def _count(self, name: str, amount: int = 1, also: Optional[str] = None) -> None:
+    def _count(self, name: str, amount: int = 1, new_session: bool = False) -> None:
         with self._stats_lock:
             setattr(self._stats, name, getattr(self._stats, name) + amount)
-            if also is not None:
-                setattr(self._stats, also, getattr(self._stats, also) + amount)
+            if new_session:  # not a lookup (outcomes())
+                self._of_new[name] += amount
 
     def _timed(self, operation: str, seconds: float) -> None:
         with self._stats_lock:
@@ -583,7 +603,7 @@ class _Attachment:
         cache = self.cache
         lib.sc_describe_new(self.slot, ssl, session, ffi.cast("SSL_CTX *", hooks.ctx), facts, der, _DER_BUFFER)
         if not 1 <= facts.id_len <= 32:
-            cache._count("rejected", also="new_rejected")
+            cache._count("rejected", new_session=True)
             return
         if facts.stateless:
             cache._count("stateless")
@@ -617,7 +637,7 @@ class _Attachment:
         now = time.time()
         expires = min(facts.origin + cache.lifetime, facts.made + facts.timeout)
         if expires <= now:
-            cache._count("expired", also="new_expired")
+            cache._count("expired", new_session=True)
             return
         # (OpenSSL's own copy was capped before it reached the internal cache: see
         # sc_cap_lifetime. Shortening it here would make OpenSSL 4.0 re-sort its cache.)
@@ -759,7 +779,7 @@ class _Attachment:
     # -- failures ---------------------------------------------------------------------------
 
     def _store_failed(self, what: str, exc: BaseException) -> None:
-        self.cache._count("errors", also="write_errors" if what == "write" else None)
+        self.cache._count("errors", new_session=what == "write")
         if isinstance(exc, StorePaused):  # not tried: the pause was logged when it began
             return
         self.cache._burst.log(logging.WARNING, "store-" + what,

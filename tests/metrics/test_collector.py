@@ -107,12 +107,12 @@ def test_a_scrape_equals_the_cache_counters_and_the_clients_resumptions(stack, v
         lookups_timed = value(samples, "sesscache_store_call_duration_seconds_count", operation="lookup")
         assert lookups_timed == sum(lookups.values())
         assert value(samples, "sesscache_store_call_duration_seconds_count", operation="write") \
-            == stats.stores + stats.write_errors
+            == stats.stores + cache.outcomes()["not_stored"]["error"]
     b_samples, _ = scrape(CacheCollector(b))
     assert value(b_samples, "sesscache_lookups_total", result="error") == 2
     assert value(b_samples, "sesscache_lookups_total", result="hit") >= 3
     assert resumed_on["b"] == 6  # every offer resumed while the store was up
-    assert value(b_samples, "sesscache_sessions_not_stored_total", reason="error") == b.stats.write_errors
+    assert value(b_samples, "sesscache_sessions_not_stored_total", reason="error") == b.outcomes()["not_stored"]["error"]
 
 
 def test_every_family_has_the_help_text_of_the_docs_table_and_prometheus_names():

@@ -18,24 +18,13 @@ LOOKUP_RESULTS = ("hit", "miss", "rejected", "expired", "error")
 
 def cache_snapshot(cache: Any) -> Dict[str, Any]:
     """The counters of a :class:`~sesscache.SessionCache` (this process's), as JSON-able data."""
-    stats = cache.stats
+    outcomes = cache.outcomes()
+    stats = outcomes["stats"]
     openssl = cache.openssl_counts()
     snap: Dict[str, Any] = {
-        "lookups": {
-            "hit": stats.hits,
-            "miss": stats.misses,
-            "rejected": stats.rejected - stats.new_rejected,
-            "expired": stats.expired - stats.new_expired,
-            "error": stats.errors - stats.write_errors,
-        },
+        "lookups": outcomes["lookups"],
         "stored": stats.stores,
-        "not_stored": {
-            "stateless_ticket": stats.stateless,
-            "oversize": stats.oversize,
-            "expired": stats.new_expired,
-            "rejected": stats.new_rejected,
-            "error": stats.write_errors,
-        },
+        "not_stored": outcomes["not_stored"],
         "removes": stats.removes,
         "evictions": stats.evictions,
         "openssl": openssl,

@@ -98,3 +98,39 @@ class MetricsEndpoint:
         if server is not None:
             server.shutdown()
             server.server_close()
+
+
+class ProcessMetrics:
+    """What an integration starts in each worker process: the records, and the bid for the
+    server's ``/metrics`` address when ``listen`` is given."""
+
+    def __init__(self, cache: Any, *, server: str, listen: Optional[str] = None,
+                 interval: float = 5.0) -> None:
+        from .records import publisher_for_cache
+
+        self.publisher = publisher_for_cache(cache, server=server, interval=interval)
+        self.endpoint: Optional[MetricsEndpoint] = None
+        if listen is not None:
+            collector = RecordsCollector(cache.store, server=server, publisher=self.publisher)
+            self.endpoint = MetricsEndpoint(listen, collector)
+            # After each publish, in the publisher's thread: the first bid comes right after
+            # this process's first record is in the store.
+            self.publisher.on_tick.append(self.endpoint.try_listen)
+
+    def close(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.close()
+        self.publisher.close()
+
+
+def check_metrics_options(listen: Optional[str], interval: float) -> None:
+    """Refuse at configuration time what cannot work (in the master, before any worker)."""
+    if listen is not None:
+        parse_listen(listen)
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError as exc:
+            raise ConfigurationError("metrics_listen serves /metrics with prometheus_client: pip install "
+                                     "'sesscache[metrics]'") from exc
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.05 <= interval <= 3600:
+        raise ConfigurationError(f"records_interval must be 0.05 to 3600 seconds, got {interval!r}")

@@ -17,12 +17,14 @@ and, in a forked child, at once: the child's own cache starts its own.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import socket
 import threading
 import time
+import weakref
 from typing import Any, Callable, Dict, List, Optional
 
 from .. import _fork
@@ -78,6 +80,7 @@ class RecordPublisher:
         self.host = socket.gethostname()
         self._begin()
         _fork.renew_in_child(self)
+        _LIVE.add(self)
         if start:
             self.start()
 
@@ -171,6 +174,20 @@ class RecordPublisher:
             thread.join(timeout=self.interval + 5)
         self.publish(closed=True)
         self._closed = True
+
+
+_LIVE: "weakref.WeakSet[RecordPublisher]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """A process that exits normally says so in its last record."""
+    for publisher in list(_LIVE):
+        if publisher.pid == os.getpid():
+            try:
+                publisher.close()
+            except Exception:  # pragma: no cover - never fail an interpreter's exit
+                pass
 
 
 def read_records(store: Any) -> List[Dict[str, Any]]:
