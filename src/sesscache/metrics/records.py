@@ -214,15 +214,17 @@ def read_records(store: Any) -> List[Dict[str, Any]]:
 
 
 def publisher_for_cache(cache: Any, *, server: str, interval: float = DEFAULT_INTERVAL,
-                        extra: Optional[Callable[[Dict[str, Any]], None]] = None) -> RecordPublisher:
-    """A started :class:`RecordPublisher` for ``cache``'s counters, into ``cache.store``."""
+                        extra: Optional[Callable[[Dict[str, Any]], None]] = None,
+                        store: Any = None) -> RecordPublisher:
+    """A started :class:`RecordPublisher` for ``cache``'s counters, into ``store`` (default:
+    ``cache.store``). ``extra(snapshot)`` may add to each record (e.g. ``ticket_keys``)."""
     def snapshot() -> Dict[str, Any]:
         snap = cache_snapshot(cache)
         if extra is not None:
             extra(snap)
         return snap
 
-    return RecordPublisher(cache.store, snapshot, server=server, interval=interval)
+    return RecordPublisher(cache.store if store is None else store, snapshot, server=server, interval=interval)
 
 
 __all__ = ["RecordPublisher", "read_records", "publisher_for_cache", "resumption", "INDEX_KEY", "MAX_RECORDS"]
