@@ -26,6 +26,14 @@ def app(environ, start_response):
     body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+async def asgi(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = str(os.getpid()).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 '''
 
 CONF = '''
@@ -34,6 +42,69 @@ from sesscache.integrations.gunicorn import ssl_context_hook
 ssl_context = ssl_context_hook({store!r}, session_id_context="shop", metrics_listen="127.0.0.1:{metrics_port}",
                                records_interval={interval})
 '''
+
+UVICORN = """
+import uvicorn
+from sesscache.integrations.uvicorn import ssl_context_factory
+
+if __name__ == "__main__":
+    uvicorn.run("pid_app:asgi", host="127.0.0.1", port={port}, workers=4, ssl_certfile={certfile!r},
+                log_level="warning", ssl_context_factory=ssl_context_factory(
+                    {store!r}, session_id_context="shop", metrics_listen="127.0.0.1:{metrics_port}",
+                    records_interval={interval}))
+"""
+
+HYPERCORN = """
+from hypercorn.run import run
+from sesscache.integrations.hypercorn import SessionCachedConfig
+
+if __name__ == "__main__":
+    config = SessionCachedConfig()
+    config.application_path = "pid_app:asgi"
+    config.bind = ["127.0.0.1:{port}"]
+    config.workers = 4
+    config.certfile = config.keyfile = {certfile!r}
+    config.use_session_cache({store!r}, session_id_context="shop", metrics_listen="127.0.0.1:{metrics_port}",
+                             records_interval={interval})
+    run(config)
+"""
+
+
+def _script(template):
+    def argv(folder, certfile, port, metrics_port, store):
+        path = folder / "serve_it.py"
+        path.write_text(template.format(port=port, certfile=certfile, store=store, metrics_port=metrics_port,
+                                        interval=INTERVAL))
+        return [sys.executable, str(path)]
+    return argv
+
+
+def _gunicorn(worker_class):
+    def argv(folder, certfile, port, metrics_port, store):
+        (folder / "metrics_conf.py").write_text(CONF.format(store=store, metrics_port=metrics_port,
+                                                             interval=INTERVAL))
+        extra = ["--threads", "4"] if worker_class == "gthread" else []
+        return [sys.executable, "-m", "gunicorn", "--workers", "4", "--worker-class", worker_class, *extra,
+                "--certfile", certfile, "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+                "--config", "python:metrics_conf", "pid_app:app"]
+    return argv
+
+
+def _twisted(folder, certfile, port, metrics_port, store):
+    escaped = store.replace(":", "\\:")
+    endpoint = (f"sesscache-ssl:{port}:privateKey={certfile}:interface=127.0.0.1:store={escaped}"
+                f":sessionIdContext=shop:metricsListen=127.0.0.1\\:{metrics_port}")
+    return [sys.executable, "-m", "twisted", "web", "--listen", endpoint, "--wsgi", "pid_app.app"]
+
+
+#: name -> (package, argv maker): one option of each integration turns /metrics on.
+SERVERS = {
+    "gunicorn sync": ("gunicorn", _gunicorn("sync")),
+    "gunicorn gthread": ("gunicorn", _gunicorn("gthread")),
+    "uvicorn": ("uvicorn", _script(UVICORN)),
+    "hypercorn": ("hypercorn", _script(HYPERCORN)),
+    "twisted": ("twisted", _twisted),
+}
 
 INTERVAL = 0.3
 CONNECTIONS = 60  # per protocol; every 10th starts afresh
@@ -100,16 +171,15 @@ def scrape(port):
     return per_pid
 
 
-def test_one_metrics_and_stats_equal_the_clients_counts_across_four_gunicorn_workers(tmp_path):
-    need_package("gunicorn")
+@pytest.mark.parametrize("server_name", list(SERVERS))
+def test_one_metrics_and_stats_equal_the_clients_counts_across_the_workers(tmp_path, server_name):
+    package, make_argv = SERVERS[server_name]
+    need_package(package)
     certfile, cafile = make_self_signed(tmp_path, "ec")
     (tmp_path / "pid_app.py").write_text(APP)
     store = f"sqlite:{tmp_path / 'sessions.db'}"
     port, metrics_port = free_port(), free_port()
-    (tmp_path / "metrics_conf.py").write_text(CONF.format(store=store, metrics_port=metrics_port, interval=INTERVAL))
-    argv = [sys.executable, "-m", "gunicorn", "--workers", "4", "--worker-class", "sync", "--certfile", certfile,
-            "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--config", "python:metrics_conf",
-            "pid_app:app"]
+    argv = make_argv(tmp_path, certfile, port, metrics_port, store)
     with ServerProcess(argv, tmp_path, port) as server:
         seen = drive(port, cafile)
         time.sleep(INTERVAL * 5)  # every worker has published since its last handshake
@@ -119,7 +189,8 @@ def test_one_metrics_and_stats_equal_the_clients_counts_across_four_gunicorn_wor
                                capture_output=True, text=True, timeout=60)
         table = subprocess.run([sys.executable, "-m", "sesscache", "stats", "--store", store, "--table"],
                                capture_output=True, text=True, timeout=60)
-    assert len(seen) >= 2, f"the connections all went to one worker: {seen}"
+    workers = 1 if server_name == "twisted" else 2
+    assert len(seen) >= workers, f"the connections all went to one worker: {seen}"
     client_total = sum(seen.values(), Counter())
     assert client_total["offered"] == 2 * (CONNECTIONS - CONNECTIONS // 10)
     assert client_total["resumed"] >= 0.9 * client_total["offered"]
