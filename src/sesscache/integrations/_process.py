@@ -49,6 +49,12 @@ class ProcessCache:
     context it serves gets.
 
     Pickles as its settings only, never the open store.
+
+    ``process_records=True``: each process publishes its counters to the store every
+    ``records_interval`` seconds (:mod:`sesscache.metrics.records`, read by ``python -m
+    sesscache stats --store``). ``metrics_listen="HOST:PORT"`` does that too and serves one
+    ``/metrics`` for every process of the server from those records
+    (:mod:`sesscache.metrics.fleet`); both need a store the processes share.
     """
 
     def __init__(self, store_url: str, *, session_id_context: Union[str, bytes],

@@ -107,6 +107,11 @@ def ssl_context_hook(store_url: str, *, session_id_context: Union[str, bytes], r
         context has them (for a deployment that shares ticket keys across workers itself).
     :param cache_options: :class:`~sesscache.SessionCache` arguments (``lifetime``,
         ``seal_keys``, ``max_session_size``, ``single_use``).
+    :param metrics_listen: ``"HOST:PORT"``: one ``/metrics`` for the whole server (every worker's
+        counters, labelled ``pid``), served by whichever worker holds the address; implies
+        ``process_records=True`` (each worker publishes its counters to the store every
+        ``records_interval`` seconds, which ``python -m sesscache stats --store`` reads). See
+        docs/monitoring.md.
 
     What it sets on each context gunicorn's ``default_ssl_context_factory`` makes (certificate,
     ``cert_reqs``, ``ca_certs``, ``ciphers`` and ALPN stay gunicorn's):

@@ -44,6 +44,9 @@ class SessionCachedConfig(Config):
         whichever worker a client reaches), the session id context, the cache's session
         callbacks, the server cache mode and a session timeout of at most ``lifetime``
         (:meth:`sesscache.SessionCache.attach`). Each worker opens the store itself.
+        ``metrics_listen="HOST:PORT"`` serves one ``/metrics`` for every worker (and
+        ``process_records=True`` publishes each worker's counters for ``python -m sesscache
+        stats``): see docs/monitoring.md.
         """
         self.sesscache = ProcessCache(store_url, session_id_context=session_id_context,
                                       internal_cache=internal_cache, stateful_tickets=stateful_tickets,

@@ -108,7 +108,8 @@ def parse_endpoint(reactor: Any, *args: Any, store: Optional[str] = None,
                    sessionIdContext: Optional[str] = None, lifetime: Optional[str] = None,
                    metricsListen: Optional[str] = None, **kwargs: Any) -> Any:
     """The ``sesscache-ssl:`` endpoint: Twisted's ``ssl:`` endpoint (same parameters, parsed by
-    Twisted's own parser) with :func:`with_session_cache` over its ``CertificateOptions``."""
+    Twisted's own parser) with :func:`with_session_cache` over its ``CertificateOptions``.
+    ``metricsListen=HOST\\:PORT`` serves ``/metrics`` (docs/monitoring.md)."""
     from twisted.internet.endpoints import SSL4ServerEndpoint, _parseSSL
 
     from ..errors import ConfigurationError
