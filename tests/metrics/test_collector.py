@@ -193,3 +193,31 @@ def test_sesscache_imports_without_prometheus_client_and_the_collector_says_what
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "pip install 'sesscache[metrics]'" in out.stdout
+
+
+def test_a_forked_child_counts_its_own_handshakes_only(stack):
+    """OpenSSL's counters live in the SSL_CTX, which a forked worker inherits with the
+    parent's counts in it: the child starts from zero, as the cache's own counters do."""
+    from tests.forking import run_in_forked_child
+
+    cache = SessionCache()
+    server = stack.server_context(TLS12)
+    cache.attach(server)
+    client = stack.client_context()
+    first = stack.handshake(server, client)
+    stack.close(first)
+    for _ in range(3):
+        hs = stack.handshake(server, client, first.client_session)
+        assert hs.server_reused
+        stack.close(hs)
+    assert cache.openssl_counts()["hits"] == 3
+
+    def child():
+        before = cache.openssl_counts()["hits"]
+        hs = stack.handshake(server, client, first.client_session)
+        stack.close(hs)
+        samples, _ = scrape(CacheCollector(cache))
+        return before, value(samples, "sesscache_openssl_resumed_total"), hs.server_reused
+
+    assert run_in_forked_child(child) == (0, 1, True)
+    assert cache.openssl_counts()["hits"] == 3

@@ -6,6 +6,8 @@ so the per-process numbers are checked too, not only the sums."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -164,7 +166,7 @@ def scrape(port):
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             pid = sample.labels.get("pid")
-            if pid is None:
+            if pid is None or sample.name == "sesscache_metrics_served_by":
                 continue
             key = (sample.name, tuple(sorted((k, v) for k, v in sample.labels.items() if k not in ("pid", "host"))))
             per_pid.setdefault(int(pid), {})[key] = sample.value
@@ -220,3 +222,37 @@ def test_one_metrics_and_stats_equal_the_clients_counts_across_the_workers(tmp_p
     assert table.returncode == 0, table.stderr
     total_line = [line for line in table.stdout.splitlines() if line.startswith("total:")][0]
     assert f"resumed {client_total['resumed']}/{client_total['offered']}" in total_line
+
+
+def served_by(port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "sesscache_metrics_served_by":
+                return int(sample.labels["pid"])
+    raise AssertionError("no sesscache_metrics_served_by in the scrape")
+
+
+def test_when_the_worker_serving_metrics_dies_another_serves_them(tmp_path):
+    need_package("gunicorn")
+    certfile, cafile = make_self_signed(tmp_path, "ec")
+    (tmp_path / "pid_app.py").write_text(APP)
+    store = f"sqlite:{tmp_path / 'sessions.db'}"
+    port, metrics_port = free_port(), free_port()
+    with ServerProcess(_gunicorn("sync")(tmp_path, certfile, port, metrics_port, store), tmp_path, port) as server:
+        seen = drive(port, cafile)  # every worker reached makes its cache, and bids
+        first = served_by(metrics_port)
+        assert first in seen
+        os.kill(first, signal.SIGKILL)  # gunicorn starts another worker; the others bid meanwhile
+        deadline = time.monotonic() + 15
+        second = None
+        while time.monotonic() < deadline:
+            try:
+                second = served_by(metrics_port)
+            except OSError:  # nobody listens yet
+                second = None
+            if second is not None and second != first:  # (not the dying one, answering still)
+                break
+            time.sleep(INTERVAL / 2)
+        server.check_alive()
+    assert second is not None and second != first

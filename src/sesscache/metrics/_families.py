@@ -82,6 +82,9 @@ HELP = {
     "sesscache_ticket_keys_local_key":
         "1 while new tickets are encrypted with a local key (the store could not be used).",
     "sesscache_processes": "Processes whose records this server's /metrics read.",
+    "sesscache_metrics_served_by":
+        "1, labelled with the pid of the worker that serves this /metrics now (another takes "
+        "the address within an interval when it goes).",
 }
 
 

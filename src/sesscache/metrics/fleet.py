@@ -11,6 +11,7 @@ they are at most one interval old.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from typing import Any, List, Optional, Tuple
 
@@ -59,6 +60,10 @@ class RecordsCollector:
         processes.add_metric(["running"], sum(1 for r in records if not r.get("closed")))
         processes.add_metric(["closed"], sum(1 for r in records if r.get("closed")))
         yield processes
+        served_by = GaugeMetricFamily("sesscache_metrics_served_by", HELP["sesscache_metrics_served_by"],
+                                      labels=["host", "pid"])
+        served_by.add_metric([self.host, str(os.getpid())], 1)
+        yield served_by
 
 
 class MetricsEndpoint:
