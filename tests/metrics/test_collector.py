@@ -103,6 +103,7 @@ def test_a_scrape_equals_the_cache_counters_and_the_clients_resumptions(stack, v
         assert internal + lookups["hit"] == resumed_on[name]
         if not internal_cache:
             assert internal == 0
+        assert value(samples, "sesscache_resumed_sessions_total") == resumed_on[name]
         assert value(samples, "sesscache_offered_sessions_total") >= offered_on[name]
         lookups_timed = value(samples, "sesscache_store_call_duration_seconds_count", operation="lookup")
         assert lookups_timed == sum(lookups.values())

@@ -32,7 +32,7 @@ HELP = {
     "sesscache_store_evictions_total": "Entries the store evicted to make room (MemoryStore).",
     "sesscache_openssl_resumed_total":
         "Handshakes OpenSSL resumed on the contexts sesscache serves, whoever held the session "
-        "(SSL_CTX_sess_hits). Resumption rate: this over sesscache_offered_sessions_total.",
+        "(SSL_CTX_sess_hits; a context freed between two scrapes takes its last counts with it).",
     "sesscache_openssl_internal_hits_total":
         "Handshakes resumed without asking sesscache: from OpenSSL's in-process cache, or from a "
         "stateless ticket (SSL_CTX_sess_hits - SSL_CTX_sess_cb_hits).",
@@ -43,6 +43,10 @@ HELP = {
         "Offered sessions OpenSSL found expired (SSL_CTX_sess_timeouts).",
     "sesscache_openssl_cache_full_total":
         "Sessions OpenSSL dropped because its in-process cache was full (SSL_CTX_sess_cache_full).",
+    "sesscache_resumed_sessions_total":
+        "Handshakes resumed: by OpenSSL's in-process cache without asking sesscache, or from the "
+        "store (sesscache_openssl_internal_hits_total + sesscache_lookups_total{result=\"hit\"}). "
+        "Resumption rate: this over sesscache_offered_sessions_total.",
     "sesscache_offered_sessions_total":
         "Handshakes where the client offered a session: resumed, plus lookups that did not hit, "
         "plus offers OpenSSL found expired.",
@@ -136,7 +140,9 @@ def cache_families(labelled: Labelled, extra_labels: Sequence[str] = ()) -> List
         b.counter("sesscache_openssl_misses_total", base, openssl["misses"])
         b.counter("sesscache_openssl_timeouts_total", base, openssl["timeouts"])
         b.counter("sesscache_openssl_cache_full_total", base, openssl["cache_full"])
-        b.counter("sesscache_offered_sessions_total", base, resumption(snap)["offered"])
+        numbers = resumption(snap)
+        b.counter("sesscache_resumed_sessions_total", base, numbers["resumed"])
+        b.counter("sesscache_offered_sessions_total", base, numbers["offered"])
         for operation, (counts, total) in snap["store_seconds"].items():
             b.histogram("sesscache_store_call_duration_seconds", base, counts, total, operation=operation)
         store = snap.get("store")

@@ -86,11 +86,18 @@ def ticket_keys_snapshot(keys: Any, now: Optional[float] = None) -> Dict[str, An
 
 
 def resumption(snap: Dict[str, Any]) -> Dict[str, int]:
-    """``resumed`` (every handshake OpenSSL resumed: ``SSL_CTX_sess_hits``) and ``offered``
-    (those plus every offer that did not resume: lookups that reached sesscache and did not
-    hit, and offers OpenSSL found expired in its own cache)."""
+    """``resumed``: handshakes resumed, by OpenSSL's in-process cache without asking sesscache
+    (``SSL_CTX_sess_hits - SSL_CTX_sess_cb_hits``) or from the store (lookups that hit); and
+    ``offered``: those plus every offer that did not resume (lookups that did not hit, and
+    offers OpenSSL found expired in its own cache).
+
+    Not ``SSL_CTX_sess_hits`` alone: a context freed between two reads takes what it counted
+    since the last one with it (gunicorn's ``reuse_context=False`` frees one per connection),
+    while lookups are counted by the cache itself. Such a context's in-process cache never
+    answers anyway: it dies with its one connection."""
     openssl = snap.get("openssl", {})
     lookups = snap.get("lookups", {})
-    resumed = int(openssl.get("hits", 0))
+    internal = max(int(openssl.get("hits", 0)) - int(openssl.get("cb_hits", 0)), 0)
+    resumed = internal + int(lookups.get("hit", 0))
     missed = sum(int(v) for k, v in lookups.items() if k != "hit")
     return {"resumed": resumed, "offered": resumed + missed + int(openssl.get("timeouts", 0))}
