@@ -43,10 +43,18 @@ class RecordsCollector:
         self.publisher = publisher
 
     def records(self) -> List[dict]:
+        """This server's records on this host. A store that cannot be read fails the scrape
+        (Prometheus then marks the target down) rather than serve some processes only,
+        whose sums would look like counter resets."""
         if self.publisher is not None:
             self.publisher.publish()
-        return [r for r in read_records(self.store)
-                if r.get("server") == self.server and r.get("host") == self.host]
+        try:
+            found = read_records(self.store)
+        except Exception as exc:
+            logger.warning("sesscache: /metrics cannot read the processes' records from the store "
+                           "(%s: %s); this scrape fails", type(exc).__name__, exc)
+            raise
+        return [r for r in found if r.get("server") == self.server and r.get("host") == self.host]
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
