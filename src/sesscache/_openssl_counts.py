@@ -56,8 +56,10 @@ class OpenSSLTally:
         with self._lock:
             totals = dict(self._retired)
             current: Dict[Any, Tuple[Any, Dict[str, int], Dict[str, int]]] = {}
+            held = 0
             for key, owner, api, ctx, *_ in live:
                 values = read_context(api, ctx)
+                held += sessions_held(api, ctx)
                 previous = self._seen.get(key)
                 base = previous[2] if previous is not None and previous[0]() is owner else _ZERO
                 current[key] = (weakref.ref(owner), values, base)
@@ -69,6 +71,7 @@ class OpenSSLTally:
                         self._retired[name] += values[name] - base[name]
                         totals[name] += values[name] - base[name]
             self._seen = current
+            totals["sessions"] = held  # a gauge: the live contexts' caches now
             return totals
 
     def restart_after_fork(self, live: Iterable[Tuple[Any, Any, Any, int]]) -> None:

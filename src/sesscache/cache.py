@@ -432,7 +432,8 @@ class SessionCache:
         process's only): ``hits`` (``SSL_CTX_sess_hits``: every handshake OpenSSL resumed,
         from its in-process cache or from this cache), ``cb_hits`` (of them, sessions this
         cache handed over), ``misses`` (offers its in-process cache did not hold),
-        ``timeouts``, ``cache_full``. Plain reads of counters OpenSSL keeps anyway; a freed
+        ``timeouts``, ``cache_full``; and ``sessions``, what their in-process caches hold now
+        (``SSL_CTX_sess_number``). Plain reads of counters OpenSSL keeps anyway; a freed
         context's counts stay in the sums as last read."""
         return self._openssl_tally.read(self._live_contexts())
 

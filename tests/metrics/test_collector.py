@@ -222,3 +222,17 @@ def test_a_forked_child_counts_its_own_handshakes_only(stack):
 
     assert run_in_forked_child(child) == (0, 1, True)
     assert cache.openssl_counts()["hits"] == 3
+
+
+def test_the_sessions_openssl_holds_are_a_gauge(stack, version):
+    cache = SessionCache()
+    server = stack.server_context(version)
+    cache.attach(server)
+    client = stack.client_context()
+    for _ in range(3):
+        hs = stack.handshake(server, client)
+        stack.close(hs)
+    samples, _ = scrape(CacheCollector(cache))
+    held = value(samples, "sesscache_openssl_cached_sessions")
+    # TLS 1.2: one session per full handshake; TLS 1.3: one per stateful ticket (two each).
+    assert held == (3 if version == TLS12 else 6)

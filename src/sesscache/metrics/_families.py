@@ -47,6 +47,9 @@ HELP = {
         "Handshakes resumed: by OpenSSL's in-process cache without asking sesscache, or from the "
         "store (sesscache_openssl_internal_hits_total + sesscache_lookups_total{result=\"hit\"}). "
         "Resumption rate: this over sesscache_offered_sessions_total.",
+    "sesscache_openssl_cached_sessions":
+        "Sessions in OpenSSL's in-process caches of the contexts sesscache serves, now "
+        "(SSL_CTX_sess_number).",
     "sesscache_offered_sessions_total":
         "Handshakes where the client offered a session: resumed, plus lookups that did not hit, "
         "plus offers OpenSSL found expired.",
@@ -140,6 +143,7 @@ def cache_families(labelled: Labelled, extra_labels: Sequence[str] = ()) -> List
         b.counter("sesscache_openssl_misses_total", base, openssl["misses"])
         b.counter("sesscache_openssl_timeouts_total", base, openssl["timeouts"])
         b.counter("sesscache_openssl_cache_full_total", base, openssl["cache_full"])
+        b.gauge("sesscache_openssl_cached_sessions", base, openssl.get("sessions", 0))
         numbers = resumption(snap)
         b.counter("sesscache_resumed_sessions_total", base, numbers["resumed"])
         b.counter("sesscache_offered_sessions_total", base, numbers["offered"])
