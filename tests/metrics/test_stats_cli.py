@@ -48,3 +48,20 @@ def test_a_process_publishing_into_sqlite_is_listed_in_json_and_in_the_table(tmp
     finally:
         publisher.close()
         cache.close()
+
+
+def test_a_cache_over_redis_publishes_through_the_wrapper_and_stats_reads_it(redis_url):
+    from sesscache import store_from_url
+
+    cache = SessionCache(store_from_url(redis_url))  # a ResilientStore around the RedisStore
+    publisher = publisher_for_cache(cache, server="redis-shop", interval=60)
+    try:
+        assert publisher.publish()
+        assert cache.store.stats.writes_queued == 0  # the record did not go through the write queue
+        result = run("--store", redis_url)
+        assert result.returncode == 0, result.stderr
+        mine = [p for p in json.loads(result.stdout)["processes"] if p["server"] == "redis-shop"]
+        assert [p["pid"] for p in mine] == [publisher.pid]
+    finally:
+        publisher.close()
+        cache.close()
