@@ -236,3 +236,34 @@ def test_the_sessions_openssl_holds_are_a_gauge(stack, version):
     held = value(samples, "sesscache_openssl_cached_sessions")
     # TLS 1.2: one session per full handshake; TLS 1.3: one per stateful ticket (two each).
     assert held == (3 if version == TLS12 else 6)
+
+
+def test_a_redis_local_replica_shows_its_size_and_when_it_last_heard_redis(stack, version, store_factory):
+    import time
+
+    redis = store_factory("redis", local_replica=100)
+    assert redis._replica.wait_subscribed(10)
+    # A store with a replica publishes its writes to every replica (one without does not).
+    other = store_factory("redis", prefix=redis.prefix, local_replica=100)
+    assert other._replica.wait_subscribed(10)
+    writer, reader = SessionCache(other), SessionCache(redis)
+    server = stack.server_context(version)
+    writer.attach(server, internal_cache=False)
+    reader.attach(stack.server_context(version), internal_cache=False)
+    client = stack.client_context()
+    started = time.time()
+    hs = stack.handshake(server, client)
+    stack.close(hs)
+    writer.store.flush(5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        samples, _ = scrape(CacheCollector(reader))
+        if value(samples, "sesscache_replica_sessions") >= 1:
+            break
+        time.sleep(0.05)
+    assert value(samples, "sesscache_replica_sessions") >= 1
+    assert value(samples, "sesscache_replica_max_sessions") == 100
+    assert value(samples, "sesscache_replica_last_message_timestamp_seconds") >= started - 1
+    assert value(samples, "sesscache_replica_messages_total") >= 1
+    writer.close()
+    reader.close()
