@@ -87,7 +87,7 @@ def _gunicorn(worker_class, reuse=True):
                                                              interval=INTERVAL, reuse=reuse))
         extra = ["--threads", "4"] if worker_class == "gthread" else []
         return [sys.executable, "-m", "gunicorn", "--workers", "4", "--worker-class", worker_class, *extra,
-                "--certfile", certfile, "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+                "--certfile", certfile, "--bind", f"127.0.0.1:{port}", "--no-control-socket", "--log-level", "warning",
                 "--config", "python:metrics_conf", "pid_app:app"]
     return argv
 
