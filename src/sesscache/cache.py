@@ -49,8 +49,10 @@ from . import _fork
 from . import callbacks as _callbacks
 from ._binding import ffi, lib
 from ._burstlog import BurstLogger
+from ._call_times import CallTimes
 from ._contexts import bind_context
 from ._instances import LibsslInstance
+from ._openssl_counts import OpenSSLTally
 from .contexts import (
     MAX_SESSION_ID_CONTEXT,
     SESS_CACHE_NO_INTERNAL,
@@ -222,8 +224,15 @@ class SessionCache:
         its own traffic only, and a lock another thread held at fork is not held here).
         The C fast path's counters are reset in C (_cffi_src/at_fork.py)."""
         self._stats = CacheStats()
+        # What rejected, expired and errors count besides lookups (see outcomes()).
+        self._of_new = dict.fromkeys(("rejected", "expired", "errors"), 0)
+        self._store_call_times = CallTimes()
         self._stats_lock = threading.Lock()
         self._attached_lock = threading.Lock()
+        if not hasattr(self, "_openssl_tally"):
+            self._openssl_tally = OpenSSLTally()
+        else:  # forked: the inherited contexts' counts so far are the parent's
+            self._openssl_tally.restart_after_fork(self._live_contexts())
         self._burst = BurstLogger(logger, self._log_interval)
 
     # --- settings (fixed when the cache is made) ---------------------------------------
@@ -405,13 +414,65 @@ class SessionCache:
     @property
     def stats(self) -> CacheStats:
         """A snapshot of the counters; ``evictions`` comes from the store where it keeps one."""
+        return self._snapshot()[0]
+
+    def outcomes(self) -> Dict[str, Any]:
+        """The counters split by what they count, from one snapshot: ``stats``;
+        ``lookups``, the lookups that reached this cache by outcome (``hit``, ``miss``,
+        ``rejected``, ``expired``, ``error``; ``hit`` is ``stats.hits``); ``not_stored``, new
+        sessions not written by reason (``stateless_ticket``, ``oversize``, ``expired``,
+        ``rejected``, ``error``)."""
+        stats, of_new = self._snapshot()
+        return {
+            "stats": stats,
+            "lookups": {"hit": stats.hits, "miss": stats.misses,
+                        "rejected": stats.rejected - of_new["rejected"],
+                        "expired": stats.expired - of_new["expired"],
+                        "error": stats.errors - of_new["errors"]},
+            "not_stored": {"stateless_ticket": stats.stateless, "oversize": stats.oversize,
+                           "expired": of_new["expired"], "rejected": of_new["rejected"],
+                           "error": of_new["errors"]},
+        }
+
+    def _snapshot(self):
         with self._stats_lock:
             snapshot = CacheStats(**self._stats.as_dict())
+            of_new = dict(self._of_new)
         fast = self._fast_counts()  # what the C fast path answered by itself
         for name in ("hits", "misses", "stores", "stateless", "rejected"):
             setattr(snapshot, name, getattr(snapshot, name) + fast[name])
         snapshot.evictions += int(getattr(self.store, "evictions", 0) or 0)
-        return snapshot
+        return snapshot, of_new
+
+    def openssl_counts(self) -> Dict[str, int]:
+        """OpenSSL's own session counters of the contexts this cache serves, added up (this
+        process's only): ``hits`` (``SSL_CTX_sess_hits``: every handshake OpenSSL resumed,
+        from its in-process cache or from this cache), ``cb_hits`` (of them, sessions this
+        cache handed over), ``misses`` (offers its in-process cache did not hold),
+        ``timeouts``, ``cache_full``; and ``sessions``, what their in-process caches hold now
+        (``SSL_CTX_sess_number``). Plain reads of counters OpenSSL keeps anyway; a freed
+        context's counts stay in the sums as last read."""
+        return self._openssl_tally.read(self._live_contexts())
+
+    def store_call_times(self) -> Dict[str, Any]:
+        """Seconds the handshakes waited for store calls: ``{"lookup" | "write": (counts per
+        bucket of sesscache._call_times.BUCKETS then +Inf, sum)}`` (a write to a network
+        store is its hand-over to the writer thread)."""
+        with self._stats_lock:
+            return self._store_call_times.snapshot()
+
+    def _live_contexts(self) -> list:
+        """``(key, attachment, api, SSL_CTX address, Python context)`` of each context served
+        now; holding the Python context keeps its SSL_CTX alive while it is read."""
+        with self._attached_lock:
+            attached = list(self._attached.items())
+        live = []
+        for (slot, ctx), attachment in attached:
+            hooks = _callbacks._lookup(slot, ctx)
+            context = hooks.context_ref() if hooks is not None and hooks.owner is self else None
+            if context is not None:
+                live.append(((slot, ctx), attachment, attachment.api, ctx, context))
+        return live
 
     def handed_over(self) -> int:
         """How many events the C fast path handed to the Python handlers (refusals,
@@ -422,9 +483,15 @@ class SessionCache:
         """The C fast path's counters, summed over every attachment this cache made."""
         return fast_path_counts(self._fast_policies)
 
-    def _count(self, name: str, amount: int = 1) -> None:
+    def _count(self, name: str, amount: int = 1, new_session: bool = False) -> None:
         with self._stats_lock:
             setattr(self._stats, name, getattr(self._stats, name) + amount)
+            if new_session:  # not a lookup (outcomes())
+                self._of_new[name] += amount
+
+    def _timed(self, operation: str, seconds: float) -> None:
+        with self._stats_lock:
+            self._store_call_times.observe(operation, seconds)
 
     # --- keys and blobs -----------------------------------------------------------------
 
@@ -558,7 +625,7 @@ class _Attachment:
         cache = self.cache
         lib.sc_describe_new(self.slot, ssl, session, ffi.cast("SSL_CTX *", hooks.ctx), facts, der, _DER_BUFFER)
         if not 1 <= facts.id_len <= 32:
-            cache._count("rejected")
+            cache._count("rejected", new_session=True)
             return
         if facts.stateless:
             cache._count("stateless")
@@ -592,7 +659,7 @@ class _Attachment:
         now = time.time()
         expires = min(facts.origin + cache.lifetime, facts.made + facts.timeout)
         if expires <= now:
-            cache._count("expired")
+            cache._count("expired", new_session=True)
             return
         # (OpenSSL's own copy was capped before it reached the internal cache: see
         # sc_cap_lifetime. Shortening it here would make OpenSSL 4.0 re-sort its cache.)
@@ -611,11 +678,14 @@ class _Attachment:
         name = ffi.unpack(facts.name, facts.name_len)
         certificate = self._fingerprint(hooks.ctx, int(ffi.cast("uintptr_t", facts.certificate)))
         blob = cache._wrap(key, int(facts.origin), name, certificate, der_bytes)
+        started = time.perf_counter()
         try:
             cache.store.set(key, blob, expires - now)
         except Exception as exc:  # StoreError, or a custom store's bug: never a failed handshake
+            cache._timed("write", time.perf_counter() - started)
             self._store_failed("write", exc)
             return
+        cache._timed("write", time.perf_counter() - started)
         cache._count("stores")
 
     def _buffers(self):
@@ -636,11 +706,14 @@ class _Attachment:
             cache._count("rejected")
             return ffi.NULL
         key = cache.key_for(self.sid_ctx, session_id)
+        started = time.perf_counter()
         try:
             blob = cache._take(key) if cache._single_use else cache._store.get(key)
         except Exception as exc:
+            cache._timed("lookup", time.perf_counter() - started)
             self._store_failed("read", exc)
             return ffi.NULL
+        cache._timed("lookup", time.perf_counter() - started)
         if blob is None:
             blob = self._wait_for_write(cache, key, session_id)
         if blob is None:
@@ -732,7 +805,7 @@ class _Attachment:
     # -- failures ---------------------------------------------------------------------------
 
     def _store_failed(self, what: str, exc: BaseException) -> None:
-        self.cache._count("errors")
+        self.cache._count("errors", new_session=what == "write")
         if isinstance(exc, StorePaused):  # not tried: the pause was logged when it began
             return
         self.cache._burst.log(logging.WARNING, "store-" + what,

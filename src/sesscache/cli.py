@@ -10,7 +10,8 @@
   a server resume sessions, which kind (session id, stateful or stateless ticket), and how
   much faster (:mod:`sesscache.check`).
 * ``python -m sesscache stats --store redis://127.0.0.1:6379``: what a store holds (never
-  the sessions themselves).
+  the sessions themselves), and every server process that publishes its counters there,
+  with its resumption rate and the total; exits 1 when the store cannot be read.
 * ``python -m sesscache keys --store URL``: the shared session-ticket key ring
   (:mod:`sesscache.cli_keys`).
 
@@ -283,12 +284,11 @@ def refuse_a_store_of_this_process(spec: str, command: str) -> None:
 
 
 def run_stats(args) -> int:
-    store = open_store(args.store)
-    try:
-        print(json.dumps(store.describe(), indent=2, default=str))
-    finally:
-        store.close()
-    return 0
+    """What the store holds and every process publishing its counters there
+    (sesscache.metrics.stats_command): exit 0 when the store was read, 1 when it could not be."""
+    from .metrics.stats_command import run_stats as stats_of_store
+
+    return stats_of_store(args.store, open_store, table=args.table, out=sys.stdout, err=sys.stderr)
 
 
 def run_check_command(args) -> int:
@@ -356,8 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--protocol", choices=["1.2", "1.3"], action="append",
                        help="only this protocol (repeatable; default: 1.2 and 1.3)")
 
-    stats = commands.add_parser("stats", help="what a store holds (never the sessions)")
-    stats.add_argument("--store", required=True, help="as for serve")
+    stats = commands.add_parser("stats", help="what a store holds (never the sessions) and, per process "
+                                              "publishing its counters there, the resumption rate; "
+                                              "exit 1 when the store cannot be read")
+    stats.add_argument("--store", required=True, help="the store the servers share (not memory)")
+    stats.add_argument("--table", action="store_true",
+                       help="a line per process and a total line instead of one JSON document")
 
     from .cli_keys import add_keys_command
     add_keys_command(commands, "as for serve")

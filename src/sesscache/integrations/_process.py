@@ -56,12 +56,33 @@ class ProcessCache:
     ``on_store_error``: what a server does when the store cannot work as configured
     (``"refuse"``, the default: it does not start; ``"warn"``: it starts and logs); a store
     that is only unreachable never stops a server (see :mod:`._startup`).
+
+    ``process_records=True``: each process publishes its counters to the store every
+    ``records_interval`` seconds (:mod:`sesscache.metrics.records`, read by ``python -m
+    sesscache stats --store``). ``metrics_listen="HOST:PORT"`` does that too and serves one
+    ``/metrics`` for every process of the server from those records
+    (:mod:`sesscache.metrics.fleet`); both need a store the processes share.
     """
 
     def __init__(self, store_url: str, *, session_id_context: Union[str, bytes],
                  internal_cache: bool = True, stateful_tickets: bool = True,
-                 on_store_error: str = REFUSE, **cache_options: Any) -> None:
+                 on_store_error: str = REFUSE, metrics_listen: Optional[str] = None,
+                 process_records: bool = False, records_interval: float = 5.0,
+                 **cache_options: Any) -> None:
         check_store_url(store_url)
+        # sesscache.metrics: each worker's counters in the store (python -m sesscache stats),
+        # and with metrics_listen one /metrics for the whole server, served by one worker.
+        from ..metrics.fleet import check_metrics_options
+
+        check_metrics_options(metrics_listen, records_interval)
+        self.metrics_listen = metrics_listen
+        self.process_records = bool(process_records) or metrics_listen is not None
+        self.records_interval = float(records_interval)
+        if self.process_records and store_url.strip() == "memory":
+            raise ConfigurationError(
+                "metrics_listen and process_records need a store the workers share: each worker's "
+                "'memory' store is its own, so no worker would see another's counters. Use "
+                "sqlite:PATH (one host) or redis://... (several hosts)")
         self.store_url = store_url
         self.on_store_error = check_on_store_error(on_store_error)
         self.session_id_context = session_id_context_bytes(session_id_context)
@@ -76,10 +97,11 @@ class ProcessCache:
         self._lock = threading.Lock()
         self._cache: Optional[SessionCache] = None
         self._pid: Optional[int] = None
+        self._metrics: Any = None  # sesscache.metrics.fleet.ProcessMetrics of this process
 
     def __getstate__(self) -> Dict[str, Any]:
         state = self.__dict__.copy()
-        for name in ("_lock", "_cache", "_pid"):
+        for name in ("_lock", "_cache", "_pid", "_metrics"):
             state.pop(name)
         return state
 
@@ -143,6 +165,14 @@ class ProcessCache:
         pid = os.getpid()
         self._cache = SessionCache(store, **self.cache_options)
         self._pid = pid
+        if self.process_records:
+            # sesscache.metrics: this worker's counters in the store (python -m sesscache
+            # stats), and with metrics_listen one /metrics for the whole server.
+            from ..metrics.fleet import ProcessMetrics
+
+            self._metrics = ProcessMetrics(
+                self._cache, server=self.session_id_context.decode("utf-8", "backslashreplace"),
+                listen=self.metrics_listen, interval=self.records_interval)
         logger.debug("process %d opened store %s", pid, redacted_store_url(self.store_url))
         return self._cache
 

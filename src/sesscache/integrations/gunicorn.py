@@ -197,6 +197,11 @@ def ssl_context_hook(store_url: str, *, session_id_context: Union[str, bytes], r
         logged at once, then once per burst while lookups fail.
     :param cache_options: :class:`~sesscache.SessionCache` arguments (``lifetime``,
         ``seal_keys``, ``max_session_size``, ``single_use``).
+    :param metrics_listen: ``"HOST:PORT"``: one ``/metrics`` for the whole server (every worker's
+        counters, labelled ``pid``), served by whichever worker holds the address; implies
+        ``process_records=True`` (each worker publishes its counters to the store every
+        ``records_interval`` seconds, which ``python -m sesscache stats --store`` reads). See
+        docs/monitoring.md.
 
     Called at the top level of a config file, it also sets ``on_starting`` and
     ``post_worker_init`` there (unless already set) to check the store at start and route

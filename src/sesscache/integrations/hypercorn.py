@@ -60,6 +60,10 @@ class SessionCachedConfig(Config):
         cannot work as configured (raised here for what needs no connection; else the worker
         exits with status 3 and Hypercorn stops); ``"warn"`` starts anyway and logs. An
         unreachable store never stops Hypercorn: it is logged at once, then once per burst.
+
+        ``metrics_listen="HOST:PORT"`` serves one ``/metrics`` for every worker (and
+        ``process_records=True`` publishes each worker's counters for ``python -m sesscache
+        stats``): see docs/monitoring.md.
         """
         cache = ProcessCache(store_url, session_id_context=session_id_context, internal_cache=internal_cache,
                              stateful_tickets=stateful_tickets, on_store_error=on_store_error, **cache_options)

@@ -140,10 +140,12 @@ def certificate_options(store_url: str, *, session_id_context: Union[str, bytes]
 
 def parse_endpoint(reactor: Any, *args: Any, store: Optional[str] = None,
                    sessionIdContext: Optional[str] = None, lifetime: Optional[str] = None,
-                   onStoreError: str = REFUSE, **kwargs: Any) -> Any:
+                   onStoreError: str = REFUSE, metricsListen: Optional[str] = None,
+                   **kwargs: Any) -> Any:
     """The ``sesscache-ssl:`` endpoint: Twisted's ``ssl:`` endpoint (same parameters, parsed by
     Twisted's own parser) with :func:`with_session_cache` over its ``CertificateOptions``;
-    ``onStoreError=warn`` is its ``on_store_error``."""
+    ``onStoreError=warn`` is its ``on_store_error``; ``metricsListen=HOST\\:PORT`` serves
+    ``/metrics`` (docs/monitoring.md)."""
     from twisted.internet.endpoints import SSL4ServerEndpoint, _parseSSL
 
     from ..errors import ConfigurationError
@@ -153,7 +155,9 @@ def parse_endpoint(reactor: Any, *args: Any, store: Optional[str] = None,
             "the sesscache-ssl: endpoint needs store=URL and sessionIdContext=NAME, e.g. "
             "sesscache-ssl:443:privateKey=key.pem:store=sqlite\\:/var/lib/app/tls.db:sessionIdContext=app "
             "(colons inside a value are escaped with a backslash)")
-    cache_options = {} if lifetime is None else {"lifetime": float(lifetime)}
+    cache_options: dict = {} if lifetime is None else {"lifetime": float(lifetime)}
+    if metricsListen is not None:  # one /metrics for every process of the server (sesscache.metrics)
+        cache_options["metrics_listen"] = metricsListen
     (port, _, options), listen = _parseSSL(None, *args, **kwargs)
     factory = with_session_cache(options, store, session_id_context=sessionIdContext, on_store_error=onStoreError,
                                  **cache_options)

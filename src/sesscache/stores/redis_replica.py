@@ -102,6 +102,7 @@ class LocalReplica:
         self.max_sessions = max_sessions
         self.retry_after = retry_after
         self.received = 0  #: messages read (own ones too)
+        self.last_message = 0.0  #: when the last message arrived (Unix time; sesscache.metrics)
         self.malformed = 0  #: messages or entries that could not be read, skipped
         self._closed = False
         self._told_noperm = False
@@ -177,6 +178,7 @@ class LocalReplica:
         """One message from the channel. A message that cannot be read is skipped and
         counted (``malformed``); it never costs the rest of the copy."""
         self.received += 1
+        self.last_message = time.time()
         with self._writing:
             if self._closed:
                 return
