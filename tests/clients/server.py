@@ -123,7 +123,9 @@ class OfferServer:
             if data[:4] in (b"GET ", b"POST", b"HEAD") and b"\r\n\r\n" not in data:
                 continue
             break
-        if data[:4] in (b"GET ", b"POST", b"HEAD"):
+        if b"upgrade: websocket" in data.lower():
+            OfferServer._websocket(tls, data)
+        elif data[:4] in (b"GET ", b"POST", b"HEAD"):
             tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n"
                         b"Connection: close\r\n\r\nok")
         else:
@@ -132,6 +134,29 @@ class OfferServer:
             tls.unwrap()
         except (ssl.SSLError, OSError):
             pass
+
+    @staticmethod
+    def _websocket(tls: ssl.SSLSocket, request: bytes) -> None:
+        """Accept a WebSocket upgrade, echo one short message, answer the close."""
+        import base64
+        import hashlib
+
+        key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        tls.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        while True:
+            frame = tls.recv(65536)
+            if len(frame) < 6:
+                return
+            opcode, length = frame[0] & 0x0F, frame[1] & 0x7F
+            mask, payload = frame[2:6], frame[6:6 + length]
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            if opcode == 8:  # close: answer it
+                tls.sendall(b"\x88\x02\x03\xe8")
+                return
+            tls.sendall(bytes([0x80 | opcode, len(payload)]) + payload)
 
     def close(self) -> None:
         self._stop = True
