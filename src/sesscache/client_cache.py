@@ -117,12 +117,11 @@ def verification_digest(context: ssl.SSLContext) -> str:
     return hashlib.sha256(b"|".join(parts)).hexdigest()[:32]
 
 
-def _settings_of(context: ssl.SSLContext) -> Tuple[Any, ...]:
+def _settings_of(context: ssl.SSLContext, attached: "_Attached") -> Tuple[Any, ...]:
     """Cheap to read: when these are unchanged, the verification digest is too (a CA
     loaded later changes the store's counts; a client certificate loaded later is caught
     by its address)."""
-    bound = bind_context(context)
-    cert = bound.instance.api.SSL_CTX_get0_certificate(bound.pointer)
+    cert = attached.instance.api.SSL_CTX_get0_certificate(ffi.cast("SSL_CTX *", attached.ctx))
     return (int(context.verify_mode), bool(context.check_hostname), int(context.verify_flags),
             tuple(sorted(context.cert_store_stats().items())), int(ffi.cast("uintptr_t", cert)))
 
@@ -277,7 +276,7 @@ class ClientSessionCache:
 
     @staticmethod
     def _attached_digest(attached: _Attached, context: ssl.SSLContext) -> str:
-        settings = _settings_of(context)
+        settings = _settings_of(context, attached)
         if settings != attached.settings:
             attached.digest = verification_digest(context)
             attached.settings = settings
@@ -312,6 +311,8 @@ class ClientSessionCache:
                 return
         if blob is None:
             self.missed += 1
+            if on_loop:  # for the next connection: read the store off the loop
+                self._store_io(True, self._fetch_into_memory, key)
             return
         der = self._open(key, blob)
         if der is None:
@@ -327,6 +328,11 @@ class ClientSessionCache:
             self._store_io(on_loop, self.store.delete, key)
         else:
             self._memory[key] = bytes(blob)
+
+    def _fetch_into_memory(self, key: bytes) -> None:
+        blob = self.store.get(key)
+        if isinstance(blob, (bytes, bytearray, memoryview)):
+            self._memory.setdefault(key, bytes(blob))
 
     def _open(self, key: bytes, blob: Any) -> Optional[bytes]:
         """The session DER inside a stored value, or None (counted) when it is not one."""

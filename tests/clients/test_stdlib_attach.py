@@ -142,3 +142,110 @@ def test_tls13_tickets_are_taken_once(certs, tmp_path):
     assert first is not None and second is not None and first != second, \
         "the offered ticket was not replaced by the server's new one"
     assert [s.reused for s in server.seen] == [False, True]
+
+
+def test_an_offered_tls13_ticket_is_taken_out_of_the_store(certs, tmp_path):
+    """A server that sends no new ticket on resumption (num_tickets = 0 after the first
+    connection): the ticket offered is gone from the store; with tls13_single_use=False it
+    stays and is offered again."""
+    for single_use in (True, False):
+        cache = ClientSessionCache(SQLiteStore(str(tmp_path / f"c{single_use}.db")),
+                                   tls13_single_use=single_use)
+        ctx = client_context(certs)
+        cache.attach(ctx)
+        with OfferServer(certs, "TLSv1.3") as server:
+            request(ctx, server.port)
+            (key,) = cache._memory
+            server.context.num_tickets = 0
+            request(ctx, server.port)
+            request(ctx, server.port)
+        assert (cache.store.get(key) is None) == single_use
+        expected = [(False, False), (True, True), (False, False)] if single_use else \
+            [(False, False), (True, True), (True, True)]
+        assert [(s.offered, s.reused) for s in server.seen] == expected
+
+
+def test_a_client_certificate_has_sessions_of_its_own(certs, tmp_path):
+    import trustme
+
+    db = tmp_path / "c.db"
+    ca = trustme.CA()
+    client_pem = tmp_path / "client.pem"
+    ca.issue_cert("client@example").private_key_and_cert_chain_pem.write_to_path(str(client_pem))
+
+    def with_cert():
+        cache = ClientSessionCache(SQLiteStore(str(db)))
+        ctx = client_context(certs)
+        ctx.load_cert_chain(str(client_pem))
+        cache.attach(ctx)
+        return ctx
+
+    with OfferServer(certs, "TLSv1.2") as server:
+        request(fresh(certs, db), server.port)
+        request(with_cert(), server.port)  # another client certificate: not offered
+        request(with_cert(), server.port)
+    assert [s.offered for s in server.seen] == [False, False, True]
+
+
+def test_close_unhooks_the_context(certs, tmp_path):
+    from sesscache._binding import lib
+    from sesscache._contexts import bind_context
+
+    cache = ClientSessionCache(SQLiteStore(str(tmp_path / "c.db")))
+    ctx = client_context(certs)
+    cache.attach(ctx)
+    bound = bind_context(ctx)
+    assert lib.sc_client_installed(bound.instance.slot, bound.pointer) == 1
+    with OfferServer(certs, "TLSv1.2") as server:
+        request(ctx, server.port)
+        cache.close()
+        assert lib.sc_client_installed(bound.instance.slot, bound.pointer) == 0
+        request(ctx, server.port)
+    assert [s.offered for s in server.seen] == [False, False]
+    ClientSessionCache().attach(ctx)  # free again for another cache
+
+
+def test_an_info_callback_set_by_someone_else_is_refused(certs):
+    from sesscache._binding import ffi
+    from sesscache._contexts import bind_context
+
+    ctx = client_context(certs)
+    bound = bind_context(ctx)
+    theirs = ffi.callback("sc_info_cb_t", lambda ssl, where, ret: None)
+    bound.instance.api.SSL_CTX_set_info_callback(bound.pointer, theirs)
+    with pytest.raises(ConfigurationError, match="info callback that sesscache did not set"):
+        ClientSessionCache().attach(ctx)
+    bound.instance.api.SSL_CTX_set_info_callback(bound.pointer, ffi.NULL)
+
+
+def test_the_store_is_never_touched_on_the_event_loop(certs, tmp_path):
+    import threading
+
+    calls = []
+
+    class Watched(SQLiteStore):
+        def get(self, key):
+            calls.append(("get", threading.get_ident()))
+            return super().get(key)
+
+        def set(self, key, value, ttl):
+            calls.append(("set", threading.get_ident()))
+            return super().set(key, value, ttl)
+
+    async def one(port):
+        cache = ClientSessionCache(Watched(str(tmp_path / "c.db")))
+        ctx = client_context(certs)
+        cache.attach(ctx, port=port)
+        await cache.aprefetch(ctx, "localhost", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
+                                                       server_hostname="localhost")
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.read()
+        writer.close()
+        cache.close()
+        return threading.get_ident()
+
+    with OfferServer(certs, "TLSv1.3") as server:
+        loops = [asyncio.run(one(server.port)) for _ in range(2)]
+    assert calls and all(ident not in loops for _, ident in calls), calls
+    assert [s.reused for s in server.seen] == [False, True]
