@@ -62,7 +62,7 @@ from .errors import ConfigurationError, SealError, SessionError, StorePaused
 from .session import session_to_der
 from .session_ids import issued_at
 from .stores import MemoryStore, Store
-from .stores.base import check_store, has_atomic_pop
+from .stores.capabilities import capabilities_of, check_store, evictions_of, take
 from .stores.resilient import wrap_remote_store
 
 logger = logging.getLogger(__name__)
@@ -175,11 +175,13 @@ class SessionCache:
         self._lifetime = float(lifetime)
         self._max_session_size = max_session_size
         self._single_use = bool(single_use)
-        self._take = self._store.pop if has_atomic_pop(self._store) else self._get_then_delete
+        # What the store can do beyond get, set and delete: asked once, here.
+        self._capabilities = capabilities_of(self._store)
+        self._take = self._capabilities.pop or take(self._store, caps=self._capabilities)
         # A store whose writes land after the handshake waits for a session issued moments
         # ago that it does not hold yet (ResilientStore.wait_for_write).
-        self._store_waits_for_write = getattr(self._store, "wait_for_write", None)
-        if self._single_use and self._take == self._get_then_delete:
+        self._store_waits_for_write = self._capabilities.wait_for_write
+        if self._single_use and self._capabilities.pop is None:
             logger.warning(
                 "single_use=True over %s, which has no atomic pop: a session is taken with get "
                 "then delete, so two handshakes at the same moment may both resume it. Give the "
@@ -199,7 +201,7 @@ class SessionCache:
         self._fast_by_sid: Dict[bytes, Any] = {}  # session id context -> sc_fast * or None
         self._warned_tickets = False
         self._renew_after_fork()
-        _fork.renew_in_child(self)
+        _fork.renew_in_child(self._renew_after_fork)
 
     def _renew_after_fork(self) -> None:
         """Fresh counters and locks: at __init__, and in a forked child (a worker counts
@@ -337,27 +339,26 @@ class SessionCache:
         return policy
 
     def _new_fast_policy(self, sid_ctx: bytes):
-        store = self.store
-        if self._sealer is not None:
+        """Over the store's C tables (the "C tables" capability: ``c_tables()``, see
+        :mod:`sesscache.stores.capabilities`), when it has them and sessions are not sealed."""
+        c_tables = self._capabilities.c_tables
+        if self._sealer is not None or c_tables is None:
             return None
-        if type(store) is MemoryStore and store._real_clock:
-            first, table, flags = ffi.NULL, store._table, 0
-        else:
-            tables = getattr(store, "_fast_tables", lambda: None)()
-            if tables is None:
-                return None
-            (first, table), flags = tables, lib.SC_FAST_NEW_IN_PYTHON
-            if getattr(store, "_fast_table_is_partial", False):  # a replica: misses ask the store
-                flags |= lib.SC_FAST_MISS_IN_PYTHON
-        policy = lib.sc_fast_new(table, sid_ctx, len(sid_ctx), self.lifetime, self.max_session_size,
+        view = c_tables()
+        if view is None:
+            return None
+        flags = 0 if view.new_in_c else lib.SC_FAST_NEW_IN_PYTHON
+        if not view.complete:  # a replica: misses ask the store
+            flags |= lib.SC_FAST_MISS_IN_PYTHON
+        first = ffi.NULL if view.first is None else view.first
+        policy = lib.sc_fast_new(view.table, sid_ctx, len(sid_ctx), self.lifetime, self.max_session_size,
                                  1 if self.single_use else 0, first, flags)
         if policy == ffi.NULL:
             return None
         # Never freed (a context may outlive the cache and still call in); about 200 bytes.
         self._fast_policies.append(policy)
-        made = getattr(store, "_fast_policy_made", None)
-        if made is not None:
-            made(policy)  # the store counts what C read from it
+        if view.policy_made is not None:
+            view.policy_made(policy)  # the store counts what C read from it
         return policy
 
     def detach(self, context: Any) -> None:
@@ -393,7 +394,7 @@ class SessionCache:
         fast = self._fast_counts()  # what the C fast path answered by itself
         for name in ("hits", "misses", "stores", "stateless", "rejected"):
             setattr(snapshot, name, getattr(snapshot, name) + fast[name])
-        snapshot.evictions += int(getattr(self.store, "evictions", 0) or 0)
+        snapshot.evictions += evictions_of(self.store)
         return snapshot
 
     def handed_over(self) -> int:
@@ -444,13 +445,6 @@ class SessionCache:
         name = bytes(blob[_ENVELOPE.size:start]) or None
         return _Stored(origin, name, certificate, memoryview(blob)[start:])
 
-    def _get_then_delete(self, key: bytes) -> Optional[bytes]:
-        """single_use's take for a store without an atomic pop (warned about at __init__)."""
-        blob = self._store.get(key)
-        if blob is not None:
-            self._store.delete(key)
-        return blob
-
     # --- closing ------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -473,9 +467,8 @@ class SessionCache:
                 lib.sc_fast_disable(slot, ffi.cast("SSL_CTX *", ctx), attachment.fast)
             if ours:
                 _callbacks._turn_off(hooks)
-        close = getattr(self._store, "close", None)
-        if close is not None:
-            close()
+        if self._capabilities.close is not None:
+            self._capabilities.close()
 
     def __enter__(self) -> "SessionCache":
         return self

@@ -62,7 +62,7 @@ class ClientSessionCache:
         self._log_interval = log_interval
         self._contexts: "weakref.WeakSet[Any]" = weakref.WeakSet()  # those attach() hooked
         self._renew_after_fork()
-        _fork.renew_in_child(self)
+        _fork.renew_in_child(self._renew_after_fork)
 
     def _renew_after_fork(self) -> None:
         """Counters from zero and a fresh burst logger: at __init__, and in a forked child

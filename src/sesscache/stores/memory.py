@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .._binding import ffi, lib
 from ..errors import ConfigurationError, ValueTooLarge
 from .base import BaseStore, as_bytes, checked_entry, closed_error
+from .capabilities import CTableView
 
 __all__ = ["MemoryStore"]
 
@@ -136,6 +137,15 @@ class MemoryStore(BaseStore):
         memory held by sessions nobody asks for again matters.
         """
         return int(lib.sc_mem_purge_expired(self._table, self._clock()))
+
+    def c_tables(self) -> Optional[CTableView]:
+        """The "C tables" capability (:mod:`sesscache.stores.capabilities`): this store's
+        table, which a :class:`~sesscache.SessionCache`'s C fast path reads and writes
+        sessions in without entering Python. None with another clock than the real one (C
+        reads the real monotonic clock) or in a subclass (its methods may differ from C's)."""
+        if type(self) is not MemoryStore or not self._real_clock:
+            return None
+        return CTableView(table=self._table, new_in_c=True)
 
     def clear(self) -> None:
         """Drop (and wipe) every entry; the store stays open (the same C table: a cache's

@@ -36,6 +36,7 @@ import time
 import weakref
 from typing import Any, Optional
 
+from .. import _fork
 from .memory import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -69,25 +70,6 @@ def batch_message(writer_id: bytes, entries: "list[bytes]") -> bytes:
     return b"".join([_BATCH, writer_id, *entries])
 
 
-# Every live copy, so that a forked child empties them at once (see _empty_after_fork).
-_LIVE: "weakref.WeakSet[LocalReplica]" = weakref.WeakSet()
-
-
-def _empty_after_fork() -> None:
-    """In a forked child: the parent's subscriber thread is not here, so deletes would stop
-    arriving while the cache's C fast path went on reading the inherited copy. Emptied now,
-    with a writer id of the child's own (the parent would skip the child's messages as its
-    own); the child's subscriber starts at its first use of the copy from Python (a lookup
-    the copy misses, a write, a delete)."""
-    for replica in list(_LIVE):
-        replica._starting = threading.Lock()  # a parent's thread may have held it at the fork
-        replica._renew_identity()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_empty_after_fork)
-
-
 class LocalReplica:
     """The table and the subscriber thread of one ``RedisStore`` in one process."""
 
@@ -111,8 +93,17 @@ class LocalReplica:
         self._starting = threading.Lock()
         self._pid = -1
         self.writer_id = b""
-        _LIVE.add(self)
+        _fork.renew_in_child(self._empty_after_fork)
         self._start()
+
+    def _empty_after_fork(self) -> None:
+        """In a forked child: the parent's subscriber thread is not here, so deletes would
+        stop arriving while the cache's C fast path went on reading the inherited copy.
+        Emptied now, with a writer id of the child's own (the parent would skip the child's
+        messages as its own); the child's subscriber starts at its first use of the copy
+        from Python (a lookup the copy misses, a write, a delete)."""
+        self._starting = threading.Lock()  # a parent's thread may have held it at the fork
+        self._renew_identity()
 
     def _start(self) -> None:
         with self._starting:  # two threads of a fresh child must not start two subscribers
