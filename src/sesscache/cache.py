@@ -46,7 +46,7 @@ import hashlib
 from typing import Any, Dict, NamedTuple, Optional, Sequence
 
 from . import _fork
-from . import callbacks as _callbacks
+from . import _hooks
 from ._binding import ffi, lib
 from ._burstlog import BurstLogger
 from ._contexts import bind_context
@@ -286,7 +286,7 @@ class SessionCache:
         attachment = _Attachment(self, bound.instance, sid_ctx, self._fast_policy(sid_ctx))
         mode = SESS_CACHE_SERVER if internal_cache else SESS_CACHE_SERVER | SESS_CACHE_NO_INTERNAL
         set_session_cache_mode(bound, mode)
-        _callbacks._install(bound, owner=self,
+        _hooks.install(bound, owner=self,
                             new=(attachment.on_new, self.attach),
                             get=(attachment.on_get, self.attach),
                             remove=(attachment.on_remove, self.attach))
@@ -364,14 +364,14 @@ class SessionCache:
     def detach(self, context: Any) -> None:
         """Stop serving ``context``; its own internal cache keeps working."""
         bound = bind_context(context)
-        hooks = _callbacks._hooks_for(context)
+        hooks = _hooks.hooks_for(context)
         if hooks is None or hooks.owner is not self:
             raise ConfigurationError("this cache is not attached to that context")
         with self._attached_lock:
             attachment = self._attached.pop((bound.instance.slot, bound.ctx), None)
         if attachment is not None and attachment.fast is not None:
             lib.sc_fast_disable(bound.instance.slot, bound.pointer, attachment.fast)
-        _callbacks._install(context, owner=self, new=None, get=None, remove=None)
+        _hooks.install(context, owner=self, new=None, get=None, remove=None)
         set_session_cache_mode(context, SESS_CACHE_SERVER)
         lib.sc_unbind_session_id_context(bound.instance.slot, bound.pointer)
         lib.sc_stamp_session_ids(bound.instance.slot, bound.pointer, 0)
@@ -455,10 +455,10 @@ class SessionCache:
         with self._attached_lock:
             attached = list(self._attached.items())
         for (slot, ctx), attachment in attached:
-            hooks = _callbacks._lookup(slot, ctx)
+            hooks = _hooks.lookup(slot, ctx)
             ours = hooks is not None and hooks.owner is self
             context = hooks.context_ref() if ours else None
-            if context is not None and _callbacks._may_change(context):
+            if context is not None and _hooks.may_change(context):
                 self.detach(context)
                 continue
             with self._attached_lock:
@@ -466,7 +466,7 @@ class SessionCache:
             if attachment.fast is not None:
                 lib.sc_fast_disable(slot, ffi.cast("SSL_CTX *", ctx), attachment.fast)
             if ours:
-                _callbacks._turn_off(hooks)
+                _hooks.turn_off(hooks)
         if self._capabilities.close is not None:
             self._capabilities.close()
 

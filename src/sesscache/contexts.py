@@ -13,9 +13,10 @@ from typing import Any, Optional, Union
 
 from ._binding import ffi, lib
 from ._contexts import bind_context
+from ._hooks import check_mutable
 from ._instances import LibsslInstance
 from .errors import ConfigurationError
-from .session import Session
+from .session import Session, session_pointer
 
 #: Cache modes (``SSL_CTX_set_session_cache_mode``): combine with ``|``.
 SESS_CACHE_OFF = lib.SSL_SESS_CACHE_OFF
@@ -33,10 +34,8 @@ _log = logging.getLogger(__name__)
 
 
 def _mutable(context: Any):
-    from .callbacks import _check_mutable
-
     bound = bind_context(context)
-    _check_mutable(bound)
+    check_mutable(bound)
     return bound
 
 
@@ -137,7 +136,7 @@ def remove_session(context: Any, session: Session) -> bool:
     bound = bind_context(context)
     if session.libssl is not bound.instance:
         raise ConfigurationError("that session belongs to another copy of OpenSSL than the context")
-    return bool(bound.instance.api.SSL_CTX_remove_session(bound.pointer, session._ptr))
+    return bool(bound.instance.api.SSL_CTX_remove_session(bound.pointer, session_pointer(session)))
 
 
 def live_session_count(where: Union[Any, LibsslInstance]) -> int:

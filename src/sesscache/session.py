@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
+from . import _compat
 from ._binding import address, ffi, lib
 from ._instances import LibsslInstance
 from .errors import SessionError
@@ -76,12 +77,11 @@ class Session:
         """A ``Session`` sharing the ``SSL_SESSION`` of an ``OpenSSL.SSL.Session``."""
         from ._instances import instance_for_cryptography
 
-        pointer = getattr(session, "_session", None)
+        pointer, context = _compat.pyopenssl_session_parts(session)
         if pointer is None:
             raise TypeError(f"expected an OpenSSL.SSL.Session, got {type(session).__name__}")
         instance = instance_for_cryptography()
-        return cls._borrow(instance, ffi.cast("SSL_SESSION *", address(pointer)),
-                           getattr(session, "_context", None))
+        return cls._borrow(instance, ffi.cast("SSL_SESSION *", address(pointer)), context)
 
     def to_pyopenssl(self, context: Any = None) -> Any:
         """This session as an ``OpenSSL.SSL.Session`` for ``Connection.set_session``.
@@ -104,11 +104,8 @@ class Session:
             raise TypeError("to_pyopenssl() needs the OpenSSL.SSL.Context the session is for")
         self._check_open()
         self._instance.api.SSL_SESSION_up_ref(self._ptr)
-        wrapped = SSL.Session.__new__(SSL.Session)
-        wrapped._session = Binding.ffi.gc(
-            Binding.ffi.cast("SSL_SESSION *", address(self._ptr)), Binding.lib.SSL_SESSION_free)
-        wrapped._context = context
-        return wrapped
+        return _compat.make_pyopenssl_session(SSL.Session, Binding.ffi.gc(
+            Binding.ffi.cast("SSL_SESSION *", address(self._ptr)), Binding.lib.SSL_SESSION_free), context)
 
     # --- serialization -------------------------------------------------------------
 
@@ -257,3 +254,26 @@ def session_from_der(instance: LibsslInstance, der: BytesLike):
             f"these {size} bytes are not a TLS session that {instance.version} can read "
             "(corrupt, truncated, sealed, or not DER from i2d_SSL_SESSION)")
     return pointer
+
+
+# --- for the layers that make and read sessions (callbacks, contexts, testing) -----------------
+
+def adopt_session(instance: LibsslInstance, pointer: Any, context: Any = None) -> Session:
+    """A :class:`Session` over ``pointer``, taking over the one reference the caller owns."""
+    return Session._adopt(instance, pointer, context)
+
+
+def borrow_session(instance: LibsslInstance, pointer: Any, context: Any = None) -> Session:
+    """A :class:`Session` over ``pointer`` with a reference of its own (the caller keeps theirs)."""
+    return Session._borrow(instance, pointer, context)
+
+
+def new_session_reference(session: Session) -> Any:
+    """``session``'s ``SSL_SESSION *`` carrying a fresh reference, for handing to OpenSSL."""
+    return session._new_reference()
+
+
+def session_pointer(session: Session) -> Any:
+    """``session``'s ``SSL_SESSION *`` (its own reference: valid while it is open; None once
+    closed)."""
+    return session._ptr

@@ -10,6 +10,7 @@ import logging
 import ssl as _ssl
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from .. import _compat
 from .._hello_scan import HelloScan
 from ..cache import SessionCache
 from ..clienthello import MAX_CLIENT_HELLO, ClientHelloError
@@ -244,7 +245,7 @@ class _Front:
             if transport.get_protocol() is tap:
                 transport.set_protocol(ssl_protocol)
         exc = None if waiter.cancelled() else waiter.exception()
-        tls_transport = ssl_protocol._app_transport  # what start_tls returns
+        tls_transport = _compat.sslproto_app_transport(ssl_protocol)  # what start_tls returns
         if waiter.cancelled() or exc is not None or tls_transport is None:
             # TLS alert, client gone, handshake timeout: nothing to serve
             transport.close()  # as start_tls does
