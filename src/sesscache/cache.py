@@ -43,7 +43,7 @@ import time
 import weakref
 from dataclasses import dataclass, fields
 import hashlib
-from typing import Any, Dict, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 
 from . import _fork
 from . import _hooks
@@ -90,6 +90,18 @@ _ENVELOPE_VERSION = lib.SC_ENVELOPE_VERSION
 _MAX_ENVELOPE_OVERHEAD = lib.SC_ENVELOPE_OVERHEAD
 #: How far in the future a session's origin may lie (clocks of a fleet disagree a little).
 _CLOCK_SKEW = lib.SC_CLOCK_SKEW
+
+
+class _CacheParts(NamedTuple):
+    """A cache's side of its attachments: counters, log, sealing, and how it reads the store."""
+
+    count: Callable[..., None]
+    log: Callable[..., None]
+    wrap: Callable[..., bytes]
+    unwrap: Callable[..., "_Stored"]
+    read: Callable[[bytes], Optional[bytes]]  #: get, or a single_use take
+    wait_for_write: Optional[Callable[..., Optional[bytes]]]
+    single_use: bool
 
 
 class _Stored(NamedTuple):
@@ -283,7 +295,7 @@ class SessionCache:
                 "SSL_client_hello_get0_ext), so a session made for one name could resume for "
                 "another. Use OpenSSL 1.1.1 or newer built with them (every official build has "
                 "them), or do not attach a cache to this context.")
-        attachment = _Attachment(self, bound.instance, sid_ctx, self._fast_policy(sid_ctx))
+        attachment = _Attachment(self, self._parts(), bound.instance, sid_ctx, self._fast_policy(sid_ctx))
         mode = SESS_CACHE_SERVER if internal_cache else SESS_CACHE_SERVER | SESS_CACHE_NO_INTERNAL
         set_session_cache_mode(bound, mode)
         _hooks.install(bound, owner=self,
@@ -406,6 +418,15 @@ class SessionCache:
         """The C fast path's counters, summed over every attachment this cache made."""
         return fast_path_counts(self._fast_policies)
 
+    def _parts(self) -> "_CacheParts":
+        """What an attachment (one context's handlers) does through this cache."""
+        return _CacheParts(count=self._count, log=self._log, wrap=self._wrap, unwrap=self._unwrap,
+                           read=self._take if self._single_use else self._store.get,
+                           wait_for_write=self._store_waits_for_write, single_use=self._single_use)
+
+    def _log(self, level: int, topic: str, message: str, *args: Any) -> None:
+        self._burst.log(level, topic, message, *args)  # (the burst logger is renewed at fork)
+
     def _count(self, name: str, amount: int = 1) -> None:
         with self._stats_lock:
             setattr(self._stats, name, getattr(self._stats, name) + amount)
@@ -499,12 +520,13 @@ def fast_path_counts(policies: Sequence[Any]) -> Dict[str, int]:
 class _Attachment:
     """The handlers of one cache on one context (one libssl copy, one id context)."""
 
-    __slots__ = ("__weakref__", "cache", "instance", "slot", "sid_ctx", "api", "_warned_sid", "_warned_tickets",
+    __slots__ = ("__weakref__", "cache", "parts", "instance", "slot", "sid_ctx", "api", "_warned_sid", "_warned_tickets",
                  "_certificate", "_local", "fast")
 
-    def __init__(self, cache: SessionCache, instance: LibsslInstance, sid_ctx: bytes,
+    def __init__(self, cache: SessionCache, parts: _CacheParts, instance: LibsslInstance, sid_ctx: bytes,
                  fast: Any = None) -> None:
         self.cache = cache
+        self.parts = parts  #: what the attachment does through its cache
         self.fast = fast  #: the C fast path's policy (sc_fast *), or None
         self.instance = instance
         self.slot = instance.slot
@@ -530,10 +552,10 @@ class _Attachment:
         cache = self.cache
         lib.sc_describe_new(self.slot, ssl, session, ffi.cast("SSL_CTX *", hooks.ctx), facts, der, _DER_BUFFER)
         if not 1 <= facts.id_len <= 32:
-            cache._count("rejected")
+            self.parts.count("rejected")
             return
         if facts.stateless:
-            cache._count("stateless")
+            self.parts.count("stateless")
             if not self._warned_tickets:
                 self._warned_tickets = True
                 if self.fast is not None:  # warned once: C may count the rest itself
@@ -564,7 +586,7 @@ class _Attachment:
         now = time.time()
         expires = min(facts.origin + cache.lifetime, facts.made + facts.timeout)
         if expires <= now:
-            cache._count("expired")
+            self.parts.count("expired")
             return
         # (OpenSSL's own copy was capped before it reached the internal cache: see
         # sc_cap_lifetime. Shortening it here would make OpenSSL 4.0 re-sort its cache.)
@@ -573,8 +595,8 @@ class _Attachment:
         else:  # larger than the buffer (a long client certificate chain), or no DER at all
             der_bytes = session_to_der(self.instance, session)
         if len(der_bytes) > cache.max_session_size:
-            cache._count("oversize")
-            cache._burst.log(logging.WARNING, "oversize",
+            self.parts.count("oversize")
+            self.parts.log(logging.WARNING, "oversize",
                              "a %d-byte session is over max_session_size (%d) and is not "
                              "stored; raise max_session_size if such sessions are expected (large "
                              "client certificate chains)", len(der_bytes), cache.max_session_size)
@@ -582,13 +604,13 @@ class _Attachment:
         key = cache.key_for(self.sid_ctx, ffi.unpack(ffi.cast("char *", facts.id), facts.id_len))
         name = ffi.unpack(facts.name, facts.name_len)
         certificate = self._fingerprint(hooks.ctx, int(ffi.cast("uintptr_t", facts.certificate)))
-        blob = cache._wrap(key, int(facts.origin), name, certificate, der_bytes)
+        blob = self.parts.wrap(key, int(facts.origin), name, certificate, der_bytes)
         try:
             cache.store.set(key, blob, expires - now)
         except Exception as exc:  # StoreError, or a custom store's bug: never a failed handshake
             self._store_failed("write", exc)
             return
-        cache._count("stores")
+        self.parts.count("stores")
 
     def _buffers(self):
         """Per-thread scratch space for sc_describe_new (handshakes run in many threads)."""
@@ -605,18 +627,18 @@ class _Attachment:
     def on_get(self, hooks, ssl, session_id: bytes):
         cache = self.cache
         if not 1 <= len(session_id) <= 32:
-            cache._count("rejected")
+            self.parts.count("rejected")
             return ffi.NULL
         key = cache.key_for(self.sid_ctx, session_id)
         try:
-            blob = cache._take(key) if cache._single_use else cache._store.get(key)
+            blob = self.parts.read(key)
         except Exception as exc:
             self._store_failed("read", exc)
             return ffi.NULL
         if blob is None:
-            blob = self._wait_for_write(cache, key, session_id)
+            blob = self._wait_for_write(key, session_id)
         if blob is None:
-            cache._count("misses")
+            self.parts.count("misses")
             return ffi.NULL
         if not isinstance(blob, (bytes, bytearray, memoryview)):  # a custom store's bug
             self._store_failed("read", TypeError(f"the store returned {type(blob).__name__}, not bytes"))
@@ -626,12 +648,12 @@ class _Attachment:
             return self._reject("size", SessionError(f"a {len(blob)}-byte blob is larger than any "
                                                      "session this cache stores"))
         try:
-            stored = cache._unwrap(key, blob)
+            stored = self.parts.unwrap(key, blob)
         except (SealError, SessionError) as exc:
             return self._reject("blob", exc)
         now = time.time()
         if stored.origin + cache.lifetime <= now:
-            cache._count("expired")
+            self.parts.count("expired")
             return ffi.NULL
         if stored.origin > now + _CLOCK_SKEW:
             return self._reject("origin", SessionError("the session claims a full handshake in the future"))
@@ -648,26 +670,25 @@ class _Attachment:
             len(made_for) if made_for else -1, stored.origin, int(now), reason)
         if session == ffi.NULL:
             if reason[0] == lib.SC_OFFER_EXPIRED:  # as OpenSSL would refuse it after us
-                cache._count("expired")
+                self.parts.count("expired")
                 return ffi.NULL
             return self._reject("check", SessionError(_OFFER_REFUSALS.get(reason[0], "refused")))
-        cache._count("hits")
+        self.parts.count("hits")
         return session
 
-    @staticmethod
-    def _wait_for_write(cache: "SessionCache", key: bytes, session_id: bytes) -> Optional[bytes]:
+    def _wait_for_write(self, key: bytes, session_id: bytes) -> Optional[bytes]:
         """A miss for a session issued moments ago, over a store whose writes land after
         the handshake (``ResilientStore``): its write may still be on the way (the client
         reconnected at once to another server). The store waits for it, up to its
         ``new_session_wait``; any other miss is a miss at once."""
-        wait = cache._store_waits_for_write
+        wait = self.parts.wait_for_write
         if wait is None:
             return None
         issued = issued_at(session_id)
         if issued is None:
             return None
         try:
-            return wait(key, issued, cache._single_use)
+            return wait(key, issued, self.parts.single_use)
         except Exception:  # a failing store is counted by its own lookups: a plain miss
             return None
 
@@ -695,21 +716,21 @@ class _Attachment:
     # -- remove ---------------------------------------------------------------------------
 
     def on_remove(self, hooks, session) -> None:
-        self.cache._count("removes")
+        self.parts.count("removes")
 
     # -- failures ---------------------------------------------------------------------------
 
     def _store_failed(self, what: str, exc: BaseException) -> None:
-        self.cache._count("errors")
+        self.parts.count("errors")
         if isinstance(exc, StorePaused):  # not tried: the pause was logged when it began
             return
-        self.cache._burst.log(logging.WARNING, "store-" + what,
+        self.parts.log(logging.WARNING, "store-" + what,
                               "session store %s failed (%s: %s); the handshake goes on as "
                               "a full one", what, type(exc).__name__, str(exc))
 
     def _reject(self, topic: str, exc: BaseException):
-        self.cache._count("rejected")
-        self.cache._burst.log(logging.WARNING, "reject-" + topic,
+        self.parts.count("rejected")
+        self.parts.log(logging.WARNING, "reject-" + topic,
                               "refused a stored session: %s", str(exc))
         return ffi.NULL
 

@@ -85,13 +85,13 @@ class LocalReplica:
         self.retry_after = retry_after
         self.received = 0  #: messages read (own ones too)
         self.malformed = 0  #: messages or entries that could not be read, skipped
-        self._closed = False
-        self._told_noperm = False
+        self.closed = False  #: closed for good (the subscriber thread stops)
+        self.told_noperm = False  #: the missing SUBSCRIBE right was logged
         # Held while the table is written (put, apply, close): a copy closed (and emptied)
         # stays empty, though the subscriber may be inside a message at that moment.
         self._writing = threading.Lock()
         self._starting = threading.Lock()
-        self._pid = -1
+        self.pid = -1  #: the process whose subscriber serves this copy
         self.writer_id = b""
         _fork.renew_in_child(self._empty_after_fork)
         self._start()
@@ -107,13 +107,13 @@ class LocalReplica:
 
     def _start(self) -> None:
         with self._starting:  # two threads of a fresh child must not start two subscribers
-            if self._pid == os.getpid():
+            if self.pid == os.getpid():
                 return
-            self._pid = os.getpid()
+            self.pid = os.getpid()
             self._renew_identity()
             self._arrived = threading.Condition(threading.Lock())
             self._waiters = 0
-            self._ready = threading.Event()
+            self.ready = threading.Event()  #: set while the subscription is up
             self._thread = threading.Thread(target=_subscribe_loop, args=(weakref.ref(self),),
                                             name="sesscache-replica", daemon=True)
             self._thread.start()
@@ -127,13 +127,13 @@ class LocalReplica:
         self.table.clear()
 
     def _here(self) -> None:
-        if self._pid != os.getpid():  # forked: this process needs its own subscriber
+        if self.pid != os.getpid():  # forked: this process needs its own subscriber
             self._start()
 
     def wait_subscribed(self, timeout: float) -> bool:
         """For tests and benchmarks: True once the subscriber listens."""
         self._here()
-        return self._ready.wait(timeout)
+        return self.ready.wait(timeout)
 
     def get(self, key: bytes) -> Optional[bytes]:
         self._here()
@@ -143,7 +143,7 @@ class LocalReplica:
         """This process's own write: in the copy now (the message coming back is skipped)."""
         self._here()
         with self._writing:
-            if not self._closed:
+            if not self.closed:
                 self.table.set(key, value, ttl)
 
     def forget(self, key: bytes) -> None:
@@ -155,7 +155,7 @@ class LocalReplica:
         there, False if not. None at once while the subscription is down (nothing would
         arrive: wait some other way)."""
         self._here()
-        if not self._ready.is_set() or self._closed:
+        if not self.ready.is_set() or self.closed:
             return None
         with self._arrived:
             self._waiters += 1
@@ -169,7 +169,7 @@ class LocalReplica:
         counted (``malformed``); it never costs the rest of the copy."""
         self.received += 1
         with self._writing:
-            if self._closed:
+            if self.closed:
                 return
             try:
                 self._apply(message)
@@ -233,7 +233,7 @@ class LocalReplica:
         """For good: the copy is emptied and stays empty (the cache's C fast path may still
         read the table: it then finds nothing and asks the store)."""
         with self._writing:
-            self._closed = True
+            self.closed = True
             self.table.clear()
 
 
@@ -250,9 +250,9 @@ def _subscribe_loop(replica_ref: "weakref.ref[LocalReplica]") -> None:
             pubsub.subscribe(channel)
             while True:
                 replica = replica_ref()
-                if replica is None or replica._closed or replica._pid != os.getpid():
+                if replica is None or replica.closed or replica.pid != os.getpid():
                     return
-                replica._ready.set()
+                replica.ready.set()
                 del replica
                 message = pubsub.get_message(timeout=1.0)
                 if message is not None and message.get("type") == "message":
@@ -263,16 +263,16 @@ def _subscribe_loop(replica_ref: "weakref.ref[LocalReplica]") -> None:
                     del replica
         except Exception as exc:  # Redis down or restarted: lookups go to Redis meanwhile
             replica = replica_ref()
-            if replica is None or replica._closed:
+            if replica is None or replica.closed:
                 return
-            if no_permission(exc) and not replica._told_noperm:
-                replica._told_noperm = True
+            if no_permission(exc) and not replica.told_noperm:
+                replica.told_noperm = True
                 log.error("sesscache: Redis refuses SUBSCRIBE on %r (%s): this process's copy of the "
                           "sessions stays empty and lookups go to Redis. Grant the user '+subscribe "
                           "&%s', or turn local_replica off", channel, exc, channel.decode("latin-1"))
             else:
                 log.debug("sesscache: the session replica's subscription failed (%s); retrying", exc)
-            replica._ready.clear()
+            replica.ready.clear()
             replica.table.clear()  # deletes may be lost meanwhile
             del replica
             time.sleep(retry_after)
