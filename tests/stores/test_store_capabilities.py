@@ -97,3 +97,14 @@ def test_capabilities_are_asked_once_by_the_cache():
     cache = SessionCache(backend)
     backend.close = lambda: (_ for _ in ()).throw(AssertionError("probed again"))
     cache.close()
+
+
+def test_the_store_page_snippet_runs_as_written():
+    """docs/stores.md's capability example, taken from the page's own text."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).parents[2] / "docs" / "stores.md").read_text()
+    section = page[page.index("## Writing a store, and what it can do"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(block, "docs/stores.md", "exec"), {})

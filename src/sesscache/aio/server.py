@@ -97,13 +97,13 @@ async def create_server(protocol_factory: Callable[[], asyncio.BaseProtocol], ho
     sid_ctx = _attached_session_id_context(cache, ssl, session_id_context, internal_cache)
     store.bind(loop)
     side = store.server_side()
-    side.start()  # drained after every handshake, in _Front._handshake_done
+    side.start()  # drained after every handshake, in _Listener._handshake_done
     tls_kwargs: Dict[str, Any] = {}
     if ssl_handshake_timeout is not None:
         tls_kwargs["ssl_handshake_timeout"] = ssl_handshake_timeout
     if ssl_shutdown_timeout is not None:
         tls_kwargs["ssl_shutdown_timeout"] = ssl_shutdown_timeout
-    front = _Front(loop, protocol_factory, ssl, cache, side, sid_ctx, hello_timeout, tls_kwargs)
+    front = _Listener(loop, protocol_factory, ssl, cache, side, sid_ctx, hello_timeout, tls_kwargs)
     return await loop.create_server(lambda: _HelloSniffer(front), host, port, **kwds)
 
 
@@ -122,7 +122,7 @@ def _attached_session_id_context(cache: SessionCache, context: _ssl.SSLContext,
     return attached
 
 
-class _Front:
+class _Listener:
     """What every connection of one server shares."""
 
     def __init__(self, loop, protocol_factory, context, cache, side: ServerSide, sid_ctx, hello_timeout,
@@ -271,7 +271,7 @@ _MAX_HELD = MAX_CLIENT_HELLO + 16 * 1024
 class _HelloSniffer(asyncio.Protocol):
     """The first protocol of every connection: reads the ClientHello, then upgrades."""
 
-    def __init__(self, front: _Front) -> None:
+    def __init__(self, front: _Listener) -> None:
         self._front = front
         self._scan = HelloScan()
         self._transport: Optional[asyncio.Transport] = None

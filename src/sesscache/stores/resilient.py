@@ -793,5 +793,8 @@ def wrap_remote_store(store: Any) -> Any:
     the network); any other store as it is. What :class:`~sesscache.SessionCache` does with the
     store it is given."""
     if is_remote(store) and not isinstance(store, ResilientStore):
+        logger.info("sesscache: %r answers over the network (its class says remote = True): "
+                    "wrapped in a ResilientStore (writes behind the handshake, a breaker); wrap "
+                    "it yourself to choose other settings", store)
         return ResilientStore(store)
     return store
