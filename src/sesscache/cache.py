@@ -46,11 +46,11 @@ import hashlib
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 
 from . import _fork
-from . import _hooks
+from ._binding import hooks as _hooks
 from ._binding import ffi, lib
 from ._burstlog import BurstLogger
-from ._contexts import bind_context
-from ._instances import LibsslInstance
+from ._binding.find_context import bind_context
+from ._binding.copies import LibsslInstance
 from .contexts import (
     MAX_SESSION_ID_CONTEXT,
     SESS_CACHE_NO_INTERNAL,
@@ -60,7 +60,7 @@ from .contexts import (
 )
 from .errors import ConfigurationError, SealError, SessionError, StorePaused
 from .session import session_to_der
-from .session_ids import issued_at
+from ._id_stamps import issued_at
 from .stores import MemoryStore, Store
 from .stores.capabilities import capabilities_of, check_store, evictions_of, take
 from .stores.resilient import wrap_remote_store

@@ -2,7 +2,7 @@
 
 This is the raw layer: what OpenSSL calls, turned into Python calls, with reference
 counts and error handling done here. :class:`sesscache.SessionCache` builds its policy on
-the same registry (:mod:`sesscache._hooks`).
+the same registry (:mod:`sesscache._binding.hooks`).
 
 How a call travels: libssl calls the C trampoline of its copy (slot), which calls one of
 the ``extern "Python"`` functions below with the *session context* (the context the
@@ -25,10 +25,10 @@ import logging
 from typing import Any, Callable, Optional, Union
 
 from ._binding import ffi
-from ._contexts import connection_for
-from ._hooks import Hooks, hooks_for, install
-from ._hooks import registry as _registry  # noqa: F401 (the tests count its entries)
-from ._instances import LibsslInstance
+from ._binding.find_context import connection_for
+from ._binding.hooks import Hooks, hooks_for, install
+from ._binding.hooks import registry as _registry  # noqa: F401 (the tests count its entries)
+from ._binding.copies import LibsslInstance
 from .errors import CallbackError, SessionError
 from .session import Session, borrow_session, new_session_reference, session_from_der
 

@@ -22,7 +22,8 @@ import time
 import weakref
 from typing import Any, Optional, Sequence
 
-from . import _fork, _hooks
+from . import _fork
+from ._binding import hooks as _hooks
 from . import callbacks as _callbacks
 from ._burstlog import BurstLogger
 from .cache import DEFAULT_LIFETIME, MAX_LIFETIME

@@ -12,9 +12,9 @@ import time as _time
 from typing import Any, Optional, Union
 
 from ._binding import ffi, lib
-from ._contexts import bind_context
-from ._hooks import check_mutable
-from ._instances import LibsslInstance
+from ._binding.find_context import bind_context
+from ._binding.hooks import check_mutable
+from ._binding.copies import LibsslInstance
 from .errors import ConfigurationError
 from .session import Session, session_pointer
 

@@ -14,7 +14,7 @@ from typing import Any, Optional, Union
 
 from . import _compat
 from ._binding import address, ffi, lib
-from ._instances import LibsslInstance
+from ._binding.copies import LibsslInstance
 from .errors import SessionError
 
 #: Bigger than any real session (a few hundred bytes, a few KiB with a client certificate
@@ -66,7 +66,7 @@ class Session:
         be used with: a session must be parsed by the same copy of OpenSSL.
         Raises :class:`SessionError` for bytes that are not one complete session.
         """
-        from ._contexts import bind_context
+        from ._binding.find_context import bind_context
 
         instance = context if isinstance(context, LibsslInstance) else bind_context(context).instance
         owner = None if isinstance(context, LibsslInstance) else context
@@ -75,7 +75,7 @@ class Session:
     @classmethod
     def from_pyopenssl(cls, session: Any) -> "Session":
         """A ``Session`` sharing the ``SSL_SESSION`` of an ``OpenSSL.SSL.Session``."""
-        from ._instances import instance_for_cryptography
+        from ._binding.copies import instance_for_cryptography
 
         pointer, context = _compat.pyopenssl_session_parts(session)
         if pointer is None:
@@ -92,7 +92,7 @@ class Session:
         from OpenSSL import SSL
         from cryptography.hazmat.bindings.openssl.binding import Binding
 
-        from ._instances import instance_for_cryptography
+        from ._binding.copies import instance_for_cryptography
 
         if instance_for_cryptography() is not self._instance:
             raise SessionError(

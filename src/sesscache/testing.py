@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 from typing import Optional, Tuple
 
-from . import _instances
+from ._binding import copies as _instances
 from ._binding import address, ffi, lib
-from ._contexts import BoundContext
+from ._binding.find_context import BoundContext
 from .errors import BindingError, SesscacheError
 from .session import Session, adopt_session, session_pointer
 

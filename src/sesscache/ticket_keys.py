@@ -57,7 +57,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ._binding import ffi, lib
 from . import _fork
 from ._burstlog import BurstLogger
-from ._contexts import bind_context
+from ._binding.find_context import bind_context
 from .errors import ConfigurationError, SealError, SesscacheError, StoreError, UnsupportedContext
 from .stores.capabilities import CompareAndSet, supports
 

@@ -16,7 +16,7 @@ from .. import _fork
 from .._binding import ffi, lib
 from .._burstlog import BurstLogger
 from ..cache import SessionCache, fast_path_counts
-from ..session_ids import FruitlessWaits, issued_at, poll_pauses, wait_left
+from .._id_stamps import FruitlessWaits, issued_at, poll_pauses, wait_left
 from ..errors import ConfigurationError
 from ..stores.base import BaseStore
 from ..stores.capabilities import CTableView, capabilities_of, kind_of, take

@@ -11,7 +11,7 @@ import ssl as _ssl
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from .. import _compat
-from .._hello_scan import HelloScan
+from .._binding.hello_scan import HelloScan
 from ..cache import SessionCache
 from ..clienthello import MAX_CLIENT_HELLO, ClientHelloError
 from ..errors import ConfigurationError

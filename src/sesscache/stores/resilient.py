@@ -65,7 +65,7 @@ from .base import BaseStore, as_bytes, checked_entry
 from .capabilities import Capabilities, capabilities_of, compose, describe_store, evictions_of, is_remote
 from .breaker import DEFAULT_RETRY_AFTER, DEFAULT_TRIP_AFTER, StoreBreaker, check_trip_after
 from .._burstlog import BurstLogger
-from ..session_ids import FruitlessWaits, poll_pauses, wait_left
+from .._id_stamps import FruitlessWaits, poll_pauses, wait_left
 
 __all__ = ["ResilientStore", "ResilienceStats", "wrap_remote_store", "DEFAULT_MAX_PENDING_WRITES",
            "DEFAULT_WRITE_WAIT"]

@@ -17,11 +17,11 @@ import traceback
 import weakref
 from typing import Any, Dict, Optional, Tuple
 
-from . import _compat, _fork
-from ._binding import address, ffi, lib
-from ._burstlog import BurstLogger
-from ._contexts import BoundContext, bind_context, connection_for
-from .errors import ConfigurationError
+from .. import _compat, _fork
+from . import address, ffi, lib
+from .._burstlog import BurstLogger
+from .find_context import BoundContext, bind_context, connection_for
+from ..errors import ConfigurationError
 
 logger = logging.getLogger("sesscache.callbacks")
 

@@ -19,10 +19,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from . import _compat, _instances
-from ._binding import address, ffi, lib
-from ._instances import LibsslInstance
-from .errors import UnsupportedContext
+from .. import _compat
+from . import copies as _instances
+from . import address, ffi, lib
+from .copies import LibsslInstance
+from ..errors import UnsupportedContext
 
 _HEADER = object.__basicsize__  # the PyObject header: 16 bytes, 32 with Py_TRACE_REFS
 
