@@ -108,3 +108,10 @@ def test_the_store_page_snippet_runs_as_written():
     section = page[page.index("## Writing a store, and what it can do"):]
     block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     exec(compile(block, "docs/stores.md", "exec"), {})
+
+
+def test_the_public_path_of_the_id_stamps_stays():
+    import sesscache._id_stamps as moved
+    import sesscache.session_ids as public
+
+    assert public.issued_at is moved.issued_at and set(public.__all__) == set(moved.__all__)
