@@ -124,17 +124,18 @@ class Session:
     @property
     def id(self) -> bytes:
         """The session id (0 to 32 bytes; TLS 1.3 stateless tickets have one too)."""
-        self._check_open()
-        length = ffi.new("unsigned int *")
-        data = self._instance.api.SSL_SESSION_get_id(self._ptr, length)
-        return ffi.unpack(ffi.cast("char *", data), length[0])
+        return self._bytes(self._instance.api.SSL_SESSION_get_id)
 
     @property
     def id_context(self) -> bytes:
         """The session id context of the server context that made it (up to 32 bytes)."""
+        return self._bytes(self._instance.api.SSL_SESSION_get0_id_context)
+
+    def _bytes(self, getter: Any) -> bytes:
+        """What ``getter(session, &length)`` points to (an id or an id context)."""
         self._check_open()
         length = ffi.new("unsigned int *")
-        data = self._instance.api.SSL_SESSION_get0_id_context(self._ptr, length)
+        data = getter(self._ptr, length)
         return ffi.unpack(ffi.cast("char *", data), length[0])
 
     @property
@@ -146,8 +147,7 @@ class Session:
     @property
     def timeout(self) -> int:
         """The session's lifetime in seconds, counted from :attr:`time`."""
-        self._check_open()
-        return int(self._instance.api.SSL_SESSION_get_timeout(self._ptr))
+        return self._int(self._instance.api.SSL_SESSION_get_timeout)
 
     @property
     def expires_at(self) -> int:
@@ -155,8 +155,12 @@ class Session:
 
     @property
     def protocol_version(self) -> int:
+        return self._int(self._instance.api.SSL_SESSION_get_protocol_version)
+
+    def _int(self, getter: Any) -> int:
+        """``getter(session)`` as an int (a timeout, a protocol version)."""
         self._check_open()
-        return int(self._instance.api.SSL_SESSION_get_protocol_version(self._ptr))
+        return int(getter(self._ptr))
 
     @property
     def protocol(self) -> str:

@@ -86,10 +86,6 @@ class MemoryStore(BaseStore):
     # path never makes one.
 
     def get(self, key: bytes) -> Optional[bytes]:
-        if self._closed:
-            raise closed_error(self)
-        if type(key) is not bytes:
-            key = as_bytes(key, "key")
         return self._read(key, 0)
 
     def set(self, key: bytes, value: bytes, ttl: float) -> None:
@@ -114,13 +110,13 @@ class MemoryStore(BaseStore):
 
     def pop(self, key: bytes) -> Optional[bytes]:
         """Atomic get + delete: of several threads popping one key, exactly one gets the value."""
+        return self._read(key, 1)
+
+    def _read(self, key: bytes, take: int) -> Optional[bytes]:
         if self._closed:
             raise closed_error(self)
         if type(key) is not bytes:
             key = as_bytes(key, "key")
-        return self._read(key, 1)
-
-    def _read(self, key: bytes, take: int) -> Optional[bytes]:
         size = ffi.new("size_t *")  # per call: threads read at once
         copy = lib.sc_mem_get(self._table, key, len(key), self._clock(), take, size)
         if copy == ffi.NULL:
