@@ -169,6 +169,28 @@ def test_private_members_of_other_files_are_read_only_in_the_compat_module():
     assert len(every) <= MOST_PRIVATE_READS, every
 
 
+def test_private_names_are_imported_only_by_the_compat_module():
+    """``from x import _name`` (not a module) is a private read too."""
+    found = []
+    for module, relpath, tree in _modules():
+        package = module if relpath.endswith("__init__.py") else module.rsplit(".", 1)[0]
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                name = alias.name
+                if (name.startswith("_") and not name.startswith("__")
+                        and not _is_module(f"{source}.{name}")):
+                    found.append(f"{relpath}:{node.lineno} from {source} import {name}")
+    print(f"\nprivate names imported: {found}")
+    assert [f for f in found if not f.startswith(COMPAT + ":")] == []
+
+
 def test_store_capabilities_are_asked_only_in_the_capability_module():
     probes = []
     for _module, relpath, tree in _modules():

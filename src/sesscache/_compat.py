@@ -74,6 +74,17 @@ def stdlib_socket_type() -> type:
     return _ssl._SSLSocket
 
 
+# --- Twisted --------------------------------------------------------------------------------------
+
+def twisted_parse_ssl() -> Callable[..., Any]:
+    """``twisted.internet.endpoints._parseSSL``. Why: the ``sesscache-ssl:`` endpoint takes the
+    ``ssl:`` endpoint's parameters, parsed by Twisted's own parser so that they mean exactly
+    what they mean there; Twisted exposes it only under this name."""
+    from twisted.internet.endpoints import _parseSSL
+
+    return _parseSSL
+
+
 # --- asyncio ------------------------------------------------------------------------------------
 
 def sslproto_app_transport(ssl_protocol: Any) -> Any:

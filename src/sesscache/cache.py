@@ -55,7 +55,7 @@ from .contexts import (
     MAX_SESSION_ID_CONTEXT,
     SESS_CACHE_NO_INTERNAL,
     SESS_CACHE_SERVER,
-    _set_session_id_context,
+    write_session_id_context,
     set_session_cache_mode,
 )
 from .errors import ConfigurationError, SealError, SessionError, StorePaused
@@ -283,7 +283,7 @@ class SessionCache:
                 "single_use=True needs attach(..., internal_cache=False): OpenSSL's in-process "
                 "cache would otherwise resume a session again without asking the store")
         bound = bind_context(context)  # once: the calls below take it as the context
-        _set_session_id_context(bound, sid_ctx)
+        write_session_id_context(bound, sid_ctx)
         # Every connection's session id context is bound to the SNI name it asks for and
         # the certificate: OpenSSL itself then refuses a session made for another name or
         # certificate, in its internal cache as in the store and for tickets (RFC 6066

@@ -64,10 +64,12 @@ def set_session_id_context(context: Any, session_id_context: bytes) -> None:
             "its connections (the one given to attach(), bound to the server name and the "
             "certificate); pass session_id_context= to attach() instead, or detach the cache "
             "first")
-    _set_session_id_context(bound, session_id_context)  # resolved once, above
+    write_session_id_context(bound, session_id_context)  # resolved once, above
 
 
-def _set_session_id_context(context: Any, session_id_context: bytes) -> None:
+def write_session_id_context(context: Any, session_id_context: bytes) -> None:
+    """:func:`set_session_id_context` without its refusal of a context a cache serves: what
+    :meth:`SessionCache.attach` itself calls."""
     if not isinstance(session_id_context, bytes):
         raise TypeError("the session id context must be bytes")
     if not 0 < len(session_id_context) <= MAX_SESSION_ID_CONTEXT:

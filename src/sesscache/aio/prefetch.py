@@ -220,16 +220,16 @@ class PrefetchingStore(BaseStore):
         caps = capabilities_of(backend)  # ConfigurationError for a backend that is no store
         if isinstance(backend, PrefetchingStore):
             raise ConfigurationError("a PrefetchingStore cannot wrap another PrefetchingStore")
-        _check_seconds("lookup_timeout", lookup_timeout, 60)
-        _check_seconds("write_timeout", write_timeout, 3600)
+        check_seconds("lookup_timeout", lookup_timeout, 60)
+        check_seconds("write_timeout", write_timeout, 3600)
         for name, value in (("max_lookups", max_lookups), ("max_pending_writes", max_pending_writes),
                             ("max_concurrent_writes", max_concurrent_writes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
         check_trip_after(trip_after)
-        _check_seconds("retry_after", retry_after, 3600)
+        check_seconds("retry_after", retry_after, 3600)
         if new_session_wait != 0:  # 0: never wait
-            _check_seconds("new_session_wait", new_session_wait, 60)
+            check_seconds("new_session_wait", new_session_wait, 60)
         self.new_session_wait = float(new_session_wait)
         self._fruitless = FruitlessWaits()
         self.backend = backend
@@ -923,6 +923,7 @@ async def _wait(future: "asyncio.Future", timeout: float) -> bool:
     return future.done()
 
 
-def _check_seconds(name: str, value: Any, most: float) -> None:
+def check_seconds(name: str, value: Any, most: float) -> None:
+    """ConfigurationError unless ``value`` is seconds in ``(0, most]`` (the aio settings)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= most:
         raise ConfigurationError(f"{name} must be seconds, more than 0 and at most {most}, got {value!r}")

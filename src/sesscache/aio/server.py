@@ -17,7 +17,7 @@ from ..clienthello import MAX_CLIENT_HELLO, ClientHelloError
 from ..errors import ConfigurationError
 
 from .deadlines import Deadline, DeadlineQueue
-from .prefetch import PrefetchingStore, ServerSide, _check_seconds
+from .prefetch import PrefetchingStore, ServerSide, check_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ async def create_server(protocol_factory: Callable[[], asyncio.BaseProtocol], ho
     for name in ("ssl_handshake_timeout", "ssl_shutdown_timeout", "server_hostname"):
         if name in kwds:  # pragma: no cover - they are named parameters here
             raise ConfigurationError(f"{name} is not a create_server argument here")
-    _check_seconds("hello_timeout", hello_timeout, 3600)
+    check_seconds("hello_timeout", hello_timeout, 3600)
     sid_ctx = _attached_session_id_context(cache, ssl, session_id_context, internal_cache)
     store.bind(loop)
     side = store.server_side()

@@ -109,7 +109,9 @@ def parse_endpoint(reactor: Any, *args: Any, store: Optional[str] = None,
                    **kwargs: Any) -> Any:
     """The ``sesscache-ssl:`` endpoint: Twisted's ``ssl:`` endpoint (same parameters, parsed by
     Twisted's own parser) with :func:`with_session_cache` over its ``CertificateOptions``."""
-    from twisted.internet.endpoints import SSL4ServerEndpoint, _parseSSL
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+
+    from .._compat import twisted_parse_ssl
 
     from ..errors import ConfigurationError
 
@@ -119,6 +121,6 @@ def parse_endpoint(reactor: Any, *args: Any, store: Optional[str] = None,
             "sesscache-ssl:443:privateKey=key.pem:store=sqlite\\:/var/lib/app/tls.db:sessionIdContext=app "
             "(colons inside a value are escaped with a backslash)")
     cache_options = {} if lifetime is None else {"lifetime": float(lifetime)}
-    (port, _, options), listen = _parseSSL(None, *args, **kwargs)
+    (port, _, options), listen = twisted_parse_ssl()(None, *args, **kwargs)
     factory = with_session_cache(options, store, session_id_context=sessionIdContext, **cache_options)
     return SSL4ServerEndpoint(reactor, port, factory, **listen)

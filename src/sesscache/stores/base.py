@@ -79,7 +79,7 @@ import numbers
 from typing import Any, Dict, Optional, Protocol, Tuple, runtime_checkable
 
 from ..errors import ConfigurationError, StoreError
-from .capabilities import REQUIRED_METHODS, capabilities_of, check_store  # noqa: F401 (re-exported)
+from .capabilities import REQUIRED_METHODS, capabilities_of, check_store, get_then_delete  # noqa: F401
 
 __all__ = ["Store", "AsyncStore", "BaseStore", "CompareAndSetStore", "check_ttl", "check_store", "MAX_TTL"]
 
@@ -196,10 +196,7 @@ class BaseStore:
         popping the same key at once may both get the value. Stores that can do better
         (all the bundled ones) override it.
         """
-        value = self.get(key)
-        if value is not None:
-            self.delete(key)
-        return value
+        return get_then_delete(self, key)
 
     def close(self) -> None:
         """Release connections, threads or files for good (idempotent). The default has

@@ -8,7 +8,9 @@ does not count as an atomic pop). The cache and the wrappers ask once, when they
 (:func:`capabilities_of`), and never probe afterwards; a wrapper
 (:class:`~sesscache.stores.resilient.ResilientStore`) offers exactly the capabilities its
 backend has (:func:`compose`), so ``hasattr(ResilientStore(store), "pop")`` answers up
-front.
+front. (``PrefetchingStore``, the asyncio server's bridge, is no such wrapper: its ``pop``
+answers from the sessions prefetched for a handshake, taken from its backend with the
+backend's ``pop`` or :func:`take`, and its ``close`` releases its own threads and copies.)
 
 ========================  ===================================================================
 capability                what it is for, and what the callers do without it
@@ -46,7 +48,7 @@ from ..errors import ConfigurationError
 __all__ = [
     "AtomicPop", "Closing", "BatchedWrites", "WriteWaiting", "CompareAndSet", "CTables",
     "KeyWatching", "LocalCopy", "HealthDomains", "CTableView", "Capabilities",
-    "capabilities_of", "supports", "check_store", "take", "compose", "evictions_of", "kind_of",
+    "capabilities_of", "supports", "check_store", "take", "get_then_delete", "compose", "evictions_of", "kind_of",
     "REQUIRED_METHODS",
 ]
 
@@ -205,8 +207,9 @@ def take(store: Any, fallback_used: Optional[Callable[[], None]] = None,
     caps = caps if caps is not None else capabilities_of(store)
     if caps.any_pop is not None:
         return caps.any_pop
-    get, delete = store.get, store.delete
     if caps.is_async:
+        get, delete = store.get, store.delete
+
         async def take_async(key: bytes) -> Optional[bytes]:
             if fallback_used is not None:
                 fallback_used()
@@ -219,11 +222,17 @@ def take(store: Any, fallback_used: Optional[Callable[[], None]] = None,
     def take_sync(key: bytes) -> Optional[bytes]:
         if fallback_used is not None:
             fallback_used()
-        value = get(key)
-        if value is not None:
-            delete(key)
-        return value
+        return get_then_delete(store, key)
     return take_sync
+
+
+def get_then_delete(store: Any, key: bytes) -> Optional[bytes]:
+    """``store.get(key)``, then ``store.delete(key)`` when there was a value: a take that is
+    **not atomic** (two callers at once may both get the value). ``BaseStore.pop``'s default."""
+    value = store.get(key)
+    if value is not None:
+        store.delete(key)
+    return value
 
 
 def evictions_of(store: Any) -> int:
