@@ -20,24 +20,40 @@ import logging
 import os
 import threading
 import weakref
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from ._binding import lib
 
 logger = logging.getLogger(__name__)
 
+class WeakMethod:
+    """A bound method held weakly: calling it returns the method, or None once its object is
+    gone. (Not ``weakref.WeakMethod``, whose own callback can run after it was freed, at
+    interpreter exit, and print "Exception ignored".)"""
+
+    __slots__ = ("_ref", "_func")
+
+    def __init__(self, method: Any, callback: Optional[Callable[[Any], None]] = None) -> None:
+        self._ref = weakref.ref(method.__self__, callback)
+        self._func = method.__func__
+
+    def __call__(self) -> Optional[Callable[..., Any]]:
+        obj = self._ref()
+        return None if obj is None else self._func.__get__(obj)
+
+
 _lock = threading.Lock()
-_renewals: Dict[int, "weakref.WeakMethod[Any]"] = {}
-_exits: Dict[int, "weakref.WeakMethod[Any]"] = {}
+_renewals: Dict[int, WeakMethod] = {}
+_exits: Dict[int, WeakMethod] = {}
 _module_hooks: List[Callable[[], None]] = []
 _next = [0]
 
 
-def _register(table: Dict[int, "weakref.WeakMethod[Any]"], method: Callable[[], None]) -> None:
+def _register(table: Dict[int, WeakMethod], method: Callable[[], None]) -> None:
     with _lock:
         _next[0] += 1
         token = _next[0]
-        table[token] = weakref.WeakMethod(method, lambda _ref, token=token: table.pop(token, None))
+        table[token] = WeakMethod(method, lambda _ref, token=token: table.pop(token, None))
 
 
 def renew_in_child(method: Callable[[], None]) -> None:
@@ -57,7 +73,7 @@ def at_exit(method: Callable[[], None]) -> None:
     _register(_exits, method)
 
 
-def _live(table: Dict[int, "weakref.WeakMethod[Any]"]) -> List[Callable[[], None]]:
+def _live(table: Dict[int, WeakMethod]) -> List[Callable[[], None]]:
     methods = []
     for _token, ref in sorted(table.copy().items()):
         method = ref()

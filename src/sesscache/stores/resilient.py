@@ -55,7 +55,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from dataclasses import dataclass, fields
 from typing import Any, Deque, Dict, Hashable, Optional, Tuple
 
@@ -555,7 +554,7 @@ class ResilientStore(BaseStore):
                 return
             # A weak reference: the thread must not keep a store nobody uses alive.
             self._writer = threading.Thread(target=_write_loop,
-                                            args=(weakref.WeakMethod(self._write_batch), self._wakeup,
+                                            args=(_fork.WeakMethod(self._write_batch), self._wakeup,
                                                   self._queue, self._writer_state),
                                             name="sesscache-writer", daemon=True)
         self._writer.start()
@@ -738,7 +737,7 @@ _OFFERED = {"pop": (_pop,), "close": (_close, _enter, _exit), "compare_and_set":
             "c_tables": (_c_tables,)}
 
 
-def _write_loop(write_batch: "weakref.WeakMethod[Any]", wakeup: threading.Condition,
+def _write_loop(write_batch: "_fork.WeakMethod", wakeup: threading.Condition,
                 queue: Deque[Tuple[Any, ...]], state: _WriterState) -> None:
     """The background writer: one per store and process, until close() queues _STOP."""
     window_start, written_in_window, written_before = 0.0, 0, 0
