@@ -127,3 +127,13 @@ int sc_client_offer(int slot, SSL *ssl, const unsigned char *der, long len)
     sc_err_pop(a);
     return version;
 }
+
+/* Take back an offer made in this callback (another process took the TLS 1.3 ticket
+ * first): the connection then builds a ClientHello with no session, as if none was
+ * stored. Legal where sc_client_offer was. */
+int sc_client_unoffer(int slot, SSL *ssl)
+{
+    if (!sc_slot_ok(slot) || !sc_ready[slot] || sc_apis[slot].SSL_set_session == NULL)
+        return 0;
+    return sc_apis[slot].SSL_set_session(ssl, NULL);
+}

@@ -55,16 +55,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from . import _fork
+from ._binding import hooks as _hooks
 from . import callbacks as _callbacks
 from ._burstlog import BurstLogger
 from .cache import DEFAULT_LIFETIME, MAX_LIFETIME
 from .contexts import SESS_CACHE_CLIENT, SESS_CACHE_NO_INTERNAL_STORE, set_session_cache_mode
 from .errors import ConfigurationError
 from ._binding import ffi, lib
-from ._contexts import BoundContext, bind_context, connection_for
+from ._binding.find_context import BoundContext, bind_context, connection_for
 from .session import Session
 from .stores import MemoryStore, Store
-from .stores.base import check_store
+from .stores.capabilities import capabilities_of, check_store
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +133,7 @@ def _on_event_loop() -> bool:
 
 @ffi.def_extern()
 def sc_py_client_offer(slot, ctx, ssl_ptr):
-    from .callbacks import _lookup
-
-    hooks = _lookup(slot, ctx)
+    hooks = _hooks.lookup(slot, ctx)
     context = hooks.context_ref() if hooks is not None else None
     attached = getattr(context, "__dict__", {}).get(_CLIENT_ATTRIBUTE) if context is not None else None
     cache = attached.cache_ref() if attached is not None else None
@@ -161,6 +160,8 @@ class ClientSessionCache:
         if not (isinstance(lifetime, (int, float)) and 0 < lifetime <= MAX_LIFETIME):
             raise ConfigurationError(f"lifetime must be more than 0 and at most {MAX_LIFETIME:.0f} s")
         self.store: Store = check_store(store) if store is not None else MemoryStore()
+        self._close_store = capabilities_of(self.store).close  # asked once (optional)
+        self._pop = capabilities_of(self.store).pop  # atomic pop only, or None
         self.lifetime = float(lifetime)
         self._sealer = None
         if seal_keys is not None:
@@ -173,7 +174,7 @@ class ClientSessionCache:
         self._memory: Dict[bytes, bytes] = {}
         self._contexts: "weakref.WeakSet[Any]" = weakref.WeakSet()  # those attach() hooked
         self._renew_after_fork()
-        _fork.renew_in_child(self)
+        _fork.renew_in_child(self._renew_after_fork)
 
     def _renew_after_fork(self) -> None:
         """Counters from zero and a fresh burst logger: at __init__, and in a forked child
@@ -185,6 +186,7 @@ class ClientSessionCache:
         self.other_format = 0  # stored values of another format version (another sesscache)
         self.missed = 0  # stdlib connections that found no session to offer
         self.unkeyed = 0  # stdlib connections with no name or no port: neither offered nor kept
+        self.taken_by_another = 0  # TLS 1.3 tickets another process took first: not offered
         self._writer: Optional[ThreadPoolExecutor] = None  # store I/O off the event loop
         self._writer_lock = threading.Lock()
 
@@ -231,7 +233,7 @@ class ClientSessionCache:
                 "callbacks; a client cache needs a client context of its own")
         set_session_cache_mode(context, SESS_CACHE_CLIENT | SESS_CACHE_NO_INTERNAL_STORE)
         context.__dict__[_CLIENT_ATTRIBUTE] = _Attached(self, bound, port)
-        _callbacks._install(context, owner=self, new=(self._on_new_stdlib, self._on_new_stdlib))
+        _hooks.install(context, owner=self, new=(self._on_new_stdlib, self._on_new_stdlib))
         if lib.sc_client_install(slot, bound.pointer, 1) != 1:
             raise ConfigurationError(
                 f"{bound.instance.describe()} lacks SSL_CTX_set_info_callback or SSL_set_session; "
@@ -322,12 +324,33 @@ class ClientSessionCache:
         if version == 0:
             self._failed("open", ValueError("the stored bytes are no session libssl takes"))
             return
+        if version == _TLS1_3 and self.tls13_single_use and not self._take(key, blob, on_loop):
+            lib.sc_client_unoffer(attached.instance.slot, ssl_ptr)
+            self.taken_by_another += 1
+            return
         self.offered += 1
-        if version == _TLS1_3 and self.tls13_single_use:
-            self._memory.pop(key, None)
-            self._store_io(on_loop, self.store.delete, key)
-        else:
+        if version != _TLS1_3 or not self.tls13_single_use:
             self._memory[key] = bytes(blob)
+
+    def _take(self, key: bytes, blob: Any, on_loop: bool) -> bool:
+        """Take a TLS 1.3 ticket out of memory and the store, so that no other connection
+        or process offers it again. False when another one took it first: an atomic pop
+        (Redis GETDEL, SQLite DELETE ... RETURNING, ...) says so; a store without one
+        is read and deleted, which narrows the race without closing it."""
+        in_memory = self._memory.pop(key, None)
+        if on_loop:  # (the memory copy was what this connection offered)
+            self._store_io(True, self.store.delete, key)
+            return in_memory is not None
+        pop = self._pop
+        try:
+            if pop is None:
+                self.store.delete(key)
+                return True
+            taken = pop(key)
+        except Exception as exc:
+            self._failed("write", exc)
+            return True  # the store is failing: the server decides
+        return taken is not None and bytes(taken) == bytes(blob)
 
     def _fetch_into_memory(self, key: bytes) -> None:
         blob = self.store.get(key)
@@ -395,19 +418,18 @@ class ClientSessionCache:
                 bound = bind_context(context)
                 lib.sc_client_install(bound.instance.slot, bound.pointer, 0)
                 context.__dict__.pop(_CLIENT_ATTRIBUTE, None)
-                _callbacks._install(context, owner=self, new=None)
+                _hooks.install(context, owner=self, new=None)
                 continue
-            if _callbacks._may_change(context):
+            if _hooks.may_change(context):
                 _callbacks.set_new_session_callback(context, None)
             else:
-                hooks = _callbacks._hooks_for(context)
+                hooks = _hooks.hooks_for(context)
                 if hooks is not None:
-                    _callbacks._turn_off(hooks)
+                    _hooks.turn_off(hooks)
         self._contexts.clear()
         self.flush()
-        close = getattr(self.store, "close", None)
-        if close is not None:
-            close()
+        if self._close_store is not None:
+            self._close_store()
 
     def __enter__(self) -> "ClientSessionCache":
         return self

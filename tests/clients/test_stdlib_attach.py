@@ -189,7 +189,7 @@ def test_a_client_certificate_has_sessions_of_its_own(certs, tmp_path):
 
 def test_close_unhooks_the_context(certs, tmp_path):
     from sesscache._binding import lib
-    from sesscache._contexts import bind_context
+    from sesscache._binding.find_context import bind_context
 
     cache = ClientSessionCache(SQLiteStore(str(tmp_path / "c.db")))
     ctx = client_context(certs)
@@ -207,7 +207,7 @@ def test_close_unhooks_the_context(certs, tmp_path):
 
 def test_an_info_callback_set_by_someone_else_is_refused(certs):
     from sesscache._binding import ffi
-    from sesscache._contexts import bind_context
+    from sesscache._binding.find_context import bind_context
 
     ctx = client_context(certs)
     bound = bind_context(ctx)
@@ -249,3 +249,29 @@ def test_the_store_is_never_touched_on_the_event_loop(certs, tmp_path):
         loops = [asyncio.run(one(server.port)) for _ in range(2)]
     assert calls and all(ident not in loops for _, ident in calls), calls
     assert [s.reused for s in server.seen] == [False, True]
+
+
+def test_a_tls13_ticket_another_process_took_first_is_not_offered(certs, tmp_path):
+    """Between this process's read and its atomic pop, another one takes the ticket: the
+    offer is withdrawn (the server sees no PSK), the connection does a full handshake."""
+    class TakenMeanwhile(SQLiteStore):
+        steal = False
+
+        def get(self, key):
+            value = super().get(key)
+            if self.steal and value is not None:
+                SQLiteStore(self._path_for_test).pop(key)  # the other process
+            return value
+
+    path = str(tmp_path / "c.db")
+    with OfferServer(certs, "TLSv1.3") as server:
+        request(fresh(certs, tmp_path / "c.db"), server.port)
+        store = TakenMeanwhile(path)
+        store._path_for_test = path
+        store.steal = True
+        cache = ClientSessionCache(store)
+        ctx = client_context(certs)
+        cache.attach(ctx)
+        request(ctx, server.port)
+    assert cache.taken_by_another == 1 and cache.offered == 0
+    assert [(s.offered, s.reused) for s in server.seen] == [(False, False), (False, False)]

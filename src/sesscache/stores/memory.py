@@ -4,9 +4,9 @@ The default store. It is shared by the threads of one process only; a server wit
 worker processes needs :class:`~sesscache.stores.sqlite.SQLiteStore` or a network store for
 workers to resume each other's sessions.
 
-The table itself lives in the compiled module (``_cffi_src/memory_store.py``), so that a
+The table itself lives in the compiled module (``csrc/memory_store.c``), so that a
 :class:`~sesscache.SessionCache` over it can store and look sessions up from libssl's
-callbacks without entering Python at all (see ``_cffi_src/fast_path.py``). This class is
+callbacks without entering Python at all (see ``csrc/fast_path.c``). This class is
 its Python face, for the cache's other paths and for you.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .._binding import ffi, lib
 from ..errors import ConfigurationError, ValueTooLarge
 from .base import BaseStore, as_bytes, checked_entry, closed_error
+from .capabilities import CTableView
 
 __all__ = ["MemoryStore"]
 
@@ -76,7 +77,7 @@ class MemoryStore(BaseStore):
         if table == ffi.NULL:
             raise MemoryError("cannot allocate the MemoryStore table")
         # The finalizer wipes and frees every entry; the small struct itself stays (see
-        # _cffi_src/memory_store.py: a libssl callback may still hold the pointer).
+        # csrc/memory_store.c: a libssl callback may still hold the pointer).
         self._table = ffi.gc(table, lib.sc_mem_close_forever)
         self._cas_guard = threading.Lock()  # compare_and_set's read and write, together
 
@@ -85,10 +86,6 @@ class MemoryStore(BaseStore):
     # path never makes one.
 
     def get(self, key: bytes) -> Optional[bytes]:
-        if self._closed:
-            raise closed_error(self)
-        if type(key) is not bytes:
-            key = as_bytes(key, "key")
         return self._read(key, 0)
 
     def set(self, key: bytes, value: bytes, ttl: float) -> None:
@@ -113,13 +110,13 @@ class MemoryStore(BaseStore):
 
     def pop(self, key: bytes) -> Optional[bytes]:
         """Atomic get + delete: of several threads popping one key, exactly one gets the value."""
+        return self._read(key, 1)
+
+    def _read(self, key: bytes, take: int) -> Optional[bytes]:
         if self._closed:
             raise closed_error(self)
         if type(key) is not bytes:
             key = as_bytes(key, "key")
-        return self._read(key, 1)
-
-    def _read(self, key: bytes, take: int) -> Optional[bytes]:
         size = ffi.new("size_t *")  # per call: threads read at once
         copy = lib.sc_mem_get(self._table, key, len(key), self._clock(), take, size)
         if copy == ffi.NULL:
@@ -136,6 +133,15 @@ class MemoryStore(BaseStore):
         memory held by sessions nobody asks for again matters.
         """
         return int(lib.sc_mem_purge_expired(self._table, self._clock()))
+
+    def c_tables(self) -> Optional[CTableView]:
+        """The "C tables" capability (:mod:`sesscache.stores.capabilities`): this store's
+        table, which a :class:`~sesscache.SessionCache`'s C fast path reads and writes
+        sessions in without entering Python. None with another clock than the real one (C
+        reads the real monotonic clock) or in a subclass (its methods may differ from C's)."""
+        if type(self) is not MemoryStore or not self._real_clock:
+            return None
+        return CTableView(table=self._table, new_in_c=True)
 
     def clear(self) -> None:
         """Drop (and wipe) every entry; the store stays open (the same C table: a cache's
