@@ -18,6 +18,7 @@ int sc_client_installed(int, SSL_CTX *);
 int sc_client_peer_port(int, SSL *);
 int sc_client_offer(int, SSL *, const unsigned char *, long);
 int sc_client_unoffer(int, SSL *);
+int sc_client_offer_copy(int, SSL *, SSL_SESSION *);
 """
 
 CUSTOMIZATIONS = c_source('client_offer.c')

@@ -115,6 +115,7 @@ API = [
     ("sc_info_cb_t", "SSL_CTX_get_info_callback", "SSL_CTX *", False),
     ("int", "SSL_set_session", "SSL *, SSL_SESSION *", False),
     ("int", "SSL_get_fd", "const SSL *", False),
+    ("SSL_SESSION *", "SSL_SESSION_dup", "const SSL_SESSION *", False),
 ]
 
 INCLUDES = """

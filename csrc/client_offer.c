@@ -137,3 +137,31 @@ int sc_client_unoffer(int slot, SSL *ssl)
         return 0;
     return sc_apis[slot].SSL_set_session(ssl, NULL);
 }
+
+/* Offer a copy of a session this process holds parsed (ClientSessionCache's memory):
+ * returns its protocol version when offered, 0 otherwise. A copy because the connection
+ * that takes a session marks it not resumable when it is freed without a close_notify
+ * (ssl_clear_bad_session), as most HTTP clients close; SSL_SESSION_dup shares the peer
+ * certificate instead of decoding it again as d2i_SSL_SESSION would (CPython copies a
+ * session it is given for the same reason). */
+int sc_client_offer_copy(int slot, SSL *ssl, SSL_SESSION *held)
+{
+    sc_api *a;
+    SSL_SESSION *copy;
+    int version = 0;
+    if (!sc_slot_ok(slot) || !sc_ready[slot] || sc_apis[slot].SSL_set_session == NULL ||
+        sc_apis[slot].SSL_SESSION_dup == NULL)
+        return 0;
+    a = &sc_apis[slot];
+    if (!a->SSL_SESSION_is_resumable(held))
+        return 0;
+    sc_err_mark(a);
+    copy = a->SSL_SESSION_dup(held);
+    if (copy != NULL) {
+        if (a->SSL_set_session(ssl, copy) == 1)
+            version = a->SSL_SESSION_get_protocol_version(copy);
+        a->SSL_SESSION_free(copy);
+    }
+    sc_err_pop(a);
+    return version;
+}

@@ -63,7 +63,7 @@ from .contexts import SESS_CACHE_CLIENT, SESS_CACHE_NO_INTERNAL_STORE, set_sessi
 from .errors import ConfigurationError
 from ._binding import ffi, lib
 from ._binding.find_context import BoundContext, bind_context, connection_for
-from .session import Session
+from .session import Session, session_pointer
 from .stores import MemoryStore, Store
 from .stores.capabilities import capabilities_of, check_store
 
@@ -172,6 +172,11 @@ class ClientSessionCache:
         self.tls13_single_use = bool(tls13_single_use)
         # This process's copy of what it stored or read: what event-loop threads offer.
         self._memory: Dict[bytes, bytes] = {}
+        # The sessions behind some of those values, parsed (kept as libssl gave them): an
+        # offer from here skips d2i_SSL_SESSION, whose certificate decoding costs a
+        # stdlib client more than the resumption saves (OpenSSL 3's decoders, measured in
+        # benchmarks/client_resume.py).
+        self._live: Dict[bytes, Tuple[bytes, Session]] = {}
         self._contexts: "weakref.WeakSet[Any]" = weakref.WeakSet()  # those attach() hooked
         self._renew_after_fork()
         _fork.renew_in_child(self._renew_after_fork)
@@ -319,8 +324,14 @@ class ClientSessionCache:
         der = self._open(key, blob)
         if der is None:
             self._memory.pop(key, None)
+            self._live.pop(key, None)
             return
-        version = lib.sc_client_offer(attached.instance.slot, ssl_ptr, der, len(der))
+        live = self._live.get(key)
+        version = 0
+        if live is not None and live[0] == blob:
+            version = lib.sc_client_offer_copy(attached.instance.slot, ssl_ptr, session_pointer(live[1]))
+        if version == 0:
+            version = lib.sc_client_offer(attached.instance.slot, ssl_ptr, der, len(der))
         if version == 0:
             self._failed("open", ValueError("the stored bytes are no session libssl takes"))
             return
@@ -338,6 +349,7 @@ class ClientSessionCache:
         (Redis GETDEL, SQLite DELETE ... RETURNING, ...) says so; a store without one
         is read and deleted, which narrows the race without closing it."""
         in_memory = self._memory.pop(key, None)
+        self._live.pop(key, None)
         if on_loop:  # (the memory copy was what this connection offered)
             self._store_io(True, self.store.delete, key)
             return in_memory is not None
@@ -399,7 +411,20 @@ class ClientSessionCache:
         if key is None:
             return
         session = Session._borrow(attached.instance, session_ptr, context)
-        self._keep(key, session, _on_event_loop())
+        self._keep(key, session, _on_event_loop(), live=self._copy(attached, session_ptr))
+
+    @staticmethod
+    def _copy(attached: _Attached, session_ptr) -> Optional[Session]:
+        """A copy of a new session for this process's own offers (each offer a copy of
+        it again: csrc/client_offer.c's sc_client_offer_copy), or None. A copy, not the
+        connection's own: libssl marks that one not resumable when its connection is
+        freed without a close_notify (as most HTTP clients close). No context in it:
+        self._live keeps it, and the context keeps this cache."""
+        api = attached.instance.api
+        if api.SSL_SESSION_dup == ffi.NULL:
+            return None
+        copy = api.SSL_SESSION_dup(session_ptr)
+        return Session._adopt(attached.instance, copy, None) if copy != ffi.NULL else None
 
     def flush(self) -> None:
         """Wait for the store writes queued from event-loop threads."""
@@ -495,7 +520,7 @@ class ClientSessionCache:
             return  # a connection nobody prepared: we do not know which server it was
         self._keep(key, session, False)
 
-    def _keep(self, key: bytes, session: Session, on_loop: bool) -> None:
+    def _keep(self, key: bytes, session: Session, on_loop: bool, live: Optional[Session] = None) -> None:
         now = time.time()
         expires = min(now + self.lifetime, session.time + session.timeout)
         if expires <= now or not session.is_resumable:
@@ -503,8 +528,10 @@ class ClientSessionCache:
         blob = _ENVELOPE.pack(_FORMAT_VERSION, int(expires)) + session.to_bytes()
         if self._sealer is not None:
             blob = self._sealer.seal(key, blob)
-        if on_loop or self._contexts_are_stdlib():
+        if on_loop or live is not None or self._contexts_are_stdlib():
             self._memory[key] = blob
+        if live is not None:
+            self._live[key] = (blob, live)
         if on_loop:
             self.stored += 1
             self._store_io(True, self.store.set, key, blob, expires - now)

@@ -275,3 +275,23 @@ def test_a_tls13_ticket_another_process_took_first_is_not_offered(certs, tmp_pat
         request(ctx, server.port)
     assert cache.taken_by_another == 1 and cache.offered == 0
     assert [(s.offered, s.reused) for s in server.seen] == [(False, False), (False, False)]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_one_process_resumes_every_connection_after_unclean_closes(certs, tmp_path, version):
+    """Most HTTP clients close without a close_notify, after which libssl marks the
+    connection's own session not resumable: the copy the cache offers from memory is not
+    that one, so every later connection of the process still resumes."""
+    cache = ClientSessionCache(SQLiteStore(str(tmp_path / "c.db")))
+    ctx = client_context(certs)
+    cache.attach(ctx)
+    with OfferServer(certs, version) as server:
+        for _ in range(4):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                tls = ctx.wrap_socket(sock, server_hostname="localhost")
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                while tls.recv(1024):
+                    pass
+                tls.close()  # no unwrap
+    assert [(s.offered, s.reused) for s in server.seen] == [(False, False)] + [(True, True)] * 3
+    assert cache.offered == 3
