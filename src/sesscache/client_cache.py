@@ -119,12 +119,14 @@ def verification_digest(context: ssl.SSLContext) -> str:
 
 
 def _settings_of(context: ssl.SSLContext, attached: "_Attached") -> Tuple[Any, ...]:
-    """Cheap to read: when these are unchanged, the verification digest is too (a CA
-    loaded later changes the store's counts; a client certificate loaded later is caught
-    by its address)."""
+    """Cheap to read per connection: when these change, the verification digest is
+    computed again. The trust store is read at ``attach`` only: certificates OpenSSL
+    loads lazily from a CA directory (``capath``) while verifying would otherwise change
+    the digest between a connection's offer and its new session. Load CAs before
+    ``attach`` (or attach again after loading more)."""
     cert = attached.instance.api.SSL_CTX_get0_certificate(ffi.cast("SSL_CTX *", attached.ctx))
     return (int(context.verify_mode), bool(context.check_hostname), int(context.verify_flags),
-            tuple(sorted(context.cert_store_stats().items())), int(ffi.cast("uintptr_t", cert)))
+            int(ffi.cast("uintptr_t", cert)))
 
 
 def _on_event_loop() -> bool:
@@ -195,6 +197,15 @@ class ClientSessionCache:
         self._writer: Optional[ThreadPoolExecutor] = None  # store I/O off the event loop
         self._writer_lock = threading.Lock()
 
+    @property
+    def stats(self) -> Dict[str, int]:
+        """The counters, as one dict: ``stored``, ``offered``, ``missed`` (no session for
+        the server), ``unkeyed`` (no name or port), ``taken_by_another`` (a TLS 1.3 ticket
+        another process used first), ``errors``, ``other_format``."""
+        return {"stored": self.stored, "offered": self.offered, "missed": self.missed,
+                "unkeyed": self.unkeyed, "taken_by_another": self.taken_by_another,
+                "errors": self.errors, "other_format": self.other_format}
+
     def attach(self, context: Any, *, port: Optional[int] = None) -> None:
         """Resume with every connection of this client context.
 
@@ -232,12 +243,15 @@ class ClientSessionCache:
         if old is not None and old.cache_ref() not in (None, self):
             raise ConfigurationError("this ssl.SSLContext is attached to another ClientSessionCache; "
                                      "detach it there first (close())")
-        if context.__dict__.get("_sesscache_hooks") is not None and context._sesscache_hooks.owner not in (None, self):
+        hooks = _hooks.hooks_for(context)
+        if hooks is not None and hooks.owner not in (None, self):
             raise ConfigurationError(
                 "this ssl.SSLContext is served by another sesscache cache, which owns its session "
                 "callbacks; a client cache needs a client context of its own")
         set_session_cache_mode(context, SESS_CACHE_CLIENT | SESS_CACHE_NO_INTERNAL_STORE)
-        context.__dict__[_CLIENT_ATTRIBUTE] = _Attached(self, bound, port)
+        attached = _Attached(self, bound, port)
+        self._attached_digest(attached, context)  # the trust store as it is now
+        context.__dict__[_CLIENT_ATTRIBUTE] = attached
         _hooks.install(context, owner=self, new=(self._on_new_stdlib, self._on_new_stdlib))
         if lib.sc_client_install(slot, bound.pointer, 1) != 1:
             raise ConfigurationError(
@@ -452,6 +466,8 @@ class ClientSessionCache:
                 if hooks is not None:
                     _hooks.turn_off(hooks)
         self._contexts.clear()
+        self._live.clear()
+        self._memory.clear()
         self.flush()
         if self._close_store is not None:
             self._close_store()

@@ -295,3 +295,57 @@ def test_one_process_resumes_every_connection_after_unclean_closes(certs, tmp_pa
                 tls.close()  # no unwrap
     assert [(s.offered, s.reused) for s in server.seen] == [(False, False)] + [(True, True)] * 3
     assert cache.offered == 3
+
+
+def test_a_ca_directory_loaded_lazily_keeps_the_key_stable(certs, tmp_path):
+    """With capath, OpenSSL loads the CA into the store while verifying: the digest is of
+    the trust store as attach saw it, so the session a connection makes is stored under
+    the key the next process looks for."""
+    import shutil
+    import subprocess
+
+    cadir = tmp_path / "cadir"
+    cadir.mkdir()
+    name = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", certs.ca_pem], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    shutil.copy(certs.ca_pem, cadir / f"{name}.0")
+    db = tmp_path / "c.db"
+
+    def with_capath():
+        cache = ClientSessionCache(SQLiteStore(str(db)))
+        ctx = ssl.create_default_context(capath=str(cadir))
+        cache.attach(ctx)
+        return ctx
+
+    with OfferServer(certs, "TLSv1.2") as server:
+        for _ in range(3):
+            request(with_capath(), server.port)
+    assert [(s.offered, s.reused) for s in server.seen] == [(False, False), (True, True), (True, True)]
+
+
+def test_sealed_sessions_resume_and_expired_ones_are_not_offered(certs, tmp_path):
+    import time
+
+    from sesscache.sealing import generate_key
+
+    keys = [generate_key()]
+    db = str(tmp_path / "c.db")
+
+    def sealed(lifetime=3600.0):
+        cache = ClientSessionCache(SQLiteStore(db), seal_keys=keys, lifetime=lifetime)
+        ctx = client_context(certs)
+        cache.attach(ctx)
+        return cache, ctx
+
+    with OfferServer(certs, "TLSv1.2") as server:
+        first, ctx = sealed(lifetime=1)
+        request(ctx, server.port)
+        (key,) = first._memory
+        assert b"TLS" not in first.store.get(key) and first.stats["stored"] == 1
+        time.sleep(1.2)  # past the cache's lifetime
+        late, ctx = sealed()
+        request(ctx, server.port)  # not offered: expired; stores a fresh one
+        again, ctx = sealed()
+        request(ctx, server.port)
+    assert late.stats["offered"] == 0 and again.stats["offered"] == 1
+    assert [s.offered for s in server.seen] == [False, False, True]
