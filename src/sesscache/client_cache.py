@@ -306,6 +306,15 @@ class ClientSessionCache:
     def _stdlib_key(self, attached: _Attached, context: ssl.SSLContext, ssl_ptr) -> Optional[bytes]:
         bound = BoundContext(attached.instance, attached.ctx, "stdlib", context)
         conn = connection_for(bound, ssl_ptr)
+        known = getattr(conn, "__dict__", {}).get(_KEY_ATTRIBUTE)
+        if known is not None:  # the offer computed it; the new sessions reuse it
+            return known or None
+        key = self._compute_key(attached, context, ssl_ptr, conn)
+        if conn is not None and hasattr(conn, "__dict__"):
+            conn.__dict__[_KEY_ATTRIBUTE] = key or b""
+        return key
+
+    def _compute_key(self, attached: _Attached, context: ssl.SSLContext, ssl_ptr, conn: Any) -> Optional[bytes]:
         host = getattr(conn, "server_hostname", None)
         if not host:
             name = attached.instance.api.SSL_get_servername(ssl_ptr, 0)
