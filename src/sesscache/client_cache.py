@@ -162,6 +162,11 @@ class ClientSessionCache:
         if not (isinstance(lifetime, (int, float)) and 0 < lifetime <= MAX_LIFETIME):
             raise ConfigurationError(f"lifetime must be more than 0 and at most {MAX_LIFETIME:.0f} s")
         self.store: Store = check_store(store) if store is not None else MemoryStore()
+        if capabilities_of(self.store).is_async:
+            raise ConfigurationError(
+                f"{type(self.store).__name__} is an asyncio store; ClientSessionCache reads and "
+                "writes its store from threads (never on the event loop): give it the synchronous "
+                "store of the same kind (RedisStore for AsyncRedisStore)")
         self._close_store = capabilities_of(self.store).close  # asked once (optional)
         self._pop = capabilities_of(self.store).pop  # atomic pop only, or None
         self.lifetime = float(lifetime)
@@ -342,7 +347,7 @@ class ClientSessionCache:
         if blob is None:
             self.missed += 1
             if on_loop:  # for the next connection: read the store off the loop
-                self._store_io(True, self._fetch_into_memory, key)
+                self._store_io(True, self._fetch_into_memory, key, what="read")
             return
         der = self._open(key, blob)
         if der is None:
@@ -410,13 +415,13 @@ class ClientSessionCache:
             self._failed("open", exc)
             return None
 
-    def _store_io(self, on_loop: bool, fn: Any, *args: Any) -> None:
-        """Run a store write now, or (on an event loop thread) on the cache's writer."""
+    def _store_io(self, on_loop: bool, fn: Any, *args: Any, what: str = "write") -> None:
+        """Run a store call now, or (on an event loop thread) on the cache's writer."""
         def run() -> None:
             try:
                 fn(*args)
             except Exception as exc:
-                self._failed("write", exc)
+                self._failed(what, exc)
         if not on_loop:
             run()
             return

@@ -349,3 +349,10 @@ def test_sealed_sessions_resume_and_expired_ones_are_not_offered(certs, tmp_path
         request(ctx, server.port)
     assert late.stats["offered"] == 0 and again.stats["offered"] == 1
     assert [s.offered for s in server.seen] == [False, False, True]
+
+
+def test_an_asyncio_store_is_refused_with_what_to_use():
+    from sesscache.stores import AsyncRedisStore
+
+    with pytest.raises(ConfigurationError, match="synchronous store"):
+        ClientSessionCache(AsyncRedisStore("redis://127.0.0.1:1/0"))
