@@ -398,20 +398,22 @@ class ClientSessionCache:
             self._memory.setdefault(key, bytes(blob))
 
     def _open(self, key: bytes, blob: Any) -> Optional[bytes]:
-        """The session DER inside a stored value, or None (counted) when it is not one."""
+        """The session DER inside a stored value, or None (counted) when it is not one
+        or has expired."""
         try:
             if not isinstance(blob, (bytes, bytearray, memoryview)):
                 raise TypeError(f"the store returned a {type(blob).__name__}, not bytes")
             if self._sealer is not None:
                 blob = self._sealer.open(key, blob)
             if len(blob) >= _ENVELOPE.size and blob[0] != _FORMAT_VERSION:
+                # Written by another version of sesscache (a rolling deploy): not ours to read.
                 self.other_format += 1
                 return None
             _version, expires = _ENVELOPE.unpack_from(blob)
             if expires <= time.time():
                 return None
             return bytes(memoryview(blob)[_ENVELOPE.size:])
-        except Exception as exc:
+        except Exception as exc:  # SealError, struct.error, TypeError, ...
             self._failed("open", exc)
             return None
 
@@ -521,24 +523,15 @@ class ClientSessionCache:
             return False
         if blob is None:
             return False
-        # Bytes from a store: whatever they are, a counted miss, never an exception.
+        der = self._open(key, blob)  # bytes from a store: a counted miss, never an exception
+        if der is None:
+            return False
         try:
-            if not isinstance(blob, (bytes, bytearray, memoryview)):
-                raise TypeError(f"the store returned a {type(blob).__name__}, not bytes")
-            if self._sealer is not None:
-                blob = self._sealer.open(key, blob)
-            if len(blob) >= _ENVELOPE.size and blob[0] != _FORMAT_VERSION:
-                # Written by another version of sesscache (a rolling deploy): not ours to read.
-                self.other_format += 1
-                return False
-            _version, expires = _ENVELOPE.unpack_from(blob)
-            if expires <= time.time():
-                return False
             context = connection.get_context()
-            session = Session.from_bytes(memoryview(blob)[_ENVELOPE.size:], context)
+            session = Session.from_bytes(der, context)
             connection.set_session(session.to_pyopenssl(context))
             session.close()
-        except Exception as exc:  # SealError, SessionError, struct.error, TypeError, ...
+        except Exception as exc:  # SessionError, ...
             self._failed("open", exc)
             return False
         self.offered += 1
