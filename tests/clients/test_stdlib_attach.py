@@ -356,3 +356,69 @@ def test_an_asyncio_store_is_refused_with_what_to_use():
 
     with pytest.raises(ConfigurationError, match="synchronous store"):
         ClientSessionCache(AsyncRedisStore("redis://127.0.0.1:1/0"))
+
+
+def test_set_port_names_a_memory_bio_connections_port(certs, tmp_path):
+    """wrap_bio with set_port (no attach port): offered and kept under that port."""
+    db = str(tmp_path / "c.db")
+
+    def bio_request(port):
+        cache = ClientSessionCache(SQLiteStore(db))
+        ctx = client_context(certs)
+        cache.attach(ctx)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        ClientSessionCache.set_port(obj, port)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            def pump(call):
+                while True:
+                    try:
+                        result = call()
+                    except ssl.SSLWantReadError:
+                        sock.sendall(outgoing.read())
+                        data = sock.recv(65536)
+                        if not data:
+                            incoming.write_eof()
+                        else:
+                            incoming.write(data)
+                        continue
+                    sock.sendall(outgoing.read())
+                    return result
+            pump(obj.do_handshake)
+            pump(lambda: obj.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+            body = b""
+            while not body.endswith(b"ok"):
+                body += pump(lambda: obj.read(1024))
+        return cache.stats
+
+    with OfferServer(certs, "TLSv1.3") as server:
+        first = bio_request(server.port)
+        second = bio_request(server.port)
+    assert first["stored"] >= 1 and first["unkeyed"] == 0
+    assert second["offered"] == 1
+    assert [(s.offered, s.reused) for s in server.seen] == [(False, False), (True, True)]
+
+
+def test_an_event_loop_miss_reads_the_store_for_the_next_connection(certs, tmp_path):
+    """No prefetch: the first connection on the loop misses, and queues a store read off
+    the loop; the next connection of the same process resumes."""
+    db = str(tmp_path / "c.db")
+    with OfferServer(certs, "TLSv1.2") as server:
+        request(fresh(certs, db), server.port)  # another process made the session
+
+        async def two():
+            cache = ClientSessionCache(SQLiteStore(db))
+            ctx = client_context(certs)
+            cache.attach(ctx, port=server.port)
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=ctx,
+                                                               server_hostname="localhost")
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                await reader.read()
+                writer.close()
+                cache.flush()  # (the queued read, for the test to be deterministic)
+            return cache.stats
+
+        stats = asyncio.run(two())
+    assert stats["missed"] == 1 and stats["offered"] == 1
+    assert [s.offered for s in server.seen] == [False, False, True]
