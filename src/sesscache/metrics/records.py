@@ -79,7 +79,7 @@ class RecordPublisher:
         self.ttl = max(TTL_INTERVALS * self.interval, MIN_TTL)
         self.host = socket.gethostname()
         self._begin()
-        _fork.renew_in_child(self)
+        _fork.renew_in_child(self._renew_after_fork)
         _LIVE.add(self)
         if start:
             self.start()
