@@ -229,9 +229,21 @@ def test_tls_wrong_certificate_and_wrong_password_are_named(redis_tls, certs):
     assert "authentication" in str(error) and "not-it" not in str(error)
     # Every handshake still completes against a store it cannot trust, and no handshake
     # waits once the store is paused.
+    # How soon the breaker opens depends on how many failed calls fit in the time (each a
+    # TLS connection attempt that the certificate check ends; under load fewer, and while
+    # writes fail every resumption is answered from the write queue, never asking Redis):
+    # traffic runs until it has, bounded, rather than for a fixed half second.
     cache = SessionCache(RedisStore(redis_tls.url(), ssl_ca_certs=certs.ca_pem))
-    _traffic_for_a_while(cache, certs, "untrusted")
-    assert cache.store.stats.pauses >= 1 and cache.store.stats.lookups_shed > 0
+    traffic = _traffic_through(cache, certs)
+    try:
+        traffic.enter("untrusted", 0.5)
+        deadline = time.monotonic() + 30
+        while not (cache.store.stats.pauses >= 1 and cache.store.stats.lookups_shed > 0):
+            assert time.monotonic() < deadline, f"the store never paused: {cache.store.stats}"
+            time.sleep(0.1)
+    finally:
+        traffic.stop()
+    assert not traffic.failures, traffic.failures[0]
     cache.close()
     untrusting.close()
     wrong.close()
