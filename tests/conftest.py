@@ -46,7 +46,7 @@ def version(request):
 
 
 def _live_counts():
-    from sesscache._instances import all_instances
+    from sesscache._binding.copies import all_instances
     from sesscache.contexts import live_session_count
 
     return {inst.describe(): live_session_count(inst) for inst in all_instances()}

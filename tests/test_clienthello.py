@@ -1205,7 +1205,7 @@ def test_generated_hellos_round_trip(session_id, suites, host, alpn, versions, p
 # with the same bytes consumed) and the same lookup facts, on every input generated here.
 
 from sesscache._binding import ffi, lib  # noqa: E402
-from sesscache._hello_scan import HelloScan  # noqa: E402
+from sesscache._binding.hello_scan import HelloScan  # noqa: E402
 
 
 def scan_feed(pieces):

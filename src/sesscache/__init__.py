@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ._instances import LibsslInstance
+from ._binding.copies import LibsslInstance
 from .callbacks import (
     get_get_session_callback,
     get_new_session_callback,
@@ -81,8 +81,8 @@ def libssl_info(context: Any = None) -> LibsslInstance:
     copy a cryptography wheel bundles ("bundled"), and which checks verified its
     function table.
     """
-    from ._contexts import bind_context
-    from ._instances import stdlib_instance
+    from ._binding.find_context import bind_context
+    from ._binding.copies import stdlib_instance
 
     if context is None:
         return stdlib_instance()

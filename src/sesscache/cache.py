@@ -43,28 +43,28 @@ import time
 import weakref
 from dataclasses import dataclass, fields
 import hashlib
-from typing import Any, Dict, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 
 from . import _fork
-from . import callbacks as _callbacks
+from ._binding import hooks as _hooks
 from ._binding import ffi, lib
 from ._burstlog import BurstLogger
+from ._binding.find_context import bind_context
+from ._binding.copies import LibsslInstance
 from ._call_times import CallTimes
-from ._contexts import bind_context
-from ._instances import LibsslInstance
-from ._openssl_counts import OpenSSLTally
+from ._binding.openssl_counts import OpenSSLTally
 from .contexts import (
     MAX_SESSION_ID_CONTEXT,
     SESS_CACHE_NO_INTERNAL,
     SESS_CACHE_SERVER,
-    _set_session_id_context,
+    write_session_id_context,
     set_session_cache_mode,
 )
 from .errors import ConfigurationError, SealError, SessionError, StorePaused
 from .session import session_to_der
-from .session_ids import issued_at
+from ._id_stamps import issued_at
 from .stores import MemoryStore, Store
-from .stores.base import check_store, has_atomic_pop
+from .stores.capabilities import capabilities_of, check_store, evictions_of, take
 from .stores.resilient import wrap_remote_store
 
 logger = logging.getLogger(__name__)
@@ -108,6 +108,19 @@ def _other_seal_version(version: int) -> bool:
     return version != VERSION and 1 <= version <= 15
 #: How far in the future a session's origin may lie (clocks of a fleet disagree a little).
 _CLOCK_SKEW = lib.SC_CLOCK_SKEW
+
+
+class _CacheParts(NamedTuple):
+    """A cache's side of its attachments: counters, log, sealing, and how it reads the store."""
+
+    count: Callable[..., None]
+    log: Callable[..., None]
+    wrap: Callable[..., bytes]
+    timed: Callable[[str, float], None]  #: seconds a store call took (metrics)
+    unwrap: Callable[..., "_Stored"]
+    read: Callable[[bytes], Optional[bytes]]  #: get, or a single_use take
+    wait_for_write: Optional[Callable[..., Optional[bytes]]]
+    single_use: bool
 
 
 class _Stored(NamedTuple):
@@ -193,11 +206,13 @@ class SessionCache:
         self._lifetime = float(lifetime)
         self._max_session_size = max_session_size
         self._single_use = bool(single_use)
-        self._take = self._store.pop if has_atomic_pop(self._store) else self._get_then_delete
+        # What the store can do beyond get, set and delete: asked once, here.
+        self._capabilities = capabilities_of(self._store)
+        self._take = self._capabilities.pop or take(self._store, caps=self._capabilities)
         # A store whose writes land after the handshake waits for a session issued moments
         # ago that it does not hold yet (ResilientStore.wait_for_write).
-        self._store_waits_for_write = getattr(self._store, "wait_for_write", None)
-        if self._single_use and self._take == self._get_then_delete:
+        self._store_waits_for_write = self._capabilities.wait_for_write
+        if self._single_use and self._capabilities.pop is None:
             logger.warning(
                 "single_use=True over %s, which has no atomic pop: a session is taken with get "
                 "then delete, so two handshakes at the same moment may both resume it. Give the "
@@ -217,7 +232,7 @@ class SessionCache:
         self._fast_by_sid: Dict[bytes, Any] = {}  # session id context -> sc_fast * or None
         self._warned_tickets = False
         self._renew_after_fork()
-        _fork.renew_in_child(self)
+        _fork.renew_in_child(self._renew_after_fork)
 
     def _renew_after_fork(self) -> None:
         """Fresh counters and locks: at __init__, and in a forked child (a worker counts
@@ -294,7 +309,7 @@ class SessionCache:
                 "single_use=True needs attach(..., internal_cache=False): OpenSSL's in-process "
                 "cache would otherwise resume a session again without asking the store")
         bound = bind_context(context)  # once: the calls below take it as the context
-        _set_session_id_context(bound, sid_ctx)
+        write_session_id_context(bound, sid_ctx)
         # Every connection's session id context is bound to the SNI name it asks for and
         # the certificate: OpenSSL itself then refuses a session made for another name or
         # certificate, in its internal cache as in the store and for tickets (RFC 6066
@@ -307,10 +322,10 @@ class SessionCache:
                 "one name could resume for "
                 "another. Use OpenSSL 1.1.1 or newer built with them (every official build has "
                 "them), or do not attach a cache to this context.")
-        attachment = _Attachment(self, bound.instance, sid_ctx, self._fast_policy(sid_ctx))
+        attachment = _Attachment(self, self._parts(), bound.instance, sid_ctx, self._fast_policy(sid_ctx))
         mode = SESS_CACHE_SERVER if internal_cache else SESS_CACHE_SERVER | SESS_CACHE_NO_INTERNAL
         set_session_cache_mode(bound, mode)
-        _callbacks._install(bound, owner=self,
+        _hooks.install(bound, owner=self,
                             new=(attachment.on_new, self.attach),
                             get=(attachment.on_get, self.attach),
                             remove=(attachment.on_remove, self.attach))
@@ -363,40 +378,39 @@ class SessionCache:
         return policy
 
     def _new_fast_policy(self, sid_ctx: bytes):
-        store = self.store
-        if self._sealer is not None:
+        """Over the store's C tables (the "C tables" capability: ``c_tables()``, see
+        :mod:`sesscache.stores.capabilities`), when it has them and sessions are not sealed."""
+        c_tables = self._capabilities.c_tables
+        if self._sealer is not None or c_tables is None:
             return None
-        if type(store) is MemoryStore and store._real_clock:
-            first, table, flags = ffi.NULL, store._table, 0
-        else:
-            tables = getattr(store, "_fast_tables", lambda: None)()
-            if tables is None:
-                return None
-            (first, table), flags = tables, lib.SC_FAST_NEW_IN_PYTHON
-            if getattr(store, "_fast_table_is_partial", False):  # a replica: misses ask the store
-                flags |= lib.SC_FAST_MISS_IN_PYTHON
-        policy = lib.sc_fast_new(table, sid_ctx, len(sid_ctx), self.lifetime, self.max_session_size,
+        view = c_tables()
+        if view is None:
+            return None
+        flags = 0 if view.new_in_c else lib.SC_FAST_NEW_IN_PYTHON
+        if not view.complete:  # a replica: misses ask the store
+            flags |= lib.SC_FAST_MISS_IN_PYTHON
+        first = ffi.NULL if view.first is None else view.first
+        policy = lib.sc_fast_new(view.table, sid_ctx, len(sid_ctx), self.lifetime, self.max_session_size,
                                  1 if self.single_use else 0, first, flags)
         if policy == ffi.NULL:
             return None
         # Never freed (a context may outlive the cache and still call in); about 200 bytes.
         self._fast_policies.append(policy)
-        made = getattr(store, "_fast_policy_made", None)
-        if made is not None:
-            made(policy)  # the store counts what C read from it
+        if view.policy_made is not None:
+            view.policy_made(policy)  # the store counts what C read from it
         return policy
 
     def detach(self, context: Any) -> None:
         """Stop serving ``context``; its own internal cache keeps working."""
         bound = bind_context(context)
-        hooks = _callbacks._hooks_for(context)
+        hooks = _hooks.hooks_for(context)
         if hooks is None or hooks.owner is not self:
             raise ConfigurationError("this cache is not attached to that context")
         with self._attached_lock:
             attachment = self._attached.pop((bound.instance.slot, bound.ctx), None)
         if attachment is not None and attachment.fast is not None:
             lib.sc_fast_disable(bound.instance.slot, bound.pointer, attachment.fast)
-        _callbacks._install(context, owner=self, new=None, get=None, remove=None)
+        _hooks.install(context, owner=self, new=None, get=None, remove=None)
         set_session_cache_mode(context, SESS_CACHE_SERVER)
         lib.sc_unbind_session_id_context(bound.instance.slot, bound.pointer)
         lib.sc_stamp_session_ids(bound.instance.slot, bound.pointer, 0)
@@ -441,7 +455,7 @@ class SessionCache:
         fast = self._fast_counts()  # what the C fast path answered by itself
         for name in ("hits", "misses", "stores", "stateless", "rejected"):
             setattr(snapshot, name, getattr(snapshot, name) + fast[name])
-        snapshot.evictions += int(getattr(self.store, "evictions", 0) or 0)
+        snapshot.evictions += evictions_of(self.store)
         return snapshot, of_new
 
     def openssl_counts(self) -> Dict[str, int]:
@@ -468,7 +482,7 @@ class SessionCache:
             attached = list(self._attached.items())
         live = []
         for (slot, ctx), attachment in attached:
-            hooks = _callbacks._lookup(slot, ctx)
+            hooks = _hooks.lookup(slot, ctx)
             context = hooks.context_ref() if hooks is not None and hooks.owner is self else None
             if context is not None:
                 live.append(((slot, ctx), attachment, attachment.api, ctx, context))
@@ -482,6 +496,15 @@ class SessionCache:
     def _fast_counts(self) -> Dict[str, int]:
         """The C fast path's counters, summed over every attachment this cache made."""
         return fast_path_counts(self._fast_policies)
+
+    def _parts(self) -> "_CacheParts":
+        """What an attachment (one context's handlers) does through this cache."""
+        return _CacheParts(count=self._count, log=self._log, wrap=self._wrap, timed=self._timed, unwrap=self._unwrap,
+                           read=self._take if self._single_use else self._store.get,
+                           wait_for_write=self._store_waits_for_write, single_use=self._single_use)
+
+    def _log(self, level: int, topic: str, message: str, *args: Any) -> None:
+        self._burst.log(level, topic, message, *args)  # (the burst logger is renewed at fork)
 
     def _count(self, name: str, amount: int = 1, new_session: bool = False) -> None:
         with self._stats_lock:
@@ -532,13 +555,6 @@ class SessionCache:
         name = bytes(blob[_ENVELOPE.size:start]) or None
         return _Stored(origin, name, certificate, memoryview(blob)[start:])
 
-    def _get_then_delete(self, key: bytes) -> Optional[bytes]:
-        """single_use's take for a store without an atomic pop (warned about at __init__)."""
-        blob = self._store.get(key)
-        if blob is not None:
-            self._store.delete(key)
-        return blob
-
     # --- closing ------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -549,10 +565,10 @@ class SessionCache:
         with self._attached_lock:
             attached = list(self._attached.items())
         for (slot, ctx), attachment in attached:
-            hooks = _callbacks._lookup(slot, ctx)
+            hooks = _hooks.lookup(slot, ctx)
             ours = hooks is not None and hooks.owner is self
             context = hooks.context_ref() if ours else None
-            if context is not None and _callbacks._may_change(context):
+            if context is not None and _hooks.may_change(context):
                 self.detach(context)
                 continue
             with self._attached_lock:
@@ -560,10 +576,9 @@ class SessionCache:
             if attachment.fast is not None:
                 lib.sc_fast_disable(slot, ffi.cast("SSL_CTX *", ctx), attachment.fast)
             if ours:
-                _callbacks._turn_off(hooks)
-        close = getattr(self._store, "close", None)
-        if close is not None:
-            close()
+                _hooks.turn_off(hooks)
+        if self._capabilities.close is not None:
+            self._capabilities.close()
 
     def __enter__(self) -> "SessionCache":
         return self
@@ -594,12 +609,13 @@ def fast_path_counts(policies: Sequence[Any]) -> Dict[str, int]:
 class _Attachment:
     """The handlers of one cache on one context (one libssl copy, one id context)."""
 
-    __slots__ = ("__weakref__", "cache", "instance", "slot", "sid_ctx", "api", "_warned_sid", "_warned_tickets",
+    __slots__ = ("__weakref__", "cache", "parts", "instance", "slot", "sid_ctx", "api", "_warned_sid", "_warned_tickets",
                  "_certificate", "_local", "fast")
 
-    def __init__(self, cache: SessionCache, instance: LibsslInstance, sid_ctx: bytes,
+    def __init__(self, cache: SessionCache, parts: _CacheParts, instance: LibsslInstance, sid_ctx: bytes,
                  fast: Any = None) -> None:
         self.cache = cache
+        self.parts = parts  #: what the attachment does through its cache
         self.fast = fast  #: the C fast path's policy (sc_fast *), or None
         self.instance = instance
         self.slot = instance.slot
@@ -625,10 +641,10 @@ class _Attachment:
         cache = self.cache
         lib.sc_describe_new(self.slot, ssl, session, ffi.cast("SSL_CTX *", hooks.ctx), facts, der, _DER_BUFFER)
         if not 1 <= facts.id_len <= 32:
-            cache._count("rejected", new_session=True)
+            self.parts.count("rejected", new_session=True)
             return
         if facts.stateless:
-            cache._count("stateless")
+            self.parts.count("stateless")
             if not self._warned_tickets:
                 self._warned_tickets = True
                 if self.fast is not None:  # warned once: C may count the rest itself
@@ -659,7 +675,7 @@ class _Attachment:
         now = time.time()
         expires = min(facts.origin + cache.lifetime, facts.made + facts.timeout)
         if expires <= now:
-            cache._count("expired", new_session=True)
+            self.parts.count("expired", new_session=True)
             return
         # (OpenSSL's own copy was capped before it reached the internal cache: see
         # sc_cap_lifetime. Shortening it here would make OpenSSL 4.0 re-sort its cache.)
@@ -668,8 +684,8 @@ class _Attachment:
         else:  # larger than the buffer (a long client certificate chain), or no DER at all
             der_bytes = session_to_der(self.instance, session)
         if len(der_bytes) > cache.max_session_size:
-            cache._count("oversize")
-            cache._burst.log(logging.WARNING, "oversize",
+            self.parts.count("oversize")
+            self.parts.log(logging.WARNING, "oversize",
                              "a %d-byte session is over max_session_size (%d) and is not "
                              "stored; raise max_session_size if such sessions are expected (large "
                              "client certificate chains)", len(der_bytes), cache.max_session_size)
@@ -677,16 +693,16 @@ class _Attachment:
         key = cache.key_for(self.sid_ctx, ffi.unpack(ffi.cast("char *", facts.id), facts.id_len))
         name = ffi.unpack(facts.name, facts.name_len)
         certificate = self._fingerprint(hooks.ctx, int(ffi.cast("uintptr_t", facts.certificate)))
-        blob = cache._wrap(key, int(facts.origin), name, certificate, der_bytes)
+        blob = self.parts.wrap(key, int(facts.origin), name, certificate, der_bytes)
         started = time.perf_counter()
         try:
             cache.store.set(key, blob, expires - now)
         except Exception as exc:  # StoreError, or a custom store's bug: never a failed handshake
-            cache._timed("write", time.perf_counter() - started)
+            self.parts.timed("write", time.perf_counter() - started)
             self._store_failed("write", exc)
             return
-        cache._timed("write", time.perf_counter() - started)
-        cache._count("stores")
+        self.parts.timed("write", time.perf_counter() - started)
+        self.parts.count("stores")
 
     def _buffers(self):
         """Per-thread scratch space for sc_describe_new (handshakes run in many threads)."""
@@ -703,21 +719,21 @@ class _Attachment:
     def on_get(self, hooks, ssl, session_id: bytes):
         cache = self.cache
         if not 1 <= len(session_id) <= 32:
-            cache._count("rejected")
+            self.parts.count("rejected")
             return ffi.NULL
         key = cache.key_for(self.sid_ctx, session_id)
         started = time.perf_counter()
         try:
-            blob = cache._take(key) if cache._single_use else cache._store.get(key)
+            blob = self.parts.read(key)
         except Exception as exc:
-            cache._timed("lookup", time.perf_counter() - started)
+            self.parts.timed("lookup", time.perf_counter() - started)
             self._store_failed("read", exc)
             return ffi.NULL
-        cache._timed("lookup", time.perf_counter() - started)
+        self.parts.timed("lookup", time.perf_counter() - started)
         if blob is None:
-            blob = self._wait_for_write(cache, key, session_id)
+            blob = self._wait_for_write(key, session_id)
         if blob is None:
-            cache._count("misses")
+            self.parts.count("misses")
             return ffi.NULL
         if not isinstance(blob, (bytes, bytearray, memoryview)):  # a custom store's bug
             self._store_failed("read", TypeError(f"the store returned {type(blob).__name__}, not bytes"))
@@ -727,16 +743,16 @@ class _Attachment:
             return self._reject("size", SessionError(f"a {len(blob)}-byte blob is larger than any "
                                                      "session this cache stores"))
         try:
-            stored = cache._unwrap(key, blob)
+            stored = self.parts.unwrap(key, blob)
         except _OtherVersion as exc:  # a rolling deploy: another version's session, a quiet miss
-            cache._count("misses")
+            self.parts.count("misses")
             logger.debug("sesscache: a stored session %s: a miss", exc)
             return ffi.NULL
         except (SealError, SessionError) as exc:
             return self._reject("blob", exc)
         now = time.time()
         if stored.origin + cache.lifetime <= now:
-            cache._count("expired")
+            self.parts.count("expired")
             return ffi.NULL
         if stored.origin > now + _CLOCK_SKEW:
             return self._reject("origin", SessionError("the session claims a full handshake in the future"))
@@ -753,26 +769,25 @@ class _Attachment:
             len(made_for) if made_for else -1, stored.origin, int(now), reason)
         if session == ffi.NULL:
             if reason[0] == lib.SC_OFFER_EXPIRED:  # as OpenSSL would refuse it after us
-                cache._count("expired")
+                self.parts.count("expired")
                 return ffi.NULL
             return self._reject("check", SessionError(_OFFER_REFUSALS.get(reason[0], "refused")))
-        cache._count("hits")
+        self.parts.count("hits")
         return session
 
-    @staticmethod
-    def _wait_for_write(cache: "SessionCache", key: bytes, session_id: bytes) -> Optional[bytes]:
+    def _wait_for_write(self, key: bytes, session_id: bytes) -> Optional[bytes]:
         """A miss for a session issued moments ago, over a store whose writes land after
         the handshake (``ResilientStore``): its write may still be on the way (the client
         reconnected at once to another server). The store waits for it, up to its
         ``new_session_wait``; any other miss is a miss at once."""
-        wait = cache._store_waits_for_write
+        wait = self.parts.wait_for_write
         if wait is None:
             return None
         issued = issued_at(session_id)
         if issued is None:
             return None
         try:
-            return wait(key, issued, cache._single_use)
+            return wait(key, issued, self.parts.single_use)
         except Exception:  # a failing store is counted by its own lookups: a plain miss
             return None
 
@@ -800,21 +815,21 @@ class _Attachment:
     # -- remove ---------------------------------------------------------------------------
 
     def on_remove(self, hooks, session) -> None:
-        self.cache._count("removes")
+        self.parts.count("removes")
 
     # -- failures ---------------------------------------------------------------------------
 
     def _store_failed(self, what: str, exc: BaseException) -> None:
-        self.cache._count("errors", new_session=what == "write")
+        self.parts.count("errors", new_session=what == "write")
         if isinstance(exc, StorePaused):  # not tried: the pause was logged when it began
             return
-        self.cache._burst.log(logging.WARNING, "store-" + what,
+        self.parts.log(logging.WARNING, "store-" + what,
                               "session store %s failed (%s: %s); the handshake goes on as "
                               "a full one", what, type(exc).__name__, str(exc))
 
     def _reject(self, topic: str, exc: BaseException):
-        self.cache._count("rejected")
-        self.cache._burst.log(logging.WARNING, "reject-" + topic,
+        self.parts.count("rejected")
+        self.parts.log(logging.WARNING, "reject-" + topic,
                               "refused a stored session: %s", str(exc))
         return ffi.NULL
 

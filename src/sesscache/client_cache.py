@@ -24,6 +24,7 @@ import weakref
 from typing import Any, Optional, Sequence
 
 from . import _fork
+from ._binding import hooks as _hooks
 from . import callbacks as _callbacks
 from ._burstlog import BurstLogger
 from .cache import DEFAULT_LIFETIME, MAX_LIFETIME
@@ -31,7 +32,7 @@ from .contexts import SESS_CACHE_CLIENT, SESS_CACHE_NO_INTERNAL_STORE, set_sessi
 from .errors import ConfigurationError
 from .session import Session
 from .stores import MemoryStore, Store
-from .stores.base import check_store
+from .stores.capabilities import capabilities_of, check_store
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class ClientSessionCache:
         if not (isinstance(lifetime, (int, float)) and 0 < lifetime <= MAX_LIFETIME):
             raise ConfigurationError(f"lifetime must be more than 0 and at most {MAX_LIFETIME:.0f} s")
         self.store: Store = check_store(store) if store is not None else MemoryStore()
+        self._close_store = capabilities_of(self.store).close  # asked once (optional)
         self.lifetime = float(lifetime)
         self._sealer = None
         if seal_keys is not None:
@@ -69,7 +71,7 @@ class ClientSessionCache:
         self._log_interval = log_interval
         self._contexts: "weakref.WeakSet[Any]" = weakref.WeakSet()  # those attach() hooked
         self._renew_after_fork()
-        _fork.renew_in_child(self)
+        _fork.renew_in_child(self._renew_after_fork)
 
     def _renew_after_fork(self) -> None:
         """Counters from zero and a fresh burst logger: at __init__, and in a forked child
@@ -98,16 +100,15 @@ class ClientSessionCache:
         context that already made connections (pyOpenSSL 26.2+ forbids changing it) keeps
         its callback, which then keeps nothing."""
         for context in list(self._contexts):
-            if _callbacks._may_change(context):
+            if _hooks.may_change(context):
                 _callbacks.set_new_session_callback(context, None)
             else:
-                hooks = _callbacks._hooks_for(context)
+                hooks = _hooks.hooks_for(context)
                 if hooks is not None:
-                    _callbacks._turn_off(hooks)
+                    _hooks.turn_off(hooks)
         self._contexts.clear()
-        close = getattr(self.store, "close", None)
-        if close is not None:
-            close()
+        if self._close_store is not None:
+            self._close_store()
 
     def __enter__(self) -> "ClientSessionCache":
         return self

@@ -12,10 +12,11 @@ import time as _time
 from typing import Any, Optional, Union
 
 from ._binding import ffi, lib
-from ._contexts import bind_context
-from ._instances import LibsslInstance
+from ._binding.find_context import bind_context
+from ._binding.hooks import check_mutable
+from ._binding.copies import LibsslInstance
 from .errors import ConfigurationError
-from .session import Session
+from .session import Session, session_pointer
 
 #: Cache modes (``SSL_CTX_set_session_cache_mode``): combine with ``|``.
 SESS_CACHE_OFF = lib.SSL_SESS_CACHE_OFF
@@ -33,10 +34,8 @@ _log = logging.getLogger(__name__)
 
 
 def _mutable(context: Any):
-    from .callbacks import _check_mutable
-
     bound = bind_context(context)
-    _check_mutable(bound)
+    check_mutable(bound)
     return bound
 
 
@@ -65,10 +64,12 @@ def set_session_id_context(context: Any, session_id_context: bytes) -> None:
             "its connections (the one given to attach(), bound to the server name and the "
             "certificate); pass session_id_context= to attach() instead, or detach the cache "
             "first")
-    _set_session_id_context(bound, session_id_context)  # resolved once, above
+    write_session_id_context(bound, session_id_context)  # resolved once, above
 
 
-def _set_session_id_context(context: Any, session_id_context: bytes) -> None:
+def write_session_id_context(context: Any, session_id_context: bytes) -> None:
+    """:func:`set_session_id_context` without its refusal of a context a cache serves: what
+    :meth:`SessionCache.attach` itself calls."""
     if not isinstance(session_id_context, bytes):
         raise TypeError("the session id context must be bytes")
     if not 0 < len(session_id_context) <= MAX_SESSION_ID_CONTEXT:
@@ -137,7 +138,7 @@ def remove_session(context: Any, session: Session) -> bool:
     bound = bind_context(context)
     if session.libssl is not bound.instance:
         raise ConfigurationError("that session belongs to another copy of OpenSSL than the context")
-    return bool(bound.instance.api.SSL_CTX_remove_session(bound.pointer, session._ptr))
+    return bool(bound.instance.api.SSL_CTX_remove_session(bound.pointer, session_pointer(session)))
 
 
 def live_session_count(where: Union[Any, LibsslInstance]) -> int:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
+from . import _compat
 from ._binding import address, ffi, lib
-from ._instances import LibsslInstance
+from ._binding.copies import LibsslInstance
 from .errors import SessionError
 
 #: Bigger than any real session (a few hundred bytes, a few KiB with a client certificate
@@ -65,7 +66,7 @@ class Session:
         be used with: a session must be parsed by the same copy of OpenSSL.
         Raises :class:`SessionError` for bytes that are not one complete session.
         """
-        from ._contexts import bind_context
+        from ._binding.find_context import bind_context
 
         instance = context if isinstance(context, LibsslInstance) else bind_context(context).instance
         owner = None if isinstance(context, LibsslInstance) else context
@@ -74,14 +75,13 @@ class Session:
     @classmethod
     def from_pyopenssl(cls, session: Any) -> "Session":
         """A ``Session`` sharing the ``SSL_SESSION`` of an ``OpenSSL.SSL.Session``."""
-        from ._instances import instance_for_cryptography
+        from ._binding.copies import instance_for_cryptography
 
-        pointer = getattr(session, "_session", None)
+        pointer, context = _compat.pyopenssl_session_parts(session)
         if pointer is None:
             raise TypeError(f"expected an OpenSSL.SSL.Session, got {type(session).__name__}")
         instance = instance_for_cryptography()
-        return cls._borrow(instance, ffi.cast("SSL_SESSION *", address(pointer)),
-                           getattr(session, "_context", None))
+        return cls._borrow(instance, ffi.cast("SSL_SESSION *", address(pointer)), context)
 
     def to_pyopenssl(self, context: Any = None) -> Any:
         """This session as an ``OpenSSL.SSL.Session`` for ``Connection.set_session``.
@@ -92,7 +92,7 @@ class Session:
         from OpenSSL import SSL
         from cryptography.hazmat.bindings.openssl.binding import Binding
 
-        from ._instances import instance_for_cryptography
+        from ._binding.copies import instance_for_cryptography
 
         if instance_for_cryptography() is not self._instance:
             raise SessionError(
@@ -104,11 +104,8 @@ class Session:
             raise TypeError("to_pyopenssl() needs the OpenSSL.SSL.Context the session is for")
         self._check_open()
         self._instance.api.SSL_SESSION_up_ref(self._ptr)
-        wrapped = SSL.Session.__new__(SSL.Session)
-        wrapped._session = Binding.ffi.gc(
-            Binding.ffi.cast("SSL_SESSION *", address(self._ptr)), Binding.lib.SSL_SESSION_free)
-        wrapped._context = context
-        return wrapped
+        return _compat.make_pyopenssl_session(SSL.Session, Binding.ffi.gc(
+            Binding.ffi.cast("SSL_SESSION *", address(self._ptr)), Binding.lib.SSL_SESSION_free), context)
 
     # --- serialization -------------------------------------------------------------
 
@@ -127,17 +124,18 @@ class Session:
     @property
     def id(self) -> bytes:
         """The session id (0 to 32 bytes; TLS 1.3 stateless tickets have one too)."""
-        self._check_open()
-        length = ffi.new("unsigned int *")
-        data = self._instance.api.SSL_SESSION_get_id(self._ptr, length)
-        return ffi.unpack(ffi.cast("char *", data), length[0])
+        return self._bytes(self._instance.api.SSL_SESSION_get_id)
 
     @property
     def id_context(self) -> bytes:
         """The session id context of the server context that made it (up to 32 bytes)."""
+        return self._bytes(self._instance.api.SSL_SESSION_get0_id_context)
+
+    def _bytes(self, getter: Any) -> bytes:
+        """What ``getter(session, &length)`` points to (an id or an id context)."""
         self._check_open()
         length = ffi.new("unsigned int *")
-        data = self._instance.api.SSL_SESSION_get0_id_context(self._ptr, length)
+        data = getter(self._ptr, length)
         return ffi.unpack(ffi.cast("char *", data), length[0])
 
     @property
@@ -149,8 +147,7 @@ class Session:
     @property
     def timeout(self) -> int:
         """The session's lifetime in seconds, counted from :attr:`time`."""
-        self._check_open()
-        return int(self._instance.api.SSL_SESSION_get_timeout(self._ptr))
+        return self._int(self._instance.api.SSL_SESSION_get_timeout)
 
     @property
     def expires_at(self) -> int:
@@ -158,8 +155,12 @@ class Session:
 
     @property
     def protocol_version(self) -> int:
+        return self._int(self._instance.api.SSL_SESSION_get_protocol_version)
+
+    def _int(self, getter: Any) -> int:
+        """``getter(session)`` as an int (a timeout, a protocol version)."""
         self._check_open()
-        return int(self._instance.api.SSL_SESSION_get_protocol_version(self._ptr))
+        return int(getter(self._ptr))
 
     @property
     def protocol(self) -> str:
@@ -257,3 +258,26 @@ def session_from_der(instance: LibsslInstance, der: BytesLike):
             f"these {size} bytes are not a TLS session that {instance.version} can read "
             "(corrupt, truncated, sealed, or not DER from i2d_SSL_SESSION)")
     return pointer
+
+
+# --- for the layers that make and read sessions (callbacks, contexts, testing) -----------------
+
+def adopt_session(instance: LibsslInstance, pointer: Any, context: Any = None) -> Session:
+    """A :class:`Session` over ``pointer``, taking over the one reference the caller owns."""
+    return Session._adopt(instance, pointer, context)
+
+
+def borrow_session(instance: LibsslInstance, pointer: Any, context: Any = None) -> Session:
+    """A :class:`Session` over ``pointer`` with a reference of its own (the caller keeps theirs)."""
+    return Session._borrow(instance, pointer, context)
+
+
+def new_session_reference(session: Session) -> Any:
+    """``session``'s ``SSL_SESSION *`` carrying a fresh reference, for handing to OpenSSL."""
+    return session._new_reference()
+
+
+def session_pointer(session: Session) -> Any:
+    """``session``'s ``SSL_SESSION *`` (its own reference: valid while it is open; None once
+    closed)."""
+    return session._ptr

@@ -17,11 +17,11 @@ from __future__ import annotations
 import os
 from typing import Optional, Tuple
 
-from . import _instances
+from ._binding import copies as _instances
 from ._binding import address, ffi, lib
-from ._contexts import BoundContext
+from ._binding.find_context import BoundContext
 from .errors import BindingError, SesscacheError
-from .session import Session
+from .session import Session, adopt_session, session_pointer
 
 try:
     from . import _sesscache_testing_cffi
@@ -151,14 +151,14 @@ class TestConnection:
     def set_session(self, session: Session) -> None:
         if session.libssl is not linked_instance():
             raise TLSError("that session belongs to another copy of OpenSSL")
-        if tlib.SSL_set_session(self._ssl, tffi.cast("SSL_SESSION *", address(session._ptr))) != 1:
+        if tlib.SSL_set_session(self._ssl, tffi.cast("SSL_SESSION *", address(session_pointer(session)))) != 1:
             raise TLSError(_error_text())
 
     def get_session(self) -> Optional[Session]:
         pointer = tlib.SSL_get1_session(self._ssl)
         if pointer == tffi.NULL:
             return None
-        return Session._adopt(linked_instance(), _core("SSL_SESSION *", pointer))
+        return adopt_session(linked_instance(), _core("SSL_SESSION *", pointer))
 
     @property
     def session_reused(self) -> bool:

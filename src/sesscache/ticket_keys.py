@@ -59,9 +59,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._binding import ffi, lib
+from . import _fork
 from ._burstlog import BurstLogger
-from ._contexts import bind_context
+from ._binding.find_context import bind_context
 from .errors import ConfigurationError, SealError, SesscacheError, StoreError, UnsupportedContext
+from .stores.capabilities import CompareAndSet, supports
 
 logger = logging.getLogger(__name__)
 
@@ -327,9 +329,6 @@ def _sealer(seal_keys: Optional[Sequence[bytes]]) -> Any:
 
 # --- the object users hold -----------------------------------------------------------
 
-_live: "weakref.WeakSet[TicketKeys]" = weakref.WeakSet()
-
-
 class TicketKeys:
     """A ticket key ring shared through ``store``, served to every attached context.
 
@@ -373,7 +372,7 @@ class TicketKeys:
             raise ConfigurationError(f"refresh_every must be > 0 seconds, got {refresh_every!r}")
         if not isinstance(namespace, bytes) or not namespace:
             raise ConfigurationError(f"namespace must be non-empty bytes, got {namespace!r}")
-        if not callable(getattr(store, "compare_and_set", None)):
+        if not supports(store, CompareAndSet):
             raise ConfigurationError(
                 f"{type(store).__name__} has no compare_and_set(key, expected, value, ttl), which "
                 "TicketKeys needs to rotate the fleet's keys once; subclass "
@@ -402,7 +401,7 @@ class TicketKeys:
         self._background = background
         self._failures = 0
         self._refresh(first=True)
-        _live.add(self)
+        _fork.renew_in_child(self._after_fork_in_child)
         if background:
             self._start_thread()
 
@@ -756,10 +755,3 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _after_fork() -> None:
-    for keys in list(_live):
-        keys._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)

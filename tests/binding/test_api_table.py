@@ -11,7 +11,8 @@ import _ssl
 import pytest
 
 from _cffi_src import libssl_api
-from sesscache import UnsupportedContext, _dynlink, _instances
+from sesscache import UnsupportedContext
+from sesscache._binding import copies as _instances, dynlink as _dynlink
 from sesscache._binding import ffi, lib
 
 NAMES = [name for _ret, name, _args, _required in libssl_api.API]

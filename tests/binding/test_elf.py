@@ -1,4 +1,4 @@
-"""Tests for sesscache._elf, the ELF symbol reader used to find OpenSSL inside cryptography's wheel.
+"""Tests for sesscache._binding.elf, the ELF symbol reader used to find OpenSSL inside cryptography's wheel.
 
 The reference is pyelftools (slow but trusted) and binutils' readelf.  Real inputs: the
 cryptography wheel in this environment (static OpenSSL, LOCAL symbols in .symtab), the system
@@ -31,7 +31,7 @@ def _load_elf_module():
     # By path: the sesscache package's __init__ belongs to another change; _elf has no imports
     # from it.  A dataclass module must be in sys.modules while it executes.
     name = "_sesscache_elf_under_test"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "src" / "sesscache" / "_elf.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "src" / "sesscache" / "_binding" / "elf.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

@@ -7,7 +7,8 @@ import ssl
 import pytest
 
 import sesscache
-from sesscache import UnsupportedContext, _instances
+from sesscache import UnsupportedContext
+from sesscache._binding import copies as _instances
 from sesscache._binding import lib
 
 

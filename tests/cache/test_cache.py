@@ -7,7 +7,7 @@ import time
 import pytest
 
 import sesscache
-from sesscache._contexts import bind_context
+from sesscache._binding.find_context import bind_context
 from sesscache import MemoryStore, SessionCache, SQLiteStore
 from sesscache.errors import ConfigurationError, StoreError
 from sesscache.sealing import generate_key

@@ -1,7 +1,7 @@
 """ResilientStore: the store contract still holds with writes behind and a breaker, and a sick
 Redis (paused, killed, restarted) never makes a caller wait more than the first few timeouts.
 
-The contract tests of test_store_contract.py run again here, each store wrapped."""
+The store contract itself runs over wrapped stores in test_store_contract.py."""
 from __future__ import annotations
 
 import logging
@@ -19,48 +19,8 @@ from sesscache.errors import ConfigurationError, StoreError, StorePaused
 from sesscache.stores import MemoryStore, ResilientStore
 from tests.forking import run_in_forked_child
 from tests.server_fixtures import _need_module, unique_prefix
-from tests.stores.test_store_contract import *  # noqa: F401,F403 - the contract, re-run wrapped
 
 TIMEOUT = 0.05
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.needs_redis),
-                        pytest.param("memcached", marks=pytest.mark.needs_memcached)])
-def store_kind(request):
-    return request.param
-
-
-@pytest.fixture
-def store_factory(request, tmp_path):
-    """The usual stores, each wrapped in a ResilientStore (writes behind, breaker on)."""
-    made = []
-
-    def make(kind, **kwargs):
-        if kind == "memory":
-            backend = MemoryStore(**kwargs)
-        elif kind == "redis":
-            _need_module("redis")
-            from sesscache.stores.redis import RedisStore
-
-            backend = RedisStore(request.getfixturevalue("redis_url"), prefix=unique_prefix(), timeout=5)
-        else:
-            _need_module("pymemcache")
-            from sesscache.stores.memcached import MemcachedStore
-
-            backend = MemcachedStore(request.getfixturevalue("memcached_server"), prefix=unique_prefix(),
-                                     timeout=5)
-        store = ResilientStore(backend)
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        store.close()
-
-
-@pytest.fixture
-def store(store_kind, store_factory):
-    return store_factory(store_kind)
 
 
 # -- write-behind -------------------------------------------------------------------------------

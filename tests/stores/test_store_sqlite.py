@@ -388,13 +388,6 @@ def test_threads_get_their_own_connections_and_exited_ones_are_closed(db):
     store.close()
 
 
-def test_closed_store_raises_store_error(store):
-    store.set(b"k", b"v", 60)
-    store.close()
-    with pytest.raises(StoreError, match="closed"):
-        store.get(b"k")
-
-
 @pytest.mark.parametrize(
     "kwargs",
     [

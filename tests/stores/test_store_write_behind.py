@@ -19,8 +19,8 @@ redis = __import__("redis") if os.environ.get("CI") else pytest.importorskip("re
 
 from sesscache import SessionCache  # noqa: E402
 from sesscache._binding import lib  # noqa: E402
-from sesscache._contexts import bind_context  # noqa: E402
-from sesscache.session_ids import STAMP_MARKER, issued_at  # noqa: E402
+from sesscache._binding.find_context import bind_context  # noqa: E402
+from sesscache._id_stamps import STAMP_MARKER, issued_at  # noqa: E402
 from sesscache.stores import ResilientStore  # noqa: E402
 from sesscache.stores.redis import RedisStore  # noqa: E402
 from tests.server_fixtures import unique_prefix  # noqa: E402

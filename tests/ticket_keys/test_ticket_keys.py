@@ -214,7 +214,7 @@ def test_attach_caps_the_session_timeout_to_what_the_keys_outlive(stack, make_ke
     keys = make_keys(MemoryStore(), rotate_every=60, keep=2)
     a = server(stack, TLS12)
     keys.attach(a)
-    bound = sesscache._contexts.bind_context(a)
+    bound = sesscache._binding.find_context.bind_context(a)
     assert bound.instance.api.SSL_CTX_get_timeout(bound.pointer) == 120
 
 

@@ -17,14 +17,14 @@ from typing import Callable, Optional
 class Deadline:
     """One timeout in a :class:`DeadlineQueue`; :meth:`cancel` it once it is not needed."""
 
-    __slots__ = ("when", "_callback")
+    __slots__ = ("when", "callback")
 
     def __init__(self, when: float, callback: Callable[[], None]) -> None:
         self.when = when
-        self._callback: Optional[Callable[[], None]] = callback
+        self.callback: Optional[Callable[[], None]] = callback
 
     def cancel(self) -> None:
-        self._callback = None  # the entry leaves the queue when it reaches the head
+        self.callback = None  # the entry leaves the queue when it reaches the head
 
 
 class DeadlineQueue:
@@ -42,7 +42,7 @@ class DeadlineQueue:
 
     def add(self, callback: Callable[[], None]) -> Deadline:
         queue = self._queue
-        while queue and queue[0]._callback is None:
+        while queue and queue[0].callback is None:
             queue.popleft()
         entry = Deadline(self.loop.time() + self.timeout, callback)
         queue.append(entry)
@@ -54,9 +54,9 @@ class DeadlineQueue:
         self._timer = None
         queue = self._queue
         now = self.loop.time()
-        while queue and (queue[0]._callback is None or queue[0].when <= now):
+        while queue and (queue[0].callback is None or queue[0].when <= now):
             entry = queue.popleft()
-            callback, entry._callback = entry._callback, None
+            callback, entry.callback = entry.callback, None
             if callback is not None:
                 callback()
         if queue:

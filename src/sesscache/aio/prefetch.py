@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import logging
 import threading
 import time
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 from .. import _fork
 from .._binding import ffi, lib
 from .._burstlog import BurstLogger
 from ..cache import SessionCache, fast_path_counts
-from ..session_ids import FruitlessWaits, issued_at, poll_pauses, wait_left
+from .._id_stamps import FruitlessWaits, issued_at, poll_pauses, wait_left
 from ..errors import ConfigurationError
-from ..stores.base import BaseStore, check_store
+from ..stores.base import BaseStore
+from ..stores.capabilities import CTableView, capabilities_of, kind_of, take
 from ..stores.memory import MemoryStore
 from .breaker import DEFAULT_RETRY_AFTER, DEFAULT_TRIP_AFTER, StoreBreaker
 from ..stores.breaker import check_trip_after
@@ -85,6 +87,74 @@ class PrefetchStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+class ServerSide:
+    """What a :mod:`sesscache.aio` server asks of its :class:`PrefetchingStore` (and nothing
+    else): the store and the server are one component, and this is their seam.
+    ``store.server_side()`` makes it.
+
+    * :attr:`inline`, :meth:`lookup_now` / :meth:`lookup`: the sessions a hello's keys
+      name, looked up before the handshake (at once for an inline backend, else awaited).
+    * :meth:`hold` then :meth:`handshake_done`: the prefetched sessions are readable by
+      OpenSSL's callbacks (in C too) for the whole handshake; when it is over they are let
+      go, and the new sessions C stored meanwhile are written on.
+    * ``with side.connection(prefetched):`` around each call that lets OpenSSL read one
+      connection's bytes (``single_use``: a popped session reaches its own handshake alone).
+    * :meth:`count` and :meth:`log`: the store's counters and burst log, for what the server
+      sees (hellos, handshake failures).
+    """
+
+    def __init__(self, *, inline: bool, lookup_now: Callable, lookup: Callable, hold: Callable,
+                 release: Callable, drain: Callable, journal: Callable, count: Callable,
+                 log: Callable, serving: threading.local) -> None:
+        self._lookup_now, self._lookup = lookup_now, lookup
+        self._hold, self._release, self._drain, self._journal = hold, release, drain, journal
+        self._count, self._log, self._serving = count, log, serving
+        self.inline = inline  #: lookups answer at once (the backend is called inline)
+
+    def start(self) -> None:
+        """The server drains new sessions after every handshake: C may journal them."""
+        self._journal()
+
+    def lookup_now(self, keys: Sequence[bytes], pop: bool) -> Dict[bytes, bytes]:
+        """For an :attr:`inline` store: the session the keys name, at once."""
+        return self._lookup_now(keys, pop)
+
+    async def lookup(self, keys: Sequence[bytes], pop: bool) -> Dict[bytes, bytes]:
+        """The session the keys name (``PrefetchingStore.prefetch``)."""
+        return await self._lookup(keys, pop=pop)
+
+    def hold(self, prefetched: Dict[bytes, bytes]) -> None:
+        """Make ``prefetched`` readable for every handshake until :meth:`handshake_done`
+        (event loop thread only; not for ``single_use``, see :meth:`connection`)."""
+        self._hold(prefetched)
+
+    def handshake_done(self, held: Optional[Dict[bytes, bytes]]) -> None:
+        """The handshake is over: let ``held`` go, write on the sessions C stored."""
+        if held:
+            self._release(held)
+        self._drain()
+
+    @contextlib.contextmanager
+    def connection(self, prefetched: Optional[Dict[bytes, bytes]]) -> Iterator[None]:
+        """While OpenSSL reads this connection's bytes, its own prefetched map is what the
+        store's ``get``/``pop`` answer from first."""
+        serving = self._serving
+        previous = getattr(serving, "prefetched", None)
+        serving.prefetched = prefetched
+        try:
+            yield
+        finally:
+            serving.prefetched = previous
+
+    def count(self, name: str, amount: int = 1) -> None:
+        """Add to one of the store's :class:`PrefetchStats` counters."""
+        self._count(name, amount)
+
+    def log(self, level: int, topic: str, message: str, *args: Any) -> None:
+        """Log once per burst of ``topic``, in the store's burst log."""
+        self._log(level, topic, message, *args)
+
+
 class PrefetchingStore(BaseStore):
     """The bridge between OpenSSL's synchronous callbacks and an asynchronous store.
 
@@ -147,33 +217,34 @@ class PrefetchingStore(BaseStore):
                  retry_after: float = DEFAULT_RETRY_AFTER,
                  log_interval: float = 10.0,
                  new_session_wait: float = DEFAULT_NEW_SESSION_WAIT) -> None:
-        check_store(backend)
+        caps = capabilities_of(backend)  # ConfigurationError for a backend that is no store
         if isinstance(backend, PrefetchingStore):
             raise ConfigurationError("a PrefetchingStore cannot wrap another PrefetchingStore")
-        _check_seconds("lookup_timeout", lookup_timeout, 60)
-        _check_seconds("write_timeout", write_timeout, 3600)
+        check_seconds("lookup_timeout", lookup_timeout, 60)
+        check_seconds("write_timeout", write_timeout, 3600)
         for name, value in (("max_lookups", max_lookups), ("max_pending_writes", max_pending_writes),
                             ("max_concurrent_writes", max_concurrent_writes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
         check_trip_after(trip_after)
-        _check_seconds("retry_after", retry_after, 3600)
+        check_seconds("retry_after", retry_after, 3600)
         if new_session_wait != 0:  # 0: never wait
-            _check_seconds("new_session_wait", new_session_wait, 60)
+            check_seconds("new_session_wait", new_session_wait, 60)
         self.new_session_wait = float(new_session_wait)
         self._fruitless = FruitlessWaits()
         self.backend = backend
+        self._backend_caps = caps
         # pop is optional in a store: without it a single_use take is get then delete.
-        self._backend_pop = getattr(backend, "pop", None)
-        if not callable(self._backend_pop):
-            self._backend_pop = _get_then_delete(backend, self._note_pop_fallback)
+        self._backend_pop = take(backend, self._note_pop_fallback, caps)
+        self._backend_calls = {"get": backend.get, "set": backend.set, "delete": backend.delete,
+                               "pop": self._backend_pop}
         self.local = local if local is not None else MemoryStore(max_sessions=10_000)
         self.lookup_timeout = float(lookup_timeout)
         self.write_timeout = float(write_timeout)
         self.max_lookups = max_lookups
         self.max_pending_writes = max_pending_writes
         self.max_concurrent_writes = max_concurrent_writes
-        self._async = inspect.iscoroutinefunction(getattr(backend, "get"))
+        self._async = caps.is_async
         if run_in_thread is None:
             run_in_thread = not self._async and not isinstance(backend, MemoryStore)
         elif run_in_thread and self._async:
@@ -204,7 +275,7 @@ class PrefetchingStore(BaseStore):
         self._tasks: set = set()
         self._log_interval = log_interval
         self._renew_after_fork()
-        _fork.renew_in_child(self)
+        _fork.renew_in_child(self._renew_after_fork)
         self._breaker = StoreBreaker(trip_after, float(retry_after))
 
     def _renew_after_fork(self) -> None:
@@ -212,6 +283,16 @@ class PrefetchingStore(BaseStore):
         self._counts = PrefetchStats().as_dict()
         self._stats_lock = threading.Lock()
         self._burst = BurstLogger(logger, self._log_interval)
+
+    def server_side(self) -> ServerSide:
+        """The seam a :mod:`sesscache.aio` server drives this store through."""
+        return ServerSide(inline=self._inline, lookup_now=self._prefetch_inline, lookup=self.prefetch,
+                          hold=self._hold, release=self._release, drain=self._drain_journal,
+                          journal=self._journal_new_sessions, count=self._count, log=self._log,
+                          serving=self._serving)
+
+    def _log(self, level: int, topic: str, message: str, *args: Any) -> None:
+        self._burst.log(level, topic, message, *args)
 
     def _note_pop_fallback(self) -> None:
         self._burst.log(logging.WARNING, "pop-fallback",
@@ -274,16 +355,19 @@ class PrefetchingStore(BaseStore):
                 self._holds.pop(key, None)
                 self._held.delete(key)
 
-    def _fast_tables(self):
-        """For :class:`SessionCache`: the C tables its fast path may answer lookups from
-        (held prefetches, then the local copy, or a ``MemoryStore`` backend read inline), or
-        None. C stores new sessions only once :meth:`_journal_new_sessions` is on: their
-        writes to the real store are Python's to schedule, from the journal."""
+    def c_tables(self) -> Optional[CTableView]:
+        """The "C tables" capability, for :class:`SessionCache`: the tables its C fast path
+        may answer lookups from (held prefetches first, then the local copy, or a
+        ``MemoryStore`` backend read inline), or None. C stores new sessions only once the
+        server has it journal them (:meth:`serving`): their writes to the real store are
+        Python's to schedule, from the journal."""
         behind = self.backend if self._inline else self.local
-        if (type(self) is not PrefetchingStore or type(behind) is not MemoryStore
-                or not behind._real_clock):
+        if type(self) is not PrefetchingStore or not isinstance(behind, MemoryStore):
             return None
-        return self._held._table, behind._table
+        held, table = self._held.c_tables(), behind.c_tables()
+        if held is None or table is None:
+            return None
+        return CTableView(table=table.table, first=held.table, policy_made=self._fast_policy_made)
 
     def _fast_policy_made(self, policy) -> None:
         self._fast_policies.append(policy)
@@ -373,7 +457,7 @@ class PrefetchingStore(BaseStore):
 
         An asyncio backend's ``close()`` is a coroutine: it is scheduled on the bound loop
         when that loop runs, else run to completion here."""
-        close = getattr(self.backend, "close", None)
+        close = self._backend_caps.close
         if close is not None:
             try:
                 if inspect.iscoroutinefunction(close):
@@ -399,7 +483,7 @@ class PrefetchingStore(BaseStore):
             "kind": self.kind,
             "entries": local.get("entries"),
             "bytes": local.get("bytes"),
-            "backend": getattr(self.backend, "kind", type(self.backend).__name__),
+            "backend": kind_of(self.backend),
             "backend_calls": "asyncio" if self._async else ("thread" if self._threaded else "inline"),
             "lookups_in_flight": self._lookups_in_flight,
             "pending_writes": self._pending_writes,
@@ -411,7 +495,7 @@ class PrefetchingStore(BaseStore):
         }
 
     def __repr__(self) -> str:
-        return f"<PrefetchingStore backend={getattr(self.backend, 'kind', type(self.backend).__name__)}>"
+        return f"<PrefetchingStore backend={kind_of(self.backend)}>"
 
     # --- the event loop ------------------------------------------------------------------
 
@@ -675,7 +759,7 @@ class PrefetchingStore(BaseStore):
             except RuntimeError:  # the loop is closed: nothing left to count for
                 pass
 
-        call = self._backend_pop if op == "pop" else getattr(self.backend, op)
+        call = self._backend_calls[op]
         cf = self._executor.submit(call, *args)
         cf.add_done_callback(done)
         return asyncio.wrap_future(cf, loop=loop)
@@ -740,7 +824,7 @@ class PrefetchingStore(BaseStore):
                 assert task is not None
                 timer = TaskTimeout(task, self._write_deadlines)
                 try:
-                    await getattr(self.backend, op)(*args)
+                    await self._backend_calls[op](*args)
                 except asyncio.CancelledError:
                     if not timer.expired or timer.still_cancelled():
                         raise
@@ -802,7 +886,7 @@ class PrefetchingStore(BaseStore):
                 task.cancel()
             if self._tasks:
                 await asyncio.wait(set(self._tasks), timeout=1.0)
-        close = getattr(self.backend, "close", None)
+        close = self._backend_caps.close
         if close is not None:
             if inspect.iscoroutinefunction(close):
                 await close()
@@ -815,26 +899,6 @@ class PrefetchingStore(BaseStore):
             self._executor = None
         self.local.close()
         self._held.close()
-
-
-def _get_then_delete(backend: Any, noted: Callable[[], None]) -> Callable:
-    """A backend's take without ``pop``: get, then delete; a coroutine for an asyncio one."""
-    if inspect.iscoroutinefunction(getattr(backend, "get")):
-        async def take_async(key: bytes) -> Optional[bytes]:
-            noted()
-            value = await backend.get(key)
-            if value is not None:
-                await backend.delete(key)
-            return value
-        return take_async
-
-    def take(key: bytes) -> Optional[bytes]:
-        noted()
-        value = backend.get(key)
-        if value is not None:
-            backend.delete(key)
-        return value
-    return take
 
 
 async def _wait(future: "asyncio.Future", timeout: float) -> bool:
@@ -859,6 +923,7 @@ async def _wait(future: "asyncio.Future", timeout: float) -> bool:
     return future.done()
 
 
-def _check_seconds(name: str, value: Any, most: float) -> None:
+def check_seconds(name: str, value: Any, most: float) -> None:
+    """ConfigurationError unless ``value`` is seconds in ``(0, most]`` (the aio settings)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= most:
         raise ConfigurationError(f"{name} must be seconds, more than 0 and at most {most}, got {value!r}")

@@ -10,13 +10,14 @@ import logging
 import ssl as _ssl
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from .._hello_scan import HelloScan
+from .. import _compat
+from .._binding.hello_scan import HelloScan
 from ..cache import SessionCache
 from ..clienthello import MAX_CLIENT_HELLO, ClientHelloError
 from ..errors import ConfigurationError
 
 from .deadlines import Deadline, DeadlineQueue
-from .prefetch import PrefetchingStore, _check_seconds
+from .prefetch import PrefetchingStore, ServerSide, check_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -92,16 +93,17 @@ async def create_server(protocol_factory: Callable[[], asyncio.BaseProtocol], ho
     for name in ("ssl_handshake_timeout", "ssl_shutdown_timeout", "server_hostname"):
         if name in kwds:  # pragma: no cover - they are named parameters here
             raise ConfigurationError(f"{name} is not a create_server argument here")
-    _check_seconds("hello_timeout", hello_timeout, 3600)
+    check_seconds("hello_timeout", hello_timeout, 3600)
     sid_ctx = _attached_session_id_context(cache, ssl, session_id_context, internal_cache)
     store.bind(loop)
-    store._journal_new_sessions()  # drained after every handshake, in _Front._handshake_done
+    side = store.server_side()
+    side.start()  # drained after every handshake, in _Listener._handshake_done
     tls_kwargs: Dict[str, Any] = {}
     if ssl_handshake_timeout is not None:
         tls_kwargs["ssl_handshake_timeout"] = ssl_handshake_timeout
     if ssl_shutdown_timeout is not None:
         tls_kwargs["ssl_shutdown_timeout"] = ssl_shutdown_timeout
-    front = _Front(loop, protocol_factory, ssl, cache, store, sid_ctx, hello_timeout, tls_kwargs)
+    front = _Listener(loop, protocol_factory, ssl, cache, side, sid_ctx, hello_timeout, tls_kwargs)
     return await loop.create_server(lambda: _HelloSniffer(front), host, port, **kwds)
 
 
@@ -120,16 +122,16 @@ def _attached_session_id_context(cache: SessionCache, context: _ssl.SSLContext,
     return attached
 
 
-class _Front:
+class _Listener:
     """What every connection of one server shares."""
 
-    def __init__(self, loop, protocol_factory, context, cache, store, sid_ctx, hello_timeout,
+    def __init__(self, loop, protocol_factory, context, cache, side: ServerSide, sid_ctx, hello_timeout,
                  tls_kwargs) -> None:
         self.loop = loop
         self.protocol_factory = protocol_factory
         self.context = context
         self.cache = cache
-        self.store: PrefetchingStore = store
+        self.side = side  #: the store's seam for this server
         self.sid_ctx = sid_ctx
         self.hello_timeout = hello_timeout
         self.tls_kwargs = tls_kwargs
@@ -146,8 +148,7 @@ class _Front:
         handshake starts in the same call; only a store that must be awaited takes a task."""
         if keys:
             lookup = [self.key_prefix + key for key in keys]
-            store = self.store
-            if not store._inline:
+            if not self.side.inline:
                 # The socket is still read during the lookup (pausing and resuming it costs
                 # two system calls per connection): a TLS client sends nothing more until the
                 # server answers, and a client that does is paused by the sniffer.
@@ -155,7 +156,7 @@ class _Front:
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
                 return
-            prefetched = store._prefetch_inline(lookup, self.cache.single_use)
+            prefetched = self.side.lookup_now(lookup, self.cache.single_use)
         else:
             prefetched = {}
         self.start_tls(transport, source, prefetched)
@@ -163,7 +164,7 @@ class _Front:
     async def _lookup_then_tls(self, transport: asyncio.Transport, source: HelloScan,
                                lookup: list) -> None:
         try:
-            prefetched = await self.store.prefetch(lookup, pop=self.cache.single_use)
+            prefetched = await self.side.lookup(lookup, self.cache.single_use)
         except asyncio.CancelledError:  # the loop is shutting down
             transport.abort()
             raise
@@ -197,7 +198,7 @@ class _Front:
         except TypeError as exc:
             # Not the SSLProtocol this relies on (a future asyncio?): never guess how to
             # drive it. The client is closed and told nothing; the log says why.
-            self.store._burst.log(
+            self.side.log(
                 logging.ERROR, "replay",
                 "asyncio's SSLProtocol does not take loop.start_tls's arguments "
                 "(%s); this Python's asyncio is not supported by sesscache.aio, connections "
@@ -208,11 +209,11 @@ class _Front:
         tap: Optional[_TapBase] = None
         held: Optional[Dict[bytes, bytes]] = None
         if prefetched and self.cache.single_use:
-            tap = (_BufferedTap if buffered else _Tap)(ssl_protocol, self.store, prefetched)
+            tap = (_BufferedTap if buffered else _Tap)(ssl_protocol, self.side, prefetched)
             transport.set_protocol(tap)
         else:
             if prefetched:
-                self.store._hold(prefetched)
+                self.side.hold(prefetched)
                 held = prefetched
             transport.set_protocol(ssl_protocol)
         data, source.data = source.data, b""
@@ -230,7 +231,7 @@ class _Front:
                 "exception": exc, "transport": transport})
             transport.abort()
             if held:
-                self.store._release(held)
+                self.side.handshake_done(held)
             return
         waiter.add_done_callback(
             functools.partial(self._handshake_done, transport, ssl_protocol, pending, tap, held))
@@ -238,19 +239,17 @@ class _Front:
     def _handshake_done(self, transport: asyncio.Transport, ssl_protocol: Any,
                         pending: "_PendingApp", tap: Optional["_TapBase"],
                         held: Optional[Dict[bytes, bytes]], waiter: "asyncio.Future") -> None:
-        if held:
-            self.store._release(held)
-        self.store._drain_journal()  # the new sessions of this handshake: written on
+        self.side.handshake_done(held)  # the new sessions of this handshake: written on
         if tap is not None:  # the SSL protocol reads the socket directly again
             tap.prefetched = None
             if transport.get_protocol() is tap:
                 transport.set_protocol(ssl_protocol)
         exc = None if waiter.cancelled() else waiter.exception()
-        tls_transport = ssl_protocol._app_transport  # what start_tls returns
+        tls_transport = _compat.sslproto_app_transport(ssl_protocol)  # what start_tls returns
         if waiter.cancelled() or exc is not None or tls_transport is None:
             # TLS alert, client gone, handshake timeout: nothing to serve
             transport.close()  # as start_tls does
-            self.store._count("handshake_failures")
+            self.side.count("handshake_failures")
             logger.debug("TLS handshake failed: %s: %s", type(exc).__name__, exc)
             return
         try:
@@ -272,7 +271,7 @@ _MAX_HELD = MAX_CLIENT_HELLO + 16 * 1024
 class _HelloSniffer(asyncio.Protocol):
     """The first protocol of every connection: reads the ClientHello, then upgrades."""
 
-    def __init__(self, front: _Front) -> None:
+    def __init__(self, front: _Listener) -> None:
         self._front = front
         self._scan = HelloScan()
         self._transport: Optional[asyncio.Transport] = None
@@ -297,12 +296,12 @@ class _HelloSniffer(asyncio.Protocol):
         try:
             keys = self._scan.feed(data)
         except ClientHelloError as exc:
-            self._front.store._count("hellos_unparsable")
+            self._front.side.count("hellos_unparsable")
             logger.debug("not a ClientHello, handing it to OpenSSL as is: %s", exc)
             self._finish(None)
             return
         if keys is not None:
-            self._front.store._count("hellos")
+            self._front.side.count("hellos")
             self._finish(keys)
 
     def eof_received(self) -> bool:
@@ -317,8 +316,8 @@ class _HelloSniffer(asyncio.Protocol):
     def _late(self) -> None:
         if self._done or self._transport is None or self._transport.is_closing():
             return
-        self._front.store._count("hellos_late")
-        self._front.store._burst.log(
+        self._front.side.count("hellos_late")
+        self._front.side.log(
             logging.INFO, "hello-late",
             "a client did not finish its ClientHello within hello_timeout=%.1fs; "
             "it gets a full handshake", self._front.hello_timeout)
@@ -335,16 +334,10 @@ class _TapBase:
     """Forwards the transport's calls to the SSL protocol, with the connection's prefetch map
     set for the store meanwhile (OpenSSL's get callback runs inside those calls)."""
 
-    def __init__(self, inner, store: PrefetchingStore, prefetched: Dict[bytes, bytes]) -> None:
+    def __init__(self, inner, side: ServerSide, prefetched: Dict[bytes, bytes]) -> None:
         self.inner = inner
-        self.store = store
+        self.side = side
         self.prefetched: Optional[Dict[bytes, bytes]] = prefetched
-
-    def _enter(self):
-        serving = self.store._serving
-        previous = getattr(serving, "prefetched", None)
-        serving.prefetched = self.prefetched
-        return previous
 
     def connection_made(self, transport) -> None:  # pragma: no cover - never called
         self.inner.connection_made(transport)
@@ -359,11 +352,8 @@ class _TapBase:
         self.inner.resume_writing()
 
     def eof_received(self):
-        previous = self._enter()
-        try:
+        with self.side.connection(self.prefetched):
             return self.inner.eof_received()
-        finally:
-            self.store._serving.prefetched = previous
 
 
 class _BufferedTap(_TapBase, asyncio.BufferedProtocol):
@@ -371,11 +361,8 @@ class _BufferedTap(_TapBase, asyncio.BufferedProtocol):
         return self.inner.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        previous = self._enter()
-        try:
+        with self.side.connection(self.prefetched):
             self.inner.buffer_updated(nbytes)
-        finally:
-            self.store._serving.prefetched = previous
 
     def feed(self, data: bytes) -> None:
         _feed_buffered(self, data)
@@ -383,11 +370,8 @@ class _BufferedTap(_TapBase, asyncio.BufferedProtocol):
 
 class _Tap(_TapBase, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
-        previous = self._enter()
-        try:
+        with self.side.connection(self.prefetched):
             self.inner.data_received(data)
-        finally:
-            self.store._serving.prefetched = previous
 
     def feed(self, data: bytes) -> None:
         if data:

@@ -36,6 +36,7 @@ import sys
 import threading
 from typing import Any, Callable, Optional, Union
 
+from .._compat import caller_frame
 from ._logs import route_to_logger
 from ._process import FileStamp, ProcessCache
 from ._startup import BOOT_ERROR_EXIT, REFUSE
@@ -225,7 +226,7 @@ def ssl_context_hook(store_url: str, *, session_id_context: Union[str, bytes], r
     process_cache = ProcessCache(store_url, session_id_context=session_id_context, internal_cache=internal_cache,
                                  stateful_tickets=stateful_tickets, on_store_error=on_store_error, **cache_options)
     hook = SSLContextHook(process_cache, reuse_context=reuse_context, reload_check_interval=reload_check_interval)
-    caller = sys._getframe(1)
+    caller = caller_frame(1)
     if caller.f_globals is caller.f_locals and caller.f_globals.get("__name__") != "__main__":
         _install_server_hooks(hook, caller.f_globals)  # a config file's top level
     return hook

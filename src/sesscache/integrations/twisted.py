@@ -146,7 +146,9 @@ def parse_endpoint(reactor: Any, *args: Any, store: Optional[str] = None,
     Twisted's own parser) with :func:`with_session_cache` over its ``CertificateOptions``;
     ``onStoreError=warn`` is its ``on_store_error``; ``metricsListen=HOST\\:PORT`` serves
     ``/metrics`` (docs/monitoring.md)."""
-    from twisted.internet.endpoints import SSL4ServerEndpoint, _parseSSL
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+
+    from .._compat import twisted_parse_ssl
 
     from ..errors import ConfigurationError
 
@@ -158,7 +160,7 @@ def parse_endpoint(reactor: Any, *args: Any, store: Optional[str] = None,
     cache_options: dict = {} if lifetime is None else {"lifetime": float(lifetime)}
     if metricsListen is not None:  # one /metrics for every process of the server (sesscache.metrics)
         cache_options["metrics_listen"] = metricsListen
-    (port, _, options), listen = _parseSSL(None, *args, **kwargs)
+    (port, _, options), listen = twisted_parse_ssl()(None, *args, **kwargs)
     factory = with_session_cache(options, store, session_id_context=sessionIdContext, on_store_error=onStoreError,
                                  **cache_options)
     return SSL4ServerEndpoint(reactor, port, factory, **listen)

@@ -40,6 +40,10 @@ the cache says what it does without it:
   issued at ``issued`` (seconds since the epoch) that may still be on its way;
   ``ResilientStore`` has it, and the cache calls it for session ids that carry their issue
   time (``sesscache.session_ids``). Without it, a miss is a miss at once.
+* ``compare_and_set``, ``c_tables`` and the rest: see :mod:`sesscache.stores.capabilities`,
+  which names each optional capability as a small protocol. The cache and the wrappers ask
+  a store which it has once, when they are made; a wrapper (``ResilientStore``) has exactly
+  the optional methods of the store it wraps.
 
 Writing your own store takes ten lines: match the :class:`Store` protocol, or subclass
 :class:`BaseStore` for the optional parts, and implement ``get``, ``set`` and ``delete``::
@@ -75,6 +79,7 @@ import numbers
 from typing import Any, Dict, Optional, Protocol, Tuple, runtime_checkable
 
 from ..errors import ConfigurationError, StoreError
+from .capabilities import REQUIRED_METHODS, capabilities_of, check_store, get_then_delete  # noqa: F401
 
 __all__ = ["Store", "AsyncStore", "BaseStore", "CompareAndSetStore", "check_ttl", "check_store", "MAX_TTL"]
 
@@ -96,26 +101,9 @@ class Store(Protocol):
     def delete(self, key: bytes) -> None: ...
 
 
-#: The methods every store has; the rest are optional.
-REQUIRED_METHODS = ("get", "set", "delete")
-
-
-def check_store(store: Any) -> Any:
-    """Return ``store``, or raise ConfigurationError naming the methods it lacks."""
-    missing = [name for name in REQUIRED_METHODS if not callable(getattr(store, name, None))]
-    if missing:
-        raise ConfigurationError(
-            f"{type(store).__name__} is not a store: it lacks {', '.join(missing)}. A store needs "
-            "get, set and delete (the cache reads sessions with get, writes them with set, and "
-            "a single_use cache without an atomic pop takes them with get and delete); pop, "
-            "close and describe are optional (see sesscache.stores.base)")
-    return store
-
-
 def has_atomic_pop(store: Any) -> bool:
     """True when ``store`` has a ``pop`` of its own (BaseStore's is get + delete)."""
-    pop = getattr(type(store), "pop", None)
-    return callable(pop) and pop is not BaseStore.pop
+    return capabilities_of(store).pop is not None
 
 
 def closed_error(store: Any) -> StoreError:
@@ -208,10 +196,7 @@ class BaseStore:
         popping the same key at once may both get the value. Stores that can do better
         (all the bundled ones) override it.
         """
-        value = self.get(key)
-        if value is not None:
-            self.delete(key)
-        return value
+        return get_then_delete(self, key)
 
     def close(self) -> None:
         """Release connections, threads or files for good (idempotent). The default has

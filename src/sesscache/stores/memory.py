@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .._binding import ffi, lib
 from ..errors import ConfigurationError, ValueTooLarge
 from .base import BaseStore, as_bytes, checked_entry, closed_error
+from .capabilities import CTableView
 
 __all__ = ["MemoryStore"]
 
@@ -85,10 +86,6 @@ class MemoryStore(BaseStore):
     # path never makes one.
 
     def get(self, key: bytes) -> Optional[bytes]:
-        if self._closed:
-            raise closed_error(self)
-        if type(key) is not bytes:
-            key = as_bytes(key, "key")
         return self._read(key, 0)
 
     def set(self, key: bytes, value: bytes, ttl: float) -> None:
@@ -113,13 +110,13 @@ class MemoryStore(BaseStore):
 
     def pop(self, key: bytes) -> Optional[bytes]:
         """Atomic get + delete: of several threads popping one key, exactly one gets the value."""
+        return self._read(key, 1)
+
+    def _read(self, key: bytes, take: int) -> Optional[bytes]:
         if self._closed:
             raise closed_error(self)
         if type(key) is not bytes:
             key = as_bytes(key, "key")
-        return self._read(key, 1)
-
-    def _read(self, key: bytes, take: int) -> Optional[bytes]:
         size = ffi.new("size_t *")  # per call: threads read at once
         copy = lib.sc_mem_get(self._table, key, len(key), self._clock(), take, size)
         if copy == ffi.NULL:
@@ -136,6 +133,15 @@ class MemoryStore(BaseStore):
         memory held by sessions nobody asks for again matters.
         """
         return int(lib.sc_mem_purge_expired(self._table, self._clock()))
+
+    def c_tables(self) -> Optional[CTableView]:
+        """The "C tables" capability (:mod:`sesscache.stores.capabilities`): this store's
+        table, which a :class:`~sesscache.SessionCache`'s C fast path reads and writes
+        sessions in without entering Python. None with another clock than the real one (C
+        reads the real monotonic clock) or in a subclass (its methods may differ from C's)."""
+        if type(self) is not MemoryStore or not self._real_clock:
+            return None
+        return CTableView(table=self._table, new_in_c=True)
 
     def clear(self) -> None:
         """Drop (and wipe) every entry; the store stays open (the same C table: a cache's

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
 from ._read_bounds import DEFAULT_MAX_VALUE_BYTES, refuse_oversize
 from .base import MAX_TTL, BaseStore, as_bytes, check_ttl, closed_error
+from .capabilities import CTableView
 from .redis_replica import LocalReplica, batch_message, delete_entry, no_permission, set_entry
 from .redis_clients import (
     cluster_client,
@@ -346,15 +347,16 @@ class RedisStore(_RedisCommon, BaseStore):
         if replica is not None:
             replica.forget(key)
 
-    def _fast_tables(self):
-        """For ``SessionCache`` (through ``ResilientStore``): the replica's table, which its
-        C fast path reads lookups from; a miss there still comes to :meth:`get`."""
+    def c_tables(self) -> Optional[CTableView]:
+        """The "C tables" capability, for ``SessionCache`` (through ``ResilientStore``): the
+        replica's table, which its C fast path reads lookups from; a miss there still comes
+        to :meth:`get` (``complete=False``), new sessions to :meth:`set`. None without a
+        replica."""
         replica = self._replica
         if replica is None or type(self) is not RedisStore:
             return None
-        from .._binding import ffi
-
-        return ffi.NULL, replica.table._table
+        view = replica.table.c_tables()
+        return None if view is None else CTableView(table=view.table, complete=False)
 
     def wait_for_key(self, key: bytes, timeout: float) -> Optional[bool]:
         """With a local replica: wait up to ``timeout`` seconds for ``key`` to arrive in it

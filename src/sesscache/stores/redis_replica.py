@@ -36,6 +36,7 @@ import time
 import weakref
 from typing import Any, Optional
 
+from .. import _fork
 from .memory import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -69,25 +70,6 @@ def batch_message(writer_id: bytes, entries: "list[bytes]") -> bytes:
     return b"".join([_BATCH, writer_id, *entries])
 
 
-# Every live copy, so that a forked child empties them at once (see _empty_after_fork).
-_LIVE: "weakref.WeakSet[LocalReplica]" = weakref.WeakSet()
-
-
-def _empty_after_fork() -> None:
-    """In a forked child: the parent's subscriber thread is not here, so deletes would stop
-    arriving while the cache's C fast path went on reading the inherited copy. Emptied now,
-    with a writer id of the child's own (the parent would skip the child's messages as its
-    own); the child's subscriber starts at its first use of the copy from Python (a lookup
-    the copy misses, a write, a delete)."""
-    for replica in list(_LIVE):
-        replica._starting = threading.Lock()  # a parent's thread may have held it at the fork
-        replica._renew_identity()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_empty_after_fork)
-
-
 class LocalReplica:
     """The table and the subscriber thread of one ``RedisStore`` in one process."""
 
@@ -104,26 +86,35 @@ class LocalReplica:
         self.received = 0  #: messages read (own ones too)
         self.last_message = 0.0  #: when the last message arrived (Unix time; sesscache.metrics)
         self.malformed = 0  #: messages or entries that could not be read, skipped
-        self._closed = False
-        self._told_noperm = False
+        self.closed = False  #: closed for good (the subscriber thread stops)
+        self.told_noperm = False  #: the missing SUBSCRIBE right was logged
         # Held while the table is written (put, apply, close): a copy closed (and emptied)
         # stays empty, though the subscriber may be inside a message at that moment.
         self._writing = threading.Lock()
         self._starting = threading.Lock()
-        self._pid = -1
+        self.pid = -1  #: the process whose subscriber serves this copy
         self.writer_id = b""
-        _LIVE.add(self)
+        _fork.renew_in_child(self._empty_after_fork)
         self._start()
+
+    def _empty_after_fork(self) -> None:
+        """In a forked child: the parent's subscriber thread is not here, so deletes would
+        stop arriving while the cache's C fast path went on reading the inherited copy.
+        Emptied now, with a writer id of the child's own (the parent would skip the child's
+        messages as its own); the child's subscriber starts at its first use of the copy
+        from Python (a lookup the copy misses, a write, a delete)."""
+        self._starting = threading.Lock()  # a parent's thread may have held it at the fork
+        self._renew_identity()
 
     def _start(self) -> None:
         with self._starting:  # two threads of a fresh child must not start two subscribers
-            if self._pid == os.getpid():
+            if self.pid == os.getpid():
                 return
-            self._pid = os.getpid()
+            self.pid = os.getpid()
             self._renew_identity()
             self._arrived = threading.Condition(threading.Lock())
             self._waiters = 0
-            self._ready = threading.Event()
+            self.ready = threading.Event()  #: set while the subscription is up
             self._thread = threading.Thread(target=_subscribe_loop, args=(weakref.ref(self),),
                                             name="sesscache-replica", daemon=True)
             self._thread.start()
@@ -137,13 +128,13 @@ class LocalReplica:
         self.table.clear()
 
     def _here(self) -> None:
-        if self._pid != os.getpid():  # forked: this process needs its own subscriber
+        if self.pid != os.getpid():  # forked: this process needs its own subscriber
             self._start()
 
     def wait_subscribed(self, timeout: float) -> bool:
         """For tests and benchmarks: True once the subscriber listens."""
         self._here()
-        return self._ready.wait(timeout)
+        return self.ready.wait(timeout)
 
     def get(self, key: bytes) -> Optional[bytes]:
         self._here()
@@ -153,7 +144,7 @@ class LocalReplica:
         """This process's own write: in the copy now (the message coming back is skipped)."""
         self._here()
         with self._writing:
-            if not self._closed:
+            if not self.closed:
                 self.table.set(key, value, ttl)
 
     def forget(self, key: bytes) -> None:
@@ -165,7 +156,7 @@ class LocalReplica:
         there, False if not. None at once while the subscription is down (nothing would
         arrive: wait some other way)."""
         self._here()
-        if not self._ready.is_set() or self._closed:
+        if not self.ready.is_set() or self.closed:
             return None
         with self._arrived:
             self._waiters += 1
@@ -180,7 +171,7 @@ class LocalReplica:
         self.received += 1
         self.last_message = time.time()
         with self._writing:
-            if self._closed:
+            if self.closed:
                 return
             try:
                 self._apply(message)
@@ -244,7 +235,7 @@ class LocalReplica:
         """For good: the copy is emptied and stays empty (the cache's C fast path may still
         read the table: it then finds nothing and asks the store)."""
         with self._writing:
-            self._closed = True
+            self.closed = True
             self.table.clear()
 
 
@@ -261,9 +252,9 @@ def _subscribe_loop(replica_ref: "weakref.ref[LocalReplica]") -> None:
             pubsub.subscribe(channel)
             while True:
                 replica = replica_ref()
-                if replica is None or replica._closed or replica._pid != os.getpid():
+                if replica is None or replica.closed or replica.pid != os.getpid():
                     return
-                replica._ready.set()
+                replica.ready.set()
                 del replica
                 message = pubsub.get_message(timeout=1.0)
                 if message is not None and message.get("type") == "message":
@@ -274,16 +265,16 @@ def _subscribe_loop(replica_ref: "weakref.ref[LocalReplica]") -> None:
                     del replica
         except Exception as exc:  # Redis down or restarted: lookups go to Redis meanwhile
             replica = replica_ref()
-            if replica is None or replica._closed:
+            if replica is None or replica.closed:
                 return
-            if no_permission(exc) and not replica._told_noperm:
-                replica._told_noperm = True
+            if no_permission(exc) and not replica.told_noperm:
+                replica.told_noperm = True
                 log.error("sesscache: Redis refuses SUBSCRIBE on %r (%s): this process's copy of the "
                           "sessions stays empty and lookups go to Redis. Grant the user '+subscribe "
                           "&%s', or turn local_replica off", channel, exc, channel.decode("latin-1"))
             else:
                 log.debug("sesscache: the session replica's subscription failed (%s); retrying", exc)
-            replica._ready.clear()
+            replica.ready.clear()
             replica.table.clear()  # deletes may be lost meanwhile
             del replica
             time.sleep(retry_after)

@@ -33,6 +33,12 @@ because it waited for its session's write. This wrapper takes those waits out:
   writer thread (the parent still writes what it queued); at interpreter exit and on
   :meth:`close`, queued writes get up to ``flush_timeout`` seconds to land.
 
+What it offers: ``get``, ``set``, ``delete``, ``wait_for_write``, ``flush`` always; ``pop``
+(atomic), ``close`` (and ``with``), ``compare_and_set`` and ``c_tables`` only when its backend
+has them (:mod:`sesscache.stores.capabilities`), so ``hasattr(wrapper, "pop")`` tells the
+truth up front. Without ``close``, its writer thread ends with the wrapper and queued writes
+still get ``flush_timeout`` at interpreter exit.
+
 Per-node health: when the backend has a ``health_domain(key)`` method (``RedisStore`` in
 cluster mode returns the node that serves the key's slot), each domain gets its own breaker,
 so one dead master pauses only the keys it serves.
@@ -44,21 +50,21 @@ write-behind off (``write_behind=False``: writes wait for the store, still behin
 """
 from __future__ import annotations
 
-import atexit
 import collections
 import logging
 import os
 import threading
 import time
-import weakref
 from dataclasses import dataclass, fields
 from typing import Any, Deque, Dict, Hashable, Optional, Tuple
 
 from ..errors import ConfigurationError, StoreError, StorePaused, ValueTooLarge
+from .. import _fork
 from .base import BaseStore, as_bytes, checked_entry
+from .capabilities import Capabilities, capabilities_of, compose, describe_store, evictions_of, is_remote
 from .breaker import DEFAULT_RETRY_AFTER, DEFAULT_TRIP_AFTER, StoreBreaker, check_trip_after
 from .._burstlog import BurstLogger
-from ..session_ids import FruitlessWaits, poll_pauses, wait_left
+from .._id_stamps import FruitlessWaits, poll_pauses, wait_left
 
 __all__ = ["ResilientStore", "ResilienceStats", "wrap_remote_store", "DEFAULT_MAX_PENDING_WRITES",
            "DEFAULT_WRITE_WAIT"]
@@ -133,23 +139,13 @@ class ResilienceStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-# Every live ResilientStore, so that a fork and the interpreter's exit reach them all.
-_LIVE: "weakref.WeakSet[ResilientStore]" = weakref.WeakSet()
+class _WriterState:
+    """What the writer thread and :meth:`ResilientStore.flush` share (under the queue's lock)."""
 
+    __slots__ = ("busy",)
 
-def _after_fork_in_child() -> None:
-    for store in list(_LIVE):
-        store._start_over_after_fork()
-
-
-def _flush_at_exit() -> None:
-    for store in list(_LIVE):
-        store._flush_at_exit()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_flush_at_exit)
+    def __init__(self) -> None:
+        self.busy = False  #: the writer is writing items taken off the queue
 
 
 class ResilientStore(BaseStore):
@@ -187,6 +183,13 @@ class ResilientStore(BaseStore):
     """
 
     kind = "resilient"
+    #: The class this one was composed from (``ResilientStore``, or a subclass of yours):
+    #: the instance's class adds the mixins of its backend's capabilities.
+    composed_from: type = object
+
+    def __new__(cls, backend: Any, **_settings: Any) -> "ResilientStore":
+        caps = capabilities_of(backend)  # ConfigurationError for a backend that is no store
+        return super().__new__(compose(cls, caps, _OFFERED, below=BaseStore))
 
     def __init__(self, backend: Any, *, write_behind: bool = True,
                  write_wait: float = DEFAULT_WRITE_WAIT,
@@ -196,10 +199,7 @@ class ResilientStore(BaseStore):
                  flush_timeout: float = DEFAULT_FLUSH_TIMEOUT, log_interval: float = 10.0,
                  new_session_wait: float = DEFAULT_NEW_SESSION_WAIT,
                  max_waiting: int = DEFAULT_MAX_WAITING) -> None:
-        for name in ("get", "set", "delete"):
-            if not callable(getattr(backend, name, None)):
-                raise ConfigurationError(
-                    f"backend must be a store (get, set, delete), got {type(backend).__name__}")
+        caps: Capabilities = capabilities_of(backend)
         if isinstance(backend, ResilientStore):
             raise ConfigurationError("this store is already a ResilientStore; pass it as is")
         if isinstance(max_pending_writes, bool) or not isinstance(max_pending_writes, int) \
@@ -222,17 +222,19 @@ class ResilientStore(BaseStore):
         self.flush_timeout = float(flush_timeout)
         self.new_session_wait = float(new_session_wait)
         self.max_waiting = max_waiting
-        self._write_many = getattr(backend, "write_many", None)
-        self._wait_in_backend = getattr(backend, "wait_for_key", None)
-        self._forget_local = getattr(backend, "forget_local", None)
-        self._domain_of = getattr(backend, "health_domain", None)
+        self._backend_caps = caps
+        self._write_many = caps.write_many
+        self._wait_in_backend = caps.wait_for_key
+        self._forget_local = caps.forget_local
+        self._domain_of = caps.health_domain
         self._breakers: Dict[Hashable, StoreBreaker] = {}
         self._default_breaker = StoreBreaker(trip_after, self.retry_after)
         self._counts = ResilienceStats().as_dict()
         self._burst = BurstLogger(logger, log_interval)
         self._closed = False
         self._start_over()
-        _LIVE.add(self)
+        _fork.renew_in_child(self._start_over_after_fork)
+        _fork.at_exit(self._flush_at_exit)
 
     def _start_over(self) -> None:
         """The per-process half: queue, pending copies, writer thread, locks."""
@@ -240,7 +242,7 @@ class ResilientStore(BaseStore):
         self._lock = threading.Lock()  # counters, pending copies, breakers
         self._wakeup = threading.Condition(threading.Lock())  # the queue
         self._queue: Deque[Tuple[Any, ...]] = collections.deque()
-        self._busy = False  # the writer is writing an item taken off the queue
+        self._writer_state = _WriterState()
         # key -> (value, or None for a delete; monotonic expiry): the latest write of each
         # key that has not landed yet, so that this process answers for it meanwhile.
         self._pending: Dict[bytes, Tuple[Optional[bytes], float]] = {}
@@ -271,7 +273,7 @@ class ResilientStore(BaseStore):
 
     @property
     def evictions(self) -> int:
-        return int(getattr(self.backend, "evictions", 0) or 0)
+        return evictions_of(self.backend)
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._lock:
@@ -319,31 +321,10 @@ class ResilientStore(BaseStore):
             out.update({str(domain): b.is_open for domain, b in self._breakers.items()})
         return out
 
-    # --- the C fast path ------------------------------------------------------------------
-
-    #: The table below holds some of the store's sessions: SessionCache's C fast path
-    #: answers the hits in it and hands every miss to :meth:`get`.
-    _fast_table_is_partial = True
-
-    def _fast_tables(self):
-        """The backend's process-local table of sessions (``RedisStore(local_replica=...)``),
-        for SessionCache's C fast path to read lookups from; None without one. New sessions
-        still come through :meth:`set`. Sessions of queued writes are not in it: their
-        lookups miss there and find them in the queue's copy."""
-        tables = getattr(self.backend, "_fast_tables", None)
-        if type(self) is not ResilientStore or tables is None:
-            return None
-        return tables()
-
     # --- lookups ---------------------------------------------------------------------------
 
     def get(self, key: bytes) -> Optional[bytes]:
         return self._lookup(key, False)
-
-    def pop(self, key: bytes) -> Optional[bytes]:
-        """Atomic in the store (the backend's ``pop``); a session still queued here is taken
-        from the queue's copy, and a delete is queued behind its write."""
-        return self._lookup(key, True)
 
     def _lookup(self, key: bytes, pop: bool) -> Optional[bytes]:
         self._check_open()
@@ -572,8 +553,9 @@ class ResilientStore(BaseStore):
             if self._writer is not None:
                 return
             # A weak reference: the thread must not keep a store nobody uses alive.
-            self._writer = threading.Thread(target=_write_loop, args=(weakref.ref(self), self._wakeup,
-                                                                     self._queue),
+            self._writer = threading.Thread(target=_write_loop,
+                                            args=(_fork.WeakMethod(self._write_batch), self._wakeup,
+                                                  self._queue, self._writer_state),
                                             name="sesscache-writer", daemon=True)
         self._writer.start()
 
@@ -663,7 +645,8 @@ class ResilientStore(BaseStore):
         """Wait up to ``timeout`` seconds for every queued write to land (or fail). True if
         the queue is empty."""
         with self._wakeup:
-            return self._wakeup.wait_for(lambda: not self._queue and not self._busy, timeout)
+            state = self._writer_state
+            return self._wakeup.wait_for(lambda: not self._queue and not state.busy, timeout)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -671,13 +654,12 @@ class ResilientStore(BaseStore):
         if self._closed:
             raise StoreError(f"this ResilientStore ({self.backend!r}) was closed; make a new store")
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Give queued writes up to ``flush_timeout`` to land, stop the writer thread, close the
-        backend. Idempotent; a closed store raises StoreError."""
+        backend (the ``close`` of the Closing capability, offered when the backend has it)."""
         if self._closed:
             return
         self._closed = True
-        _LIVE.discard(self)
         if self._pid == os.getpid():
             if not self.flush(self.flush_timeout):
                 logger.warning("sesscache: %d session writes to %r did not land within "
@@ -687,7 +669,9 @@ class ResilientStore(BaseStore):
                 self._queue.clear()
                 self._queue.append(_STOP)  # type: ignore[arg-type]
                 self._wakeup.notify()
-        self.backend.close()
+        close = self._backend_caps.close
+        assert close is not None
+        close()
 
     def _flush_at_exit(self) -> None:
         if not self._closed and self._pid == os.getpid() and self._writer is not None:
@@ -697,7 +681,7 @@ class ResilientStore(BaseStore):
         """The backend's description once queued writes landed (waits up to
         ``flush_timeout``), plus ``resilience``: the counters and which breakers are open."""
         self.flush(self.flush_timeout)
-        info = dict(self.backend.describe())
+        info = dict(describe_store(self.backend))
         info["resilience"] = {**self.stats.as_dict(), "write_behind": self.write_behind,
                               "trip_after": self.trip_after, "retry_after": self.retry_after,
                               "new_session_wait": self.new_session_wait,
@@ -708,14 +692,59 @@ class ResilientStore(BaseStore):
         return f"<ResilientStore {self.backend!r}>"
 
 
-def _write_loop(store_ref: "weakref.ref[ResilientStore]", wakeup: threading.Condition,
-                queue: Deque[Tuple[Any, ...]]) -> None:
+def _pop(self: Any, key: bytes) -> Optional[bytes]:
+    """Atomic in the store (the backend's ``pop``); a session still queued here is taken
+    from the queue's copy, and a delete is queued behind its write."""
+    return self._lookup(key, True)
+
+
+def _close(self: Any) -> None:
+    """Give queued writes up to ``flush_timeout`` to land, stop the writer thread, close the
+    backend. Idempotent; a closed store raises StoreError."""
+    self._close()
+
+
+def _compare_and_set(self: Any, key: bytes, expected: Optional[bytes], value: bytes, ttl: float) -> bool:
+    """The backend's own ``compare_and_set``, at once (not queued: it must see the store's
+    value), behind no breaker (rare writes, such as a fleet's ticket-key rotation)."""
+    self._check_open()
+    return self._backend_caps.compare_and_set(key, expected, value, ttl)
+
+
+def _c_tables(self: Any) -> Any:
+    """The backend's process-local table of sessions (``RedisStore(local_replica=...)``),
+    for SessionCache's C fast path to read lookups from (it hands every miss to
+    :meth:`get`); None without one, or in a subclass. New sessions still come through
+    :meth:`set`. Sessions of queued writes are not in it: their lookups miss there and
+    find them in the queue's copy."""
+    if self.composed_from is not ResilientStore:
+        return None
+    return self._backend_caps.c_tables()
+
+
+def _enter(self: Any) -> Any:
+    return self
+
+
+def _exit(self: Any, *exc_info: Any) -> None:
+    self.close()
+
+
+_pop.__name__, _close.__name__, _compare_and_set.__name__ = "pop", "close", "compare_and_set"
+_c_tables.__name__, _enter.__name__, _exit.__name__ = "c_tables", "__enter__", "__exit__"
+#: The optional capabilities a ResilientStore offers when its backend has them.
+_OFFERED = {"pop": (_pop,), "close": (_close, _enter, _exit), "compare_and_set": (_compare_and_set,),
+            "c_tables": (_c_tables,)}
+
+
+def _write_loop(write_batch: "_fork.WeakMethod", wakeup: threading.Condition,
+                queue: Deque[Tuple[Any, ...]], state: _WriterState) -> None:
     """The background writer: one per store and process, until close() queues _STOP."""
     window_start, written_in_window, written_before = 0.0, 0, 0
     while True:
         with wakeup:
             while not queue:
-                if store_ref() is None:
+                if write_batch() is None:
                     return
                 wakeup.wait(1.0)
             # Busy (more than BUSY_WRITES written in the last BUSY_WINDOW): wait WRITE_LINGER
@@ -743,25 +772,28 @@ def _write_loop(store_ref: "weakref.ref[ResilientStore]", wakeup: threading.Cond
                     wakeup.notify_all()
                     return
                 items.append(queue.popleft())
-            store = store_ref()
-            if store is None:
+            write = write_batch()
+            if write is None:
                 return
-            store._busy = True
+            state.busy = True
         written_in_window += len(items)
         try:
-            store._write_batch(items)
+            write(items)
         finally:
             with wakeup:
-                store._busy = False
+                state.busy = False
                 if not queue:
                     wakeup.notify_all()  # flush() waiters
-            del store
+            del write
 
 
 def wrap_remote_store(store: Any) -> Any:
     """``ResilientStore(store)`` for a store whose class says ``remote = True`` (it answers over
     the network); any other store as it is. What :class:`~sesscache.SessionCache` does with the
     store it is given."""
-    if getattr(type(store), "remote", False) is True and not isinstance(store, ResilientStore):
+    if is_remote(store) and not isinstance(store, ResilientStore):
+        logger.info("sesscache: %r answers over the network (its class says remote = True): "
+                    "wrapped in a ResilientStore (writes behind the handshake, a breaker); wrap "
+                    "it yourself to choose other settings", store)
         return ResilientStore(store)
     return store

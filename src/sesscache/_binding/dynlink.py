@@ -16,7 +16,7 @@ from typing import Iterator, Optional, Tuple
 
 import _ctypes
 
-from .errors import BindingError
+from ..errors import BindingError
 
 
 class _DlInfo(ctypes.Structure):

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-from ._binding import ffi, lib
-from .clienthello import ClientHello, ClientHelloError, ClientHelloReader
+from . import ffi, lib
+from ..clienthello import ClientHello, ClientHelloError, ClientHelloReader
 
 _COMPLETE = lib.SC_HELLO_COMPLETE
 _MORE = lib.SC_HELLO_MORE

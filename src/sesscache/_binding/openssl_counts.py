@@ -12,7 +12,7 @@ import threading
 import weakref
 from typing import Any, Dict, Iterable, Tuple
 
-from ._binding import ffi, lib
+from . import ffi, lib
 
 #: name -> SSL_CTX_ctrl command. ``hits``: every handshake OpenSSL resumed (from its
 #: in-process cache or a session the get callback returned); ``cb_hits``: sessions the get

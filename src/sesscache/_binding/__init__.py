@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import atexit
 
-from .errors import BindingError
+from ..errors import BindingError
 
 try:
-    from ._sesscache_cffi import ffi, lib
+    from .._sesscache_cffi import ffi, lib
 except ImportError as exc:  # pragma: no cover - depends on how the package was installed
     raise BindingError(
         "sesscache's compiled module is missing or does not load "

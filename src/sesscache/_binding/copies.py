@@ -26,9 +26,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
-from . import _dynlink, _elf
-from ._binding import MAX_INSTANCES, address, ffi, lib
-from .errors import BindingError, UnsupportedContext
+from . import dynlink as _dynlink
+from . import elf as _elf
+from . import MAX_INSTANCES, address, ffi, lib
+from ..errors import BindingError, UnsupportedContext
 
 # Fields of the C function table, in order, and the ones every copy must have: both read
 # back from the compiled module, which build_ffi.py made from _cffi_src/libssl_api.API

@@ -19,10 +19,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from . import _instances
-from ._binding import address, ffi, lib
-from ._instances import LibsslInstance
-from .errors import UnsupportedContext
+from .. import _compat
+from . import copies as _instances
+from . import address, ffi, lib
+from .copies import LibsslInstance
+from ..errors import UnsupportedContext
 
 _HEADER = object.__basicsize__  # the PyObject header: 16 bytes, 32 with Py_TRACE_REFS
 
@@ -70,9 +71,9 @@ def _bind_pyopenssl(context: Any) -> BoundContext:
     instance = _instances.instance_for_cryptography()
     from cryptography.hazmat.bindings.openssl.binding import Binding
 
-    ctx = address(context._context)
+    ctx = address(_compat.pyopenssl_ctx(context))
     # The same function reached both ways must read the same state.
-    theirs = int(Binding.lib.SSL_CTX_get_options(context._context))
+    theirs = int(Binding.lib.SSL_CTX_get_options(_compat.pyopenssl_ctx(context)))
     ours = int(instance.api.SSL_CTX_get_options(ffi.cast("SSL_CTX *", ctx)))
     if theirs != ours:
         raise UnsupportedContext(
@@ -86,9 +87,7 @@ def _bind_stdlib(context: ssl.SSLContext) -> BoundContext:
         raise UnsupportedContext(
             f"stdlib ssl contexts are supported on CPython only, not {sys.implementation.name}: "
             "sesscache finds the SSL_CTX by CPython's object layout. Use pyOpenSSL instead.")
-    import _ssl
-
-    base = _ssl._SSLContext
+    base = _compat.stdlib_context_type()
     if base.__basicsize__ < _HEADER + ffi.sizeof("void *"):
         raise UnsupportedContext("this CPython's _ssl._SSLContext layout is not the one sesscache knows")
     instance = _instances.stdlib_instance()
@@ -140,20 +139,18 @@ def _pyopenssl_connection(ssl_ptr) -> Optional[Any]:
     from cryptography.hazmat.bindings.openssl.binding import Binding
 
     key = Binding.ffi.cast("SSL *", address(ssl_ptr))
-    return module.Connection._reverse_mapping.get(key)
+    return _compat.pyopenssl_connection(module, key)
 
 
 _OB_TYPE = _HEADER - ffi.sizeof("void *")  # ob_type is the header's last field
 
 
 def _stdlib_connection(bound: BoundContext, ssl_ptr) -> Optional[Any]:
-    import _ssl
-
     app_data = bound.instance.api.SSL_get_ex_data(ssl_ptr, 0)  # SSL_get_app_data
     if app_data == ffi.NULL:
         return None
     ob_type = ffi.cast("void **", address(app_data) + _OB_TYPE)[0]
-    if address(ob_type) != id(_ssl._SSLSocket):
+    if address(ob_type) != id(_compat.stdlib_socket_type()):
         return None
     sslobj = ctypes.cast(address(app_data), ctypes.py_object).value
     owner = sslobj.owner
