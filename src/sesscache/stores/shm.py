@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional
 from .._binding import ffi, lib
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
 from .base import BaseStore, as_bytes, checked_entry, closed_error
+from .capabilities import CTableView
 
 __all__ = ["SharedMemoryStore", "DEFAULT_SIZE", "DEFAULT_MAX_ENTRY_SIZE", "segment_path",
            "parse_size", "shm_url_options"]
@@ -257,10 +258,9 @@ class SharedMemoryStore(BaseStore):
         except FileNotFoundError:
             pass
 
-    def c_tables(self) -> Any:
-        """The segment, for the cache's C fast path: lookups and new sessions in C."""
-        from .capabilities import CTableView
-
+    def c_tables(self) -> Optional[CTableView]:
+        """The segment, for the cache's C fast path: lookups and new sessions in C (the
+        "C tables" capability, see :mod:`sesscache.stores.capabilities`)."""
         if self._closed:
             return None
         return CTableView(table=self._table, new_in_c=True)
