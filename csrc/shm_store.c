@@ -33,15 +33,17 @@
  * Times are CLOCK_MONOTONIC seconds, the same in every process of the host (the segment
  * does not outlive a reboot, which resets that clock).
  *
- * Lifetime: sc_shm_close marks the handle closed and releases the file (and its flock), but keeps the
- * mapping and the small struct: a context freed later may still run a callback holding a
- * pointer to it, which is then answered "nothing here". */
+ * Lifetime: sc_shm_close marks the handle closed, releases the file (and its flock) and,
+ * once the calls under way are done, the mapping; the small struct stays: a context freed
+ * later may still run a callback holding a pointer to it, which is then answered "nothing
+ * here". */
 #include "sesscache.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #define SC_SHM_MAGIC       "sesscSHM"
 #define SC_SHM_VERSION     1
@@ -112,6 +114,7 @@ struct sc_shm {
     size_t size;
     int fd;
     int closed;   /* atomic */
+    int users;    /* calls inside the mapping now; atomic (sc_shm_enter) */
     int own_file; /* fd's open file is this process's own (not one shared since a fork) */
     double lock_timeout;
     sc_shm_header *h;
@@ -136,6 +139,7 @@ static void sc_shm_fork_child(void)
     int fd;
     for (s = __atomic_load_n(&sc_shm_all, __ATOMIC_ACQUIRE); s != NULL; s = s->next_made) {
         s->own_file = 0;
+        s->users = 0; /* the parent's other threads, caught in a call, are not here */
         if (__atomic_load_n(&s->closed, __ATOMIC_ACQUIRE))
             continue;
         fd = open(s->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
@@ -283,11 +287,21 @@ static int sc_shm_lock(sc_shm *s, uint32_t stripe)
     double whole;
     int rc = pthread_mutex_trylock(&st->lock);
     if (rc == EBUSY) {
+        /* The deadline on the monotonic clock where the C library can (glibc 2.30): a
+         * wall-clock step must not stretch the wait. */
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+#else
         clock_gettime(CLOCK_REALTIME, &deadline);
+#endif
         whole = (double)deadline.tv_nsec / 1e9 + s->lock_timeout;
         deadline.tv_sec += (time_t)whole;
         deadline.tv_nsec = (long)((whole - (double)(time_t)whole) * 1e9);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+        rc = pthread_mutex_clocklock(&st->lock, CLOCK_MONOTONIC, &deadline);
+#else
         rc = pthread_mutex_timedlock(&st->lock, &deadline);
+#endif
     }
     if (rc == 0)
         return 1;
@@ -337,8 +351,8 @@ static int sc_shm_usable(sc_shm *s)
 
 /* Returns 1 when stored, 0 when not (closed, lock timeout), -1 when key and value do not
  * fit a slot. */
-int sc_shm_set(sc_shm *s, const unsigned char *key, size_t klen, const unsigned char *value,
-               size_t vlen, double ttl, double now)
+static int sc_shm_set_in(sc_shm *s, const unsigned char *key, size_t klen,
+                         const unsigned char *value, size_t vlen, double ttl, double now)
 {
     uint32_t hash, stripe, *tags, i, pick = 0;
     sc_shm_stripe *st;
@@ -424,8 +438,8 @@ static long sc_shm_live(sc_shm *s, uint32_t stripe, const unsigned char *key, si
 
 /* Copies the value into out (cap bytes): 1 copied, 0 none (or the lock timed out), -1
  * larger than cap (nothing copied). take: remove it too, atomically. */
-int sc_shm_read(sc_shm *s, const unsigned char *key, size_t klen, double now, int take,
-                unsigned char *out, size_t cap, size_t *vlen)
+static int sc_shm_read_in(sc_shm *s, const unsigned char *key, size_t klen, double now, int take,
+                          unsigned char *out, size_t cap, size_t *vlen)
 {
     uint32_t hash, stripe;
     sc_shm_slot *e;
@@ -456,14 +470,17 @@ int sc_shm_read(sc_shm *s, const unsigned char *key, size_t klen, double now, in
     return found;
 }
 
+int sc_shm_read(sc_shm *s, const unsigned char *key, size_t klen, double now, int take,
+                unsigned char *out, size_t cap, size_t *vlen);
+
 static int sc_shm_copy_into(sc_shm *s, const unsigned char *key, size_t klen, double now,
                             unsigned char *out, size_t cap, size_t *vlen)
 {
-    return sc_shm_read(s, key, klen, now, 0, out, cap, vlen);
+    return sc_shm_read(s, key, klen, now, 0, out, cap, vlen); /* (the public one, below) */
 }
 
 /* 1 deleted, 0 absent, -1 the lock timed out. */
-int sc_shm_delete(sc_shm *s, const unsigned char *key, size_t klen)
+static int sc_shm_delete_in(sc_shm *s, const unsigned char *key, size_t klen)
 {
     uint32_t hash, stripe;
     long at;
@@ -482,7 +499,7 @@ int sc_shm_delete(sc_shm *s, const unsigned char *key, size_t klen)
 
 /* Wipes every entry (expired_only: the expired ones); returns how many, or -1 when a
  * stripe's lock timed out (the others are done). */
-long long sc_shm_clear(sc_shm *s, int expired_only, double now)
+static long long sc_shm_clear_in(sc_shm *s, int expired_only, double now)
 {
     uint32_t stripe, i;
     long long n = 0;
@@ -509,7 +526,7 @@ long long sc_shm_clear(sc_shm *s, int expired_only, double now)
     return timed_out ? -1 : n;
 }
 
-void sc_shm_describe(sc_shm *s, sc_shm_info *info)
+static void sc_shm_describe_in(sc_shm *s, sc_shm_info *info)
 {
     sc_shm_header *h = s->h;
     uint32_t stripe;
@@ -643,7 +660,15 @@ static int sc_shm_take_alone(sc_shm *s, const sc_shm_header *want, int fd, sc_sh
             rebuild = !sc_shm_header_matches(&on, (uint64_t)sb.st_size, want);
     }
     if (rebuild) {
-        if (ftruncate(fd, 0) != 0 || ftruncate(fd, (off_t)want->size) != 0)
+        struct statvfs fs;
+        /* The room first: on a tmpfs as large as the memory (containers), posix_fallocate
+         * of more than is free fills the memory page by page before it fails, and the OOM
+         * killer chooses someone. */
+        if (ftruncate(fd, 0) != 0)
+            return sc_shm_fail(r, SC_SHM_E_SPACE, errno);
+        if (fstatvfs(fd, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < want->size)
+            return sc_shm_fail(r, SC_SHM_E_SPACE, ENOSPC);
+        if (ftruncate(fd, (off_t)want->size) != 0)
             return sc_shm_fail(r, SC_SHM_E_SPACE, errno);
         rc = posix_fallocate(fd, 0, (off_t)want->size);
         if (rc != 0) {
@@ -841,6 +866,15 @@ void sc_shm_close(sc_shm *s)
         flock(s->fd, LOCK_UN);
     close(s->fd);
     s->fd = -1;
+    /* Unmapped once the calls under way are done (each holds a stripe for microseconds,
+     * or lock_timeout at most): the pages go back to the system when the file is gone. */
+    while (__atomic_load_n(&s->users, __ATOMIC_SEQ_CST) > 0) {
+        struct timespec pause = {0, 100000};
+        nanosleep(&pause, NULL);
+    }
+    munmap(s->base, s->size);
+    s->base = NULL;
+    s->h = NULL;
 }
 
 /* For tests: the geometry a segment of these parameters gets (0: none fits). */
@@ -854,7 +888,7 @@ long long sc_shm_slots_for(unsigned long long size, unsigned int entry_cap)
 
 /* For tests: hold the lock of key's stripe for `seconds` (a process stopped or killed
  * meanwhile leaves it held, as a real holder would). 1 when it was held. */
-int sc_shm_hold_for_test(sc_shm *s, const unsigned char *key, size_t klen, double seconds)
+static int sc_shm_hold_for_test_in(sc_shm *s, const unsigned char *key, size_t klen, double seconds)
 {
     uint32_t stripe;
     struct timespec pause;
@@ -868,4 +902,84 @@ int sc_shm_hold_for_test(sc_shm *s, const unsigned char *key, size_t klen, doubl
     nanosleep(&pause, NULL);
     sc_shm_unlock(s, stripe);
     return 1;
+}
+
+/* --- the calls Python and the fast path make: inside the mapping only while open -------- */
+
+/* Every call that touches the mapping is counted in while it runs, so that sc_shm_close
+ * can unmap it once the calls under way are done (a later call sees it closed). */
+static int sc_shm_enter(sc_shm *s)
+{
+    if (s == NULL)
+        return 0;
+    __atomic_add_fetch(&s->users, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&s->closed, __ATOMIC_SEQ_CST)) {
+        __atomic_sub_fetch(&s->users, 1, __ATOMIC_SEQ_CST);
+        return 0;
+    }
+    return 1;
+}
+
+static void sc_shm_leave(sc_shm *s) { __atomic_sub_fetch(&s->users, 1, __ATOMIC_SEQ_CST); }
+
+int sc_shm_set(sc_shm *s, const unsigned char *key, size_t klen, const unsigned char *value,
+               size_t vlen, double ttl, double now)
+{
+    int rc;
+    if (!sc_shm_enter(s))
+        return 0;
+    rc = sc_shm_set_in(s, key, klen, value, vlen, ttl, now);
+    sc_shm_leave(s);
+    return rc;
+}
+
+int sc_shm_read(sc_shm *s, const unsigned char *key, size_t klen, double now, int take,
+                unsigned char *out, size_t cap, size_t *vlen)
+{
+    int rc;
+    if (!sc_shm_enter(s))
+        return 0;
+    rc = sc_shm_read_in(s, key, klen, now, take, out, cap, vlen);
+    sc_shm_leave(s);
+    return rc;
+}
+
+int sc_shm_delete(sc_shm *s, const unsigned char *key, size_t klen)
+{
+    int rc;
+    if (!sc_shm_enter(s))
+        return 0;
+    rc = sc_shm_delete_in(s, key, klen);
+    sc_shm_leave(s);
+    return rc;
+}
+
+long long sc_shm_clear(sc_shm *s, int expired_only, double now)
+{
+    long long n;
+    if (!sc_shm_enter(s))
+        return 0;
+    n = sc_shm_clear_in(s, expired_only, now);
+    sc_shm_leave(s);
+    return n;
+}
+
+/* The counters; all zero once closed. */
+void sc_shm_describe(sc_shm *s, sc_shm_info *info)
+{
+    memset(info, 0, sizeof(*info));
+    if (!sc_shm_enter(s))
+        return;
+    sc_shm_describe_in(s, info);
+    sc_shm_leave(s);
+}
+
+int sc_shm_hold_for_test(sc_shm *s, const unsigned char *key, size_t klen, double seconds)
+{
+    int rc;
+    if (!sc_shm_enter(s))
+        return 0;
+    rc = sc_shm_hold_for_test_in(s, key, klen, seconds);
+    sc_shm_leave(s);
+    return rc;
 }

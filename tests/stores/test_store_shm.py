@@ -142,11 +142,39 @@ def test_sessions_outlive_every_process_closing_it(name):
 
 
 def test_a_too_small_dev_shm_is_an_error_at_open(name):
-    free = os.statvfs("/dev/shm")
-    too_big = free.f_bavail * free.f_frsize + 2**30
+    # More than the whole tmpfs: refused before a page is taken. (Between what is free and
+    # the whole, the C checks the room first: posix_fallocate alone would fill the memory
+    # page by page on a tmpfs as large as the memory, and wake the OOM killer.)
+    fs = os.statvfs("/dev/shm")
+    too_big = fs.f_blocks * fs.f_frsize + 2**30
     with pytest.raises(StoreError, match=r"no room for .* in /dev/shm .*smaller size"):
         SharedMemoryStore(name, too_big)
     assert os.stat(segment_path(name)).st_size == 0  # the space was given back
+
+
+def _rss_shmem_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssShmem:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssShmem in /proc/self/status")
+
+
+def test_close_gives_the_mapping_back(name):
+    """A closed store unmaps its segment (the pages go back once the file is removed too):
+    a process that opens and closes stores does not pile up mappings."""
+    before = _rss_shmem_kib()
+    store = SharedMemoryStore(name, 16 * 2**20)
+    for i in range(store.describe()["slots"] * 2):
+        store.set(b"key-%d" % i, b"v" * 300, 60)
+    filled = _rss_shmem_kib()
+    store.close()
+    store.unlink()
+    assert filled - before > 4 * 1024
+    assert _rss_shmem_kib() - before < 1024
+    with pytest.raises(StoreError, match="closed"):
+        store.get(b"key-1")
+    assert store.describe()["entries"] == 0
 
 
 # --- opening safely ---------------------------------------------------------------------
