@@ -120,7 +120,7 @@ def _compose_core() -> FFI:
         "sesscache._sesscache_cffi",
         "\n".join(source),
         # No libssl, no libcrypto (and no libdl: the dynamic linker is asked through ctypes,
-        # see sesscache._dynlink). `ldd` of the module shows libc alone.
+        # see sesscache._binding.dynlink). `ldd` of the module shows libc alone.
         libraries=[],
         include_dirs=include_dirs + [str(C_DIR)],
         extra_compile_args=_core_compile_args(),

@@ -4,7 +4,7 @@ A process can hold several copies of libssl: the one the stdlib ``_ssl`` module 
 and the private copy a ``cryptography`` wheel links statically into its extension. A
 pointer from one copy must only ever reach functions of the same copy, so every call
 sesscache makes goes through ``sc_apis[slot]``, a table filled at run time for each copy
-(by the dynamic linker, or from verified symbol addresses: see ``sesscache._instances``).
+(by the dynamic linker, or from verified symbol addresses: see ``sesscache._binding.copies``).
 The compiled module links no libssl at all: it only needs OpenSSL's headers for types
 and constants, so one binary serves whatever copies a process holds.
 

@@ -4,7 +4,7 @@ compiled module: `.venv/bin/python ci/bench_sha256.py LABEL`. Names vary per cal
 per-thread memo never answers and every call digests (as for a new name)."""
 import sys, time
 from sesscache._binding import ffi, lib
-from sesscache._instances import stdlib_instance
+from sesscache._binding.copies import stdlib_instance
 stdlib_instance()
 sid = b"sesscache"; fp = bytes(range(16)); out = ffi.new("unsigned char[32]")
 names = [b"host%06d.example.com" % i for i in range(1000)]

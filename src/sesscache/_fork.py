@@ -1,6 +1,6 @@
 """fork() and exit: what the child starts with, what the process does last. The one registry.
 
-The C tables' locks and counters are handled in C (``_cffi_src/at_fork.py``, registered
+The C tables' locks and counters are handled in C (``csrc/at_fork.c``, registered
 here at import). On the Python side, every at-fork hook of the library goes through this
 module (the architecture test counts ``os.register_at_fork`` calls elsewhere: none):
 

@@ -1,4 +1,4 @@
-"""When a session id sesscache's servers issued was made (see ``_cffi_src/session_ids.py``).
+"""When a session id sesscache's servers issued was made (see ``csrc/id_stamps.c``).
 
 Every server context a :class:`~sesscache.SessionCache` serves issues session ids (TLS 1.2)
 and TLS 1.3 tickets (which with ``OP_NO_TICKET`` are session ids) whose last 8 bytes are

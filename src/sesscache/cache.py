@@ -237,7 +237,7 @@ class SessionCache:
     def _renew_after_fork(self) -> None:
         """Fresh counters and locks: at __init__, and in a forked child (a worker counts
         its own traffic only, and a lock another thread held at fork is not held here).
-        The C fast path's counters are reset in C (_cffi_src/at_fork.py)."""
+        The C fast path's counters are reset in C (csrc/at_fork.c)."""
         self._stats = CacheStats()
         # What rejected, expired and errors count besides lookups (see outcomes()).
         self._of_new = dict.fromkeys(("rejected", "expired", "errors"), 0)

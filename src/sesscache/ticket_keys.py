@@ -23,7 +23,7 @@ key between them. A key lives ``(keep + 2.5) * rotate_every`` at most, which mus
 within 7 days (RFC 8446); each attached context's session timeout is capped at
 ``keep * rotate_every``, so a key always outlives the tickets it encrypted.
 
-In the handshake only C memory is touched (``_cffi_src/ticket_keys.py``): the store is
+In the handshake only C memory is touched (``csrc/ticket_keys.c``): the store is
 read by a background thread every ``refresh_every`` seconds and when a rotation is due.
 
 Faults:

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from sesscache._binding import ffi, lib
-from sesscache._instances import stdlib_instance
+from sesscache._binding.copies import stdlib_instance
 
 TAG = b"sesscache/bound-session-id-context/1\0"
 

@@ -1,5 +1,5 @@
 """The ClientHello reader of :mod:`sesscache.aio`'s hot path: the C scan of
-``_cffi_src/clienthello.py``, with :mod:`sesscache.clienthello` (pure Python) as the reference.
+``csrc/clienthello.c``, with :mod:`sesscache.clienthello` (pure Python) as the reference.
 
 The C scan makes the Python reader's decisions (incomplete, never a ClientHello, complete) on
 the same bytes and under the same limits, but keeps only what the prefetch needs: the first two

@@ -82,7 +82,7 @@ class CompareAndSet(Protocol):
 
 
 class CTableView(NamedTuple):
-    """The C tables a store hands the cache's C fast path (``_cffi_src/fast_path.py``)."""
+    """The C tables a store hands the cache's C fast path (``csrc/fast_path.c``)."""
 
     table: Any  #: ``sc_mem *``: sessions C answers lookups from
     first: Any = None  #: ``sc_mem *`` read before ``table`` (prefetched sessions), or None

@@ -4,9 +4,9 @@ The default store. It is shared by the threads of one process only; a server wit
 worker processes needs :class:`~sesscache.stores.sqlite.SQLiteStore` or a network store for
 workers to resume each other's sessions.
 
-The table itself lives in the compiled module (``_cffi_src/memory_store.py``), so that a
+The table itself lives in the compiled module (``csrc/memory_store.c``), so that a
 :class:`~sesscache.SessionCache` over it can store and look sessions up from libssl's
-callbacks without entering Python at all (see ``_cffi_src/fast_path.py``). This class is
+callbacks without entering Python at all (see ``csrc/fast_path.c``). This class is
 its Python face, for the cache's other paths and for you.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ class MemoryStore(BaseStore):
         if table == ffi.NULL:
             raise MemoryError("cannot allocate the MemoryStore table")
         # The finalizer wipes and frees every entry; the small struct itself stays (see
-        # _cffi_src/memory_store.py: a libssl callback may still hold the pointer).
+        # csrc/memory_store.c: a libssl callback may still hold the pointer).
         self._table = ffi.gc(table, lib.sc_mem_close_forever)
         self._cas_guard = threading.Lock()  # compare_and_set's read and write, together
 
