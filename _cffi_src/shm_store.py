@@ -31,6 +31,7 @@ void sc_shm_describe(sc_shm *, sc_shm_info *);
 long long sc_shm_slots_for(unsigned long long, unsigned int);
 int sc_shm_hold_for_test(sc_shm *, const unsigned char *, size_t, double);
 sc_mem *sc_mem_over_shm(sc_shm *);
+int sc_shm_use_pthread(void *const *, int);
 """
 
 CUSTOMIZATIONS = c_source('shm_store.c')

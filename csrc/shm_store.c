@@ -44,6 +44,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 
 #define SC_SHM_MAGIC       "sesscSHM"
 #define SC_SHM_VERSION     1
@@ -118,14 +119,80 @@ struct sc_shm {
     int own_file; /* fd's open file is this process's own (not one shared since a fork) */
     double lock_timeout;
     sc_shm_header *h;
-    dev_t dev;
-    ino_t ino;
+    uint64_t dev;
+    uint64_t ino;
     char *path;
     struct sc_shm *next_made; /* every segment opened, for the fork handler */
 };
 
 static sc_shm *sc_shm_all;
-static pthread_once_t sc_shm_fork_once = PTHREAD_ONCE_INIT;
+
+/* The robust-mutex functions, as the C library of the process has them, handed in by
+ * Python (sesscache.stores.shm asks the dynamic linker through ctypes, as the binding does
+ * for libssl). Linked directly, glibc 2.34+ binds them to its GLIBC_2.34 versions (libpthread
+ * moved into libc), newer than the manylinux_2_28 wheels promise (tests/test_build.py). */
+typedef struct {
+    int (*mutexattr_init)(pthread_mutexattr_t *);
+    int (*mutexattr_destroy)(pthread_mutexattr_t *);
+    int (*mutexattr_setpshared)(pthread_mutexattr_t *, int);
+    int (*mutexattr_setrobust)(pthread_mutexattr_t *, int);
+    int (*mutex_trylock)(pthread_mutex_t *);
+    int (*mutex_timedlock)(pthread_mutex_t *, const struct timespec *);
+    int (*mutex_consistent)(pthread_mutex_t *);
+} sc_shm_pthread_api;
+
+#define SC_SHM_PTHREAD_FUNCTIONS 7
+static sc_shm_pthread_api sc_pt;
+static int sc_pt_ready; /* atomic */
+
+/* fns: the addresses of the functions above, in that order. 1 when all were given. */
+int sc_shm_use_pthread(void *const *fns, int n)
+{
+    void *copy[SC_SHM_PTHREAD_FUNCTIONS];
+    int i;
+    if (n != SC_SHM_PTHREAD_FUNCTIONS)
+        return 0;
+    for (i = 0; i < n; i++)
+        if ((copy[i] = fns[i]) == NULL)
+            return 0;
+    if (__atomic_load_n(&sc_pt_ready, __ATOMIC_ACQUIRE))
+        return 1;
+    memcpy(&sc_pt, copy, sizeof(sc_pt));
+    __atomic_store_n(&sc_pt_ready, 1, __ATOMIC_RELEASE);
+    return 1;
+}
+
+/* What sesscache reads of an open file: statx where glibc has it (2.28: fstat is a
+ * GLIBC_2.33 symbol), fstat elsewhere (musl). */
+typedef struct {
+    uint64_t size, ino, dev;
+    unsigned int uid, mode;
+} sc_shm_stat;
+
+static int sc_shm_fstat(int fd, sc_shm_stat *out)
+{
+#if defined(__GLIBC__)
+    struct statx sx;
+    if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &sx) != 0)
+        return -1;
+    out->size = sx.stx_size;
+    out->ino = sx.stx_ino;
+    out->dev = ((uint64_t)sx.stx_dev_major << 32) | sx.stx_dev_minor;
+    out->uid = sx.stx_uid;
+    out->mode = sx.stx_mode;
+#else
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return -1;
+    out->size = (uint64_t)sb.st_size;
+    out->ino = (uint64_t)sb.st_ino;
+    out->dev = (uint64_t)sb.st_dev;
+    out->uid = (unsigned int)sb.st_uid;
+    out->mode = (unsigned int)sb.st_mode;
+#endif
+    return 0;
+}
+static int sc_shm_fork_registered; /* atomic */
 
 /* In a child of fork(): a shared flock belongs to the open file, which parent and child
  * now share (and which the mapping keeps alive): a child detaching (LOCK_UN) would let a
@@ -135,7 +202,7 @@ static pthread_once_t sc_shm_fork_once = PTHREAD_ONCE_INIT;
 static void sc_shm_fork_child(void)
 {
     sc_shm *s;
-    struct stat sb;
+    sc_shm_stat sb;
     int fd;
     for (s = __atomic_load_n(&sc_shm_all, __ATOMIC_ACQUIRE); s != NULL; s = s->next_made) {
         s->own_file = 0;
@@ -145,7 +212,7 @@ static void sc_shm_fork_child(void)
         fd = open(s->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
             continue;
-        if (fstat(fd, &sb) != 0 || sb.st_dev != s->dev || sb.st_ino != s->ino ||
+        if (sc_shm_fstat(fd, &sb) != 0 || sb.dev != s->dev || sb.ino != s->ino ||
             flock(fd, LOCK_SH | LOCK_NB) != 0) {
             close(fd);
             continue; /* replaced or unlinked since: keep the parent's file */
@@ -285,30 +352,23 @@ static int sc_shm_lock(sc_shm *s, uint32_t stripe)
     sc_shm_stripe *st = sc_shm_stripe_of(s, stripe);
     struct timespec deadline;
     double whole;
-    int rc = pthread_mutex_trylock(&st->lock);
+    int rc = sc_pt.mutex_trylock(&st->lock);
     if (rc == EBUSY) {
-        /* The deadline on the monotonic clock where the C library can (glibc 2.30): a
-         * wall-clock step must not stretch the wait. */
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-#else
+        /* On the wall clock: pthread_mutex_clocklock (CLOCK_MONOTONIC) is glibc 2.30, newer
+         * than the manylinux_2_28 wheels promise (tests/test_build.py). A clock step during a
+         * wait lengthens or shortens that one wait. */
         clock_gettime(CLOCK_REALTIME, &deadline);
-#endif
         whole = (double)deadline.tv_nsec / 1e9 + s->lock_timeout;
         deadline.tv_sec += (time_t)whole;
         deadline.tv_nsec = (long)((whole - (double)(time_t)whole) * 1e9);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
-        rc = pthread_mutex_clocklock(&st->lock, CLOCK_MONOTONIC, &deadline);
-#else
-        rc = pthread_mutex_timedlock(&st->lock, &deadline);
-#endif
+        rc = sc_pt.mutex_timedlock(&st->lock, &deadline);
     }
     if (rc == 0)
         return 1;
     if (rc == EOWNERDEAD) {
         sc_shm_repair(s, stripe);
         sc_shm_count(&s->h->repairs);
-        pthread_mutex_consistent(&st->lock);
+        sc_pt.mutex_consistent(&st->lock);
         return 1;
     }
     sc_shm_count(&s->h->lock_timeouts); /* ETIMEDOUT, or a mutex nobody can recover */
@@ -603,14 +663,14 @@ static int sc_shm_header_matches(const sc_shm_header *on, uint64_t file_size,
 static int sc_shm_init_mutex(pthread_mutex_t *m)
 {
     pthread_mutexattr_t attr;
-    int rc = pthread_mutexattr_init(&attr);
+    int rc = sc_pt.mutexattr_init(&attr);
     if (rc == 0)
-        rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+        rc = sc_pt.mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
     if (rc == 0)
-        rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+        rc = sc_pt.mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
     if (rc == 0)
         rc = pthread_mutex_init(m, &attr);
-    pthread_mutexattr_destroy(&attr);
+    sc_pt.mutexattr_destroy(&attr);
     return rc;
 }
 
@@ -647,17 +707,17 @@ static int sc_shm_fail(sc_shm_report *r, int code, int errnum)
 /* Alone on the file (exclusive flock): map it, and rebuild or recover it. */
 static int sc_shm_take_alone(sc_shm *s, const sc_shm_header *want, int fd, sc_shm_report *r)
 {
-    struct stat sb;
+    sc_shm_stat sb;
     int rebuild, rc;
-    if (fstat(fd, &sb) != 0)
+    if (sc_shm_fstat(fd, &sb) != 0)
         return sc_shm_fail(r, SC_SHM_E_OPEN, errno);
-    rebuild = (uint64_t)sb.st_size != want->size;
+    rebuild = (uint64_t)sb.size != want->size;
     if (!rebuild) {
         sc_shm_header on;
         if (pread(fd, &on, sizeof(on), 0) != (ssize_t)sizeof(on))
             rebuild = 1;
         else
-            rebuild = !sc_shm_header_matches(&on, (uint64_t)sb.st_size, want);
+            rebuild = !sc_shm_header_matches(&on, (uint64_t)sb.size, want);
     }
     if (rebuild) {
         struct statvfs fs;
@@ -709,13 +769,13 @@ static int sc_shm_take_alone(sc_shm *s, const sc_shm_header *want, int fd, sc_sh
 /* Sharing the file (shared flock): 1 when its header is the one wanted, and then mapped. */
 static int sc_shm_join(sc_shm *s, const sc_shm_header *want, int fd, sc_shm_report *r)
 {
-    struct stat sb;
+    sc_shm_stat sb;
     sc_shm_header on;
-    if (fstat(fd, &sb) != 0)
+    if (sc_shm_fstat(fd, &sb) != 0)
         return sc_shm_fail(r, SC_SHM_E_OPEN, errno);
-    if ((uint64_t)sb.st_size < sizeof(on) || pread(fd, &on, sizeof(on), 0) != (ssize_t)sizeof(on))
+    if ((uint64_t)sb.size < sizeof(on) || pread(fd, &on, sizeof(on), 0) != (ssize_t)sizeof(on))
         return sc_shm_fail(r, SC_SHM_E_BUSY, 0);
-    if (!sc_shm_header_matches(&on, (uint64_t)sb.st_size, want)) {
+    if (!sc_shm_header_matches(&on, (uint64_t)sb.size, want)) {
         if (memcmp(on.magic, SC_SHM_MAGIC, 8) == 0 && on.sum == sc_shm_header_sum(&on)) {
             r->size = on.size;
             r->version = on.version;
@@ -737,7 +797,7 @@ static int sc_shm_join(sc_shm *s, const sc_shm_header *want, int fd, sc_shm_repo
 
 static int sc_shm_open_file(const char *path, sc_shm_report *r)
 {
-    struct stat sb;
+    sc_shm_stat sb;
     int fd;
     for (;;) {
         fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
@@ -754,19 +814,19 @@ static int sc_shm_open_file(const char *path, sc_shm_report *r)
     }
     if (fd < 0)
         return sc_shm_fail(r, SC_SHM_E_OPEN, errno) - 1;
-    if (fstat(fd, &sb) != 0) {
+    if (sc_shm_fstat(fd, &sb) != 0) {
         sc_shm_fail(r, SC_SHM_E_OPEN, errno);
         close(fd);
         return -1;
     }
-    r->owner = (unsigned int)sb.st_uid;
-    r->mode = (unsigned int)sb.st_mode;
-    if (!S_ISREG(sb.st_mode) || sb.st_uid != geteuid()) {
-        sc_shm_fail(r, S_ISREG(sb.st_mode) ? SC_SHM_E_OWNER : SC_SHM_E_MODE, 0);
+    r->owner = (unsigned int)sb.uid;
+    r->mode = (unsigned int)sb.mode;
+    if (!S_ISREG(sb.mode) || sb.uid != geteuid()) {
+        sc_shm_fail(r, S_ISREG(sb.mode) ? SC_SHM_E_OWNER : SC_SHM_E_MODE, 0);
         close(fd);
         return -1;
     }
-    if ((sb.st_mode & 077) != 0) {
+    if ((sb.mode & 077) != 0) {
         sc_shm_fail(r, SC_SHM_E_MODE, 0);
         close(fd);
         return -1;
@@ -835,17 +895,18 @@ sc_shm *sc_shm_open(const char *path, unsigned long long size, unsigned int entr
     s->own_file = 1;
     s->path = strdup(path);
     {
-        struct stat sb;
-        if (s->path == NULL || fstat(fd, &sb) != 0) {
+        sc_shm_stat sb;
+        if (s->path == NULL || sc_shm_fstat(fd, &sb) != 0) {
             free(s->path);
             s->path = NULL;
         } else {
-            s->dev = sb.st_dev;
-            s->ino = sb.st_ino;
+            s->dev = sb.dev;
+            s->ino = sb.ino;
         }
     }
     if (s->path != NULL) {
-        pthread_once(&sc_shm_fork_once, sc_shm_register_fork);
+        if (!__atomic_exchange_n(&sc_shm_fork_registered, 1, __ATOMIC_ACQ_REL))
+            sc_shm_register_fork();
         s->next_made = __atomic_load_n(&sc_shm_all, __ATOMIC_ACQUIRE);
         while (!__atomic_compare_exchange_n(&sc_shm_all, &s->next_made, s, 1, __ATOMIC_ACQ_REL,
                                             __ATOMIC_ACQUIRE))

@@ -106,3 +106,14 @@ def test_sealed_caches_stay_on_the_python_path(stack, version, shm):
     assert again.server_reused
     stack.close(again)
     assert not cache._fast_policies
+
+
+def test_a_session_larger_than_a_slot_is_an_error_counted_never_a_failed_handshake(stack, version, shm):
+    cache, server = _attached(stack, version, shm(max_entry_size=128))
+    client = stack.client_context()
+    first = stack.handshake(server, client)
+    stack.close(first)
+    again = stack.handshake(server, client, first.client_session)
+    stack.close(again)
+    assert not again.server_reused
+    assert cache.stats.errors >= 1 and cache.stats.stores == 0

@@ -37,6 +37,31 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _SIZE = re.compile(r"(\d+)([kmg]?)i?b?\Z", re.IGNORECASE)
 
 
+_PTHREAD_FUNCTIONS = ("pthread_mutexattr_init", "pthread_mutexattr_destroy", "pthread_mutexattr_setpshared",
+                      "pthread_mutexattr_setrobust", "pthread_mutex_trylock", "pthread_mutex_timedlock",
+                      "pthread_mutex_consistent")
+_pthread_ready = False
+
+
+def _hand_pthread_to_c() -> None:
+    """Give the C side the C library's robust-mutex functions (see csrc/shm_store.c: linked
+    directly, they would need a glibc newer than the wheels promise)."""
+    global _pthread_ready
+    if _pthread_ready:
+        return
+    from .._binding import dynlink
+
+    with dynlink.loaded(None) as handle:
+        addresses = [dynlink.symbol(handle, name) if handle else 0 for name in _PTHREAD_FUNCTIONS]
+    missing = [name for name, address in zip(_PTHREAD_FUNCTIONS, addresses) if not address]
+    table = ffi.new("void *[]", [ffi.cast("void *", address) for address in addresses])
+    if missing or not lib.sc_shm_use_pthread(table, len(addresses)):
+        raise StoreError(f"robust process-shared mutexes are not available here ({', '.join(missing)} "
+                         "missing from the C library): use SQLiteStore (sqlite:PATH) to share sessions "
+                         "between processes")
+    _pthread_ready = True
+
+
 def parse_size(text: str) -> int:
     """``"64m"`` -> 67108864 (k, m, g: powers of 1024; a plain number is bytes)."""
     match = _SIZE.match(text.strip())
@@ -123,6 +148,7 @@ class SharedMemoryStore(BaseStore):
         self.size = size
         self.max_entry_size = max_entry_size
         self.lock_timeout = float(lock_timeout)
+        _hand_pthread_to_c()
         report = ffi.new("sc_shm_report *")
         shm = lib.sc_shm_open(self.path.encode(), size, max_entry_size, self.lock_timeout, report)
         if shm == ffi.NULL:
