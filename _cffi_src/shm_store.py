@@ -18,6 +18,8 @@ static const int SC_SHM_E_MAP;
 static const int SC_SHM_E_BUSY;
 static const int SC_SHM_E_MUTEX;
 static const int SC_SHM_VERSION;
+static const unsigned long long SC_SHM_DEFAULT_SIZE;
+static const int SC_SHM_DEFAULT_ENTRY_CAP;
 """
 
 FUNCTIONS = """

@@ -46,14 +46,16 @@
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 
-#define SC_SHM_MAGIC       "sesscSHM"
-#define SC_SHM_VERSION     1
-#define SC_SHM_HEADER_SIZE 4096
-#define SC_SHM_STRIPE_HEAD 128
-#define SC_SHM_MAX_STRIPES 64
-#define SC_SHM_MIN_PER     16
-#define SC_SHM_MIN_SIZE    (64 * 1024)
-#define SC_SHM_OPEN_TRIES  400 /* of about 5 ms each: two seconds of racing openers */
+#define SC_SHM_MAGIC             "sesscSHM"
+#define SC_SHM_VERSION           1
+#define SC_SHM_HEADER_SIZE       4096
+#define SC_SHM_STRIPE_HEAD       128
+#define SC_SHM_MAX_STRIPES       64
+#define SC_SHM_MIN_PER           16
+#define SC_SHM_MIN_SIZE          (64 * 1024)
+#define SC_SHM_DEFAULT_SIZE      (32ULL * 1024 * 1024)
+#define SC_SHM_DEFAULT_ENTRY_CAP 1536 /* a server's session without client certificates fits */
+#define SC_SHM_OPEN_TRIES        400  /* of about 5 ms each: two seconds of racing openers */
 #if defined(__GLIBC__)
 #define SC_SHM_LIBC "glibc"
 #else
@@ -839,25 +841,40 @@ static int sc_shm_open_file(const char *path, sc_shm_report *r)
 sc_shm *sc_shm_open(const char *path, unsigned long long size, unsigned int entry_cap,
                     double lock_timeout, sc_shm_report *r)
 {
-    sc_shm_header want;
+    sc_shm_header want, on;
     sc_shm *s;
     int fd, tries, ok = 0;
     memset(r, 0, sizeof(*r));
-    if (!sc_shm_plan(&want, size, entry_cap) || !(lock_timeout > 0 && lock_timeout <= 60)) {
+    if (!(lock_timeout > 0 && lock_timeout <= 60)) {
         sc_shm_fail(r, SC_SHM_E_ARGS, 0);
+        return NULL;
+    }
+    fd = sc_shm_open_file(path, r);
+    if (fd < 0)
+        return NULL;
+    /* 0 for size or entry_cap: what the segment has, when it has a whole header of this
+     * format (a reader such as `sesscache stats --store shm:NAME`), else the default. */
+    if (size == 0 || entry_cap == 0) {
+        int whole = pread(fd, &on, sizeof(on), 0) == (ssize_t)sizeof(on) &&
+                    memcmp(on.magic, SC_SHM_MAGIC, 8) == 0 && on.version == SC_SHM_VERSION &&
+                    on.sum == sc_shm_header_sum(&on);
+        if (size == 0)
+            size = whole ? on.size : SC_SHM_DEFAULT_SIZE;
+        if (entry_cap == 0)
+            entry_cap = whole ? on.entry_cap : SC_SHM_DEFAULT_ENTRY_CAP;
+    }
+    if (!sc_shm_plan(&want, size, entry_cap)) {
+        sc_shm_fail(r, SC_SHM_E_ARGS, 0);
+        close(fd);
         return NULL;
     }
     s = calloc(1, sizeof(*s));
     if (s == NULL) {
         sc_shm_fail(r, SC_SHM_E_MAP, ENOMEM);
+        close(fd);
         return NULL;
     }
     s->lock_timeout = lock_timeout;
-    fd = sc_shm_open_file(path, r);
-    if (fd < 0) {
-        free(s);
-        return NULL;
-    }
     for (tries = 0; tries < SC_SHM_OPEN_TRIES && !ok; tries++) {
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
             ok = sc_shm_take_alone(s, &want, fd, r);

@@ -133,6 +133,26 @@ def test_another_layout_is_rebuilt_when_nobody_uses_it(name):
         assert store.get(b"k") is None
 
 
+def test_left_out_size_and_slot_size_are_the_existing_segments(name):
+    """A reader such as ``sesscache stats --store shm:NAME`` opens the segment the workers
+    made with ?size=, without naming its size."""
+    with SharedMemoryStore(name, 2 * SMALL, max_entry_size=512) as workers:
+        workers.set(b"k", b"v", 60)
+        reader = store_from_url(f"shm:{name}")
+        try:
+            assert (reader.size, reader.max_entry_size) == (2 * SMALL, 512)
+            assert reader.get(b"k") == b"v"
+            assert reader.describe()["stores"] == 1
+        finally:
+            reader.close()
+
+
+def test_a_new_segment_without_a_size_gets_the_default(name):
+    with SharedMemoryStore(name) as store:
+        assert (store.size, store.max_entry_size) == (32 * 2**20, 1536)
+        assert os.stat(store.path).st_size == 32 * 2**20
+
+
 def test_sessions_outlive_every_process_closing_it(name):
     with SharedMemoryStore(name, SMALL) as store:
         store.set(b"k", b"v", 60)

@@ -26,10 +26,11 @@ from .capabilities import CTableView
 __all__ = ["SharedMemoryStore", "DEFAULT_SIZE", "DEFAULT_MAX_ENTRY_SIZE", "segment_path",
            "parse_size", "shm_url_options"]
 
-DEFAULT_SIZE = 32 * 2**20
+#: The size of a new segment when none is given (an existing one keeps its own).
+DEFAULT_SIZE = int(lib.SC_SHM_DEFAULT_SIZE)
 #: Key + value bytes one slot holds: a session of a server without client certificates
 #: (its DER, about 200 to 500 bytes, with the envelope and the SNI name) fits.
-DEFAULT_MAX_ENTRY_SIZE = 1536
+DEFAULT_MAX_ENTRY_SIZE = int(lib.SC_SHM_DEFAULT_ENTRY_CAP)
 DEFAULT_DIRECTORY = "/dev/shm"
 #: Seconds a stripe's lock is waited for before the call counts a miss.
 DEFAULT_LOCK_TIMEOUT = 0.05
@@ -108,9 +109,11 @@ class SharedMemoryStore(BaseStore):
 
     Args:
         name: the segment's name (``shm:NAME``); every process naming it shares it.
-        size: bytes of the segment (32 MiB by default: about 20,000 sessions), reserved in
-            ``/dev/shm`` when it is made.
-        max_entry_size: key + value bytes a slot holds; a larger value raises
+        size: bytes of the segment, reserved in ``/dev/shm`` when it is made. Left out: the
+            existing segment's size, or 32 MiB (about 20,000 sessions) for a new one. Given,
+            a segment of another size in use is refused (one nobody uses is rebuilt).
+        max_entry_size: key + value bytes a slot holds (left out: the segment's, or 1536 for
+            a new one); a larger value raises
             :class:`~sesscache.errors.ValueTooLarge` (the cache then counts the session as
             too large and does not share it).
         lock_timeout: seconds a call waits for a stripe's lock (held by a stopped process,
@@ -124,36 +127,39 @@ class SharedMemoryStore(BaseStore):
     kind = "shm"
     _closed = False
 
-    def __init__(self, name: str, size: int = DEFAULT_SIZE, *,
-                 max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE,
+    def __init__(self, name: str, size: Optional[int] = None, *,
+                 max_entry_size: Optional[int] = None,
                  lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
                  directory: str = DEFAULT_DIRECTORY) -> None:
         if isinstance(size, str):
             size = parse_size(size)
-        if isinstance(size, bool) or not isinstance(size, int) or not 64 * 2**10 <= size <= 2**40:
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int)
+                                 or not 64 * 2**10 <= size <= 2**40):
             raise ConfigurationError(f"SharedMemoryStore size={size!r}: use 64 KiB to 1 TiB, such "
                                      "as size=64 * 2**20 (shm:NAME?size=64m)")
-        if (isinstance(max_entry_size, bool) or not isinstance(max_entry_size, int)
-                or not 64 <= max_entry_size <= 2**24):
+        if max_entry_size is not None and (isinstance(max_entry_size, bool) or not isinstance(max_entry_size, int)
+                                           or not 64 <= max_entry_size <= 2**24):
             raise ConfigurationError(f"SharedMemoryStore max_entry_size={max_entry_size!r}: use 64 "
                                      "to 16 MiB bytes")
-        if lib.sc_shm_slots_for(size, max_entry_size) < 1:
+        if size is not None and lib.sc_shm_slots_for(size, max_entry_size or DEFAULT_MAX_ENTRY_SIZE) < 1:
             raise ConfigurationError(f"SharedMemoryStore size={size} has no room for one slot of "
-                                     f"max_entry_size={max_entry_size}: raise size")
+                                     f"max_entry_size={max_entry_size or DEFAULT_MAX_ENTRY_SIZE}: raise size")
         if not (isinstance(lock_timeout, (int, float)) and 0 < lock_timeout <= 60):
             raise ConfigurationError(f"SharedMemoryStore lock_timeout={lock_timeout!r}: use a "
                                      "number of seconds above 0, at most 60")
         self.name = name
         self.path = segment_path(name, directory)
-        self.size = size
-        self.max_entry_size = max_entry_size
+        self.size = size or DEFAULT_SIZE  # (what was opened replaces these below)
+        self.max_entry_size = max_entry_size or DEFAULT_MAX_ENTRY_SIZE
         self.lock_timeout = float(lock_timeout)
         _hand_pthread_to_c()
         report = ffi.new("sc_shm_report *")
-        shm = lib.sc_shm_open(self.path.encode(), size, max_entry_size, self.lock_timeout, report)
+        shm = lib.sc_shm_open(self.path.encode(), size or 0, max_entry_size or 0, self.lock_timeout, report)
         if shm == ffi.NULL:
             raise self._open_error(report)
         self._shm = shm  # never freed: see csrc/shm_store.c
+        info = self._info()  # what was opened (a size or max_entry_size left out: the segment's)
+        self.size, self.max_entry_size = int(info.size), int(info.entry_cap)
         self._table = lib.sc_mem_over_shm(shm)
         if self._table == ffi.NULL:
             lib.sc_shm_close(shm)
