@@ -620,6 +620,13 @@ class TicketKeys:
 
     # --- what it holds and did ---------------------------------------------------------
 
+    @property
+    def generation(self) -> int:
+        """The generation of the fleet's ring as last read from the store (0: none read yet,
+        or a ring this process cannot use); it goes up by one at every rotation."""
+        with self._lock:
+            return self._ring.generation if self._ring is not None else 0
+
     def keys(self) -> List[KeyInfo]:
         """The keys served now, encrypting one first (no key bytes)."""
         with self._lock:

@@ -84,11 +84,9 @@ def ssl_context_factory(store_url: str, *, session_id_context: Union[str, bytes]
         never stops uvicorn: it is logged at once, then once per burst.
     :param cache_options: :class:`~sesscache.SessionCache` arguments (``lifetime``,
         ``seal_keys``, ``max_session_size``, ``single_use``).
-    :param metrics_listen: ``"HOST:PORT"``: one ``/metrics`` for the whole server (every worker's
-        counters, labelled ``pid``), served by whichever worker holds the address; implies
-        ``process_records=True`` (each worker publishes its counters to the store every
-        ``records_interval`` seconds, which ``python -m sesscache stats --store`` reads). See
-        docs/monitoring.md.
+    :param metrics_listen: ``"HOST:PORT"``: one ``/metrics`` for all of uvicorn's workers, as
+        for gunicorn (:func:`sesscache.integrations.gunicorn.ssl_context_hook`; with
+        ``process_records`` and ``records_interval``): docs/monitoring.md.
 
     On the context uvicorn's default factory makes (from ``ssl_certfile``, ``ssl_keyfile``,
     ``ssl_ca_certs``, ``ssl_ciphers``, ..., which stay uvicorn's) it sets:

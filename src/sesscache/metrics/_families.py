@@ -125,6 +125,21 @@ class _Builder:
             [base[k] for k in self.extra] + list(labels.values()), buckets, float(total))
 
 
+
+#: The samples of the parts a process may lack: (part of the snapshot, [(kind, family, field)]).
+_OPTIONAL_PARTS = (
+    ("store", (("gauge", "sesscache_store_paused", "paused"),
+               ("counter", "sesscache_store_pauses_total", "pauses"),
+               ("gauge", "sesscache_store_pending_writes", "pending_writes"),
+               ("counter", "sesscache_store_writes_dropped_total", "writes_dropped"),
+               ("counter", "sesscache_store_write_errors_total", "write_errors"))),
+    ("replica", (("gauge", "sesscache_replica_sessions", "sessions"),
+                 ("gauge", "sesscache_replica_max_sessions", "max_sessions"),
+                 ("gauge", "sesscache_replica_last_message_timestamp_seconds", "last_message"),
+                 ("counter", "sesscache_replica_messages_total", "received"),
+                 ("counter", "sesscache_replica_malformed_messages_total", "malformed"))),
+)
+
 def cache_families(labelled: Labelled, extra_labels: Sequence[str] = ()) -> List[Any]:
     """The families of :func:`~sesscache.metrics._snapshot.cache_snapshot` snapshots, each
     with its labels (``extra_labels`` names them, in order)."""
@@ -149,20 +164,11 @@ def cache_families(labelled: Labelled, extra_labels: Sequence[str] = ()) -> List
         b.counter("sesscache_offered_sessions_total", base, numbers["offered"])
         for operation, (counts, total) in snap["store_seconds"].items():
             b.histogram("sesscache_store_call_duration_seconds", base, counts, total, operation=operation)
-        store = snap.get("store")
-        if store is not None:
-            b.gauge("sesscache_store_paused", base, store["paused"])
-            b.counter("sesscache_store_pauses_total", base, store["pauses"])
-            b.gauge("sesscache_store_pending_writes", base, store["pending_writes"])
-            b.counter("sesscache_store_writes_dropped_total", base, store["writes_dropped"])
-            b.counter("sesscache_store_write_errors_total", base, store["write_errors"])
-        replica = snap.get("replica")
-        if replica is not None:
-            b.gauge("sesscache_replica_sessions", base, replica["sessions"])
-            b.gauge("sesscache_replica_max_sessions", base, replica["max_sessions"])
-            b.gauge("sesscache_replica_last_message_timestamp_seconds", base, replica["last_message"])
-            b.counter("sesscache_replica_messages_total", base, replica["received"])
-            b.counter("sesscache_replica_malformed_messages_total", base, replica["malformed"])
+        for part, samples in _OPTIONAL_PARTS:
+            values = snap.get(part)
+            if values is not None:  # a store wrapper, a Redis local replica: where there is one
+                for kind, name, field in samples:
+                    getattr(b, kind)(name, base, values[field])
         keys = snap.get("ticket_keys")
         if keys is not None:
             ticket_key_samples(b, base, keys)

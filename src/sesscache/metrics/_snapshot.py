@@ -12,6 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Optional
 
+from ..stores.redis import RedisStore
+from ..stores.resilient import ResilientStore
+
 #: The outcomes of a lookup that reached sesscache (``result`` label).
 LOOKUP_RESULTS = ("hit", "miss", "rejected", "expired", "error")
 
@@ -38,8 +41,8 @@ def store_snapshot(store: Any) -> Dict[str, Any]:
     """The store wrapper's breaker and write queue, and a Redis local replica's size and
     last message, where the store has them."""
     out: Dict[str, Any] = {}
-    stats = getattr(store, "stats", None)
-    if stats is not None and hasattr(stats, "paused_now"):  # ResilientStore
+    if isinstance(store, ResilientStore):
+        stats = store.stats
         out["store"] = {
             "paused": stats.paused_now,
             "pauses": stats.pauses,
@@ -48,13 +51,13 @@ def store_snapshot(store: Any) -> Dict[str, Any]:
             "write_errors": stats.write_errors,
             "lookup_errors": stats.lookup_errors,
         }
-    backend = getattr(store, "backend", store)
-    replica = getattr(backend, "_replica", None)  # RedisStore(local_replica=N)
+    backend = store.backend if isinstance(store, ResilientStore) else store
+    replica = backend.replica if isinstance(backend, RedisStore) else None  # local_replica=N
     if replica is not None:
         out["replica"] = {
             "sessions": len(replica.table),
             "max_sessions": replica.max_sessions,
-            "last_message": getattr(replica, "last_message", 0.0),
+            "last_message": replica.last_message,
             "received": replica.received,
             "malformed": replica.malformed,
         }
@@ -67,7 +70,6 @@ def ticket_keys_snapshot(keys: Any, now: Optional[float] = None) -> Dict[str, An
     stats = keys.stats
     serving = keys.keys()
     current = serving[0] if serving else None
-    ring = getattr(keys, "_ring", None)  # the fleet's ring as last read (no public accessor yet)
     return {
         "issued": stats.issued,
         "resumed": stats.resumed,
@@ -79,7 +81,7 @@ def ticket_keys_snapshot(keys: Any, now: Optional[float] = None) -> Dict[str, An
         "rotations": stats.rotations,
         "store_errors": stats.store_errors,
         "local_keys": stats.local_keys,
-        "generation": ring.generation if ring is not None else 0,
+        "generation": keys.generation,
         "key_age": current.age(now) if current is not None else None,
         "key_local": bool(current is not None and current.role == "local"),
     }

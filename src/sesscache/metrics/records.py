@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .. import _fork
 from ..errors import ConfigurationError
+from ..stores.resilient import ResilientStore
 from ._snapshot import cache_snapshot, resumption
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ _CAS_TRIES = 20
 
 def _raw(store: Any) -> Any:
     """The store itself, not the cache's write-behind wrapper."""
-    return getattr(store, "backend", store)
+    return store.backend if isinstance(store, ResilientStore) else store
 
 
 def _load_index(blob: Optional[bytes]) -> Dict[str, float]:
@@ -79,7 +80,7 @@ class RecordPublisher:
         self.ttl = max(TTL_INTERVALS * self.interval, MIN_TTL)
         self.host = socket.gethostname()
         self._begin()
-        _fork.renew_in_child(self)
+        _fork.renew_in_child(self._renew_after_fork)
         _LIVE.add(self)
         if start:
             self.start()

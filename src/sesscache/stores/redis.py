@@ -237,6 +237,12 @@ class RedisStore(_RedisCommon, BaseStore):
 
     # -- a process-local replica fed by pub/sub (see redis_replica.py) ---------------------------
 
+    @property
+    def replica(self) -> Optional[LocalReplica]:
+        """This process's local copy of the fleet's sessions (``local_replica=N``), or None:
+        for monitoring (its size, capacity, messages, last message)."""
+        return self._replica
+
     def _start_replica(self, max_sessions: int) -> None:
         if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
             raise ConfigurationError(
