@@ -706,6 +706,18 @@ static int sc_shm_fail(sc_shm_report *r, int code, int errnum)
     return 0;
 }
 
+/* Maps the file's `size` bytes into s; 0 with *r filled when it cannot. */
+static int sc_shm_map(sc_shm *s, uint64_t size, int fd, sc_shm_report *r)
+{
+    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED)
+        return sc_shm_fail(r, SC_SHM_E_MAP, errno);
+    s->base = base;
+    s->size = size;
+    s->h = (sc_shm_header *)base;
+    return 1;
+}
+
 /* Alone on the file (exclusive flock): map it, and rebuild or recover it. */
 static int sc_shm_take_alone(sc_shm *s, const sc_shm_header *want, int fd, sc_shm_report *r)
 {
@@ -739,13 +751,8 @@ static int sc_shm_take_alone(sc_shm *s, const sc_shm_header *want, int fd, sc_sh
             return sc_shm_fail(r, SC_SHM_E_SPACE, rc);
         }
     }
-    s->base = mmap(NULL, want->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (s->base == MAP_FAILED) {
-        s->base = NULL;
-        return sc_shm_fail(r, SC_SHM_E_MAP, errno);
-    }
-    s->size = want->size;
-    s->h = (sc_shm_header *)s->base;
+    if (!sc_shm_map(s, want->size, fd, r))
+        return 0;
     if (rebuild) {
         uint64_t seed;
         memcpy(s->h, want, sizeof(*want));
@@ -787,13 +794,8 @@ static int sc_shm_join(sc_shm *s, const sc_shm_header *want, int fd, sc_shm_repo
         }
         return sc_shm_fail(r, SC_SHM_E_BUSY, 0);
     }
-    s->base = mmap(NULL, want->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (s->base == MAP_FAILED) {
-        s->base = NULL;
-        return sc_shm_fail(r, SC_SHM_E_MAP, errno);
-    }
-    s->size = want->size;
-    s->h = (sc_shm_header *)s->base;
+    if (!sc_shm_map(s, want->size, fd, r))
+        return 0;
     return 1;
 }
 
@@ -903,6 +905,8 @@ sc_shm *sc_shm_open(const char *path, unsigned long long size, unsigned int entr
     if (!ok) {
         if (r->code == 0)
             sc_shm_fail(r, SC_SHM_E_BUSY, 0);
+        if (s->base != NULL) /* mapped, then no mutex could be made */
+            munmap(s->base, s->size);
         close(fd);
         free(s);
         return NULL;

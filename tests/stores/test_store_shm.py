@@ -26,6 +26,7 @@ from sesscache import SessionCache, SharedMemoryStore
 from sesscache.errors import ConfigurationError, StoreError, ValueTooLarge
 from sesscache.stores import store_from_url
 from sesscache.stores.shm import segment_path
+from tests.forking import run_in_forked_child as _in_forked_child
 from tests.tls import TLS12, TLS13, StdlibStack, _stdlib_session
 
 SMALL = 256 * 1024
@@ -250,23 +251,6 @@ def test_another_users_file_is_refused_and_ours_is_closed_to_them(name):
 
 
 # --- processes ---------------------------------------------------------------------------
-
-
-def _in_forked_child(work, timeout=60):
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-
-    def child():
-        try:
-            queue.put(work())
-        except BaseException as exc:
-            queue.put(repr(exc))
-
-    proc = ctx.Process(target=child)
-    proc.start()
-    result = queue.get(timeout=timeout)
-    proc.join(10)
-    return result
 
 
 def _read_in_spawned_process(name, size, keys):
