@@ -110,6 +110,12 @@ API = [
     ("int", "EVP_Digest", "const void *, size_t, unsigned char *, unsigned int *, const void *, void *", False),
     ("void *", "EVP_MD_fetch", "void *, const char *, const char *", False),
     ("void", "EVP_MD_free", "void *", False),
+    # Client side (client_offer.c): offer a stored session at handshake start.
+    ("void", "SSL_CTX_set_info_callback", "SSL_CTX *, void (*)(const SSL *, int, int)", False),
+    ("sc_info_cb_t", "SSL_CTX_get_info_callback", "SSL_CTX *", False),
+    ("int", "SSL_set_session", "SSL *, SSL_SESSION *", False),
+    ("int", "SSL_get_fd", "const SSL *", False),
+    ("SSL_SESSION *", "SSL_SESSION_dup", "const SSL_SESSION *", False),
 ]
 
 INCLUDES = """
@@ -127,6 +133,7 @@ INCLUDES = """
 typedef int (*sc_new_cb_t)(SSL *, SSL_SESSION *);
 typedef void (*sc_remove_cb_t)(SSL_CTX *, SSL_SESSION *);
 typedef SSL_SESSION *(*sc_get_cb_t)(SSL *, const unsigned char *, int, int *);
+typedef void (*sc_info_cb_t)(const SSL *, int, int);
 """
 
 TYPES = """
@@ -139,6 +146,7 @@ typedef ... X509;
 typedef int (*sc_new_cb_t)(SSL *, SSL_SESSION *);
 typedef void (*sc_remove_cb_t)(SSL_CTX *, SSL_SESSION *);
 typedef SSL_SESSION *(*sc_get_cb_t)(SSL *, const unsigned char *, int, int *);
+typedef void (*sc_info_cb_t)(const SSL *, int, int);
 
 static const long OPENSSL_VERSION_NUMBER;
 static const int SSL_CTRL_SET_SESS_CACHE_MODE;

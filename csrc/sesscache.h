@@ -23,6 +23,7 @@
  *   ticket_keys.c    the session-ticket key callback over a key ring
  *   id_stamps.c      session ids that carry their issue time
  *   api_table.c      the function table's required column
+ *   client_offer.c   clients: offer a stored session at handshake start (info callback)
  * envelope.h holds the store key and envelope format, shared_types.h the types Python
  * reads. */
 #ifndef SC_SESSCACHE_H
