@@ -48,8 +48,10 @@ STORE_CAPABILITY_NAMES = {"get", "set", "delete", "pop", "close", "write_many", 
 #: Underscored names that are public API (namedtuple's).
 PUBLIC_UNDERSCORED = {"_replace", "_asdict", "_fields", "_make"}
 #: Reads of obj._x in src/ when this test was written (91 on main at e90dd66), plus
-#: sys._getframe, which gunicorn's ssl_context_hook reads (in _compat since the merge).
-MOST_PRIVATE_READS = 14
+#: sys._getframe, which gunicorn's ssl_context_hook reads, and asyncio._get_running_loop
+#: (both in _compat since the merges), and the client offer's C trampoline reaching its
+#: cache's two handlers in the same file (client_cache.py).
+MOST_PRIVATE_READS = 17
 MOST_FOREIGN_PRIVATE_READS = 10
 
 

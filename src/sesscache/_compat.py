@@ -99,6 +99,16 @@ def twisted_parse_ssl() -> Callable[..., Any]:
 
 # --- asyncio ------------------------------------------------------------------------------------
 
+def running_loop() -> Any:
+    """``asyncio._get_running_loop()``: the running event loop, or None. Why: the client
+    cache asks it at every connection whether it runs on an event loop (where it must not
+    touch the store); the public ``asyncio.get_running_loop()`` answers "no" by raising,
+    an exception per connection of every synchronous client."""
+    import asyncio
+
+    return asyncio._get_running_loop()
+
+
 def sslproto_app_transport(ssl_protocol: Any) -> Any:
     """The transport ``loop.start_tls`` returns, from asyncio's ``SSLProtocol``. Why:
     :mod:`sesscache.aio` drives ``SSLProtocol`` itself (to replay the ClientHello it read),

@@ -63,7 +63,8 @@ from .contexts import SESS_CACHE_CLIENT, SESS_CACHE_NO_INTERNAL_STORE, set_sessi
 from .errors import ConfigurationError
 from ._binding import ffi, lib
 from ._binding.find_context import BoundContext, bind_context, connection_for
-from .session import Session, session_pointer
+from ._compat import running_loop
+from .session import Session, adopt_session, borrow_session, session_pointer
 from .stores import MemoryStore, Store
 from .stores.capabilities import capabilities_of, check_store
 
@@ -130,7 +131,7 @@ def _settings_of(context: ssl.SSLContext, attached: "_Attached") -> Tuple[Any, .
 
 
 def _on_event_loop() -> bool:
-    return asyncio._get_running_loop() is not None
+    return running_loop() is not None
 
 
 @ffi.def_extern()
@@ -440,7 +441,7 @@ class ClientSessionCache:
         key = self._stdlib_key(attached, context, ssl_ptr)
         if key is None:
             return
-        session = Session._borrow(attached.instance, session_ptr, context)
+        session = borrow_session(attached.instance, session_ptr, context)
         self._keep(key, session, _on_event_loop(), live=self._copy(attached, session_ptr))
 
     @staticmethod
@@ -454,7 +455,7 @@ class ClientSessionCache:
         if api.SSL_SESSION_dup == ffi.NULL:
             return None
         copy = api.SSL_SESSION_dup(session_ptr)
-        return Session._adopt(attached.instance, copy, None) if copy != ffi.NULL else None
+        return adopt_session(attached.instance, copy, None) if copy != ffi.NULL else None
 
     def flush(self) -> None:
         """Wait for the store writes queued from event-loop threads."""
