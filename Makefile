@@ -94,7 +94,7 @@ format-check: system-packages
 # memory for its lifetime by design). Any finding fails the run.
 SANITIZE_DIR := build/sanitize
 SANITIZE_TESTS ?= tests/binding tests/reliability/test_sni_every_mode.py tests/test_clienthello.py \
-	tests/ticket_keys tests/cache/test_fast_path.py
+	tests/ticket_keys tests/cache/test_fast_path.py tests/stores/test_store_shm.py
 SANITIZE_ENV := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYTHONPATH=$(abspath $(SANITIZE_DIR)) \
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so)

@@ -43,6 +43,7 @@ struct sc_mem {
     long long evictions, expired;
     uint64_t seed;
     int closed;
+    sc_shm *shm;              /* not NULL: a face of a shared-memory segment (sc_mem_over_shm) */
     struct sc_mem *next_made; /* every store ever made, so none is ever unreachable */
 };
 
@@ -98,6 +99,17 @@ sc_mem *sc_mem_new(long long max_sessions, long long max_bytes)
     while (!__atomic_compare_exchange_n(&sc_mem_all, &m->next_made, m, 1, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE))
         ;
+    return m;
+}
+
+/* A table the fast path reads and writes like any other, whose every read and write goes
+ * to the segment s (its own lock, buckets and counters stay unused). Closed by
+ * sc_mem_close_forever, as a MemoryStore's table: s itself is never freed. */
+sc_mem *sc_mem_over_shm(sc_shm *s)
+{
+    sc_mem *m = sc_mem_new(1, -1);
+    if (m != NULL)
+        m->shm = s;
     return m;
 }
 
@@ -189,9 +201,14 @@ static int sc_mem_over_limits(const sc_mem *m)
 int sc_mem_set(sc_mem *m, const unsigned char *key, size_t klen, const unsigned char *value,
                size_t vlen, double ttl, double now)
 {
-    uint64_t h = sc_mem_hash(m, key, klen);
+    uint64_t h;
     sc_mem_entry *e, *old;
     int i;
+    if (m->shm != NULL)
+        return __atomic_load_n(&m->closed, __ATOMIC_RELAXED)
+                   ? 0
+                   : sc_shm_set(m->shm, key, klen, value, vlen, ttl, now);
+    h = sc_mem_hash(m, key, klen);
     if (m->max_bytes >= 0 && (long long)(klen + vlen) > m->max_bytes)
         return -1;
     e = malloc(sizeof(*e) + klen + vlen);
@@ -288,6 +305,10 @@ static int sc_mem_copy_into(sc_mem *m, const unsigned char *key, size_t klen, do
 {
     sc_mem_entry *e;
     int found = 0;
+    if (m->shm != NULL)
+        return __atomic_load_n(&m->closed, __ATOMIC_RELAXED)
+                   ? 0
+                   : sc_shm_copy_into(m->shm, key, klen, now, out, cap, vlen);
     pthread_mutex_lock(&m->lock);
     e = sc_mem_live(m, key, klen, now);
     if (e != NULL) {

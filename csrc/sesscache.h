@@ -16,6 +16,7 @@
  *   session_io.c     session DER in and out, times, the new-session facts and the checks
  *                    on an offered session
  *   memory_store.c   the in-process store's table
+ *   shm_store.c      the shared-memory store's segment (one table for every process)
  *   fast_path.c      the cache's common cases without Python
  *   at_fork.c        fork() and the tables' locks
  *   clienthello.c    the ClientHello scan of sesscache.aio (self-contained)
@@ -155,6 +156,14 @@ int sc_mem_set(sc_mem *m, const unsigned char *key, size_t klen, const unsigned 
                size_t vlen, double ttl, double now);
 static int sc_mem_copy_into(sc_mem *m, const unsigned char *key, size_t klen, double now,
                             unsigned char *out, size_t cap, size_t *len);
+
+/* --- the shared-memory store (shm_store.c): an sc_mem made by sc_mem_over_shm hands
+ * every read and write to it, so the fast path serves it as it serves a MemoryStore ----- */
+
+int sc_shm_set(sc_shm *s, const unsigned char *key, size_t klen, const unsigned char *value,
+               size_t vlen, double ttl, double now);
+static int sc_shm_copy_into(sc_shm *s, const unsigned char *key, size_t klen, double now,
+                            unsigned char *out, size_t cap, size_t *vlen);
 
 /* --- the fast path (fast_path.c) --------------------------------------------------- */
 

@@ -72,4 +72,35 @@ typedef struct {
     unsigned char keys[2][32];
 } sc_hello_scan;
 
+/* The shared-memory store (shm_store.c): what sc_shm_open reports when it fails, and
+ * what sc_shm_describe reads of a segment's header and counters. */
+typedef struct sc_shm sc_shm;
+typedef struct {
+    int code; /* SC_SHM_E_* of _cffi_src/shm_store.py, 0: opened */
+    int errnum;
+    unsigned int owner;
+    unsigned int mode;
+    unsigned long long size; /* of a segment found in use with another layout */
+    unsigned int version;
+    unsigned int entry_cap;
+    char libc[16];
+} sc_shm_report;
+typedef struct {
+    unsigned long long size;
+    long long slots;
+    long long stripes;
+    long long entry_cap;
+    long long entries;
+    long long bytes;
+    long long hits;
+    long long misses;
+    long long stores;
+    long long evictions;
+    long long expired;
+    long long lock_timeouts;
+    long long repairs;
+    long long torn;
+    long long rebuilds;
+} sc_shm_info;
+
 #endif

@@ -313,6 +313,15 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path):
             kwargs.setdefault("prefix", unique_prefix())
             kwargs.setdefault("timeout", RELAXED_TIMEOUT)
             store = MemcachedStore(server, **kwargs)
+        elif kind == "shm":
+            from sesscache.stores.shm import SharedMemoryStore
+
+            # Slots large enough for the contract's 512 KiB values, and enough of them
+            # (about 300) for its 100 keys: a real segment, its file removed at once.
+            kwargs.setdefault("max_entry_size", 513 * 1024)
+            store = SharedMemoryStore(f"contract-{os.getpid()}-{next(numbers)}-{unique_prefix().hex()}",
+                                      kwargs.pop("size", 160 * 2**20), **kwargs)
+            store.unlink()
         else:  # pragma: no cover
             raise ValueError(kind)
         made.append(store)

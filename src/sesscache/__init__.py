@@ -50,7 +50,7 @@ from .errors import (
 from .cache import CacheStats, SessionCache
 from .client_cache import ClientSessionCache
 from .session import Session
-from .stores import MemoryStore, SQLiteStore, Store
+from .stores import MemoryStore, SharedMemoryStore, SQLiteStore, Store
 from .stores.urls import store_from_url
 from .ticket_keys import TicketKeys, TicketKeyStats
 from .stores.resilient import ResilientStore  # network stores: writes behind, breaker
@@ -90,7 +90,7 @@ def libssl_info(context: Any = None) -> LibsslInstance:
 
 
 __all__ = [
-    "AsyncRedisStore", "CacheStats", "ClientSessionCache", "MemcachedStore", "MemoryStore", "RedisStore", "SQLiteStore",
+    "AsyncRedisStore", "CacheStats", "ClientSessionCache", "MemcachedStore", "MemoryStore", "RedisStore", "SharedMemoryStore", "SQLiteStore",
     "SessionCache", "Store", "TicketKeys", "TicketKeyStats",
     "SESS_CACHE_BOTH", "SESS_CACHE_CLIENT", "SESS_CACHE_NO_AUTO_CLEAR", "SESS_CACHE_NO_INTERNAL",
     "SESS_CACHE_NO_INTERNAL_LOOKUP", "SESS_CACHE_NO_INTERNAL_STORE", "SESS_CACHE_OFF",

@@ -11,9 +11,12 @@ tests/integrations/test_recipes.py.)
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
+import uuid
+import weakref
 from pathlib import Path
 from typing import Dict, List
 
@@ -56,6 +59,13 @@ def commands(block: Dict[str, str]) -> List[str]:
             if line and not line.startswith("#")]
 
 
+def _remove_segment(name: str) -> None:
+    try:
+        os.unlink(f"/dev/shm/sesscache-{os.geteuid()}-{name}")
+    except FileNotFoundError:
+        pass
+
+
 class Site:
     """A folder for one snippet: the certificate and key as separate files, a store path, a port."""
 
@@ -68,13 +78,17 @@ class Site:
         self.keyfile.write_text(key)
         self.port = free_port()
         self.redis_url = redis_url
+        # shm:shop: a segment of this test's own, its file removed with the Site
+        self.segment = f"docs-{uuid.uuid4().hex[:12]}"
+        weakref.finalize(self, _remove_segment, self.segment)
 
     def fill(self, text: str) -> str:
         """Paths and ports only."""
         port = str(self.port)
         text = (text.replace("/etc/ssl/shop.pem", str(self.certfile))
                     .replace("/etc/ssl/shop.key", str(self.keyfile))
-                    .replace("/var/lib/shop/", str(self.folder) + "/"))
+                    .replace("/var/lib/shop/", str(self.folder) + "/")
+                    .replace('"shm:shop"', f'"shm:{self.segment}"'))
         if self.redis_url:
             text = text.replace("redis\\://127.0.0.1\\:6379/0", self.redis_url.replace(":", "\\:"))
         text = re.sub(r'"0\.0\.0\.0:443"', f'"0.0.0.0:{port}"', text)

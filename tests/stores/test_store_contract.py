@@ -26,6 +26,7 @@ LONG_TTL = 300.0
 CONTRACT_KINDS = [
     pytest.param("memory"),
     pytest.param("sqlite"),
+    pytest.param("shm"),
     pytest.param("redis", marks=pytest.mark.needs_redis),
     pytest.param("memcached", marks=pytest.mark.needs_memcached),
     pytest.param("resilient-memory"),

@@ -11,6 +11,7 @@ from typing import Any
 from .base import MAX_TTL, AsyncStore, BaseStore, CompareAndSetStore, Store, check_ttl
 from .memory import MemoryStore
 from .resilient import ResilienceStats, ResilientStore
+from .shm import SharedMemoryStore
 from .sqlite import SQLiteStore
 from .urls import store_from_url
 
@@ -25,6 +26,7 @@ __all__ = [
     "ResilientStore",
     "ResilienceStats",
     "SQLiteStore",
+    "SharedMemoryStore",
     "RedisStore",
     "AsyncRedisStore",
     "MemcachedStore",

@@ -3,8 +3,11 @@
 =============================================  ===============================================
 ``memory``                                     :class:`~sesscache.stores.MemoryStore` (this
                                                process only)
+``shm:NAME[?size=64m]``                         :class:`~sesscache.stores.SharedMemoryStore`
+                                               (every process of one host, in C; 32 MiB)
 ``sqlite:PATH``                                :class:`~sesscache.stores.SQLiteStore` on PATH
-                                               (``~`` expanded; every process of one host)
+                                               (``~`` expanded; every process of one host,
+                                               sessions outlive a reboot)
 ``redis://[user:password@]HOST[:PORT][/DB]``   :class:`~sesscache.stores.RedisStore`
 ``rediss://...``                               the same over TLS
 ``unix:///path/to/redis.sock[?db=N]``          Redis on a unix socket
@@ -36,7 +39,7 @@ from ..errors import ConfigurationError
 __all__ = ["store_from_url", "check_store_url", "redacted_store_url", "STORE_URL_FORMS"]
 
 #: The forms :func:`store_from_url` accepts, for error and help messages.
-STORE_URL_FORMS = ("memory, sqlite:PATH, redis://HOST:PORT[/DB], rediss://HOST:PORT[/DB], "
+STORE_URL_FORMS = ("memory, shm:NAME[?size=64m], sqlite:PATH, redis://HOST:PORT[/DB], rediss://HOST:PORT[/DB], "
                    "unix:///path/to/redis.sock, redis+cluster://HOST:PORT,HOST:PORT, "
                    "redis+sentinel://HOST:PORT,HOST:PORT/SERVICE, memcached://HOST[:PORT] or "
                    "memcached:///path/to.sock")
@@ -118,10 +121,15 @@ def _opener(url: str) -> Callable[..., Any]:
         raise ConfigurationError(f"a store URL is a string such as 'sqlite:/var/lib/app/sessions.db', "
                                  f"got {type(url).__name__}; forms: {STORE_URL_FORMS}")
     spec = url.strip()
-    from . import MemoryStore, SQLiteStore
+    from . import MemoryStore, SharedMemoryStore, SQLiteStore
 
     if spec == "memory":
         return MemoryStore
+    if spec.startswith("shm:"):
+        from .shm import shm_url_options
+
+        name, shm_options = shm_url_options(spec)
+        return functools.partial(SharedMemoryStore, name, **shm_options)
     if spec.startswith("sqlite:"):
         return functools.partial(SQLiteStore, _sqlite_path(spec))
     if spec.startswith(("redis://", "rediss://", "unix://") + _TOPOLOGIES):
