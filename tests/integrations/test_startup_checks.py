@@ -156,3 +156,43 @@ def test_gunicorn_refuses_a_directory_its_workers_user_cannot_write(tmp_path, op
     assert f"sqlite:{folder / 's.db'}" in done.stderr and "cannot create files in" in done.stderr, done.stderr
     assert "user nobody" in done.stderr
     assert not (folder / "s.db").exists()
+
+
+def test_a_sqlite_file_another_worker_is_writing_is_waited_for_not_called_unreachable(tmp_path):
+    """At start every worker opens and probes the same file at once: a probe that finds it
+    locked by another connection asks again, and the store is not reported unreachable."""
+    import sqlite3
+    import threading
+
+    url = f"sqlite:{tmp_path / 'sessions.db'}"
+    store = store_from_url(url)
+    store.set(b"warm", b"v", 10.0)  # the file and its schema exist
+    other = sqlite3.connect(str(tmp_path / "sessions.db"), isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another worker's write transaction, held 0.3 s
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        started = time.monotonic()
+        assert probe_store(store, url) is None
+        assert time.monotonic() - started >= 0.2  # it did find the file locked, and waited
+    finally:
+        release.join()
+        other.close()
+        store.close()
+
+
+def test_a_sqlite_file_locked_for_longer_than_the_patience_is_unreachable(tmp_path):
+    import sqlite3
+
+    url = f"sqlite:{tmp_path / 'sessions.db'}"
+    store = store_from_url(url)
+    store.set(b"warm", b"v", 10.0)
+    other = sqlite3.connect(str(tmp_path / "sessions.db"), isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        problem = probe_store(store, url)
+        assert problem is not None and problem.kind == UNREACHABLE and "locked" in problem.cause
+    finally:
+        other.execute("COMMIT")
+        other.close()
+        store.close()

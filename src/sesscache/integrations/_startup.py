@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
@@ -159,17 +160,43 @@ def _sqlite_access(path: str, uid: int, groups: set) -> Optional[str]:
 
 # --- in each worker, after it dropped privileges: for real -------------------------------
 
+#: How long the probe waits out a store that is busy (a SQLite file another worker is
+#: writing: every worker of a server opens and probes it at the same moment at start).
+BUSY_PATIENCE = 2.0
+
+
 def probe_store(store: Any, store_url: str) -> Optional[StoreProblem]:
     """Write, read and delete one short-lived key in ``store`` (a store as opened from
-    ``store_url``); None when all three worked."""
+    ``store_url``); None when all three worked. A busy store is asked again for up to
+    BUSY_PATIENCE seconds: at start that is the server's other workers opening the same
+    file, not a store that cannot work (with the store's own short timeout, 0.05 s for
+    SQLite, the workers' probes collided and each said the store was unreachable)."""
     key = b"sesscache-probe:%d:%s" % (os.getpid(), os.urandom(6).hex().encode())
-    try:
-        store.set(key, b"probe", 10.0)
-        store.get(key)
-        store.delete(key)
-        return None
-    except Exception as exc:
-        return StoreProblem(classify(exc), redacted_store_url(store_url), f"{type(exc).__name__}: {exc}")
+    deadline = time.monotonic() + BUSY_PATIENCE
+    pause = 0.01
+    while True:
+        try:
+            store.set(key, b"probe", 10.0)
+            store.get(key)
+            store.delete(key)
+            return None
+        except Exception as exc:
+            if _busy(exc) and time.monotonic() + pause < deadline:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
+                continue
+            return StoreProblem(classify(exc), redacted_store_url(store_url), f"{type(exc).__name__}: {exc}")
+
+
+def _busy(exc: BaseException) -> bool:
+    """A SQLite file locked by another connection (it works; someone else is writing)."""
+    seen: Optional[BaseException] = exc
+    while seen is not None:
+        if isinstance(seen, sqlite3.OperationalError):
+            text = str(seen).lower()
+            return "locked" in text or "busy" in text
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 _MISCONFIGURED_WORDS = ("WRONGPASS", "NOAUTH", "NOPERM", "invalid password", "invalid username",
