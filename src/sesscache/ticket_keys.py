@@ -63,6 +63,7 @@ from . import _fork
 from ._burstlog import BurstLogger
 from ._binding.find_context import bind_context
 from .errors import ConfigurationError, SealError, SesscacheError, StoreError, UnsupportedContext
+from .stores.base import BUSY_PATIENCE, store_busy
 from .stores.capabilities import CompareAndSet, supports
 
 logger = logging.getLogger(__name__)
@@ -483,18 +484,33 @@ class TicketKeys:
         self._refresh(first=False)
 
     def _refresh(self, first: bool) -> None:
-        try:
-            self._rotate(force=False)
-            self._failures = 0
-        except Exception as exc:  # store trouble of any kind, a ring it cannot read: keep serving
-            self._failures += 1
-            with self._lock:
-                self._stats.store_errors += 1
-            known = isinstance(exc, (StoreError, RingFormatError))
-            self._burst.log(logging.ERROR if first or not isinstance(exc, StoreError) else logging.WARNING,
-                            "refresh", "sesscache: ticket keys: %s",
-                            _describe(exc) if known else f"{type(exc).__name__}: {_describe(exc)}")
-            self._ensure_usable_key(first=first, unreadable=isinstance(exc, RingFormatError))
+        # At start, a busy store (a SQLite file the other workers are opening at the same
+        # moment) is waited out, briefly: otherwise each worker made a local key, and no
+        # ticket resumed across them until the next refresh.
+        deadline = time.monotonic() + (BUSY_PATIENCE if first else 0.0)
+        pause = 0.01
+        while True:
+            try:
+                self._rotate(force=False)
+                self._failures = 0
+                return
+            except Exception as exc:
+                if not (store_busy(exc) and time.monotonic() + pause < deadline):
+                    self._refresh_failed(first, exc)
+                    return
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+    def _refresh_failed(self, first: bool, exc: BaseException) -> None:
+        """Store trouble of any kind, a ring it cannot read: keep serving."""
+        self._failures += 1
+        with self._lock:
+            self._stats.store_errors += 1
+        known = isinstance(exc, (StoreError, RingFormatError))
+        self._burst.log(logging.ERROR if first or not isinstance(exc, StoreError) else logging.WARNING,
+                        "refresh", "sesscache: ticket keys: %s",
+                        _describe(exc) if known else f"{type(exc).__name__}: {_describe(exc)}")
+        self._ensure_usable_key(first=first, unreadable=isinstance(exc, RingFormatError))
 
     def _rotate(self, force: bool) -> bool:
         with self._lock:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
 from ..errors import ConfigurationError
+from ..stores.base import BUSY_PATIENCE, store_busy
 from ..stores.urls import check_store_url, redacted_store_url
 
 REFUSE = "refuse"
@@ -160,11 +161,6 @@ def _sqlite_access(path: str, uid: int, groups: set) -> Optional[str]:
 
 # --- in each worker, after it dropped privileges: for real -------------------------------
 
-#: How long the probe waits out a store that is busy (a SQLite file another worker is
-#: writing: every worker of a server opens and probes it at the same moment at start).
-BUSY_PATIENCE = 2.0
-
-
 def probe_store(store: Any, store_url: str) -> Optional[StoreProblem]:
     """Write, read and delete one short-lived key in ``store`` (a store as opened from
     ``store_url``); None when all three worked. A busy store is asked again for up to
@@ -181,22 +177,12 @@ def probe_store(store: Any, store_url: str) -> Optional[StoreProblem]:
             store.delete(key)
             return None
         except Exception as exc:
-            if _busy(exc) and time.monotonic() + pause < deadline:
+            if store_busy(exc) and time.monotonic() + pause < deadline:
                 time.sleep(pause)
                 pause = min(pause * 2, 0.2)
                 continue
             return StoreProblem(classify(exc), redacted_store_url(store_url), f"{type(exc).__name__}: {exc}")
 
-
-def _busy(exc: BaseException) -> bool:
-    """A SQLite file locked by another connection (it works; someone else is writing)."""
-    seen: Optional[BaseException] = exc
-    while seen is not None:
-        if isinstance(seen, sqlite3.OperationalError):
-            text = str(seen).lower()
-            return "locked" in text or "busy" in text
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 _MISCONFIGURED_WORDS = ("WRONGPASS", "NOAUTH", "NOPERM", "invalid password", "invalid username",

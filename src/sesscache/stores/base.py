@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sqlite3
 from typing import Any, Dict, Optional, Protocol, Tuple, runtime_checkable
 
 from ..errors import ConfigurationError, StoreError
@@ -122,6 +123,25 @@ class AsyncStore(Protocol):
     async def set(self, key: bytes, value: bytes, ttl: float) -> None: ...
 
     async def delete(self, key: bytes) -> None: ...
+
+
+#: How long start-up work waits out a busy store (a SQLite file another process of the same
+#: server is writing: every worker opens the same file at the same moment).
+BUSY_PATIENCE = 2.0
+
+
+def store_busy(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it was raised from) says the store works but another
+    connection holds it right now: a SQLite file locked by another process's write. Calls
+    on the handshake path treat that as a miss; start-up work waits it out (BUSY_PATIENCE)
+    rather than call the store unreachable."""
+    seen: Optional[BaseException] = exc
+    while seen is not None:
+        if isinstance(seen, sqlite3.OperationalError):
+            text = str(seen).lower()
+            return "locked" in text or "busy" in text
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def check_ttl(ttl: float) -> float:
