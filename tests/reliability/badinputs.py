@@ -356,7 +356,7 @@ OTHER_ROWS = [
         "client keys, store URLs (atheris, fuzz/fuzz_decoders.py; 1,000,000 runs once, 5,000 in every test run)",
         "decode_ring, ClientSessionCache.prepare/key_for, redacted_store_url", "the expected answers only; "
         "one finding fixed: a password-like name inside another parameter's value was shown", "-",
-        "reliability/test_fuzz_decoders.py; stores/test_store_urls.py::test_secrets_in_query_strings_never_shown"),
+        "reliability/test_fuzz.py::test_fuzz_target_runs_clean[fuzz_decoders.py]; stores/test_store_urls.py::test_secrets_in_query_strings_never_shown"),
     Row("a client host whose first label has 56+ characters, a 63-character SNI name, an IDN, any str",
         "ClientSessionCache.key_for, prepare()", "a key for every (host, port, name) (JSON, no IDNA); "
         "sessions kept under the old scc1: keys are not found after the upgrade: one full "
