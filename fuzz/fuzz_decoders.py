@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-import tempfile
-from pathlib import Path
 
 import atheris
 
@@ -105,7 +102,7 @@ def TestOneInput(data: bytes) -> None:
                 assert match.group(2) == "***", (text, shown)
 
 
-def _seed(directory: Path) -> None:
+def _seeds() -> dict:
     body = PLAIN_RING[6:]
     seeds = {
         "ring": b"\x00" + PLAIN_RING,
@@ -117,23 +114,13 @@ def _seed(directory: Path) -> None:
         "client-key": b"\x04" + b"a" * 60 + b".example.com\x00localhost",
         "url": b"\x05redis+sentinel://u:p@h1:1,h2:2/svc?sentinel_password=x&password=y",
     }
-    for name, seed in seeds.items():
-        (directory / name).write_bytes(seed)
+    return seeds
 
 
 def main() -> None:
-    argv = list(sys.argv)
-    dirs = [a for a in argv[1:] if not a.startswith("-")]
-    if not dirs:
-        corpus = Path(tempfile.mkdtemp(prefix="sesscache-fuzz-decoders-"))
-        argv.append(str(corpus))
-        dirs = [str(corpus)]
-    first = Path(dirs[0])
-    first.mkdir(parents=True, exist_ok=True)
-    if not any(first.iterdir()):
-        _seed(first)
-    atheris.Setup(argv, TestOneInput)
-    atheris.Fuzz()
+    from _runner import run
+
+    run(TestOneInput, _seeds(), prefix="sesscache-fuzz-decoders-")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ the real session after every 1000 inputs.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -153,7 +152,7 @@ def TestOneInput(data: bytes) -> None:
         _still_resumes()
 
 
-def _seed(directory: Path) -> None:
+def _seeds() -> dict:
     seeds = {
         "der": b"\x00" + PLAIN["der"],
         "envelope": b"\x01" + PLAIN["blob"],
@@ -161,23 +160,13 @@ def _seed(directory: Path) -> None:
         "sealed": b"\x03" + SEALED["blob"],
         "empty-der": b"\x00",
     }
-    for name, seed in seeds.items():
-        (directory / name).write_bytes(seed)
+    return seeds
 
 
 def main() -> None:
-    argv = list(sys.argv)
-    dirs = [a for a in argv[1:] if not a.startswith("-")]
-    if not dirs:
-        corpus = Path(tempfile.mkdtemp(prefix="sesscache-fuzz-corpus-"))
-        argv.append(str(corpus))
-        dirs = [str(corpus)]
-    first = Path(dirs[0])
-    first.mkdir(parents=True, exist_ok=True)
-    if not any(first.iterdir()):
-        _seed(first)
-    atheris.Setup(argv, TestOneInput)
-    atheris.Fuzz()
+    from _runner import run
+
+    run(TestOneInput, _seeds(), prefix="sesscache-fuzz-corpus-")
 
 
 if __name__ == "__main__":
