@@ -16,6 +16,7 @@ module (the architecture test counts ``os.register_at_fork`` calls elsewhere: no
 from __future__ import annotations
 
 import atexit
+import inspect
 import logging
 import os
 import threading
@@ -34,6 +35,8 @@ class WeakMethod:
     __slots__ = ("_ref", "_func")
 
     def __init__(self, method: Any, callback: Optional[Callable[[Any], None]] = None) -> None:
+        if not inspect.ismethod(method):  # an object or a function would fail later, less clearly
+            raise TypeError(f"the fork registry takes a bound method (obj.method), not {method!r}")
         self._ref = weakref.ref(method.__self__, callback)
         self._func = method.__func__
 
