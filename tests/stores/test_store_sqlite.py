@@ -151,6 +151,44 @@ def test_locked_database_fails_within_timeout_then_recovers(store, db):
     assert store.get(b"k") == b"after"
 
 
+def test_a_file_another_process_is_creating_is_waited_for_not_refused(tmp_path):
+    """At start every worker of a server creates the same file at once: one of them holds it
+    (rollback journal, switching to WAL, creating the table) for longer than ``timeout``
+    when the machine is busy. The others wait for it (up to BUSY_PATIENCE), then use the file:
+    refusing made three of four gunicorn workers find the store unreachable in a CI run."""
+    from sesscache.stores.base import BUSY_PATIENCE
+
+    path = str(tmp_path / "fresh.db")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE other_app (x)")
+    held = 0.4  # 8 x the store's timeout
+    releaser = threading.Timer(held, lambda: holder.execute("COMMIT"))
+    releaser.start()
+    try:
+        store = SQLiteStore(path, timeout=0.05)
+        start = time.monotonic()
+        store.set(b"k", b"v", 60)
+        waited = time.monotonic() - start
+        assert store.get(b"k") == b"v"
+        assert held - 0.1 < waited < BUSY_PATIENCE + SLACK
+        # Once the file is set up, a writer elsewhere costs a write ``timeout``, not the
+        # start-up patience, and a reader nothing (WAL).
+        holder.execute("BEGIN IMMEDIATE")
+        other = SQLiteStore(path, timeout=0.05)
+        start = time.monotonic()
+        assert other.get(b"k") == b"v"
+        with pytest.raises(StoreError, match="locked"):
+            other.set(b"k2", b"v", 60)
+        assert time.monotonic() - start < 0.05 + SLACK
+        holder.execute("COMMIT")
+        store.close()
+        other.close()
+    finally:
+        releaser.join()
+        holder.close()
+
+
 def _unprivileged(fn, *args):
     """Run ``fn(*args)`` in a forked child that file permissions apply to (root becomes
     nobody: root ignores them). Returns what ``fn`` returns, or the text of what it raised."""

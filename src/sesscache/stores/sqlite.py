@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
 from ._read_bounds import DEFAULT_MAX_VALUE_BYTES, refuse_oversize
-from .base import BaseStore, as_bytes, checked_entry
+from .base import BUSY_PATIENCE, BaseStore, as_bytes, checked_entry, store_busy
 
 __all__ = ["SQLiteStore"]
 
@@ -290,25 +290,24 @@ class SQLiteStore(BaseStore):
 
     def _open(self) -> _Conn:
         self._local.c = None
+        # Setting the file up (WAL, table, index) waits out other processes for up to
+        # BUSY_PATIENCE seconds, not ``timeout``: only a file being created needs a lock
+        # here (on a file already set up these statements take none), and at start every
+        # worker of a server creates the same file at once. With the short timeout, under
+        # load, they kept refusing each other for seconds (a CI run: three of four gunicorn
+        # workers found the store "unreachable" and 13 of 100 handshakes did not resume).
         try:
             conn = sqlite3.connect(
                 self.path,
-                timeout=self.timeout,
+                timeout=max(self.timeout, BUSY_PATIENCE),
                 isolation_level=None,  # autocommit: each statement is its own transaction
                 check_same_thread=False,  # only so close() may close it from another thread
             )
         except sqlite3.Error as exc:
             raise self._fault(exc, None, "open") from exc
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
-            if str(mode).lower() != "wal":
-                log.warning(
-                    "SQLite %s stays in journal_mode=%s (not WAL): readers will wait for writers",
-                    self.path, mode,
-                )
-            conn.execute(f"PRAGMA synchronous={self._synchronous}").fetchall()
-            for statement in self._sql_schema:
-                conn.execute(statement).fetchall()
+            self._set_up(conn)
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}").fetchall()
         except sqlite3.Error as exc:
             _close_quietly(conn)
             raise self._fault(exc, None, "open") from exc
@@ -327,6 +326,30 @@ class SQLiteStore(BaseStore):
             self._owned = keep
         self._local.c = c
         return c
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """WAL mode, synchronous, table and index. SQLite answers some lock conflicts at
+        once, without its busy handler (one that could deadlock: a reader that wants to
+        write while another waits to), so those are asked again until BUSY_PATIENCE."""
+        deadline = time.monotonic() + BUSY_PATIENCE
+        pause = 0.005
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+                conn.execute(f"PRAGMA synchronous={self._synchronous}").fetchall()
+                for statement in self._sql_schema:
+                    conn.execute(statement).fetchall()
+                break
+            except sqlite3.OperationalError as exc:
+                if not (store_busy(exc) and time.monotonic() + pause < deadline):
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+        if str(mode).lower() != "wal":
+            log.warning(
+                "SQLite %s stays in journal_mode=%s (not WAL): readers will wait for writers",
+                self.path, mode,
+            )
 
     def _write(self, c: "_Conn", sql: str, args: tuple) -> List[Any]:
         """Run one writing statement, in turn with this process's other writers. A failure
