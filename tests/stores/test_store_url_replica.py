@@ -207,3 +207,15 @@ def test_a_server_that_refuses_pub_sub_gets_no_replica_and_one_warning(redis_url
         admin = redis.Redis.from_url(redis_url)
         admin.acl_deluser(user)
         admin.close()
+
+
+def test_the_docs_snippet_runs_as_written():
+    """docs/stores.md's opt-out example, taken from the page's own text."""
+    import pathlib
+    import re
+
+    page = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "stores.md").read_text()
+    section = page[page.index("### Redis URLs open a local replica"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "replica=off" in code
+    exec(compile(code, "docs/stores.md", "exec"), {})
