@@ -193,6 +193,13 @@ class ResilientStore(BaseStore):
         write, or a forged stamp), no lookup waits for a second: a flood of forged stamps
         costs at most ``new_session_wait`` per second on a server that handshakes on one
         thread, and ``max_waiting`` of them at once on others.
+    :param new_session_ring: with a backend whose C tables are a local copy
+        (``RedisStore(local_replica=...)``, what a Redis store URL opens), the C fast path
+        stores each new session in the copy and copies it into a ring in C of this many
+        slots, which the writer thread drains in batches: no Python on a new-session event
+        (``csrc/new_session_ring.c``). A full ring drops (counted in ``ring_dropped``); a
+        session larger than a slot (1 KiB), and every one of a ``single_use`` cache, goes
+        through Python as before. 0: no ring. Default 1024 (about 1.1 MB per process).
     """
 
     kind = "resilient"
