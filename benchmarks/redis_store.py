@@ -162,6 +162,14 @@ def _free_port(fits: Callable[[int], bool]) -> int:
             return port
 
 
+def _close_all(stores: List[Any]) -> None:
+    for store in stores:
+        try:
+            store.close()
+        except Exception:
+            pass
+
+
 def _latency(stores: Dict[str, Any], blob: bytes, calls: int) -> Dict[str, Any]:
     keys = [b"sc1:\x05bench" + os.urandom(32) for _ in range(100)]
     for store in stores.values():
@@ -398,11 +406,7 @@ def run(p, progress) -> Dict[str, Any]:
                 sick.stop()
         out["cross_server"] = _cross_server(p, urls[next(iter(urls))])
     finally:
-        for store in made:
-            try:
-                store.close()
-            except Exception:
-                pass
+        _close_all(made)
         if server is not None:
             server.stop()
     return out
@@ -460,11 +464,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         kinds = ["memory", "redis-unix", "url:redis-unix"] + (["url:cluster"] if cluster else [])
         configs = _rates(p, lambda n=1: None, kinds, factory)
     finally:
-        for store in made:
-            try:
-                store.close()
-            except Exception:
-                pass
+        _close_all(made)
         server.stop()
         if cluster is not None:
             cluster.stop()
