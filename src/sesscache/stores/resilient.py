@@ -97,6 +97,12 @@ WRITE_LINGER = 0.002
 #: WRITE_LINGER): the writes one handshake makes together (TLS 1.3 sends two tickets) then
 #: share a round trip, which with a store far away is what lets the second land as soon as
 #: the first.
+#: With the new-session ring, the writer lingers this long while busy instead: its wait
+#: costs no handshake anything (C fills the ring), and each round trip it saves is Python
+#: work and a redis-server wake-up less on a machine the handshakes keep busy (TLS 1.3
+#: resumptions through the replica, server side: 0.88x of MemoryStore's rate lingering 2 ms,
+#: 0.93x lingering 8 ms, one short run each). Quiet, it lingers QUIET_LINGER as without.
+RING_LINGER = 0.005
 BUSY_WRITES = 8
 BUSY_WINDOW = 0.01
 QUIET_LINGER = 0.0005
@@ -896,7 +902,7 @@ def _write_loop(write_batch: "_fork.WeakMethod", wakeup: threading.Condition,
                 written_before = written_in_window if now - window_start < 2 * BUSY_WINDOW else 0
                 window_start, written_in_window = now, 0
             busy = max(written_in_window, written_before) >= BUSY_WRITES
-            linger_until, seen = now + WRITE_LINGER, 0
+            linger_until, seen = now + (WRITE_LINGER if ring is None else RING_LINGER), 0
             while len(queue) < WRITE_BATCH and queue[-1] is not _STOP:
                 left = linger_until - time.monotonic()
                 if left <= 0 or (not busy and len(queue) == seen):
