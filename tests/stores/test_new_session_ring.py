@@ -164,3 +164,4 @@ def test_closing_the_store_closes_the_ring(redis_url, certs):
     while time.monotonic() < deadline and cache.store._writer.is_alive():
         time.sleep(0.01)
     assert not cache.store._writer.is_alive()
+

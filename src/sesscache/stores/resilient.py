@@ -416,7 +416,11 @@ class ResilientStore(BaseStore):
         ``max_waiting`` lookups are waiting already). ``pop`` takes it (``single_use``)."""
         self._check_open()
         left = wait_left(issued, self.new_session_wait, time.time())
-        if left <= 0:
+        if left <= 0 or key in self._pending:
+            # A write of this key still queued here is the last word on it (a lookup found
+            # it there first): a delete, a pop's delete above all. The store may already
+            # hold the set before it, and a pop there would hand a single-use session out
+            # twice.
             return None
         if not self._fruitless.allow(time.monotonic()) or not self._waiting.acquire(blocking=False):
             self._count("waits_refused")
@@ -452,8 +456,8 @@ class ResilientStore(BaseStore):
         ``new_session_polls`` only: the lookup that waits was counted once already. (Not
         the queue's copies: a session this process wrote was found there the first time.)"""
         domain, breaker = self._breaker_for(key)
-        if not breaker.allow(time.monotonic()):
-            return _GIVE_UP
+        if not breaker.allow(time.monotonic()) or key in self._pending:
+            return _GIVE_UP  # paused; or a write of the key was queued here meanwhile
         self._count("new_session_polls")
         try:
             return self._ask(key, pop, domain, breaker)
