@@ -2,7 +2,7 @@
 by default"): what ``store_from_url("redis://...")`` and every server integration open.
 
 Real handshakes between real OpenSSL endpoints, a real ``redis-server`` (``redis_url``): the
-default is on and bounded, its opt-outs, the fallback when the server's ACL does not allow
+default is on and bounded (Redis Cluster's default, none: test_store_redis_fleet.py), its opt-outs, the fallback when the server's ACL does not allow
 pub/sub (off, one warning, never an error), single-use lookups that go to Redis and stay
 exact, and sessions made on one server context resumed on another through the copy.
 """
@@ -89,29 +89,6 @@ def test_the_replica_can_be_turned_off(redis_url, how):
 def test_bad_replica_options_are_named(url, message):
     with pytest.raises(ConfigurationError, match=message):
         store_from_url(url)
-
-
-def test_cluster_urls_have_no_replica_by_default():
-    # Checked without a cluster: opening a cluster store connects, so only the options the
-    # URL gives the store are looked at (the cluster itself: test_store_redis_fleet.py).
-    from sesscache.stores.urls import _opener
-
-    opener = _opener("redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
-    captured = {}
-
-    import sesscache.stores.redis as redis_module
-
-    class Capture(redis_module.RedisStore):
-        def __init__(self, url=None, **options):
-            captured.update(options, url=url)
-
-    real = redis_module.RedisStore
-    redis_module.RedisStore = Capture
-    try:
-        opener()
-    finally:
-        redis_module.RedisStore = real
-    assert "local_replica" not in captured, captured
 
 
 @pytest.mark.parametrize("version", [TLS12, TLS13])
