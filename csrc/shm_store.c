@@ -603,9 +603,11 @@ static int sc_shm_read_in(sc_shm *s, const unsigned char *key, size_t klen, doub
                 sc_shm_wipe(s, stripe, sc_shm_stripe_of(s, stripe), (uint32_t)at);
             else if (decoded != NULL) {
                 sc_shm_line *line = sc_shm_line_of(s, stripe, (uint32_t)at);
-                if (line != NULL && line->at == (uint32_t)at + 1 && line->slot == slot &&
-                    line->gen == e->gen && line->sum == e->sum && line->sess != NULL &&
-                    sc_apis[slot].SSL_SESSION_up_ref(line->sess) == 1)
+                if (line != NULL && line->at == (uint32_t)at + 1 &&
+                    (line->gen != e->gen || line->sum != e->sum))
+                    sc_shm_forget_decoded(s, stripe, (uint32_t)at); /* rewritten elsewhere */
+                else if (line != NULL && line->at == (uint32_t)at + 1 && line->slot == slot &&
+                         line->sess != NULL && sc_apis[slot].SSL_SESSION_up_ref(line->sess) == 1)
                     *decoded = line->sess;
             }
         }
