@@ -277,6 +277,7 @@ def stack(name: str) -> Stack:
 INTERNAL = "internal"  # OpenSSL's internal cache only, no hooks
 SC_L1 = "sesscache-l1"  # SessionCache(MemoryStore), internal_cache=True, session made here
 SC_STORE = "sesscache-store"  # another context sharing the store; internal_cache=False
+SC_OTHER = "sesscache-other"  # another context sharing the store, attached as by default
 DICT_L1 = "dict-l1"  # raw callbacks over a dict, internal cache on
 DICT_STORE = "dict-store"  # raw callbacks over a dict, another context, no internal cache
 
@@ -310,8 +311,10 @@ def build_arm(st: Stack, name: str, version: str, key_type: str, pool: int = 16,
     """Make the arm's server context and ``pool`` client sessions that resume on it.
 
     For the "another process" arms the sessions are made by a first context sharing the
-    store, and resumed on a second one whose internal cache never saw them and is off
-    (so every resumption goes through the get callback and the store).
+    store, and resumed on a second one whose internal cache never saw them: off for
+    SC_STORE (every resumption goes through the get callback and the store), on for
+    SC_OTHER (the default attach: the first lookup of each session goes to the store,
+    OpenSSL copies the session into the context's cache, later ones are answered there).
     """
     client_ctx = st.client_context(key_type)
     mode_internal = sesscache.SESS_CACHE_SERVER
@@ -319,7 +322,7 @@ def build_arm(st: Stack, name: str, version: str, key_type: str, pool: int = 16,
     keep: List[Any] = []
     if name == INTERNAL:
         maker = server = st.server_context(version, key_type, mode=mode_internal)
-    elif name in (SC_L1, SC_STORE):
+    elif name in (SC_L1, SC_STORE, SC_OTHER):
         store = store_factory() if store_factory else sesscache.MemoryStore()
         cache = sesscache.SessionCache(store=store, lifetime=300, seal_keys=None)
         keep.append(cache)
@@ -329,7 +332,7 @@ def build_arm(st: Stack, name: str, version: str, key_type: str, pool: int = 16,
             server = maker
         else:
             server = st.server_context(version, key_type)
-            cache.attach(server, session_id_context=SID_CTX, internal_cache=False)
+            cache.attach(server, session_id_context=SID_CTX, internal_cache=name == SC_OTHER)
     elif name in (DICT_L1, DICT_STORE):
         table: Dict[bytes, bytes] = {}
         keep.append(table)

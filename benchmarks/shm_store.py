@@ -10,7 +10,9 @@ one and the slowest tenth dropped in every arm alike (common.trimmed_mean):
 * ``memory``: ``SessionCache(MemoryStore())`` (C fast path, one process);
 * ``shm``: ``SessionCache(SharedMemoryStore(...))`` (C fast path over the segment);
 * ``sqlite``: ``SessionCache(SQLiteStore(...))`` on tmpfs (Python path), the store the
-  server pages recommended before.
+  server pages recommended before;
+* ``memory-default`` / ``shm-default``: the same two C stores with the other context
+  attached as by default (internal cache on: OpenSSL keeps what it looked up).
 
 Reports the median per-round ratio of each arm's rate to ``internal``'s, per stack and TLS
 version, both for whole connections (client + server) and for the server's calls alone.
@@ -35,7 +37,7 @@ import common as C  # noqa: E402
 
 import sesscache  # noqa: E402
 
-ARMS = ("internal", "memory", "shm", "sqlite")
+ARMS = ("internal", "memory", "shm", "sqlite", "memory-default", "shm-default")
 
 
 def main(argv: List[str]) -> int:
@@ -45,8 +47,14 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--pool", type=int, default=16)
     parser.add_argument("--stacks", default="pyopenssl,stdlib")
     parser.add_argument("--versions", default=f"{C.TLS12},{C.TLS13}")
+    parser.add_argument("--arms", default=",".join(ARMS[1:]),
+                        help="arms beside internal (default: all)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args(argv)
+    chosen = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in chosen if a not in ARMS[1:]]
+    if unknown:
+        parser.error(f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS[1:])}")
     made: List[Any] = []
     tmp = tempfile.TemporaryDirectory(prefix="sesscache-bench-shm-", dir="/dev/shm")
 
@@ -69,14 +77,16 @@ def main(argv: List[str]) -> int:
             st = C.stack(stack_name)
             for version in args.versions.split(","):
                 arms = {"internal": C.build_arm(st, C.INTERNAL, version, "ecdsa", pool=args.pool)}
-                for kind in ARMS[1:]:
-                    arms[kind] = C.build_arm(st, C.SC_STORE, version, "ecdsa", pool=args.pool,
-                                             store_factory=factory(kind))
+                for kind in chosen:
+                    store_kind, _, attach = kind.partition("-")
+                    arms[kind] = C.build_arm(st, C.SC_OTHER if attach == "default" else C.SC_STORE,
+                                             version, "ecdsa", pool=args.pool,
+                                             store_factory=factory(store_kind))
                 blocks = C.interleave({k: (lambda arm=arm: C.run_block(st, arm, args.block))
                                        for k, arm in arms.items()}, args.rounds, seed=1)
                 entry: Dict[str, Any] = {"stack": stack_name, "version": version, "ratios": {}, "resumed": {},
                                          "fast_path": {}}
-                for kind in ARMS:
+                for kind in ("internal", *chosen):
                     rs = blocks[kind]
                     entry["resumed"][kind] = sum(r.reused for r in rs) / sum(r.n for r in rs)
                     if kind == "internal":

@@ -335,6 +335,37 @@ hand_over:
     return 0;
 }
 
+/* The session a lookup hands OpenSSL, checked as sc_parse_offered checks one (NULL with
+ * *reason set when refused). From the table's decoded session when it has one (`kept`:
+ * one reference, given back here): a copy of it, since the kept one must never reach a
+ * connection (memory_store.c); else decoded from the DER, and a copy of that kept beside
+ * the entry for the next lookups (DER stays the entry's value). Errors a failed copy
+ * queues are the trampoline's to pop (sc_on_get brackets the lookup). */
+static SSL_SESSION *sc_fast_offered(int slot, SSL *ssl, sc_mem *table, const unsigned char *key,
+                                    size_t key_len, const unsigned char *blob, size_t blob_len,
+                                    const sc_fast *f, const sc_envelope *env,
+                                    const unsigned char *id, int id_len, long long now,
+                                    SSL_SESSION *kept, int *reason)
+{
+    sc_api *a = &sc_apis[slot];
+    SSL_SESSION *sess = NULL, *copy;
+    if (kept != NULL) {
+        sess = a->SSL_SESSION_dup != NULL ? a->SSL_SESSION_dup(kept) : NULL;
+        a->SSL_SESSION_free(kept);
+        if (sess != NULL)
+            return sc_check_offered(slot, ssl, sess, id, id_len, f->sid_ctx, f->sid_ctx_len,
+                                    env->name, env->name_len, env->origin, now, reason);
+    }
+    sess = sc_parse_offered(slot, ssl, env->der, (long)env->der_len, id, id_len, f->sid_ctx,
+                            f->sid_ctx_len, env->name, env->name_len, env->origin, now, reason);
+    if (sess != NULL && a->SSL_SESSION_dup != NULL) {
+        copy = a->SSL_SESSION_dup(sess); /* before any connection has used sess */
+        if (copy != NULL)
+            sc_mem_keep_decoded(table, key, key_len, blob, blob_len, slot, copy);
+    }
+    return sess;
+}
+
 /* 1: answered (*out: the session, or NULL for a miss); 0: hand the lookup over. */
 static int sc_fast_get_session(int slot, SSL *ssl, const unsigned char *id, int id_len,
                                SSL_CTX *ctx, SSL_SESSION **out)
@@ -348,7 +379,8 @@ static int sc_fast_get_session(int slot, SSL *ssl, const unsigned char *id, int 
     size_t blob_len = 0, key_len;
     double now, clock;
     int found = 0, from_first, reason;
-    SSL_SESSION *sess;
+    SSL_SESSION *sess, *kept = NULL;
+    sc_mem *table;
     *out = NULL;
     if (f == NULL)
         return 0;
@@ -356,11 +388,16 @@ static int sc_fast_get_session(int slot, SSL *ssl, const unsigned char *id, int 
         goto hand_over;
     key_len = sc_store_key(f, id, (unsigned int)id_len, key);
     clock = sc_monotonic();
-    if (f->first != NULL)
-        found = sc_mem_copy_into(f->first, key, key_len, clock, blob, sizeof(blob), &blob_len);
+    table = f->first;
+    if (table != NULL)
+        found =
+            sc_mem_lookup(table, key, key_len, clock, blob, sizeof(blob), &blob_len, slot, &kept);
     from_first = found != 0;
-    if (found == 0)
-        found = sc_mem_copy_into(f->store, key, key_len, clock, blob, sizeof(blob), &blob_len);
+    if (found == 0) {
+        table = f->store;
+        found =
+            sc_mem_lookup(table, key, key_len, clock, blob, sizeof(blob), &blob_len, slot, &kept);
+    }
     if (found == 0) {
         if (f->miss_in_python)
             goto hand_over;
@@ -376,9 +413,9 @@ static int sc_fast_get_session(int slot, SSL *ssl, const unsigned char *id, int 
     sc_state_cert_fp(st, fingerprint);
     if (memcmp(fingerprint, env.cert_fp, SC_ENVELOPE_CERT_LEN) != 0)
         goto hand_over;
-    sess = sc_parse_offered(slot, ssl, env.der, (long)env.der_len, id, id_len, f->sid_ctx,
-                            f->sid_ctx_len, env.name, env.name_len, env.origin, (long long)now,
-                            &reason);
+    sess = sc_fast_offered(slot, ssl, table, key, key_len, blob, blob_len, f, &env, id, id_len,
+                           (long long)now, kept, &reason);
+    kept = NULL; /* given back */
     explicit_bzero(blob, blob_len);
     if (sess == NULL)
         goto hand_over;
@@ -388,6 +425,8 @@ static int sc_fast_get_session(int slot, SSL *ssl, const unsigned char *id, int 
     *out = sess;
     return 1;
 hand_over:
+    if (kept != NULL)
+        sc_apis[slot].SSL_SESSION_free(kept);
     explicit_bzero(blob, blob_len);
     sc_fast_count(&f->handed_over);
     return 0;

@@ -146,6 +146,11 @@ SSL_SESSION *sc_parse_offered(int slot, SSL *ssl, const unsigned char *der, long
                               const unsigned char *id, int id_len, const unsigned char *sid_ctx,
                               unsigned int sid_ctx_len, const char *made_for, int made_for_len,
                               long long origin, long long now, int *reason);
+static SSL_SESSION *sc_check_offered(int slot, SSL *ssl, SSL_SESSION *sess, const unsigned char *id,
+                                     int id_len, const unsigned char *sid_ctx,
+                                     unsigned int sid_ctx_len, const char *made_for,
+                                     int made_for_len, long long origin, long long now,
+                                     int *reason);
 static int sc_same_name(const char *a, int alen, const char *b, int blen);
 
 /* --- the in-process store (memory_store.c) ----------------------------------------- */
@@ -156,14 +161,24 @@ int sc_mem_set(sc_mem *m, const unsigned char *key, size_t klen, const unsigned 
                size_t vlen, double ttl, double now);
 static int sc_mem_copy_into(sc_mem *m, const unsigned char *key, size_t klen, double now,
                             unsigned char *out, size_t cap, size_t *len);
+static int sc_mem_lookup(sc_mem *m, const unsigned char *key, size_t klen, double now,
+                         unsigned char *out, size_t cap, size_t *vlen, int slot,
+                         SSL_SESSION **decoded);
+static void sc_mem_keep_decoded(sc_mem *m, const unsigned char *key, size_t klen,
+                                const unsigned char *value, size_t vlen, int slot,
+                                SSL_SESSION *sess);
 
 /* --- the shared-memory store (shm_store.c): an sc_mem made by sc_mem_over_shm hands
  * every read and write to it, so the fast path serves it as it serves a MemoryStore ----- */
 
 int sc_shm_set(sc_shm *s, const unsigned char *key, size_t klen, const unsigned char *value,
                size_t vlen, double ttl, double now);
-static int sc_shm_copy_into(sc_shm *s, const unsigned char *key, size_t klen, double now,
-                            unsigned char *out, size_t cap, size_t *vlen);
+static int sc_shm_lookup(sc_shm *s, const unsigned char *key, size_t klen, double now,
+                         unsigned char *out, size_t cap, size_t *vlen, int slot,
+                         SSL_SESSION **decoded);
+static void sc_shm_keep_decoded(sc_shm *s, const unsigned char *key, size_t klen,
+                                const unsigned char *value, size_t vlen, int slot,
+                                SSL_SESSION *sess);
 
 /* --- the fast path (fast_path.c) --------------------------------------------------- */
 

@@ -128,8 +128,23 @@ SSL_SESSION *sc_parse_offered(int slot, SSL *ssl, const unsigned char *der, long
                               unsigned int sid_ctx_len, const char *made_for, int made_for_len,
                               long long origin, long long now, int *reason)
 {
+    SSL_SESSION *sess = sc_session_from_der(slot, der, derlen);
+    if (sess == NULL) {
+        *reason = SC_OFFER_NOT_DER;
+        return NULL;
+    }
+    return sc_check_offered(slot, ssl, sess, id, id_len, sid_ctx, sid_ctx_len, made_for,
+                            made_for_len, origin, now, reason);
+}
+
+/* The checks of sc_parse_offered on a session already decoded (sess: one reference, taken
+ * over: returned when it passes, freed when not). */
+static SSL_SESSION *sc_check_offered(int slot, SSL *ssl, SSL_SESSION *sess, const unsigned char *id,
+                                     int id_len, const unsigned char *sid_ctx,
+                                     unsigned int sid_ctx_len, const char *made_for,
+                                     int made_for_len, long long origin, long long now, int *reason)
+{
     sc_api *a = &sc_apis[slot];
-    SSL_SESSION *sess;
     const unsigned char *bytes;
     unsigned int len;
     char asked[256];
@@ -137,11 +152,6 @@ SSL_SESSION *sc_parse_offered(int slot, SSL *ssl, const unsigned char *der, long
     sc_ctx_state *st;
     unsigned char expected[32];
     *reason = SC_OFFER_OK;
-    sess = sc_session_from_der(slot, der, derlen);
-    if (sess == NULL) {
-        *reason = SC_OFFER_NOT_DER;
-        return NULL;
-    }
     bytes = a->SSL_SESSION_get_id(sess, &len);
     if ((int)len != id_len || memcmp(bytes, id, len) != 0)
         *reason = SC_OFFER_OTHER_ID;

@@ -13,6 +13,7 @@ typedef struct {
     long long bytes;
     long long evictions;
     long long expired;
+    long long decoded; /* decoded sessions kept beside their DER (memory_store.c) */
 } sc_mem_info;
 
 /* The cache's C fast path (fast_path.c) and its counters. */

@@ -33,6 +33,18 @@
  * Times are CLOCK_MONOTONIC seconds, the same in every process of the host (the segment
  * does not outlive a reboot, which resets that clock).
  *
+ * Decoded sessions, process-local. As memory_store.c keeps the session an entry's DER
+ * decodes to beside it, each process keeps the sessions it decoded from the segment in a
+ * table of its own (sc_shm_line, nstripes * lines_per_stripe lines, made on first need),
+ * never in the segment: a session is a libssl object of one process. A line names the slot
+ * it was decoded from, with that slot's generation and checksum: a slot another process
+ * rewrote since no longer matches, and its line is replaced when next looked up. The
+ * lines of a stripe are only read and written under that stripe's lock; a wipe in this
+ * process (eviction, expiry, delete, pop, a torn slot) frees the slot's line with it, and
+ * closing frees them all. Lookups hand OpenSSL a copy (SSL_SESSION_dup), never the kept
+ * session (see memory_store.c). A line's seq is odd while it changes: a fork that caught
+ * another thread half-way leaves the child to forget that line (fork child handler).
+ *
  * Lifetime: sc_shm_close marks the handle closed, releases the file (and its flock) and,
  * once the calls under way are done, the mapping; the small struct stays: a context freed
  * later may still run a callback holding a pointer to it, which is then answered "nothing
@@ -56,6 +68,7 @@
 #define SC_SHM_DEFAULT_SIZE      (32ULL * 1024 * 1024)
 #define SC_SHM_DEFAULT_ENTRY_CAP 1536 /* a server's session without client certificates fits */
 #define SC_SHM_OPEN_TRIES        400  /* of about 5 ms each: two seconds of racing openers */
+#define SC_SHM_DECODED_MAX       2048 /* decoded sessions a process keeps per segment, at most */
 #if defined(__GLIBC__)
 #define SC_SHM_LIBC "glibc"
 #else
@@ -112,6 +125,15 @@ typedef struct {
     unsigned char bytes[]; /* key, then value */
 } sc_shm_slot;
 
+/* A decoded session of this process (see the top of the file). */
+typedef struct {
+    uint64_t seq;      /* odd while the line changes */
+    uint64_t gen, sum; /* of the slot when it was decoded */
+    SSL_SESSION *sess; /* one reference, of libssl copy `slot` */
+    uint32_t at;       /* the slot's index in its stripe + 1; 0: empty */
+    int slot;
+} sc_shm_line;
+
 struct sc_shm {
     unsigned char *base;
     size_t size;
@@ -124,6 +146,8 @@ struct sc_shm {
     uint64_t dev;
     uint64_t ino;
     char *path;
+    sc_shm_line *lines; /* decoded sessions, or NULL until the first; atomic */
+    uint32_t lines_per_stripe;
     struct sc_shm *next_made; /* every segment opened, for the fork handler */
 };
 
@@ -207,6 +231,16 @@ static void sc_shm_fork_child(void)
     sc_shm_stat sb;
     int fd;
     for (s = __atomic_load_n(&sc_shm_all, __ATOMIC_ACQUIRE); s != NULL; s = s->next_made) {
+        sc_shm_line *lines = __atomic_load_n(&s->lines, __ATOMIC_ACQUIRE);
+        size_t i, n = lines == NULL ? 0 : (size_t)s->h->nstripes * s->lines_per_stripe;
+        /* A line another thread was changing at the fork: its session may be half given
+         * back. Forgotten (at worst one session stays allocated in the child), never used. */
+        for (i = 0; i < n; i++)
+            if (lines[i].seq & 1) {
+                lines[i].sess = NULL;
+                lines[i].at = 0;
+                lines[i].seq++;
+            }
         s->own_file = 0;
         s->users = 0; /* the parent's other threads, caught in a call, are not here */
         if (__atomic_load_n(&s->closed, __ATOMIC_ACQUIRE))
@@ -301,11 +335,51 @@ static uint32_t sc_shm_tag(uint32_t hash) { return hash | 1u; }
 
 static void sc_shm_count(int64_t *counter) { __atomic_add_fetch(counter, 1, __ATOMIC_RELAXED); }
 
+/* The line of slot i of a stripe, or NULL before the first decoded session. */
+static sc_shm_line *sc_shm_line_of(sc_shm *s, uint32_t stripe, uint32_t i)
+{
+    sc_shm_line *lines = __atomic_load_n(&s->lines, __ATOMIC_ACQUIRE);
+    if (lines == NULL)
+        return NULL;
+    return &lines[(size_t)stripe * s->lines_per_stripe + i % s->lines_per_stripe];
+}
+
+/* Puts sess (or NULL) on a line (the stripe's lock held); returns what it held before,
+ * for the caller to free (after unlocking, when it can). */
+static SSL_SESSION *sc_shm_line_set(sc_shm_line *line, const sc_shm_slot *e, uint32_t i, int slot,
+                                    SSL_SESSION *sess)
+{
+    SSL_SESSION *old = line->sess;
+    __atomic_store_n(&line->seq, line->seq + 1, __ATOMIC_RELEASE);
+    line->sess = sess;
+    line->at = sess != NULL ? i + 1 : 0;
+    line->slot = slot;
+    line->gen = e != NULL ? e->gen : 0;
+    line->sum = e != NULL ? e->sum : 0;
+    __atomic_store_n(&line->seq, line->seq + 1, __ATOMIC_RELEASE);
+    return old;
+}
+
+/* Frees this process's decoded session of slot i, if it has one (lock held). */
+static void sc_shm_forget_decoded(sc_shm *s, uint32_t stripe, uint32_t i)
+{
+    sc_shm_line *line = sc_shm_line_of(s, stripe, i);
+    SSL_SESSION *old;
+    int slot;
+    if (line == NULL || line->at != i + 1)
+        return;
+    slot = line->slot;
+    old = sc_shm_line_set(line, NULL, 0, 0, NULL);
+    if (old != NULL)
+        sc_apis[slot].SSL_SESSION_free(old);
+}
+
 /* Wipes slot i of a stripe: the value holds a session's master secret. */
 static void sc_shm_wipe(sc_shm *s, uint32_t stripe, sc_shm_stripe *st, uint32_t i)
 {
     sc_shm_slot *e = sc_shm_slot_at(s, stripe, i);
     uint32_t *tags = sc_shm_tags(s, st);
+    sc_shm_forget_decoded(s, stripe, i);
     if (tags[i] != 0 && st->count > 0) {
         st->count--;
         st->bytes -= (e->klen + e->vlen <= st->bytes) ? e->klen + e->vlen : st->bytes;
@@ -499,9 +573,11 @@ static long sc_shm_live(sc_shm *s, uint32_t stripe, const unsigned char *key, si
 }
 
 /* Copies the value into out (cap bytes): 1 copied, 0 none (or the lock timed out), -1
- * larger than cap (nothing copied). take: remove it too, atomically. */
+ * larger than cap (nothing copied). take: remove it too, atomically. decoded: as
+ * sc_mem_lookup's (not with take). */
 static int sc_shm_read_in(sc_shm *s, const unsigned char *key, size_t klen, double now, int take,
-                          unsigned char *out, size_t cap, size_t *vlen)
+                          unsigned char *out, size_t cap, size_t *vlen, int slot,
+                          SSL_SESSION **decoded)
 {
     uint32_t hash, stripe;
     sc_shm_slot *e;
@@ -525,6 +601,15 @@ static int sc_shm_read_in(sc_shm *s, const unsigned char *key, size_t klen, doub
             found = 1;
             if (take)
                 sc_shm_wipe(s, stripe, sc_shm_stripe_of(s, stripe), (uint32_t)at);
+            else if (decoded != NULL) {
+                sc_shm_line *line = sc_shm_line_of(s, stripe, (uint32_t)at);
+                if (line != NULL && line->at == (uint32_t)at + 1 &&
+                    (line->gen != e->gen || line->sum != e->sum))
+                    sc_shm_forget_decoded(s, stripe, (uint32_t)at); /* rewritten elsewhere */
+                else if (line != NULL && line->at == (uint32_t)at + 1 && line->slot == slot &&
+                         line->sess != NULL && sc_apis[slot].SSL_SESSION_up_ref(line->sess) == 1)
+                    *decoded = line->sess;
+            }
         }
     }
     sc_shm_unlock(s, stripe);
@@ -532,13 +617,57 @@ static int sc_shm_read_in(sc_shm *s, const unsigned char *key, size_t klen, doub
     return found;
 }
 
-int sc_shm_read(sc_shm *s, const unsigned char *key, size_t klen, double now, int take,
-                unsigned char *out, size_t cap, size_t *vlen);
-
-static int sc_shm_copy_into(sc_shm *s, const unsigned char *key, size_t klen, double now,
-                            unsigned char *out, size_t cap, size_t *vlen)
+/* Keeps sess (taken over) on the line of the slot holding key, when that slot still holds
+ * exactly value; otherwise frees it. */
+static void sc_shm_keep_decoded_in(sc_shm *s, const unsigned char *key, size_t klen,
+                                   const unsigned char *value, size_t vlen, int slot,
+                                   SSL_SESSION *sess)
 {
-    return sc_shm_read(s, key, klen, now, 0, out, cap, vlen); /* (the public one, below) */
+    uint32_t hash, stripe, per;
+    sc_shm_line *lines, *line;
+    sc_shm_slot *e;
+    long at;
+    if (!sc_shm_usable(s))
+        goto give_back;
+    lines = __atomic_load_n(&s->lines, __ATOMIC_ACQUIRE);
+    if (lines == NULL) {
+        sc_shm_line *none = NULL;
+        per = SC_SHM_DECODED_MAX / s->h->nstripes;
+        if (per < 1)
+            per = 1;
+        if (per > s->h->per_stripe)
+            per = s->h->per_stripe;
+        lines = calloc((size_t)s->h->nstripes * per, sizeof(*lines));
+        if (lines == NULL)
+            goto give_back;
+        /* lines_per_stripe is set once, before the first lines are published (racing
+         * callers compute the same value). */
+        s->lines_per_stripe = per;
+        if (!__atomic_compare_exchange_n(&s->lines, &none, lines, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE))
+            free(lines); /* another thread made them first: no session is on these */
+    }
+    hash = sc_shm_hash(s, key, klen);
+    stripe = hash % s->h->nstripes;
+    if (!sc_shm_lock(s, stripe))
+        goto give_back;
+    at = sc_shm_find(s, stripe, sc_shm_stripe_of(s, stripe), key, klen, hash);
+    if (at >= 0) {
+        e = sc_shm_slot_at(s, stripe, (uint32_t)at);
+        line = sc_shm_line_of(s, stripe, (uint32_t)at);
+        if (e->vlen == vlen && memcmp(e->bytes + e->klen, value, vlen) == 0) {
+            int old_slot = line->slot;
+            SSL_SESSION *old = sc_shm_line_set(line, e, (uint32_t)at, slot, sess);
+            sess = NULL;
+            sc_shm_unlock(s, stripe);
+            if (old != NULL)
+                sc_apis[old_slot].SSL_SESSION_free(old);
+            return;
+        }
+    }
+    sc_shm_unlock(s, stripe);
+give_back:
+    sc_apis[slot].SSL_SESSION_free(sess);
 }
 
 /* 1 deleted, 0 absent, -1 the lock timed out. */
@@ -954,6 +1083,15 @@ void sc_shm_close(sc_shm *s)
         struct timespec pause = {0, 100000};
         nanosleep(&pause, NULL);
     }
+    {
+        /* No call is inside any more, and none will be: the decoded sessions go. */
+        sc_shm_line *lines = __atomic_exchange_n(&s->lines, NULL, __ATOMIC_ACQ_REL);
+        size_t i, n = lines == NULL ? 0 : (size_t)s->h->nstripes * s->lines_per_stripe;
+        for (i = 0; i < n; i++)
+            if (lines[i].sess != NULL)
+                sc_apis[lines[i].slot].SSL_SESSION_free(lines[i].sess);
+        free(lines);
+    }
     munmap(s->base, s->size);
     s->base = NULL;
     s->h = NULL;
@@ -1021,9 +1159,34 @@ int sc_shm_read(sc_shm *s, const unsigned char *key, size_t klen, double now, in
     int rc;
     if (!sc_shm_enter(s))
         return 0;
-    rc = sc_shm_read_in(s, key, klen, now, take, out, cap, vlen);
+    rc = sc_shm_read_in(s, key, klen, now, take, out, cap, vlen, 0, NULL);
     sc_shm_leave(s);
     return rc;
+}
+
+/* The fast path's read (sc_mem_lookup's, for a table over the segment). */
+static int sc_shm_lookup(sc_shm *s, const unsigned char *key, size_t klen, double now,
+                         unsigned char *out, size_t cap, size_t *vlen, int slot,
+                         SSL_SESSION **decoded)
+{
+    int rc;
+    if (!sc_shm_enter(s))
+        return 0;
+    rc = sc_shm_read_in(s, key, klen, now, 0, out, cap, vlen, slot, decoded);
+    sc_shm_leave(s);
+    return rc;
+}
+
+static void sc_shm_keep_decoded(sc_shm *s, const unsigned char *key, size_t klen,
+                                const unsigned char *value, size_t vlen, int slot,
+                                SSL_SESSION *sess)
+{
+    if (!sc_shm_enter(s)) {
+        sc_apis[slot].SSL_SESSION_free(sess);
+        return;
+    }
+    sc_shm_keep_decoded_in(s, key, klen, value, vlen, slot, sess);
+    sc_shm_leave(s);
 }
 
 int sc_shm_delete(sc_shm *s, const unsigned char *key, size_t klen)

@@ -32,7 +32,7 @@ class MemoryStore(BaseStore):
     Args:
         max_sessions: most entries held; setting one more evicts the least recently used.
         max_bytes: optional cap on the sum of ``len(key) + len(value)`` over all entries (the
-            table's own overhead, about 70 bytes an entry, is not counted). A single value
+            table's own overhead, about 80 bytes an entry, is not counted). A single value
             larger than this raises :class:`~sesscache.errors.ValueTooLarge`.
         clock: monotonic seconds; injectable for tests. With any clock but the default,
             a cache over this store serves every event from Python (the C fast path reads
@@ -43,6 +43,10 @@ class MemoryStore(BaseStore):
     entries are never returned; they are dropped when touched, when they reach the LRU end
     during a ``set``, or by :meth:`purge_expired`. Every dropped entry is wiped (zeroed)
     before its memory is freed: the session bytes hold the master secret.
+
+    A cache's C fast path keeps the session it decoded from an entry beside the entry, for
+    later lookups to copy rather than decode again: at most ``min(max_sessions, 2048)`` of
+    them, about 1.1 KB each, not counted in ``max_bytes``; they go with their entries.
 
     Counters for the cache to report: :attr:`evictions` (live entries pushed out by the size
     limits) and :attr:`expired` (entries dropped because their ttl had passed).
