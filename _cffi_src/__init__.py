@@ -12,7 +12,7 @@ share are declared once, in ``csrc/shared_types.h``, which the cdef reads too.
 """
 from pathlib import Path
 
-MODULES = ["libssl_api", "envelope", "trampolines", "memory_store", "shm_store", "fast_path", "at_fork",
+MODULES = ["libssl_api", "envelope", "seal", "trampolines", "memory_store", "shm_store", "fast_path", "at_fork",
            "clienthello", "ticket_keys", "session_ids", "client_offer"]
 TESTING_MODULES = ["testing_api"]
 
