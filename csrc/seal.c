@@ -53,7 +53,10 @@ struct sc_seal {
     int count;
     sc_seal_key keys[SC_SEAL_MAX_KEYS];
     long long counters[SC_SEAL_COUNTERS];
+    struct sc_seal *next_made; /* every ring ever made: none is ever unreachable */
 };
+
+static sc_seal *sc_seal_all;
 
 /* Per copy: AES-GCM for 16-, 24- and 32-byte keys, set once (lock-free: the loser of a
  * race gives its fetched cipher back). */
@@ -87,6 +90,10 @@ sc_seal *sc_seal_new(const unsigned char *keys, const int *lens, const unsigned 
         at += (size_t)lens[i];
     }
     s->count = count;
+    s->next_made = __atomic_load_n(&sc_seal_all, __ATOMIC_ACQUIRE);
+    while (!__atomic_compare_exchange_n(&sc_seal_all, &s->next_made, s, 1, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+        ;
     return s;
 }
 
