@@ -10,12 +10,14 @@ one and the slowest tenth dropped in every arm alike (common.trimmed_mean):
 * ``memory``: ``SessionCache(MemoryStore())`` (C fast path, one process);
 * ``shm``: ``SessionCache(SharedMemoryStore(...))`` (C fast path over the segment);
 * ``sqlite``: ``SessionCache(SQLiteStore(...))`` on tmpfs (Python path), the store the
-  server pages recommended before.
+  server pages recommended before;
+* with ``--seal``, also ``memory+seal`` and ``shm+seal``: the same with ``seal_keys`` (one
+  32-byte key), sealed and opened in C (csrc/seal.c).
 
 Reports the median per-round ratio of each arm's rate to ``internal``'s, per stack and TLS
 version, both for whole connections (client + server) and for the server's calls alone.
 
-    .venv/bin/python benchmarks/shm_store.py [--rounds 30] [--block 200]
+    .venv/bin/python benchmarks/shm_store.py [--rounds 30] [--block 200] [--seal] [--arms shm,shm+seal]
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C  # noqa: E402
 
 import sesscache  # noqa: E402
+from sesscache.sealing import generate_key  # noqa: E402
 
 ARMS = ("internal", "memory", "shm", "sqlite")
 
@@ -46,11 +49,19 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--stacks", default="pyopenssl,stdlib")
     parser.add_argument("--versions", default=f"{C.TLS12},{C.TLS13}")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--seal", action="store_true", help="add the memory+seal and shm+seal arms")
+    parser.add_argument("--arms", default="", help="only these arms besides internal (comma-separated)")
     args = parser.parse_args(argv)
+    arm_names = list(ARMS) + (["memory+seal", "shm+seal"] if args.seal else [])
+    if args.arms:
+        arm_names = ["internal"] + [a for a in args.arms.split(",") if a != "internal"]
+    seal_keys = [generate_key()]
     made: List[Any] = []
     tmp = tempfile.TemporaryDirectory(prefix="sesscache-bench-shm-", dir="/dev/shm")
 
-    def factory(kind: str):
+    def factory(arm: str):
+        kind = arm.split("+")[0]  # memory+seal: a MemoryStore, the cache seals
+
         def make():
             if kind == "memory":
                 store = sesscache.MemoryStore()
@@ -69,14 +80,15 @@ def main(argv: List[str]) -> int:
             st = C.stack(stack_name)
             for version in args.versions.split(","):
                 arms = {"internal": C.build_arm(st, C.INTERNAL, version, "ecdsa", pool=args.pool)}
-                for kind in ARMS[1:]:
+                for kind in arm_names[1:]:
                     arms[kind] = C.build_arm(st, C.SC_STORE, version, "ecdsa", pool=args.pool,
-                                             store_factory=factory(kind))
+                                             store_factory=factory(kind),
+                                             seal_keys=seal_keys if kind.endswith("+seal") else None)
                 blocks = C.interleave({k: (lambda arm=arm: C.run_block(st, arm, args.block))
                                        for k, arm in arms.items()}, args.rounds, seed=1)
                 entry: Dict[str, Any] = {"stack": stack_name, "version": version, "ratios": {}, "resumed": {},
                                          "fast_path": {}}
-                for kind in ARMS:
+                for kind in arm_names:
                     rs = blocks[kind]
                     entry["resumed"][kind] = sum(r.reused for r in rs) / sum(r.n for r in rs)
                     if kind == "internal":
