@@ -110,6 +110,14 @@ void sc_seal_retire(sc_seal *s)
     __atomic_add_fetch(&s->seq, 1, __ATOMIC_RELEASE);
 }
 
+/* In a forked child (at_fork.c): every ring counts the child's own traffic only. */
+static void sc_seal_fork_child(void)
+{
+    sc_seal *s;
+    for (s = __atomic_load_n(&sc_seal_all, __ATOMIC_ACQUIRE); s != NULL; s = s->next_made)
+        memset(s->counters, 0, sizeof(s->counters));
+}
+
 void sc_seal_counts_of(sc_seal *s, long long *out, int n)
 {
     int i;

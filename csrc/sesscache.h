@@ -169,6 +169,7 @@ static int sc_shm_copy_into(sc_shm *s, const unsigned char *key, size_t klen, do
 /* --- sealing (seal.c): 0 when it cannot, and the fast path hands the event over --- */
 
 int sc_seal_supported(int slot);
+static void sc_seal_fork_child(void);
 size_t sc_seal_blob(int slot, sc_seal *s, const unsigned char *skey, size_t sklen,
                     const unsigned char *plain, size_t plen, unsigned char *out, size_t cap);
 size_t sc_seal_open(int slot, sc_seal *s, const unsigned char *skey, size_t sklen,

@@ -227,9 +227,16 @@ def test_a_forked_worker_opens_the_parents_sealed_sessions_in_c(stack, version, 
             stack.close(hs)
         return outcomes, child._sealer.c_counts()["opened"], os.getpid()
 
+    before = cache._sealer.c_counts()
+    assert before["sealed"] >= 1
     outcomes, opened, pid = run_in_forked_child(worker)
     assert outcomes == [True, True, True] and pid != os.getpid()
     assert opened >= 2  # the first may teach the child's C side the certificate
+
+    def inherited():  # a forked child counts its own traffic only, as the cache's stats
+        return cache._sealer.c_counts()
+
+    assert run_in_forked_child(inherited) == dict.fromkeys(before, 0)
 
 
 def test_a_cache_with_other_keys_on_the_same_segment_refuses(stack, version, shm):
