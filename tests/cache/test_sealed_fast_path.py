@@ -10,39 +10,19 @@ and every scenario must end the same on both paths.
 from __future__ import annotations
 
 import os
-import time
-import uuid
 
 import pytest
 
 from sesscache import MemoryStore, SessionCache, SharedMemoryStore
 from sesscache.sealing import OVERHEAD, Sealer, generate_key, key_id
+from tests.cache.test_fast_path import PATHS  # the C path and the Python path
+from tests.cache.test_shm_fast_path import _attached as attached
 from tests.forking import run_in_forked_child
 from tests.tls import TLS12, TLS13
 
-PATHS = {"c": MemoryStore, "python": lambda: MemoryStore(clock=lambda: time.monotonic())}
 
-
-@pytest.fixture
-def shm():
-    stores = []
-
-    def make(name=None):
-        store = SharedMemoryStore(name or f"sealed-{uuid.uuid4().hex[:12]}", 2**20)
-        stores.append(store)
-        return store
-
-    yield make
-    for store in stores:
-        store.close()
-        store.unlink()
-
-
-def _attached(stack, version, store, keys, **options):
-    cache = SessionCache(store, seal_keys=keys, **options)
-    server = stack.server_context(version)
-    cache.attach(server, internal_cache=False)
-    return cache, server
+def _attached(stack, version, store, keys):
+    return attached(stack, version, store, seal_keys=keys)
 
 
 def _copy(source: MemoryStore, target: MemoryStore) -> int:

@@ -5,27 +5,10 @@ from __future__ import annotations
 import os
 import uuid
 
-import pytest
-
 from sesscache import SessionCache, SharedMemoryStore
 from sesscache.sealing import generate_key
 from tests.forking import run_in_forked_child
 from tests.tls import TLS13
-
-
-@pytest.fixture
-def shm():
-    stores = []
-
-    def make(name=None, **kwargs):
-        store = SharedMemoryStore(name or f"fast-{uuid.uuid4().hex[:12]}", 2**20, **kwargs)
-        stores.append(store)
-        return store
-
-    yield make
-    for store in stores:
-        store.close()
-        store.unlink()
 
 
 def _attached(stack, version, store, **options):
