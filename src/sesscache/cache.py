@@ -369,9 +369,9 @@ class SessionCache:
         plain in-process one (the real clock, no method overridden) or a shared-memory
         segment, for lookups and new sessions, sealed or not (C seals as Python does,
         csrc/seal.c); or, unsealed, a ``PrefetchingStore``'s tables or a Redis replica's,
-        for lookups only (they write new sessions on to their real store). Else None. One per session id
-        context, shared by every context attached with it (gunicorn attaches one per
-        connection)."""
+        for lookups only (they write new sessions on to their real store). Else None. One
+        per session id context, shared by every context attached with it (gunicorn
+        attaches one per connection)."""
         with self._attached_lock:
             if sid_ctx in self._fast_by_sid:
                 return self._fast_by_sid[sid_ctx]
