@@ -232,13 +232,15 @@ def test_a_cache_with_other_keys_on_the_same_segment_refuses(stack, version, shm
 
 
 def test_closing_the_cache_zeroes_its_keys_in_c(stack):
-    cache, server = _attached(stack, TLS12, MemoryStore(), [generate_key()])
-    ring = cache._sealer.c_ring()
-    cache.close()
     from sesscache._binding import ffi, lib
+    from sesscache._binding.copies import stdlib_instance
 
+    cache, server = _attached(stack, TLS12, MemoryStore(), [generate_key()])
+    ring, slot = cache._sealer.c_ring(), stdlib_instance().slot
     out = ffi.new("unsigned char[]", 128)
-    assert lib.sc_seal_blob(0, ring, b"k", 1, b"v" * 32, 32, out, 128) == 0
+    assert lib.sc_seal_blob(slot, ring, b"k", 1, b"v" * 32, 32, out, 128) == 32 + OVERHEAD
+    cache.close()
+    assert lib.sc_seal_blob(slot, ring, b"k", 1, b"v" * 32, 32, out, 128) == 0
 
 
 def test_sealed_caches_over_tables_c_does_not_write_stay_in_python():
