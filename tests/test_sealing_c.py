@@ -28,7 +28,9 @@ def _linked():
     return testing.linked_instance()
 
 
-COPIES = {"stdlib": stdlib_instance, "bundled": instance_for_cryptography, "linked": _linked}
+#: By the stack each copy serves: "pyopenssl" is cryptography's bundled OpenSSL (the id the
+#: version matrix's bundled rows select, tests/conftest.py).
+COPIES = {"stdlib": stdlib_instance, "pyopenssl": instance_for_cryptography, "linked": _linked}
 
 
 @pytest.fixture(params=sorted(COPIES))
