@@ -20,6 +20,7 @@ void sc_fast_stateless_noted(sc_fast *);
 void sc_fast_seal_with(sc_fast *, sc_seal *);
 void sc_fast_counts_of(sc_fast *, sc_fast_counts *);
 int sc_fast_start_journal(sc_fast *, int);
+void sc_fast_use_ring(sc_fast *, sc_ring *);
 int sc_fast_drain(sc_fast *, unsigned char *, unsigned char *, double *, int);
 void sc_fast_time_events(int);
 int sc_fast_timed_events(int, unsigned int *, int);

@@ -7,7 +7,10 @@ listening on a Unix socket and on 127.0.0.1 at a free port), unless
 1. Resumed handshakes per second with every lookup going to the store (the
    "another process" arm of benchmark 1: ``internal_cache=False``), RedisStore over the
    Unix socket and over TCP, and over the Unix socket with ``local_replica`` (a pub/sub-fed
-   copy in each process), relative to MemoryStore, interleaved.
+   copy in each process), relative to MemoryStore, interleaved; and what a user gets by
+   default, ``store_from_url(url)`` ("url:redis-unix": the local replica on), and with
+   ``--cluster`` a private 3-master Redis Cluster opened by its URL ("url:cluster": no
+   replica, every lookup a round trip to a node).
 2. Latency of ``store.get`` (a hit on a real blob) and ``store.set``, one call at a
    time with ``perf_counter_ns``: p50/p99 for Redis (unix, tcp), SQLite (tmpfs) and
    MemoryStore, interleaved in chunks of 100 calls so that they share the machine's mood;
@@ -88,6 +91,83 @@ class PrivateRedis:
                 self.process.kill()
                 self.process.wait()
         self.folder.cleanup()
+
+
+class PrivateCluster:
+    """Three redis-server masters on 127.0.0.1 made one Redis Cluster (no replicas), in a
+    temporary folder, as tests/fleet_fixtures.py starts one."""
+
+    def __init__(self) -> None:
+        for binary in ("redis-server", "redis-cli"):
+            if shutil.which(binary) is None:
+                raise RuntimeError(f"{binary} is not installed: a cluster cannot be started here")
+        self.folder = tempfile.TemporaryDirectory(prefix="sesscache-bench-cluster-")
+        self.processes: List[subprocess.Popen] = []
+        self.ports: List[int] = []
+        for i in range(3):
+            port = _free_port(lambda p: p + 10000 < 65536)
+            work = Path(self.folder.name) / str(i)
+            work.mkdir()
+            self.ports.append(port)
+            self.processes.append(subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(work), "--cluster-enabled", "yes",
+                 "--cluster-config-file", str(work / "nodes.conf"), "--loglevel", "warning"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        try:
+            for port in self.ports:
+                self._wait(lambda: self._cli(port, "ping").strip() == "PONG")
+            subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+                            "--cluster-replicas", "0", "--cluster-yes"], check=True,
+                           capture_output=True, timeout=60)
+            for port in self.ports:
+                self._wait(lambda: "cluster_state:ok" in self._cli(port, "cluster", "info"))
+        except BaseException:
+            self.stop()
+            raise
+        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    @staticmethod
+    def _cli(port: int, *args: str) -> str:
+        done = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10)
+        return done.stdout
+
+    @staticmethod
+    def _wait(ready: Callable[[], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the private Redis Cluster did not come up")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.folder.cleanup()
+
+
+def _free_port(fits: Callable[[int], bool]) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if fits(port):
+            return port
+
+
+def _close_all(stores: List[Any]) -> None:
+    for store in stores:
+        try:
+            store.close()
+        except Exception:
+            pass
 
 
 def _latency(stores: Dict[str, Any], blob: bytes, calls: int) -> Dict[str, Any]:
@@ -226,6 +306,39 @@ def _cross_server(p, url: str, setups=((0.0, 0.1), (0.0, 0.0), (0.02, 0.1), (0.0
     return out
 
 
+def _rates(p, progress, kinds: List[str], factory: Callable[[str], Callable[[], Any]]) -> List[Dict[str, Any]]:
+    """Resumed handshakes per second, every lookup in the store, each kind against
+    "memory" (the first kind), interleaved; per stack and TLS version."""
+    configs = []
+    for stack_name in p.stacks:
+        st = C.stack(stack_name)
+        for version in p.versions:
+            arms = {kind: C.build_arm(st, C.SC_STORE, version, "ecdsa", pool=p.pool,
+                                      store_factory=factory(kind)) for kind in kinds}
+            blocks = C.interleave({kind: (lambda arm=arm: C.run_block(st, arm, p.redis_block))
+                                   for kind, arm in arms.items()}, p.redis_rounds, seed=p.seed,
+                                  progress=progress)
+            entry: Dict[str, Any] = {"stack": stack_name, "version": version, "arms": {}, "ratios": {}}
+            for kind, rs in blocks.items():
+                cache = arms[kind].keep[0]
+                entry["arms"][kind] = {
+                    "pair_rate": C.summarize([r.rate for r in rs]),
+                    "server_rate": C.summarize([r.server_rate for r in rs]),
+                    "resumed_fraction": sum(r.reused for r in rs) / sum(r.n for r in rs),
+                    "stats": cache.stats.as_dict(),
+                    "store": getattr(getattr(cache.store, "stats", None), "as_dict", lambda: None)(),
+                }
+                if kind != "memory":
+                    entry["ratios"][kind] = {
+                        "pair": C.summarize([a.rate / b.rate for a, b in zip(rs, blocks["memory"])]),
+                        "server": C.summarize([a.server_rate / b.server_rate
+                                               for a, b in zip(rs, blocks["memory"])]),
+                    }
+            configs.append(entry)
+            del arms
+    return configs
+
+
 def run(p, progress) -> Dict[str, Any]:
     env_url = os.environ.get("SESSCACHE_TEST_REDIS_URL")
     server: Optional[PrivateRedis] = None
@@ -242,6 +355,11 @@ def run(p, progress) -> Dict[str, Any]:
         def make():
             if kind == "memory":
                 store = sesscache.MemoryStore()
+            elif kind.startswith("url:"):  # as every server integration opens it
+                store = sesscache.store_from_url(urls[kind[4:]], timeout=0.25,
+                                                 prefix=b"sesscache-bench:%d:" % time.monotonic_ns())
+                if store.replica is not None:
+                    store.replica.wait_subscribed(10)
             else:
                 base, _, replica = kind.partition("+")
                 store = sesscache.RedisStore(url=urls[base], timeout=0.25,
@@ -255,34 +373,12 @@ def run(p, progress) -> Dict[str, Any]:
 
     # "+replica": every lookup still goes to the store, which answers from its pub/sub-fed
     # copy in this process (what another process of the fleet would hold) before Redis.
-    kinds = ["memory"] + list(urls) + [f"{next(iter(urls))}+replica"]
+    # "url:": store_from_url's default, what every server integration opens.
+    first = next(iter(urls))
+    kinds = ["memory"] + list(urls) + [f"{first}+replica", f"url:{first}"]
     out: Dict[str, Any] = {"server": where, "configs": []}
     try:
-        for stack_name in p.stacks:
-            st = C.stack(stack_name)
-            for version in p.versions:
-                arms = {kind: C.build_arm(st, C.SC_STORE, version, "ecdsa", pool=p.pool,
-                                          store_factory=factory(kind)) for kind in kinds}
-                blocks = C.interleave({kind: (lambda arm=arm: C.run_block(st, arm, p.redis_block))
-                                       for kind, arm in arms.items()}, p.redis_rounds, seed=p.seed,
-                                      progress=progress)
-                entry: Dict[str, Any] = {"stack": stack_name, "version": version, "arms": {}, "ratios": {}}
-                for kind, rs in blocks.items():
-                    cache = arms[kind].keep[0]
-                    entry["arms"][kind] = {
-                        "pair_rate": C.summarize([r.rate for r in rs]),
-                        "server_rate": C.summarize([r.server_rate for r in rs]),
-                        "resumed_fraction": sum(r.reused for r in rs) / sum(r.n for r in rs),
-                        "stats": cache.stats.as_dict(),
-                    }
-                    if kind != "memory":
-                        entry["ratios"][kind] = {
-                            "pair": C.summarize([a.rate / b.rate for a, b in zip(rs, blocks["memory"])]),
-                            "server": C.summarize([a.server_rate / b.server_rate
-                                                   for a, b in zip(rs, blocks["memory"])]),
-                        }
-                out["configs"].append(entry)
-                del arms
+        out["configs"] = _rates(p, progress, kinds, factory)
         # store latency on a real blob
         arm = C.build_arm(C.stack(p.stacks[0]), C.SC_L1, C.TLS13, "ecdsa", pool=2)
         blob = arm.keep[0].store.entries()[0][1]
@@ -310,11 +406,7 @@ def run(p, progress) -> Dict[str, Any]:
                 sick.stop()
         out["cross_server"] = _cross_server(p, urls[next(iter(urls))])
     finally:
-        for store in made:
-            try:
-                store.close()
-            except Exception:
-                pass
+        _close_all(made)
         if server is not None:
             server.stop()
     return out
@@ -322,3 +414,81 @@ def run(p, progress) -> Dict[str, Any]:
 
 def total_rounds(p) -> int:
     return 2 * p.redis_rounds * len(p.stacks) * len(p.versions)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Only part 1 (rates), the default a user gets against what it is measured by:
+    ``python benchmarks/redis_store.py [--cluster] [--rounds N] [--block N]``."""
+    import argparse
+    import datetime
+    import json
+    import logging
+
+    import run as runner
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--cluster", action="store_true", help="also a private 3-master Redis Cluster by its URL")
+    parser.add_argument("--rounds", type=int, default=runner.Params.redis_rounds)
+    parser.add_argument("--block", type=int, default=runner.Params.redis_block)
+    parser.add_argument("--stacks", default="pyopenssl,stdlib")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    p = runner.Params(redis_rounds=args.rounds, redis_block=args.block,
+                      stacks=tuple(args.stacks.split(",")))
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = os.getloadavg()
+    server, cluster = PrivateRedis(), None
+    urls = {"redis-unix": server.urls["redis-unix"]}
+    made: List[Any] = []
+    try:
+        if args.cluster:
+            cluster = PrivateCluster()
+            urls["cluster"] = cluster.url
+
+        def factory(kind: str) -> Callable[[], Any]:
+            def make():
+                prefix = b"sesscache-bench:%d:" % time.monotonic_ns()
+                if kind == "memory":
+                    store = sesscache.MemoryStore()
+                elif kind == "redis-unix":  # RedisStore(url): no replica unless asked
+                    store = sesscache.RedisStore(urls[kind], timeout=0.25, prefix=prefix)
+                else:  # url:NAME, as every server integration opens it
+                    store = sesscache.store_from_url(urls[kind[4:]], timeout=0.25, prefix=prefix)
+                    if store.replica is not None:
+                        store.replica.wait_subscribed(10)
+                made.append(store)
+                return store
+            return make
+
+        kinds = ["memory", "redis-unix", "url:redis-unix"] + (["url:cluster"] if cluster else [])
+        configs = _rates(p, lambda n=1: None, kinds, factory)
+    finally:
+        _close_all(made)
+        server.stop()
+        if cluster is not None:
+            cluster.stop()
+    result = {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "loadavg_before": load_before,
+              "loadavg_after": os.getloadavg(), "rounds": p.redis_rounds, "block": p.redis_block,
+              "redis": server.version, "configs": configs}
+    lines = [f"# store_from_url(redis) by default vs MemoryStore ({result['date']}, load "
+             f"{load_before[0]:.2f} -> {result['loadavg_after'][0]:.2f}, {p.redis_rounds} rounds of "
+             f"{p.redis_block})", "", "| stack | TLS | store | pair ratio (p25-p75) | server ratio (p25-p75) | resumed |",
+             "|---|---|---|---|---|---|"]
+    for entry in configs:
+        for kind, ratio in entry["ratios"].items():
+            pr, sr = ratio["pair"], ratio["server"]
+            lines.append(f"| {entry['stack']} | {entry['version']} | {kind} | {pr['median']:.2f} "
+                         f"({pr['p25']:.2f}-{pr['p75']:.2f}) | {sr['median']:.2f} ({sr['p25']:.2f}-"
+                         f"{sr['p75']:.2f}) | {entry['arms'][kind]['resumed_fraction']:.2f} |")
+    table = "\n".join(lines) + "\n"
+    out = Path(args.out)
+    stamp = started.strftime("%Y%m%d-%H%M%S") + "-redis-default"
+    (out / f"{stamp}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (out / f"{stamp}.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

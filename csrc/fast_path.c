@@ -57,6 +57,10 @@ struct sc_fast {
     pthread_mutex_t journal_lock;
     sc_journal_entry *journal; /* a ring of journal_capacity, or NULL: off */
     int journal_capacity, journal_start, journal_count;
+    /* With new_in_python, a ring (new_session_ring.c) lets C store new sessions anyway:
+     * each goes into the store's table and, copied whole, into the ring, which the store's
+     * writer thread drains (sc_fast_use_ring). Atomic; NULL: none. */
+    sc_ring *ring;
     struct sc_fast *next_made; /* every policy ever made: none is ever unreachable */
 };
 
@@ -211,6 +215,14 @@ int sc_fast_drain(sc_fast *f, unsigned char *keys, unsigned char *key_lens, doub
     return n;
 }
 
+/* New sessions go to ring too from now on (for a store whose writer thread drains it);
+ * not for single_use, whose lookups pop from the real store and must find them there. */
+void sc_fast_use_ring(sc_fast *f, sc_ring *ring)
+{
+    if (!f->single_use)
+        __atomic_store_n(&f->ring, ring, __ATOMIC_RELEASE);
+}
+
 void sc_fast_counts_of(sc_fast *f, sc_fast_counts *out)
 {
     out->hits = __atomic_load_n(&f->hits, __ATOMIC_RELAXED);
@@ -244,6 +256,20 @@ static size_t sc_store_key(const sc_fast *f, const unsigned char *id, unsigned i
     return sc_envelope_key(f->sid_ctx, f->sid_ctx_len, id, id_len, key);
 }
 
+/* A new session for a store with a ring: into the store's table (this process answers
+ * for it at once), then into the ring for the writer thread. 1: done (a full ring drops
+ * it, counted there: the table and OpenSSL's cache still hold it); 0: hand it over. */
+static int sc_fast_new_into_ring(sc_fast *f, sc_ring *ring, const unsigned char *key,
+                                 size_t key_len, const unsigned char *value, size_t value_len,
+                                 double expires, double now)
+{
+    if (!sc_ring_accepts(ring, key_len, value_len))
+        return 0;
+    if (sc_mem_set(f->store, key, key_len, value, value_len, expires - now, sc_monotonic()) != 1)
+        return 0;
+    return sc_ring_put(ring, key, key_len, value, value_len, expires) >= 0;
+}
+
 /* 1: the new session was stored (or counted as a stateless ticket); 0: hand it over. */
 static int sc_fast_new_session(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *ctx)
 {
@@ -259,10 +285,12 @@ static int sc_fast_new_session(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *c
     double now, expires;
     size_t key_len, at, value_len;
     int stored;
+    sc_ring *ring;
     if (f == NULL)
         return 0;
     facts.der_len = 0;
-    if (f->new_in_python && __atomic_load_n(&f->journal, __ATOMIC_ACQUIRE) == NULL)
+    ring = f->new_in_python ? __atomic_load_n(&f->ring, __ATOMIC_ACQUIRE) : NULL;
+    if (f->new_in_python && ring == NULL && __atomic_load_n(&f->journal, __ATOMIC_ACQUIRE) == NULL)
         goto hand_over;
     if (!sc_describe_new(slot, ssl, sess, ctx, &facts, der, SC_FAST_DER_BUFFER))
         goto hand_over;
@@ -297,6 +325,14 @@ static int sc_fast_new_session(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *c
         if (value_len == 0)
             goto hand_over;
         value = sealed;
+    }
+    if (ring != NULL) {
+        stored = sc_fast_new_into_ring(f, ring, key, key_len, value, value_len, expires, now);
+        if (!stored)
+            goto hand_over;
+        explicit_bzero(der, (size_t)facts.der_len);
+        sc_fast_count(&f->stores);
+        return 1;
     }
     if (f->new_in_python) {
         /* Stored and noted together, or neither: a journal with no room hands over. */

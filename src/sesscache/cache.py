@@ -390,10 +390,10 @@ class SessionCache:
             return None
         seal = ffi.NULL
         if self._sealer is not None:
-            ring = self._sealer.c_ring() if view.new_in_c else None
-            if ring is None:
+            keys = self._sealer.c_ring() if view.new_in_c else None
+            if keys is None:
                 return None
-            seal = ring
+            seal = keys
         flags = 0 if view.new_in_c else lib.SC_FAST_NEW_IN_PYTHON
         if not view.complete:  # a replica: misses ask the store
             flags |= lib.SC_FAST_MISS_IN_PYTHON

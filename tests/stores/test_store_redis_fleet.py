@@ -316,6 +316,20 @@ def test_local_replica_refuses_a_cluster_and_bad_sizes(redis_cluster):
         RedisStore("redis://127.0.0.1:1", local_replica=-1)
 
 
+def test_a_cluster_url_opens_no_replica_by_default(redis_cluster):
+    """Redis Cluster's default (issue 22): no local copy (pub/sub there reaches every node),
+    every lookup goes to the node serving the key's slot."""
+    from sesscache import store_from_url
+
+    store = store_from_url(redis_cluster.url, prefix=unique_prefix())
+    try:
+        assert store.replica is None
+        store.set(b"k", b"v", 60)
+        assert store.get(b"k") == b"v" and store.pop(b"k") == b"v" and store.get(b"k") is None
+    finally:
+        store.close()
+
+
 def test_async_store_names_the_way_to_a_cluster():
     from sesscache.stores.redis import AsyncRedisStore
 

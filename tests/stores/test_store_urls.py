@@ -8,7 +8,7 @@ import pytest
 
 import sesscache
 from sesscache import ConfigurationError, MemoryStore, SQLiteStore, store_from_url
-from sesscache.stores.urls import STORE_URL_FORMS, check_store_url
+from sesscache.stores.urls import DEFAULT_URL_REPLICA, STORE_URL_FORMS, check_store_url
 
 
 def _round_trip(store) -> None:
@@ -75,9 +75,12 @@ def test_redis_local_replica_in_the_url(redis_url):
     assert store._replica is not None and store._replica.max_sessions == 50
     assert store._replica.wait_subscribed(10)
     _round_trip(store)
-    plain = store_from_url(redis_url)
-    assert plain._replica is None
+    plain = store_from_url(redis_url)  # the default (issue 22): a bounded copy
+    assert plain._replica is not None and plain._replica.max_sessions == DEFAULT_URL_REPLICA
     plain.close()
+    off = store_from_url(redis_url + joiner + "replica=off")
+    assert off._replica is None
+    off.close()
 
 
 def test_redis_local_replica_must_be_a_number():

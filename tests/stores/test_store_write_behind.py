@@ -423,3 +423,40 @@ def test_after_a_fruitless_wait_none_for_a_second(redis_url):
     stats = store.stats
     assert stats.new_session_waits == 1 and stats.waits_refused == 1, stats
     store.close()
+
+
+class _SlowWrites(RedisStore):
+    """Sets land after 0.2 s, deletes after 1 s (a batch is one call)."""
+
+    def set(self, key, value, ttl):
+        time.sleep(0.2)
+        super().set(key, value, ttl)
+
+    def delete(self, key):
+        time.sleep(1.0)
+        super().delete(key)
+
+    def write_many(self, ops):
+        time.sleep(1.0 if any(op == "delete" for op, *_ in ops) else 0.2)
+        super().write_many(ops)
+
+
+def test_a_pop_from_the_queue_is_never_followed_by_a_pop_in_the_store(redis_url):
+    """A session popped from this process's queued copy (its set not landed yet) has a
+    delete queued behind the set. While that delete is on its way the store holds the
+    session: a lookup that then waits for a write must not pop it there (a single-use
+    session handed out twice; seen with the default replica, whose copy wakes the wait at
+    once)."""
+    prefix = unique_prefix()
+    store = ResilientStore(_SlowWrites(redis_url, prefix=prefix, local_replica=100))
+    assert store.backend.replica.wait_subscribed(10)
+    store.set(b"k", b"session", 60)
+    time.sleep(0.05)  # the writer took the set: it lands in 0.2 s
+    assert store.pop(b"k") == b"session"  # from the queued copy; a delete is queued
+    time.sleep(0.4)  # the set landed; the delete takes a second
+    assert store.backend.get(b"k") == b"session"  # in Redis (and its copy) meanwhile
+    assert store.wait_for_write(b"k", time.time(), pop=True) is None
+    assert store.pop(b"k") is None
+    assert store.flush(5)
+    assert store.backend.get(b"k") is None
+    store.close()

@@ -65,6 +65,9 @@ HELP = {
     "sesscache_store_writes_dropped_total":
         "Writes dropped at once because max_pending_writes were queued already.",
     "sesscache_store_write_errors_total": "Queued writes the store refused or did not answer.",
+    "sesscache_store_ring_dropped_total":
+        "New sessions the C fast path dropped because the new-session ring to the writer thread "
+        "was full (they stay in this process only).",
     "sesscache_replica_sessions": "Sessions in this process's local replica of Redis.",
     "sesscache_replica_max_sessions": "The local replica's capacity (local_replica=N).",
     "sesscache_replica_last_message_timestamp_seconds":
@@ -132,7 +135,8 @@ _OPTIONAL_PARTS = (
                ("counter", "sesscache_store_pauses_total", "pauses"),
                ("gauge", "sesscache_store_pending_writes", "pending_writes"),
                ("counter", "sesscache_store_writes_dropped_total", "writes_dropped"),
-               ("counter", "sesscache_store_write_errors_total", "write_errors"))),
+               ("counter", "sesscache_store_write_errors_total", "write_errors"),
+               ("counter", "sesscache_store_ring_dropped_total", "ring_dropped"))),
     ("replica", (("gauge", "sesscache_replica_sessions", "sessions"),
                  ("gauge", "sesscache_replica_max_sessions", "max_sessions"),
                  ("gauge", "sesscache_replica_last_message_timestamp_seconds", "last_message"),

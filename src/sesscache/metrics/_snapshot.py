@@ -50,6 +50,7 @@ def store_snapshot(store: Any) -> Dict[str, Any]:
             "writes_dropped": stats.writes_dropped,
             "write_errors": stats.write_errors,
             "lookup_errors": stats.lookup_errors,
+            "ring_dropped": stats.ring_dropped,
         }
     backend = store.backend if isinstance(store, ResilientStore) else store
     replica = backend.replica if isinstance(backend, RedisStore) else None  # local_replica=N

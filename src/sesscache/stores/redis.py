@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
@@ -200,7 +201,12 @@ class RedisStore(_RedisCommon, BaseStore):
             ``"host:port,host:port"``.
         sentinel: Sentinel addresses, with ``service_name`` (default ``"mymaster"``).
         local_replica: keep a copy of up to this many sessions in each process, fed by Redis
-            pub/sub, and answer ``get`` from it first (see ``redis_replica.py``); 0: none.
+            pub/sub, and answer ``get`` from it first (see ``redis_replica.py``); 0: none
+            (the default here; :func:`~sesscache.store_from_url` turns one on for Redis URLs).
+        replica_optional: what happens when the server does not allow the replica's pub/sub
+            (an ACL user without ``+publish +subscribe``): the copy is turned off for this
+            store and lookups go to Redis, said in one log message: a warning when True (the
+            URL default, which nobody asked for), an error when False (asked for).
         **client_kwargs: more ``redis.Redis.from_url`` arguments (``max_connections``,
             ``ssl_ca_certs``, ...).
     """
@@ -220,11 +226,14 @@ class RedisStore(_RedisCommon, BaseStore):
         sentinel: Any = None,
         service_name: Optional[str] = None,
         local_replica: int = 0,
+        replica_optional: bool = False,
         **client_kwargs: Any,
     ) -> None:
         _require_redis()
         self._cluster = False
         self._replica: Optional[LocalReplica] = None
+        self.replica_optional = bool(replica_optional)
+        self._refusal_lock = threading.Lock()
         if client is None and cluster is None and sentinel is None and \
                 split_topology_url(url or _DEFAULT_URL)[0] == "single":
             self._connect(prefix, timeout, url, client, client_kwargs, _redis.Redis, _Retry)
@@ -252,7 +261,25 @@ class RedisStore(_RedisCommon, BaseStore):
             raise ConfigurationError("local_replica does not work with Redis Cluster (pub/sub there "
                                      "reaches every node); leave it 0")
         self._replica_channel = self.prefix + b"__sessions"
-        self._replica = LocalReplica(self.client, self._replica_channel, max_sessions, prefix=self.prefix)
+        self._replica = LocalReplica(self.client, self._replica_channel, max_sessions, prefix=self.prefix,
+                                     refused=self._replica_refused)
+
+    def _replica_refused(self, command: str, exc: BaseException) -> None:
+        """The server refused the replica's PUBLISH or SUBSCRIBE (an ACL without channel
+        rights): the copy is turned off for this store, said once whichever came first;
+        lookups go to Redis. Never an exception: the store works without it."""
+        with self._refusal_lock:
+            replica = self._replica
+            if replica is None:
+                return
+            self._replica = None
+        replica.close()  # emptied for good: the cache's C fast path may still read it
+        channel = self._replica_channel.decode("latin-1")
+        log.log(logging.WARNING if self.replica_optional else logging.ERROR,
+                "sesscache: %s refuses %s on %r (%s): the local replica is off for this store, "
+                "so every lookup goes to Redis (slower). Grant the user '+publish +subscribe &%s' "
+                "to have it, or turn it off yourself (local_replica=0, or ?replica=off in a store "
+                "URL) to silence this", self._where, command, channel, exc, channel)
 
     def _replicated(self, replica: LocalReplica, command: tuple, entry: bytes) -> Any:
         """``command`` and the PUBLISH that tells every replica, in one round trip.
@@ -265,17 +292,11 @@ class RedisStore(_RedisCommon, BaseStore):
         saying what to grant: the writes themselves landed and must not count as failed."""
         replies = self._pipeline(commands + [("PUBLISH", self._replica_channel, message)], raise_on_error=False)
         published = replies.pop()
-        replica = self._replica
         if isinstance(published, Exception):
             if not no_permission(published):
                 replies.append(published)
-            elif replica is not None:
-                self._replica = None
-                log.error("%s refuses PUBLISH on %r (%s): local_replica is turned off for this store, "
-                          "lookups go to Redis. Grant the user '+publish +subscribe &%s' to use it",
-                          self._where, self._replica_channel, published,
-                          self._replica_channel.decode("latin-1"))
-                replica.close()  # emptied for good: the cache's C fast path may still read it
+            else:
+                self._replica_refused("PUBLISH", published)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply

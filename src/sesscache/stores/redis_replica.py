@@ -34,7 +34,7 @@ import struct
 import threading
 import time
 import weakref
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .. import _fork
 from .memory import MemoryStore
@@ -74,8 +74,12 @@ class LocalReplica:
     """The table and the subscriber thread of one ``RedisStore`` in one process."""
 
     def __init__(self, client: Any, channel: bytes, max_sessions: int, retry_after: float = 1.0,
-                 prefix: bytes = b"") -> None:
+                 prefix: bytes = b"", refused: Optional[Callable[[str, BaseException], None]] = None) -> None:
         self.client = client
+        # Called (held weakly) when the server refuses SUBSCRIBE (an ACL without channel
+        # rights): the store turns its copy off, with one message. None: logged here, and
+        # the subscriber keeps asking.
+        self.refused = None if refused is None else _fork.WeakMethod(refused)
         self.channel = channel
         # The table is keyed by the store's keys without the Redis prefix (the cache's own
         # keys), so that SessionCache's C fast path can read it as it reads a MemoryStore.
@@ -266,6 +270,11 @@ def _subscribe_loop(replica_ref: "weakref.ref[LocalReplica]") -> None:
         except Exception as exc:  # Redis down or restarted: lookups go to Redis meanwhile
             replica = replica_ref()
             if replica is None or replica.closed:
+                return
+            refused = replica.refused() if no_permission(exc) and replica.refused is not None else None
+            if refused is not None:
+                del replica
+                refused("SUBSCRIBE", exc)  # the store turns its copy off: this thread ends
                 return
             if no_permission(exc) and not replica.told_noperm:
                 replica.told_noperm = True
