@@ -17,6 +17,7 @@ sc_fast *sc_fast_new(sc_mem *, const unsigned char *, unsigned int, double, long
 int sc_fast_enable(int, SSL_CTX *, sc_fast *);
 void sc_fast_disable(int, SSL_CTX *, sc_fast *);
 void sc_fast_stateless_noted(sc_fast *);
+void sc_fast_seal_with(sc_fast *, sc_seal *);
 void sc_fast_counts_of(sc_fast *, sc_fast_counts *);
 int sc_fast_start_journal(sc_fast *, int);
 void sc_fast_use_ring(sc_fast *, sc_ring *);

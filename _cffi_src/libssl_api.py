@@ -105,6 +105,19 @@ API = [
     ("int", "EVP_MAC_CTX_set_params", "void *, const void *", False),
     ("int", "HMAC_Init_ex", "void *, const void *, int, const void *, void *", False),
     ("const void *", "EVP_sha256", "void", False),
+    # Sealing store values with AES-GCM (seal.c): contexts as void *, as above. The
+    # ciphers are fetched once per copy and key size (3.0+) or are EVP_aes_*_gcm (1.1.1).
+    ("void *", "EVP_CIPHER_CTX_new", "void", False),
+    ("void", "EVP_CIPHER_CTX_free", "void *", False),
+    ("int", "EVP_CIPHER_CTX_ctrl", "void *, int, int, void *", False),
+    ("int", "EVP_EncryptUpdate", "void *, unsigned char *, int *, const unsigned char *, int", False),
+    ("int", "EVP_EncryptFinal_ex", "void *, unsigned char *, int *", False),
+    ("int", "EVP_DecryptUpdate", "void *, unsigned char *, int *, const unsigned char *, int", False),
+    ("int", "EVP_DecryptFinal_ex", "void *, unsigned char *, int *", False),
+    ("void", "EVP_CIPHER_free", "void *", False),
+    ("const void *", "EVP_aes_128_gcm", "void", False),
+    ("const void *", "EVP_aes_192_gcm", "void", False),
+    ("const void *", "EVP_aes_256_gcm", "void", False),
     # SHA-256 for bound session id contexts and certificate fingerprints (sni_binding.c):
     # EVP_Digest with the SHA-256 object fetched once per copy (3.0+) or EVP_sha256 (1.1.1).
     ("int", "EVP_Digest", "const void *, size_t, unsigned char *, unsigned int *, const void *, void *", False),

@@ -307,7 +307,7 @@ class Arm:
 
 
 def build_arm(st: Stack, name: str, version: str, key_type: str, pool: int = 16,
-              store_factory: Optional[Callable[[], Any]] = None) -> Arm:
+              store_factory: Optional[Callable[[], Any]] = None, seal_keys: Optional[List[bytes]] = None) -> Arm:
     """Make the arm's server context and ``pool`` client sessions that resume on it.
 
     For the "another process" arms the sessions are made by a first context sharing the
@@ -324,7 +324,7 @@ def build_arm(st: Stack, name: str, version: str, key_type: str, pool: int = 16,
         maker = server = st.server_context(version, key_type, mode=mode_internal)
     elif name in (SC_L1, SC_STORE, SC_OTHER):
         store = store_factory() if store_factory else sesscache.MemoryStore()
-        cache = sesscache.SessionCache(store=store, lifetime=300, seal_keys=None)
+        cache = sesscache.SessionCache(store=store, lifetime=300, seal_keys=seal_keys)
         keep.append(cache)
         maker = st.server_context(version, key_type)
         cache.attach(maker, session_id_context=SID_CTX, internal_cache=True)

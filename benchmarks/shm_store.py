@@ -13,11 +13,13 @@ one and the slowest tenth dropped in every arm alike (common.trimmed_mean):
   server pages recommended before;
 * ``memory-default`` / ``shm-default``: the same two C stores with the other context
   attached as by default (internal cache on: OpenSSL keeps what it looked up).
+* with ``--seal``, also ``memory+seal`` and ``shm+seal``: the same with ``seal_keys`` (one
+  32-byte key), sealed and opened in C (csrc/seal.c).
 
 Reports the median per-round ratio of each arm's rate to ``internal``'s, per stack and TLS
 version, both for whole connections (client + server) and for the server's calls alone.
 
-    .venv/bin/python benchmarks/shm_store.py [--rounds 30] [--block 200]
+    .venv/bin/python benchmarks/shm_store.py [--rounds 30] [--block 200] [--seal] [--arms shm,shm+seal]
 """
 from __future__ import annotations
 
@@ -36,8 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C  # noqa: E402
 
 import sesscache  # noqa: E402
+from sesscache.sealing import generate_key  # noqa: E402
 
 ARMS = ("internal", "memory", "shm", "sqlite", "memory-default", "shm-default")
+SEALED = ("memory+seal", "shm+seal")  # with --seal, or named in --arms
 
 
 def main(argv: List[str]) -> int:
@@ -50,15 +54,19 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--arms", default=",".join(ARMS[1:]),
                         help="arms beside internal (default: all)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--seal", action="store_true", help="add the memory+seal and shm+seal arms")
     args = parser.parse_args(argv)
-    chosen = [a for a in args.arms.split(",") if a]
-    unknown = [a for a in chosen if a not in ARMS[1:]]
+    chosen = list(dict.fromkeys([a for a in args.arms.split(",") if a] + (list(SEALED) if args.seal else [])))
+    unknown = [a for a in chosen if a not in ARMS[1:] + SEALED]
     if unknown:
-        parser.error(f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS[1:])}")
+        parser.error(f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS[1:] + SEALED)}")
+    seal_keys = [generate_key()]
     made: List[Any] = []
     tmp = tempfile.TemporaryDirectory(prefix="sesscache-bench-shm-", dir="/dev/shm")
 
-    def factory(kind: str):
+    def factory(arm: str):
+        kind = arm.split("+")[0]  # memory+seal: a MemoryStore, the cache seals
+
         def make():
             if kind == "memory":
                 store = sesscache.MemoryStore()
@@ -81,7 +89,8 @@ def main(argv: List[str]) -> int:
                     store_kind, _, attach = kind.partition("-")
                     arms[kind] = C.build_arm(st, C.SC_OTHER if attach == "default" else C.SC_STORE,
                                              version, "ecdsa", pool=args.pool,
-                                             store_factory=factory(store_kind))
+                                             store_factory=factory(store_kind),
+                                             seal_keys=seal_keys if kind.endswith("+seal") else None)
                 blocks = C.interleave({k: (lambda arm=arm: C.run_block(st, arm, args.block))
                                        for k, arm in arms.items()}, args.rounds, seed=1)
                 entry: Dict[str, Any] = {"stack": stack_name, "version": version, "ratios": {}, "resumed": {},

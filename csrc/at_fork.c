@@ -10,7 +10,7 @@
  * half-changed, and release them on both sides; a table made by another thread during the
  * fork gets its lock made anew in the child.
  *
- * Counters: the child starts its own at zero (the fast path's and the tables' evictions
+ * Counters: the child starts its own at zero (the fast path's, the seal rings' and the tables' evictions
  * and expired), so the stats of prefork workers add up without the parent's traffic
  * counted once per worker. sesscache._fork does the same for the Python side.
  *
@@ -72,6 +72,7 @@ static void sc_fork_child(void)
     }
     for (m = __atomic_load_n(&sc_mem_all, __ATOMIC_ACQUIRE); m != NULL; m = m->next_made)
         m->evictions = m->expired = 0;
+    sc_seal_fork_child();
 }
 
 /* 0: not yet, 1: being registered, 2: registered, 3: failed. An atomic flag rather than

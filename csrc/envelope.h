@@ -31,6 +31,18 @@
 /* How far in the future an origin may lie (the clocks of a fleet disagree a little). */
 #define SC_CLOCK_SKEW 60
 
+/* A sealed value (seal.c in C, sesscache/sealing.py in Python; written and read by both):
+ * format (1 byte, SC_SEAL_VERSION) | key id (4 bytes: SHA-256 of a label and the key, first
+ * 4) | nonce (12 random bytes) | AES-GCM ciphertext of the envelope above | tag (16 bytes).
+ * The associated data is format | key id | the store key. */
+#define SC_SEAL_VERSION     1
+#define SC_SEAL_KEY_ID_LEN  4
+#define SC_SEAL_NONCE_AT    5
+#define SC_SEAL_NONCE_LEN   12
+#define SC_SEAL_HEADER_SIZE 17 /* format, key id, nonce: the ciphertext starts here */
+#define SC_SEAL_TAG_LEN     16
+#define SC_SEAL_OVERHEAD    33 /* header and tag */
+
 #define SC_STORE_KEY_PREFIX     "sc1:"
 #define SC_STORE_KEY_PREFIX_LEN 4
 #define SC_STORE_KEY_MAX        (SC_STORE_KEY_PREFIX_LEN + 1 + 32 + 32)

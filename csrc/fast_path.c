@@ -1,11 +1,12 @@
 /* SessionCache's common cases in C, for a cache over the in-process store.
  *
- * When a SessionCache over a plain MemoryStore (no sealing, the real clock) is attached
+ * When a SessionCache over a plain MemoryStore (the real clock) is attached
  * to a context, it hands this file its policy (sc_fast): the session id context, the
  * lifetime and the size cap (the certificate's fingerprint comes from the context's own
  * state, see sni_binding.c). The trampolines then try the fast path first:
  * - new session: describe it, serialize it, wrap it in the envelope (envelope.h) the
- *   Python code writes too, and store it: no Python at all;
+ *   Python code writes too, seal it when the cache has seal_keys (seal.c, the Python
+ *   code's format too), and store it: no Python at all;
  * - lookup: a miss, or a blob that opens, passes every check and parses, is answered here.
  * Anything else (a session that is stateless before Python has warned about it, from
  * another id context, expired, too large, a blob that does not open or is refused,
@@ -21,6 +22,8 @@
 
 #define SC_FAST_DER_BUFFER  2048 /* larger sessions go through Python */
 #define SC_FAST_BLOB_BUFFER (SC_ENVELOPE_SIZE + SC_ENVELOPE_NAME_MAX + SC_FAST_DER_BUFFER)
+/* A sealed envelope (seal.c): what a sealed cache's tables hold. */
+#define SC_FAST_SEALED_BUFFER (SC_FAST_BLOB_BUFFER + SC_SEAL_OVERHEAD)
 /* sc_fast_new's flags. */
 #define SC_FAST_NEW_IN_PYTHON  1
 #define SC_FAST_MISS_IN_PYTHON 2
@@ -44,6 +47,7 @@ struct sc_fast {
     long long max_session_size;
     int single_use;
     int stateless_noted; /* Python has warned: C may count the rest */
+    sc_seal *seal;       /* the cache's sealing keys (seal.c), or NULL: values in the clear */
     long long hits, misses, stores, stateless, handed_over; /* atomic */
     long long from_first;                                   /* of the hits, those read from first */
     long long rejected; /* offers refused before any lookup (sc_fast_note_offer) */
@@ -140,6 +144,26 @@ void sc_fast_disable(int slot, SSL_CTX *ctx, sc_fast *f)
     sc_ctx_state *st = sc_state_of(slot, ctx);
     if (st != NULL)
         __atomic_compare_exchange_n(&st->fast, &f, NULL, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+/* Seal what f stores and open what it reads with seal's keys: set once, before f is
+ * enabled on any context. */
+void sc_fast_seal_with(sc_fast *f, sc_seal *seal)
+{
+    __atomic_store_n(&f->seal, seal, __ATOMIC_RELEASE);
+}
+
+/* A value read from f's tables, sealed or not, as an envelope in place: blob itself when
+ * f does not seal, else plain (SC_FAST_BLOB_BUFFER bytes) with *len its length, or NULL
+ * when it does not open (seal.c counts why; the event goes to Python). */
+static const unsigned char *sc_fast_unsealed(int slot, const sc_fast *f, const unsigned char *key,
+                                             size_t key_len, const unsigned char *blob, size_t *len,
+                                             unsigned char *plain)
+{
+    if (f->seal == NULL)
+        return blob;
+    *len = sc_seal_open(slot, f->seal, key, key_len, blob, *len, plain, SC_FAST_BLOB_BUFFER);
+    return *len > 0 ? plain : NULL;
 }
 
 void sc_fast_stateless_noted(sc_fast *f)
@@ -253,11 +277,13 @@ static int sc_fast_new_session(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *c
     sc_fast *f = sc_fast_of(st);
     sc_new_facts facts;
     unsigned char blob[SC_FAST_BLOB_BUFFER];
+    unsigned char sealed[SC_FAST_SEALED_BUFFER];
     unsigned char key[SC_STORE_KEY_MAX];
     unsigned char fingerprint[SC_ENVELOPE_CERT_LEN];
     unsigned char *der = blob + SC_ENVELOPE_SIZE + SC_ENVELOPE_NAME_MAX;
+    const unsigned char *value;
     double now, expires;
-    size_t key_len, at;
+    size_t key_len, at, value_len;
     int stored;
     sc_ring *ring;
     if (f == NULL)
@@ -291,10 +317,17 @@ static int sc_fast_new_session(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *c
     sc_state_cert_fp(st, fingerprint);
     sc_envelope_put(blob + at, facts.origin, fingerprint, facts.name, (size_t)facts.name_len);
     key_len = sc_store_key(f, facts.id, facts.id_len, key);
+    value = blob + at;
+    value_len = SC_ENVELOPE_SIZE + (size_t)facts.name_len + (size_t)facts.der_len;
+    if (f->seal != NULL) {
+        value_len =
+            sc_seal_blob(slot, f->seal, key, key_len, value, value_len, sealed, sizeof(sealed));
+        if (value_len == 0)
+            goto hand_over;
+        value = sealed;
+    }
     if (ring != NULL) {
-        stored = sc_fast_new_into_ring(
-            f, ring, key, key_len, blob + at,
-            SC_ENVELOPE_SIZE + (size_t)facts.name_len + (size_t)facts.der_len, expires, now);
+        stored = sc_fast_new_into_ring(f, ring, key, key_len, value, value_len, expires, now);
         if (!stored)
             goto hand_over;
         explicit_bzero(der, (size_t)facts.der_len);
@@ -309,9 +342,7 @@ static int sc_fast_new_session(int slot, SSL *ssl, SSL_SESSION *sess, SSL_CTX *c
             goto hand_over;
         }
     }
-    stored = sc_mem_set(f->store, key, key_len, blob + at,
-                        SC_ENVELOPE_SIZE + (size_t)facts.name_len + (size_t)facts.der_len,
-                        expires - now, sc_monotonic());
+    stored = sc_mem_set(f->store, key, key_len, value, value_len, expires - now, sc_monotonic());
     if (f->new_in_python) {
         if (stored == 1) {
             sc_journal_entry *e =
@@ -372,11 +403,13 @@ static int sc_fast_get_session(int slot, SSL *ssl, const unsigned char *id, int 
 {
     sc_ctx_state *st = sc_state_of(slot, ctx);
     sc_fast *f = sc_fast_of(st);
-    unsigned char blob[SC_FAST_BLOB_BUFFER];
+    unsigned char blob[SC_FAST_SEALED_BUFFER];
+    unsigned char plain[SC_FAST_BLOB_BUFFER]; /* the envelope when sealed */
+    const unsigned char *opened;
     unsigned char key[SC_STORE_KEY_MAX];
     unsigned char fingerprint[SC_ENVELOPE_CERT_LEN];
     sc_envelope env;
-    size_t blob_len = 0, key_len;
+    size_t blob_len = 0, opened_len = 0, key_len;
     double now, clock;
     int found = 0, from_first, reason;
     SSL_SESSION *sess, *kept = NULL;
@@ -404,8 +437,11 @@ static int sc_fast_get_session(int slot, SSL *ssl, const unsigned char *id, int 
         sc_fast_count(&f->misses);
         return 1;
     }
-    if (found < 0 || (long long)blob_len > f->max_session_size + SC_ENVELOPE_OVERHEAD ||
-        !sc_envelope_open(blob, blob_len, &env))
+    if (found < 0 || (long long)blob_len > f->max_session_size + SC_ENVELOPE_OVERHEAD)
+        goto hand_over;
+    opened_len = blob_len;
+    opened = sc_fast_unsealed(slot, f, key, key_len, blob, &opened_len, plain);
+    if (opened == NULL || !sc_envelope_open(opened, opened_len, &env))
         goto hand_over;
     now = sc_wall_clock();
     if ((double)env.origin + f->lifetime <= now || (double)env.origin > now + SC_CLOCK_SKEW)
@@ -417,6 +453,8 @@ static int sc_fast_get_session(int slot, SSL *ssl, const unsigned char *id, int 
                            (long long)now, kept, &reason);
     kept = NULL; /* given back */
     explicit_bzero(blob, blob_len);
+    if (f->seal != NULL)
+        explicit_bzero(plain, opened_len);
     if (sess == NULL)
         goto hand_over;
     sc_fast_count(&f->hits);
@@ -428,6 +466,8 @@ hand_over:
     if (kept != NULL)
         sc_apis[slot].SSL_SESSION_free(kept);
     explicit_bzero(blob, blob_len);
+    if (f->seal != NULL)
+        explicit_bzero(plain, opened_len);
     sc_fast_count(&f->handed_over);
     return 0;
 }
@@ -492,10 +532,12 @@ static void sc_fast_note_offer(sc_ctx_state *st, SSL *ssl, const char *name, int
 {
     sc_fast *f = sc_fast_of(st);
     sc_api *a = &sc_apis[st->slot];
-    unsigned char blob[SC_FAST_BLOB_BUFFER];
+    unsigned char blob[SC_FAST_SEALED_BUFFER];
+    unsigned char plain[SC_FAST_BLOB_BUFFER]; /* the envelope when sealed */
+    const unsigned char *opened = NULL;
     unsigned char key[SC_STORE_KEY_MAX];
     unsigned char id[32];
-    size_t blob_len = 0, key_len;
+    size_t blob_len = 0, opened_len = 0, key_len;
     sc_envelope env;
     double clock;
     int id_len, found = 0, refused;
@@ -514,14 +556,22 @@ static void sc_fast_note_offer(sc_ctx_state *st, SSL *ssl, const char *name, int
         found = sc_mem_copy_into(f->first, key, key_len, clock, blob, sizeof(blob), &blob_len);
     if (found == 0)
         found = sc_mem_copy_into(f->store, key, key_len, clock, blob, sizeof(blob), &blob_len);
-    if (found != 1 || !sc_envelope_open(blob, blob_len, &env)) {
+    if (found == 1) {
+        opened_len = blob_len;
+        opened = sc_fast_unsealed(st->slot, f, key, key_len, blob, &opened_len, plain);
+    }
+    if (opened == NULL || !sc_envelope_open(opened, opened_len, &env)) {
         explicit_bzero(blob, blob_len);
+        if (f->seal != NULL)
+            explicit_bzero(plain, opened_len);
         return; /* not one the lookup could resume: whatever happens is counted there */
     }
     refused =
         memcmp(env.cert_fp, cert_fp, SC_ENVELOPE_CERT_LEN) != 0 || name_len < 0 ||
         !(env.name == NULL ? name_len == 0 : sc_same_name(name, name_len, env.name, env.name_len));
     explicit_bzero(blob, blob_len);
+    if (f->seal != NULL)
+        explicit_bzero(plain, opened_len);
     if (refused && a->SSL_set_ex_data(ssl, sc_offer_idx[st->slot], f) == 1)
         sc_fast_count(&f->rejected);
 }

@@ -21,6 +21,7 @@
  *   at_fork.c        fork() and the tables' locks
  *   clienthello.c    the ClientHello scan of sesscache.aio (self-contained)
  *   ticket_keys.c    the session-ticket key callback over a key ring
+ *   seal.c           sealing store values with AES-GCM (sealing.py's format) in C
  *   id_stamps.c      session ids that carry their issue time
  *   api_table.c      the function table's required column
  *   client_offer.c   clients: offer a stored session at handshake start (info callback)
@@ -179,6 +180,15 @@ static int sc_shm_lookup(sc_shm *s, const unsigned char *key, size_t klen, doubl
 static void sc_shm_keep_decoded(sc_shm *s, const unsigned char *key, size_t klen,
                                 const unsigned char *value, size_t vlen, int slot,
                                 SSL_SESSION *sess);
+
+/* --- sealing (seal.c): 0 when it cannot, and the fast path hands the event over --- */
+
+int sc_seal_supported(int slot);
+static void sc_seal_fork_child(void);
+size_t sc_seal_blob(int slot, sc_seal *s, const unsigned char *skey, size_t sklen,
+                    const unsigned char *plain, size_t plen, unsigned char *out, size_t cap);
+size_t sc_seal_open(int slot, sc_seal *s, const unsigned char *skey, size_t sklen,
+                    const unsigned char *sealed, size_t slen, unsigned char *out, size_t cap);
 
 /* --- the fast path (fast_path.c) --------------------------------------------------- */
 

@@ -28,6 +28,9 @@ typedef struct {
     long long rejected;
 } sc_fast_counts;
 
+/* A ring of sealing keys (seal.c). */
+typedef struct sc_seal sc_seal;
+
 /* A ticket-key ring (ticket_keys.c). */
 typedef struct sc_tk_ring sc_tk_ring;
 

@@ -27,10 +27,11 @@ PACKAGE = SRC / "sesscache"
 #: Lowest first. A module belongs to the layer of the longest prefix that names it.
 LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("foundation", ("sesscache.errors", "sesscache._burstlog", "sesscache._compat", "sesscache._id_stamps",
-                    "sesscache.session_ids", "sesscache.sealing", "sesscache._certs", "sesscache._call_times")),
+                    "sesscache.session_ids", "sesscache._certs", "sesscache._call_times")),
+    # sealing: the Python side of csrc/seal.c (its format's numbers, the keys handed to C).
     ("binding", ("sesscache._binding", "sesscache._sesscache_cffi", "sesscache._sesscache_testing_cffi",
                  "sesscache._fork", "sesscache.session", "sesscache.contexts", "sesscache.callbacks",
-                 "sesscache.clienthello", "sesscache.testing")),
+                 "sesscache.clienthello", "sesscache.testing", "sesscache.sealing")),
     ("stores", ("sesscache.stores",)),
     ("cache", ("sesscache.cache", "sesscache.client_cache", "sesscache.ticket_keys")),
     # metrics: beside the servers (the integrations serve /metrics), above the cache it reads.

@@ -15,6 +15,10 @@
  *      session's id, name, id context and time, once with the id the fast path asked for
  *      and once with the id the DER itself holds (so mutations get past the id check).
  *   3  the same with the input as the DER alone (sc_parse_offered, sc_session_from_der).
+ *   4  a sealed value as a sealed cache's fast path reads it (seal.c): sc_seal_open with a
+ *      fixed key (the seeds are envelopes sealed with it), then, opened, target 2 on the
+ *      envelope; and the input sealed, opened again (the same bytes) and refused once a
+ *      byte the input picks is flipped.
  *
  * Oracles: the sanitizers, no SSL_SESSION left alive after an input, and the scan's and
  * parsers' documented results (lengths within their buffers, results in their ranges).
@@ -26,6 +30,9 @@
 
 #include "../../csrc/clienthello.c"
 #include "../../csrc/session_io.c"
+#include "../../csrc/seal.c"
+
+#include <openssl/rand.h>
 
 #include <assert.h>
 #include <stdio.h>
@@ -89,6 +96,18 @@ static void sc_fuzz_setup(void)
     SC_FUZZ_SET(ERR_set_mark);
     SC_FUZZ_SET(ERR_pop_to_mark);
     SC_FUZZ_SET(ERR_clear_error);
+    SC_FUZZ_SET(RAND_bytes);
+    SC_FUZZ_SET(EVP_CIPHER_fetch);
+    SC_FUZZ_SET(EVP_CIPHER_free);
+    SC_FUZZ_SET(EVP_CIPHER_CTX_new);
+    SC_FUZZ_SET(EVP_CIPHER_CTX_free);
+    SC_FUZZ_SET(EVP_CIPHER_CTX_ctrl);
+    SC_FUZZ_SET(EVP_EncryptInit_ex);
+    SC_FUZZ_SET(EVP_EncryptUpdate);
+    SC_FUZZ_SET(EVP_EncryptFinal_ex);
+    SC_FUZZ_SET(EVP_DecryptInit_ex);
+    SC_FUZZ_SET(EVP_DecryptUpdate);
+    SC_FUZZ_SET(EVP_DecryptFinal_ex);
     /* The session ex_data index: origins are recorded there, and it counts live sessions. */
     sc_sess_idx[0] = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL_SESSION, 0, NULL, sc_fuzz_sess_new,
                                              NULL, sc_fuzz_sess_free);
@@ -205,6 +224,47 @@ static void sc_fuzz_envelope(const uint8_t *data, size_t n)
     free(copy);
 }
 
+/* The key and store key of target 4's seeds (fuzz/c/make_corpus.py seals with the same). */
+static const unsigned char sc_fuzz_seal_key[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
+                                                   11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+                                                   22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+static const unsigned char sc_fuzz_store_key[] =
+    "sc1:\x09sesscache0123456789abcdef0123456789abcdef";
+
+static void sc_fuzz_sealed(const uint8_t *data, size_t n)
+{
+    static sc_seal *ring;
+    static const unsigned char id[4] = {0x17, 0x4e, 0x31, 0x94}; /* key_id(sc_fuzz_seal_key) */
+    static const int len = 32;
+    size_t klen = sizeof(sc_fuzz_store_key) - 1, got, again;
+    unsigned char *copy = sc_fuzz_copy(data, n), *out, *sealed;
+    if (ring == NULL)
+        ring = sc_seal_new(sc_fuzz_seal_key, &len, id, 1);
+    assert(ring != NULL && sc_seal_supported(0));
+    /* As the fast path reads a stored value: into a buffer of exactly the room it has. */
+    out = malloc(n > SC_SEAL_OVERHEAD ? n - SC_SEAL_OVERHEAD : 1);
+    got = sc_seal_open(0, ring, sc_fuzz_store_key, klen, copy, n, out,
+                       n > SC_SEAL_OVERHEAD ? n - SC_SEAL_OVERHEAD : 0);
+    assert(got == 0 || got == n - SC_SEAL_OVERHEAD);
+    if (got > 0)
+        sc_fuzz_envelope(out, got);
+    free(out);
+    /* The input as an envelope to seal: opens to the same bytes, and not once changed. */
+    if (n >= 1 && n <= 4096) {
+        sealed = malloc(n + SC_SEAL_OVERHEAD);
+        out = malloc(n);
+        got = sc_seal_blob(0, ring, sc_fuzz_store_key, klen, copy, n, sealed, n + SC_SEAL_OVERHEAD);
+        assert(got == n + SC_SEAL_OVERHEAD);
+        again = sc_seal_open(0, ring, sc_fuzz_store_key, klen, sealed, got, out, n);
+        assert(again == n && memcmp(out, copy, n) == 0);
+        sealed[copy[0] % got] ^= 0x01;
+        assert(sc_seal_open(0, ring, sc_fuzz_store_key, klen, sealed, got, out, n) == 0);
+        free(out);
+        free(sealed);
+    }
+    free(copy);
+}
+
 static void sc_fuzz_der(const uint8_t *data, size_t n)
 {
     unsigned char *copy = sc_fuzz_copy(data, n);
@@ -217,7 +277,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sc_fuzz_setup();
     if (size < 1)
         return 0;
-    switch (data[0] % 4) {
+    switch (data[0] % 5) {
     case 0:
         sc_fuzz_hello(data + 1, size - 1);
         break;
@@ -227,8 +287,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 2:
         sc_fuzz_envelope(data + 1, size - 1);
         break;
-    default:
+    case 3:
         sc_fuzz_der(data + 1, size - 1);
+        break;
+    default:
+        sc_fuzz_sealed(data + 1, size - 1);
         break;
     }
     ERR_clear_error();

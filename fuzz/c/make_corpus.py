@@ -8,7 +8,8 @@ Each file is one input: a selector byte (fuzz_c.c's targets) and then
   1: the server_name extensions' bytes from those hellos, and pre_shared_key extensions
      offering the stored sessions as stateful tickets;
   2: the envelopes a SessionCache stored for those sessions;
-  3: the session DER inside them.
+  3: the session DER inside them;
+  4: those envelopes sealed (sesscache.sealing) with the harness's fixed key and store key.
 Names are the content's SHA-1, as libFuzzer names what it adds, so reruns add nothing.
 """
 from __future__ import annotations
@@ -21,8 +22,12 @@ from pathlib import Path
 import trustme
 
 from sesscache import MemoryStore, SessionCache, testing
+from sesscache.sealing import Sealer
 
 ENVELOPE_SIZE = 26
+#: fuzz_c.c's sc_fuzz_seal_key and sc_fuzz_store_key (target 4).
+FUZZ_SEALER = Sealer([bytes(range(32))])
+FUZZ_STORE_KEY = b"sc1:\x09sesscache0123456789abcdef0123456789abcdef"
 
 
 def extensions(hello: bytes) -> dict:
@@ -84,6 +89,7 @@ def main(out: Path) -> None:
                 binders = (33).to_bytes(2, "big") + bytes([32]) + bytes(32)
                 inputs.append(b"\x01" + len(identity).to_bytes(2, "big") + identity + binders)
                 inputs.append(b"\x03" + blob[ENVELOPE_SIZE + blob[ENVELOPE_SIZE - 1]:])
+                inputs.append(b"\x04" + FUZZ_SEALER.seal(FUZZ_STORE_KEY, blob))
     for data in inputs:
         (out / hashlib.sha1(data).hexdigest()).write_bytes(data)
     print(f"{len(inputs)} inputs in {out}")

@@ -365,12 +365,13 @@ class SessionCache:
             "through the cache.")
 
     def _fast_policy(self, sid_ctx: bytes):
-        """The C fast path's copy of this cache's policy, when C can read its store (no
-        sealing): the plain in-process one (the real clock, no method overridden), for
-        lookups and new sessions; or a ``PrefetchingStore``'s tables, for lookups only
-        (it writes new sessions on to its real store). Else None. One per session id
-        context, shared by every context attached with it (gunicorn attaches one per
-        connection)."""
+        """The C fast path's copy of this cache's policy, when C can read its store: the
+        plain in-process one (the real clock, no method overridden) or a shared-memory
+        segment, for lookups and new sessions, sealed or not (C seals as Python does,
+        csrc/seal.c); or, unsealed, a ``PrefetchingStore``'s tables or a Redis replica's,
+        for lookups only (they write new sessions on to their real store). Else None. One
+        per session id context, shared by every context attached with it (gunicorn
+        attaches one per connection)."""
         with self._attached_lock:
             if sid_ctx in self._fast_by_sid:
                 return self._fast_by_sid[sid_ctx]
@@ -379,13 +380,20 @@ class SessionCache:
 
     def _new_fast_policy(self, sid_ctx: bytes):
         """Over the store's C tables (the "C tables" capability: ``c_tables()``, see
-        :mod:`sesscache.stores.capabilities`), when it has them and sessions are not sealed."""
+        :mod:`sesscache.stores.capabilities`), when it has them. Sealed: only over tables C
+        writes new sessions to itself (``new_in_c``), with the Sealer's keys handed to C."""
         c_tables = self._capabilities.c_tables
-        if self._sealer is not None or c_tables is None:
+        if c_tables is None:
             return None
         view = c_tables()
         if view is None:
             return None
+        seal = ffi.NULL
+        if self._sealer is not None:
+            keys = self._sealer.c_ring() if view.new_in_c else None
+            if keys is None:
+                return None
+            seal = keys
         flags = 0 if view.new_in_c else lib.SC_FAST_NEW_IN_PYTHON
         if not view.complete:  # a replica: misses ask the store
             flags |= lib.SC_FAST_MISS_IN_PYTHON
@@ -394,6 +402,8 @@ class SessionCache:
                                  1 if self.single_use else 0, first, flags)
         if policy == ffi.NULL:
             return None
+        if seal != ffi.NULL:  # before any context is given the policy
+            lib.sc_fast_seal_with(policy, seal)
         # Never freed (a context may outlive the cache and still call in); about 200 bytes.
         self._fast_policies.append(policy)
         if view.policy_made is not None:
@@ -577,6 +587,8 @@ class SessionCache:
                 lib.sc_fast_disable(slot, ffi.cast("SSL_CTX *", ctx), attachment.fast)
             if ours:
                 _hooks.turn_off(hooks)
+        if self._sealer is not None:  # no context reaches the C keys any more: zeroed
+            self._sealer.retire_c_ring()
         if self._capabilities.close is not None:
             self._capabilities.close()
 

@@ -22,6 +22,11 @@ Rotation: ``Sealer([new, old])`` seals with ``new`` and opens blobs sealed with 
 96-bit nonces, seal fewer than 2**32 blobs per key (NIST SP 800-38D); rotating daily keeps far
 below that.
 
+The same format is written and read in C (``csrc/seal.c``, its numbers in
+``csrc/envelope.h``, which this module reads from the compiled module): a cache whose store
+hands C its tables keeps the C fast path when sealed, and hands C the keys through
+:meth:`Sealer.c_ring`. Either side opens what the other sealed.
+
 Needs ``cryptography`` (``pip install cryptography`` or ``pip install 'sesscache[seal]'``),
 imported when the first Sealer is built.
 """
@@ -29,22 +34,30 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Dict, List, Sequence, Tuple
+import threading
+import weakref
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ._binding import ffi, lib
 from .errors import ConfigurationError, SealError
 
 __all__ = ["Sealer", "generate_key", "OVERHEAD"]
 
-VERSION = 1
+# The format's numbers, defined once in csrc/envelope.h (the C side seals the same bytes).
+VERSION = lib.SC_SEAL_VERSION
 _KEY_ID_LABEL = b"sesscache/seal/key-id/v1\x00"
-_KEY_ID_SIZE = 4
-_NONCE_SIZE = 12
-_TAG_SIZE = 16
+_KEY_ID_SIZE = lib.SC_SEAL_KEY_ID_LEN
+_NONCE_SIZE = lib.SC_SEAL_NONCE_LEN
+_TAG_SIZE = lib.SC_SEAL_TAG_LEN
 _HEADER_SIZE = 1 + _KEY_ID_SIZE
 _KEY_SIZES = (16, 24, 32)
 
 #: Bytes a sealed blob adds to the session: version, key id, nonce and tag.
 OVERHEAD = _HEADER_SIZE + _NONCE_SIZE + _TAG_SIZE
+assert (OVERHEAD, _HEADER_SIZE, _HEADER_SIZE + _NONCE_SIZE) == (
+    lib.SC_SEAL_OVERHEAD, lib.SC_SEAL_NONCE_AT, lib.SC_SEAL_HEADER_SIZE)
+_C_COUNTERS = {"sealed": lib.SC_SEAL_SEALED, "opened": lib.SC_SEAL_OPENED,
+               "refused": lib.SC_SEAL_REFUSED, "errors": lib.SC_SEAL_ERRORS}
 
 _aead: Any = None  # (AESGCM, InvalidTag) once cryptography is imported
 
@@ -122,6 +135,10 @@ class Sealer:
         self._seal_header = bytes((VERSION,)) + ids[0]
         self._seal_aead = self._by_id[ids[0]][0]
         self._ids: Tuple[bytes, ...] = tuple(ids)
+        # The C ring (c_ring) is made from these on first use, then they are dropped.
+        self._pending_c_keys: Optional[List[bytes]] = [bytes(key) for key in keys]
+        self._c_ring: Any = None
+        self._c_lock = threading.Lock()
 
     @property
     def key_ids(self) -> List[str]:
@@ -180,6 +197,45 @@ class Sealer:
             "sealed blob failed authentication: it was modified, truncated or extended, or it "
             "was sealed for another store key"
         )
+
+    # --- the hand-over to C (csrc/seal.c) ------------------------------------------------
+
+    def c_ring(self) -> Any:
+        """These keys as a C ring (``sc_seal *``) for the cache's C fast path, which seals
+        and opens with it in the context's own libcrypto; made once, None when C cannot
+        hold them (more than ``SC_SEAL_MAX_KEYS`` keys, or no memory: the Python path then
+        seals). The ring's keys are zeroed by :meth:`retire_c_ring`, or when this Sealer is
+        collected; the ring itself is never freed (a context may still hold it)."""
+        with self._c_lock:
+            if self._c_ring is None and self._pending_c_keys is not None:
+                keys, self._pending_c_keys = self._pending_c_keys, None
+                if len(keys) > lib.SC_SEAL_MAX_KEYS:
+                    return None
+                material = b"".join(keys)
+                ring = lib.sc_seal_new(material, [len(key) for key in keys], b"".join(self._ids), len(keys))
+                if ring == ffi.NULL:
+                    return None
+                self._c_ring = ring
+                weakref.finalize(self, lib.sc_seal_retire, ring)
+            return self._c_ring
+
+    def retire_c_ring(self) -> None:
+        """Zero the C ring's keys (when it was made): nothing seals or opens in C with them
+        afterwards; a handshake in flight refuses and Python does the work."""
+        with self._c_lock:
+            self._pending_c_keys = None
+            if self._c_ring is not None:
+                lib.sc_seal_retire(self._c_ring)
+
+    def c_counts(self) -> Dict[str, int]:
+        """What C did with the ring: values ``sealed`` and ``opened``, ``refused`` (another
+        format, an unknown key, failed authentication: handed to Python, which counts and
+        logs them), ``errors`` (a libcrypto without the functions, a failed call)."""
+        if self._c_ring is None:
+            return dict.fromkeys(_C_COUNTERS, 0)
+        out = ffi.new("long long[]", lib.SC_SEAL_COUNTERS)
+        lib.sc_seal_counts_of(self._c_ring, out, lib.SC_SEAL_COUNTERS)
+        return {name: int(out[index]) for name, index in _C_COUNTERS.items()}
 
     def __repr__(self) -> str:
         return f"<Sealer key_ids={self.key_ids}>"

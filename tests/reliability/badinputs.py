@@ -199,6 +199,12 @@ OTHER_ROWS = [
         "SessionCache get, sealed", FULL, "rejected", "cache/test_cache.py::test_tampered_blobs_are_a_counted_miss"),
     Row("blob sealed with another deployment's key", "SessionCache get, sealed", FULL, "rejected",
         "cache/test_cache.py::test_sealed_sessions"),
+    Row("sealed value tampered (header, nonce, middle, tag), truncated, cut by one byte, extended, "
+        "sealed with another key or for another store key, a truncated envelope sealed properly, "
+        "another sealing format, not sealed", "the C fast path's get over MemoryStore, sealed (seal.c)",
+        "full handshake: C refuses and hands the lookup to Python, which decides as the Python path does",
+        "rejected (another format: misses)",
+        "cache/test_sealed_fast_path.py::test_bad_sealed_values_are_a_counted_miss_in_c_as_in_python"),
     Row("oversize new session (> max_session_size)", "SessionCache new", "not stored", "oversize",
         "cache/test_cache.py::test_oversize_sessions_are_counted_and_skipped"),
     Row("random / mutated DER (hypothesis)", "Session.from_bytes", "SessionError (or a valid Session)", "-",
