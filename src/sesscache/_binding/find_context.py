@@ -69,17 +69,29 @@ def _is_pyopenssl_context(context: Any) -> bool:
 
 def _bind_pyopenssl(context: Any) -> BoundContext:
     instance = _instances.instance_for_cryptography()
-    from cryptography.hazmat.bindings.openssl.binding import Binding
-
-    ctx = address(_compat.pyopenssl_ctx(context))
+    their_get_options = _their_get_options or _cryptography_get_options()
+    pointer = _compat.pyopenssl_ctx(context)
+    ctx = address(pointer)
     # The same function reached both ways must read the same state.
-    theirs = int(Binding.lib.SSL_CTX_get_options(_compat.pyopenssl_ctx(context)))
+    theirs = int(their_get_options(pointer))
     ours = int(instance.api.SSL_CTX_get_options(ffi.cast("SSL_CTX *", ctx)))
     if theirs != ours:
         raise UnsupportedContext(
             "pyOpenSSL's context does not read the same through sesscache's function table "
             f"(options {theirs:#x} vs {ours:#x}); refusing to touch it.")
     return BoundContext(instance, ctx, "pyopenssl", context)
+
+
+#: cryptography's own SSL_CTX_get_options, looked up once (it is asked per context).
+_their_get_options: Optional[Any] = None
+
+
+def _cryptography_get_options() -> Any:
+    global _their_get_options
+    from cryptography.hazmat.bindings.openssl.binding import Binding
+
+    _their_get_options = Binding.lib.SSL_CTX_get_options
+    return _their_get_options
 
 
 def _bind_stdlib(context: ssl.SSLContext) -> BoundContext:
