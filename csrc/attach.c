@@ -62,8 +62,9 @@ int sc_attach(int slot, SSL_CTX *ctx, const sc_attach_settings *s)
         a->SSL_CTX_set_timeout(ctx, s->lifetime);
     if (!sc_cap_lifetime(slot, ctx, s->lifetime))
         notes |= SC_ATTACH_NOTE_NO_CAP;
-    if (s->fast != NULL)
-        __atomic_store_n(&st->fast, s->fast, __ATOMIC_RELEASE);
+    /* NULL too: a context another cache served before (without detach) must not go on
+     * being answered by that cache's fast path. */
+    __atomic_store_n(&st->fast, s->fast, __ATOMIC_RELEASE);
     /* Without the function (never seen) or getrandom, ids stay OpenSSL's. */
     sc_stamp_session_ids(slot, ctx, 1);
     if (!(a->SSL_CTX_get_options(ctx) & SSL_OP_NO_TICKET))

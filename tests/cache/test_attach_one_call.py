@@ -143,3 +143,19 @@ def test_a_used_pyopenssl_context_is_refused_before_detach_changes_anything(cert
     stack.close(again)
     assert again.server_reused and cache.stats.hits == 1
     cache.close()
+
+
+def test_a_cache_attached_over_another_takes_the_context_from_its_fast_path(stack):
+    """Attaching cache A to a context cache B serves (without detaching B) hands every
+    event to A, also when A has no C fast path (sealed sessions) and B has one: B's fast
+    path used to stay in front of the context and store A's sessions in B's store."""
+    server = stack.server_context(TLS12)
+    b = SessionCache()
+    b.attach(server, internal_cache=False)
+    a = SessionCache(seal_keys=[b"k" * 32])
+    a.attach(server, internal_cache=False)
+    assert _resumes(stack, a, server)
+    assert (a.stats.stores, a.stats.hits) == (1, 1)
+    assert (b.stats.stores, b.stats.hits) == (0, 0)
+    a.close()
+    b.close()
