@@ -305,10 +305,9 @@ def own(bound: BoundContext, owner: Any, **handlers) -> Hooks:
         hooks = ref() if ref is not None else None
         if hooks is None:
             hooks = Hooks(bound)
-        for name in HOOK_NAMES:
-            handler, fn = handlers[name]
-            setattr(hooks, name, handler)
-            setattr(hooks, name + "_fn", fn)
+        hooks.new, hooks.new_fn = handlers["new"]
+        hooks.get, hooks.get_fn = handlers["get"]
+        hooks.remove, hooks.remove_fn = handlers["remove"]
         hooks.owner = owner
         if not attach_hooks(bound.owner, hooks):
             pinned[key] = hooks
