@@ -225,7 +225,7 @@ class SessionCache:
         # (slot, SSL_CTX address) -> attachment, held weakly: the context's hooks own it,
         # so a context that is gone (gunicorn makes one per connection) leaves no entry,
         # and no address of a freed SSL_CTX is ever used again.
-        self._attached: "weakref.WeakValueDictionary[Any, _Attachment]" = weakref.WeakValueDictionary()
+        self._attached = _Attachments()
         self._fast_policies: list = []  # sc_fast *, every one made (never freed)
         self._fast_by_sid: Dict[bytes, Any] = {}  # session id context -> sc_fast * or None
         # (session id context, internal cache) -> (sc_attach_settings *, sc_fast * or None)
@@ -305,13 +305,14 @@ class SessionCache:
             raise ConfigurationError(
                 f"session_id_context must be 1 to {MAX_SESSION_ID_CONTEXT} bytes, got {sid_ctx!r}; "
                 "use a short service name such as b'shop:443', the same in every process")
-        if self.single_use and internal_cache:
+        if self._single_use and internal_cache:
             raise ConfigurationError(
                 "single_use=True needs attach(..., internal_cache=False): OpenSSL's in-process "
                 "cache would otherwise resume a session again without asking the store")
         bound = bind_context(context)  # once, verified: the one C call below takes it
         _hooks.check_mutable(bound)
-        settings, fast = self._attach_settings(sid_ctx, internal_cache)
+        settings, fast = (self._settings.get((sid_ctx, internal_cache))
+                          or self._attach_settings(sid_ctx, internal_cache))
         # One C call (csrc/attach.c) sets, after checking everything that can refuse (so a
         # refused attach changes nothing): the session id context, with every connection's
         # bound to the SNI name it asks for and the certificate (OpenSSL itself then
@@ -321,14 +322,15 @@ class SessionCache:
         # a TLS 1.3 resumption's new session capped at its first handshake's before OpenSSL
         # caches it; the C fast path; session ids that carry their issue time (another
         # server of the fleet that cannot find one yet waits for its write: session_ids.py).
-        done = lib.sc_attach(bound.instance.slot, bound.pointer, settings)
+        instance = bound.instance
+        done = lib.sc_attach(instance.slot, bound.pointer, settings)
         if done < 0:
             raise self._attach_refused(done, bound)
-        attachment = _Attachment(self, self._parts(), bound.instance, sid_ctx, fast)
-        _hooks.own(bound, self, new=(attachment.on_new, self.attach), get=(attachment.on_get, self.attach),
-                   remove=(attachment.on_remove, self.attach))
-        with self._attached_lock:
-            self._attached[(bound.instance.slot, bound.ctx)] = attachment
+        attachment = _Attachment(self, self._parts_made or self._parts(), instance, sid_ctx, fast)
+        public = self.attach
+        _hooks.own(bound, self, new=(attachment.on_new, public), get=(attachment.on_get, public),
+                   remove=(attachment.on_remove, public))
+        self._attached.add((instance.slot, bound.ctx), attachment)
         if done & lib.SC_ATTACH_NOTE_NO_CAP:
             logger.warning("cannot cap TLS 1.3 session lifetimes on this context (%s); "
                            "the store still refuses sessions past their first handshake's lifetime",
@@ -642,6 +644,54 @@ def fast_path_counts(policies: Sequence[Any]) -> Dict[str, int]:
         for name in totals:
             totals[name] += getattr(counts, name)
     return totals
+
+
+class _Attachments:
+    """The contexts a cache serves: ``(slot, SSL_CTX address)`` -> its :class:`_Attachment`,
+    held weakly (the context's hooks own it: a context that is gone, gunicorn makes one per
+    connection, leaves no entry, and no address of a freed SSL_CTX is used again).
+
+    A dict of weak references, each of which drops its own entry when its attachment goes:
+    an attach is one store into the dict (atomic under the GIL, as are the copies the
+    readers take), where ``WeakValueDictionary`` ran three Python frames under a lock
+    (about 2 us of an attach right after making the context)."""
+
+    __slots__ = ("refs",)
+
+    def __init__(self) -> None:
+        self.refs: Dict[Any, "weakref.ReferenceType[_Attachment]"] = {}
+
+    def add(self, key: Any, attachment: "_Attachment") -> None:
+        refs = self.refs
+
+        def gone(ref: Any, key: Any = key) -> None:
+            if refs.get(key) is ref:  # (not a newer attachment of a reused address)
+                refs.pop(key, None)
+
+        refs[key] = weakref.ref(attachment, gone)
+
+    def get(self, key: Any) -> Optional["_Attachment"]:
+        ref = self.refs.get(key)
+        return None if ref is None else ref()
+
+    def pop(self, key: Any, default: Any = None) -> Any:
+        ref = self.refs.pop(key, None)
+        attachment = None if ref is None else ref()
+        return default if attachment is None else attachment
+
+    def items(self) -> list:
+        live = []
+        for key, ref in list(self.refs.items()):
+            attachment = ref()
+            if attachment is not None:
+                live.append((key, attachment))
+        return live
+
+    def values(self) -> list:
+        return [attachment for _key, attachment in self.items()]
+
+    def __len__(self) -> int:
+        return len(self.items())
 
 
 class _Attachment:
