@@ -13,7 +13,7 @@ share are declared once, in ``csrc/shared_types.h``, which the cdef reads too.
 from pathlib import Path
 
 MODULES = ["libssl_api", "envelope", "seal", "trampolines", "memory_store", "shm_store", "new_session_ring",
-           "fast_path", "at_fork", "clienthello", "ticket_keys", "session_ids", "client_offer"]
+           "fast_path", "at_fork", "clienthello", "ticket_keys", "session_ids", "client_offer", "attach"]
 TESTING_MODULES = ["testing_api"]
 
 #: The directory of the core module's C files (an include directory of the build).

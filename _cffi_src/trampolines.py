@@ -47,6 +47,7 @@ int sc_session_set_time(int, SSL_SESSION *, long long);
 int sc_requested_server_name(int, SSL *, char *, int);
 int sc_certificate_der(int, SSL_CTX *, unsigned char *, int);
 int sc_memory_readable(const void *, size_t);
+long long sc_options_at(int, uintptr_t);
 SSL_CTX *sc_recorded_session_ctx(int, SSL *);
 long long sc_session_origin(int, SSL_SESSION *);
 int sc_pin_session_id_context(int, SSL_CTX *, const unsigned char *, unsigned int);

@@ -25,6 +25,8 @@
  *   id_stamps.c      session ids that carry their issue time
  *   api_table.c      the function table's required column
  *   client_offer.c   clients: offer a stored session at handshake start (info callback)
+ *   attach.c         SessionCache.attach and detach, each one call from a settings struct
+ *                    (attach.h)
  * envelope.h holds the store key and envelope format, shared_types.h the types Python
  * reads. */
 #ifndef SC_SESSCACHE_H

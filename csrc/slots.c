@@ -268,6 +268,16 @@ int sc_hooks_of(int slot, SSL_CTX *ctx, int *new_cb, int *get_cb, int *remove_cb
     return 1;
 }
 
+/* SSL_CTX_get_options of the context at address ctx through the slot's table, -1 on a bad
+ * slot: one call for the check that a context found by its Python object reads the same
+ * through sesscache's table as through its owner's (find_context.py, per attach). */
+long long sc_options_at(int slot, uintptr_t ctx)
+{
+    if (!sc_slot_ok(slot) || !sc_ready[slot] || ctx == 0)
+        return -1;
+    return (long long)sc_apis[slot].SSL_CTX_get_options((const SSL_CTX *)ctx);
+}
+
 /* Whether n bytes at p can be read, without touching them from user space: the kernel
  * reports EFAULT for a write(2) from an unmapped buffer. Used before trusting a pointer
  * found by layout (the SSL_CTX inside a stdlib ssl.SSLContext). */

@@ -57,8 +57,6 @@ from .contexts import (
     MAX_SESSION_ID_CONTEXT,
     SESS_CACHE_NO_INTERNAL,
     SESS_CACHE_SERVER,
-    write_session_id_context,
-    set_session_cache_mode,
 )
 from .errors import ConfigurationError, SealError, SessionError, StorePaused
 from .session import session_to_der
@@ -227,9 +225,12 @@ class SessionCache:
         # (slot, SSL_CTX address) -> attachment, held weakly: the context's hooks own it,
         # so a context that is gone (gunicorn makes one per connection) leaves no entry,
         # and no address of a freed SSL_CTX is ever used again.
-        self._attached: "weakref.WeakValueDictionary[Any, _Attachment]" = weakref.WeakValueDictionary()
+        self._attached = _Attachments()
         self._fast_policies: list = []  # sc_fast *, every one made (never freed)
         self._fast_by_sid: Dict[bytes, Any] = {}  # session id context -> sc_fast * or None
+        # (session id context, internal cache) -> (sc_attach_settings *, sc_fast * or None)
+        self._settings: Dict[Any, Any] = {}
+        self._parts_made: Optional[_CacheParts] = None
         self._warned_tickets = False
         self._renew_after_fork()
         _fork.renew_in_child(self._renew_after_fork)
@@ -304,56 +305,86 @@ class SessionCache:
             raise ConfigurationError(
                 f"session_id_context must be 1 to {MAX_SESSION_ID_CONTEXT} bytes, got {sid_ctx!r}; "
                 "use a short service name such as b'shop:443', the same in every process")
-        if self.single_use and internal_cache:
+        if self._single_use and internal_cache:
             raise ConfigurationError(
                 "single_use=True needs attach(..., internal_cache=False): OpenSSL's in-process "
                 "cache would otherwise resume a session again without asking the store")
-        bound = bind_context(context)  # once: the calls below take it as the context
-        write_session_id_context(bound, sid_ctx)
-        # Every connection's session id context is bound to the SNI name it asks for and
-        # the certificate: OpenSSL itself then refuses a session made for another name or
-        # certificate, in its internal cache as in the store and for tickets (RFC 6066
-        # section 3; nginx CVE-2025-23419). Without that, refuse rather than serve it.
-        if not lib.sc_bind_session_id_context(bound.instance.slot, bound.pointer, sid_ctx, len(sid_ctx)):
-            raise ConfigurationError(
+        bound = bind_context(context)  # once, verified: the one C call below takes it
+        _hooks.check_mutable(bound)
+        settings, fast = (self._settings.get((sid_ctx, internal_cache))
+                          or self._attach_settings(sid_ctx, internal_cache))
+        # One C call (csrc/attach.c) sets, after checking everything that can refuse (so a
+        # refused attach changes nothing): the session id context, with every connection's
+        # bound to the SNI name it asks for and the certificate (OpenSSL itself then
+        # refuses a session made for another name or certificate, in its internal cache as
+        # in the store and for tickets: RFC 6066 section 3, nginx CVE-2025-23419); the cache
+        # mode; the three session callbacks; the context's timeout at most the lifetime and
+        # a TLS 1.3 resumption's new session capped at its first handshake's before OpenSSL
+        # caches it; the C fast path; session ids that carry their issue time (another
+        # server of the fleet that cannot find one yet waits for its write: session_ids.py).
+        instance = bound.instance
+        done = lib.sc_attach(instance.slot, bound.pointer, settings)
+        if done < 0:
+            raise self._attach_refused(done, bound)
+        attachment = _Attachment(self, self._parts_made or self._parts(), instance, sid_ctx, fast)
+        public = self.attach
+        _hooks.own(bound, self, new=(attachment.on_new, public), get=(attachment.on_get, public),
+                   remove=(attachment.on_remove, public))
+        self._attached.add((instance.slot, bound.ctx), attachment)
+        if done & lib.SC_ATTACH_NOTE_NO_CAP:
+            logger.warning("cannot cap TLS 1.3 session lifetimes on this context (%s); "
+                           "the store still refuses sessions past their first handshake's lifetime",
+                           bound.instance.describe())
+        if done & lib.SC_ATTACH_NOTE_TICKETS_ON:
+            self._warn_tickets_starve()
+
+    def _attach_settings(self, sid_ctx: bytes, internal_cache: bool):
+        """What ``sc_attach`` sets on a context (an ``sc_attach_settings *``) and the C fast
+        path's policy (or None): the same for every context attached with this session id
+        context and cache mode, so made once per pair (gunicorn attaches one context per
+        connection). Never freed while the cache lives (under 100 bytes each)."""
+        key = (sid_ctx, internal_cache)
+        found = self._settings.get(key)
+        if found is not None:
+            return found
+        fast = self._fast_policy(sid_ctx)
+        settings = ffi.new("sc_attach_settings *")
+        ffi.memmove(settings.sid, sid_ctx, len(sid_ctx))
+        settings.sid_len = len(sid_ctx)
+        settings.cache_mode = SESS_CACHE_SERVER if internal_cache else SESS_CACHE_SERVER | SESS_CACHE_NO_INTERNAL
+        settings.lifetime = int(self.lifetime)
+        settings.fast = ffi.NULL if fast is None else fast
+        with self._attached_lock:
+            return self._settings.setdefault(key, (settings, fast))
+
+    @staticmethod
+    def _attach_refused(code: int, bound: Any) -> Exception:
+        """The error for an ``sc_attach`` that refused (and changed nothing)."""
+        foreign = {lib.SC_ATTACH_FOREIGN_NEW: "new", lib.SC_ATTACH_FOREIGN_GET: "get",
+                   lib.SC_ATTACH_FOREIGN_REMOVE: "remove"}
+        if code in foreign:
+            return _hooks.foreign_callback(foreign[code])
+        if code == lib.SC_ATTACH_CANNOT_BIND:
+            # Without binding each connection's session id context to the SNI name it asks
+            # for, a session made for one name could resume for another: refused.
+            return ConfigurationError(
                 f"{bound.instance.describe()} cannot tell sesscache which server name a client "
                 "asks for before it resumes a session (it lacks SSL_CTX_set_client_hello_cb, "
                 "SSL_client_hello_get0_ext or SHA-256 through EVP_Digest), so a session made for "
                 "one name could resume for "
                 "another. Use OpenSSL 1.1.1 or newer built with them (every official build has "
                 "them), or do not attach a cache to this context.")
-        attachment = _Attachment(self, self._parts(), bound.instance, sid_ctx, self._fast_policy(sid_ctx))
-        mode = SESS_CACHE_SERVER if internal_cache else SESS_CACHE_SERVER | SESS_CACHE_NO_INTERNAL
-        set_session_cache_mode(bound, mode)
-        _hooks.install(bound, owner=self,
-                            new=(attachment.on_new, self.attach),
-                            get=(attachment.on_get, self.attach),
-                            remove=(attachment.on_remove, self.attach))
-        # Sessions (and OpenSSL's internal cache) live no longer than the cache allows:
-        # new ones get the lifetime as their timeout, and a TLS 1.3 resumption's new
-        # session is capped at its first handshake's before OpenSSL caches it.
-        api = bound.instance.api
-        if api.SSL_CTX_get_timeout(bound.pointer) > self.lifetime:
-            api.SSL_CTX_set_timeout(bound.pointer, int(self.lifetime))
-        if not lib.sc_cap_lifetime(bound.instance.slot, bound.pointer, int(self.lifetime)):
-            logger.warning("cannot cap TLS 1.3 session lifetimes on this context (%s); "
-                           "the store still refuses sessions past their first handshake's lifetime",
-                           bound.instance.describe())
-        if attachment.fast is not None:
-            lib.sc_fast_enable(bound.instance.slot, bound.pointer, attachment.fast)
-        # Session ids that carry their issue time: another server of the fleet that cannot
-        # find one yet (its write still on the way) waits for it rather than give a full
-        # handshake (session_ids.py). Without the function (never seen), ids stay OpenSSL's.
-        lib.sc_stamp_session_ids(bound.instance.slot, bound.pointer, 1)
-        with self._attached_lock:
-            self._attached[(bound.instance.slot, bound.ctx)] = attachment
-        self._warn_if_tickets_starve(api, bound.pointer)
+        if code == lib.SC_ATTACH_SESSION_ID_REFUSED:
+            return ConfigurationError("OpenSSL refused the session id context")
+        if code == lib.SC_ATTACH_NO_MEMORY:
+            return MemoryError("no memory for the state sesscache keeps per context")
+        return ConfigurationError(f"sc_attach refused the context ({code}): a sesscache bug, please report it")
 
-    def _warn_if_tickets_starve(self, api: Any, ctx: Any) -> None:
+    def _warn_tickets_starve(self) -> None:
         """Say once, at attach, when the context's session tickets keep sessions from the
         cache: with tickets on (OpenSSL's default), a TLS 1.2 server sends an empty session
         id and a ticket, and TLS 1.3 sends stateless tickets; neither is ever looked up."""
-        if self._warned_tickets or api.SSL_CTX_get_options(ctx) & lib.SSL_OP_NO_TICKET:
+        if self._warned_tickets:
             return
         self._warned_tickets = True
         logger.warning(
@@ -413,17 +444,19 @@ class SessionCache:
     def detach(self, context: Any) -> None:
         """Stop serving ``context``; its own internal cache keeps working."""
         bound = bind_context(context)
-        hooks = _hooks.hooks_for(context)
+        key = (bound.instance.slot, bound.ctx)
+        hooks = _hooks.lookup(*key)
         if hooks is None or hooks.owner is not self:
             raise ConfigurationError("this cache is not attached to that context")
+        _hooks.check_mutable(bound)  # before anything changes
         with self._attached_lock:
-            attachment = self._attached.pop((bound.instance.slot, bound.ctx), None)
-        if attachment is not None and attachment.fast is not None:
-            lib.sc_fast_disable(bound.instance.slot, bound.pointer, attachment.fast)
-        _hooks.install(context, owner=self, new=None, get=None, remove=None)
-        set_session_cache_mode(context, SESS_CACHE_SERVER)
-        lib.sc_unbind_session_id_context(bound.instance.slot, bound.pointer)
-        lib.sc_stamp_session_ids(bound.instance.slot, bound.pointer, 0)
+            attachment = self._attached.pop(key, None)
+        fast = attachment.fast if attachment is not None and attachment.fast is not None else ffi.NULL
+        # One C call (csrc/attach.c): the fast path leaves, the session callbacks are
+        # cleared, the cache mode is OpenSSL's default, the session id context is no longer
+        # bound to the name and certificate, and session ids are OpenSSL's own again.
+        lib.sc_detach(bound.instance.slot, bound.pointer, fast)
+        _hooks.disown(bound)
 
     def session_id_context(self, context: Any) -> Optional[bytes]:
         """The session id context this cache serves ``context`` with (part of every store
@@ -508,7 +541,14 @@ class SessionCache:
         return fast_path_counts(self._fast_policies)
 
     def _parts(self) -> "_CacheParts":
-        """What an attachment (one context's handlers) does through this cache."""
+        """What an attachment (one context's handlers) does through this cache: made once
+        (its settings are fixed), shared by every attachment."""
+        parts = self._parts_made
+        if parts is None:
+            parts = self._parts_made = self._new_parts()
+        return parts
+
+    def _new_parts(self) -> "_CacheParts":
         return _CacheParts(count=self._count, log=self._log, wrap=self._wrap, timed=self._timed, unwrap=self._unwrap,
                            read=self._take if self._single_use else self._store.get,
                            wait_for_write=self._store_waits_for_write, single_use=self._single_use)
@@ -618,6 +658,54 @@ def fast_path_counts(policies: Sequence[Any]) -> Dict[str, int]:
     return totals
 
 
+class _Attachments:
+    """The contexts a cache serves: ``(slot, SSL_CTX address)`` -> its :class:`_Attachment`,
+    held weakly (the context's hooks own it: a context that is gone, gunicorn makes one per
+    connection, leaves no entry, and no address of a freed SSL_CTX is used again).
+
+    A dict of weak references, each of which drops its own entry when its attachment goes:
+    an attach is one store into the dict (atomic under the GIL, as are the copies the
+    readers take), where ``WeakValueDictionary`` ran three Python frames under a lock
+    (about 2 us of an attach right after making the context)."""
+
+    __slots__ = ("refs",)
+
+    def __init__(self) -> None:
+        self.refs: Dict[Any, "weakref.ReferenceType[_Attachment]"] = {}
+
+    def add(self, key: Any, attachment: "_Attachment") -> None:
+        refs = self.refs
+
+        def gone(ref: Any, key: Any = key) -> None:
+            if refs.get(key) is ref:  # (not a newer attachment of a reused address)
+                refs.pop(key, None)
+
+        refs[key] = weakref.ref(attachment, gone)
+
+    def get(self, key: Any) -> Optional["_Attachment"]:
+        ref = self.refs.get(key)
+        return None if ref is None else ref()
+
+    def pop(self, key: Any, default: Any = None) -> Any:
+        ref = self.refs.pop(key, None)
+        attachment = None if ref is None else ref()
+        return default if attachment is None else attachment
+
+    def items(self) -> list:
+        live = []
+        for key, ref in list(self.refs.items()):
+            attachment = ref()
+            if attachment is not None:
+                live.append((key, attachment))
+        return live
+
+    def values(self) -> list:
+        return [attachment for _key, attachment in self.items()]
+
+    def __len__(self) -> int:
+        return len(self.items())
+
+
 class _Attachment:
     """The handlers of one cache on one context (one libssl copy, one id context)."""
 
@@ -636,7 +724,7 @@ class _Attachment:
         self._warned_sid = False
         self._warned_tickets = False
         self._certificate = (None, b"")  # (X509 address, fingerprint), recomputed on change
-        self._local = threading.local()
+        self._local: Optional[threading.local] = None  # made at the first new session
 
     # -- new ---------------------------------------------------------------------
 
@@ -719,6 +807,8 @@ class _Attachment:
     def _buffers(self):
         """Per-thread scratch space for sc_describe_new (handshakes run in many threads)."""
         local = self._local
+        if local is None:
+            local = self._local = threading.local()
         try:
             return local.facts, local.der
         except AttributeError:

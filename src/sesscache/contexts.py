@@ -68,8 +68,8 @@ def set_session_id_context(context: Any, session_id_context: bytes) -> None:
 
 
 def write_session_id_context(context: Any, session_id_context: bytes) -> None:
-    """:func:`set_session_id_context` without its refusal of a context a cache serves: what
-    :meth:`SessionCache.attach` itself calls."""
+    """:func:`set_session_id_context` without its refusal of a context a cache serves.
+    (:meth:`SessionCache.attach` sets its own in C, csrc/attach.c, with the same checks.)"""
     if not isinstance(session_id_context, bytes):
         raise TypeError("the session id context must be bytes")
     if not 0 < len(session_id_context) <= MAX_SESSION_ID_CONTEXT:

@@ -193,15 +193,31 @@ def _cryptography_binding():
 
 
 def instance_for_cryptography() -> LibsslInstance:
-    """The libssl copy behind ``cryptography``'s cffi ``lib`` (what pyOpenSSL uses)."""
+    """The libssl copy behind ``cryptography``'s cffi ``lib`` (what pyOpenSSL uses).
+
+    Asked for every pyOpenSSL context (each attach): after the first answer, verified as
+    below, it is that answer. cryptography's extension is loaded once per process and never
+    unloaded, so the copy behind it cannot change; a failure is not remembered (each call
+    tries again, and says why)."""
+    known = _cryptography_instance
+    if known is not None:
+        return known
+    return _first_instance_for_cryptography()
+
+
+_cryptography_instance: Optional[LibsslInstance] = None
+
+
+def _first_instance_for_cryptography() -> LibsslInstance:
+    global _cryptography_instance
     cffi_ffi, cffi_lib = _cryptography_binding()
     wrapper = address(cffi_ffi.addressof(cffi_lib, "SSL_CTX_get_options"))
     known = _by_cryptography_wrapper.get(wrapper)
-    if known is not None:  # asked for every pyOpenSSL context: skip dladdr and realpath
-        return known
-    instance = _instance_for_cryptography(cffi_ffi, cffi_lib, wrapper)
-    _by_cryptography_wrapper[wrapper] = instance
-    return instance
+    if known is None:
+        known = _instance_for_cryptography(cffi_ffi, cffi_lib, wrapper)
+        _by_cryptography_wrapper[wrapper] = known
+    _cryptography_instance = known
+    return known
 
 
 #: The copy behind cryptography's cffi lib, by the address of one of its wrappers (the

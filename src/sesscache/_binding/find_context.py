@@ -47,6 +47,8 @@ def bind_context(context: Any) -> BoundContext:
 
     A ``BoundContext`` is returned as it is: code that makes several calls for one context
     (``SessionCache.attach``) resolves it once."""
+    if type(context) is _pyopenssl_context_type:  # (the usual case, asked first)
+        return _bind_pyopenssl(context)
     if isinstance(context, BoundContext):
         return context
     if _is_pyopenssl_context(context):
@@ -62,24 +64,44 @@ def bind_context(context: Any) -> BoundContext:
         "context itself (for asyncio, the ssl= argument you give start_server).")
 
 
+#: ``OpenSSL.SSL.Context`` once one was seen (pyOpenSSL is imported by then).
+_pyopenssl_context_type: Optional[type] = None
+
+
 def _is_pyopenssl_context(context: Any) -> bool:
+    global _pyopenssl_context_type
     module = sys.modules.get("OpenSSL.SSL")
-    return module is not None and isinstance(context, module.Context)
+    if module is None or not isinstance(context, module.Context):
+        return False
+    _pyopenssl_context_type = module.Context
+    return True
 
 
 def _bind_pyopenssl(context: Any) -> BoundContext:
     instance = _instances.instance_for_cryptography()
-    from cryptography.hazmat.bindings.openssl.binding import Binding
-
-    ctx = address(_compat.pyopenssl_ctx(context))
+    their_get_options = _their_get_options or _cryptography_get_options()
+    pointer = _compat.pyopenssl_ctx(context)
+    ctx = int(ffi.cast("uintptr_t", pointer))  # (address(), inline: asked per attach)
     # The same function reached both ways must read the same state.
-    theirs = int(Binding.lib.SSL_CTX_get_options(_compat.pyopenssl_ctx(context)))
-    ours = int(instance.api.SSL_CTX_get_options(ffi.cast("SSL_CTX *", ctx)))
+    theirs = int(their_get_options(pointer))
+    ours = lib.sc_options_at(instance.slot, ctx) & 0xFFFFFFFFFFFFFFFF  # (uint64_t in OpenSSL)
     if theirs != ours:
         raise UnsupportedContext(
             "pyOpenSSL's context does not read the same through sesscache's function table "
             f"(options {theirs:#x} vs {ours:#x}); refusing to touch it.")
     return BoundContext(instance, ctx, "pyopenssl", context)
+
+
+#: cryptography's own SSL_CTX_get_options, looked up once (it is asked per context).
+_their_get_options: Optional[Any] = None
+
+
+def _cryptography_get_options() -> Any:
+    global _their_get_options
+    from cryptography.hazmat.bindings.openssl.binding import Binding
+
+    _their_get_options = Binding.lib.SSL_CTX_get_options
+    return _their_get_options
 
 
 def _bind_stdlib(context: ssl.SSLContext) -> BoundContext:

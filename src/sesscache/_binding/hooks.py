@@ -257,10 +257,7 @@ def install(context: Any, owner: Any = None, **handlers) -> Hooks:
         hooks = ref() if ref is not None else None
         for index, name in enumerate(HOOK_NAMES):
             if name in handlers and handlers[name] is not None and states[index] == 2:
-                raise ConfigurationError(
-                    f"this context already has a {name}-session callback that sesscache did not "
-                    "install (another library manages its session cache); sesscache will not "
-                    "silently replace it.")
+                raise foreign_callback(name)
         if hooks is None:
             hooks = Hooks(bound)
         for name, value in handlers.items():
@@ -283,6 +280,55 @@ def install(context: Any, owner: Any = None, **handlers) -> Hooks:
             lib.sc_mark_context(slot, bound.pointer, 1)
             lib.sc_install(slot, bound.pointer, *flags)
         return hooks
+
+
+def foreign_callback(name: str) -> ConfigurationError:
+    """The refusal to replace a session callback sesscache did not install (``name``: "new",
+    "get" or "remove")."""
+    return ConfigurationError(
+        f"this context already has a {name}-session callback that sesscache did not "
+        "install (another library manages its session cache); sesscache will not "
+        "silently replace it.")
+
+
+def own(bound: BoundContext, owner: Any, **handlers) -> Hooks:
+    """Give ``owner`` all three hooks of a context in the registry, with ``handlers``
+    (``new``, ``get``, ``remove``: ``(handler, public_fn)`` each, as for :func:`install`).
+
+    The Python half of an attach whose C half (``sc_attach``, which installs libssl's
+    callbacks and refuses another library's) is done: it cannot fail. The context must
+    have been checked with :func:`check_mutable`.
+    """
+    key = (bound.instance.slot, bound.ctx)
+    with registry_lock:
+        ref = registry.get(key)
+        hooks = ref() if ref is not None else None
+        if hooks is None:
+            hooks = Hooks(bound)
+        hooks.new, hooks.new_fn = handlers["new"]
+        hooks.get, hooks.get_fn = handlers["get"]
+        hooks.remove, hooks.remove_fn = handlers["remove"]
+        hooks.owner = owner
+        if not attach_hooks(bound.owner, hooks):
+            pinned[key] = hooks
+        registry[key] = weakref.ref(hooks)
+        return hooks
+
+
+def disown(bound: BoundContext) -> None:
+    """Drop a context's hooks from the registry: the Python half of a detach whose C half
+    (``sc_detach``, which clears libssl's callbacks) is done."""
+    key = (bound.instance.slot, bound.ctx)
+    with registry_lock:
+        ref = registry.pop(key, None)
+        pinned.pop(key, None)
+        hooks = ref() if ref is not None else None
+        if hooks is not None:
+            for name in HOOK_NAMES:
+                setattr(hooks, name, None)
+                setattr(hooks, name + "_fn", None)
+            hooks.owner = None
+        attach_hooks(bound.owner, None)
 
 
 def attach_hooks(context: Any, hooks: Optional[Hooks]) -> bool:
