@@ -18,6 +18,7 @@
  *   memory_store.c   the in-process store's table
  *   shm_store.c      the shared-memory store's segment (one table for every process)
  *   fast_path.c      the cache's common cases without Python
+ *   new_session_ring.c  new sessions handed to a network store's writer thread without Python
  *   at_fork.c        fork() and the tables' locks
  *   clienthello.c    the ClientHello scan of sesscache.aio (self-contained)
  *   ticket_keys.c    the session-ticket key callback over a key ring

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -113,6 +114,27 @@ def test_a_refused_password_is_misconfigured_and_nobody_listening_unreachable(re
     assert probe_store(store_from_url(right), right) is None
     nobody = f"redis://127.0.0.1:{free_port()}/0"
     assert probe_store(store_from_url(nobody), nobody).kind == UNREACHABLE
+
+
+@pytest.mark.needs_redis
+def test_a_store_that_answers_late_at_start_is_waited_for_not_called_unreachable(redis_servers):
+    """At start every worker connects at once, on a loaded host: a store that answers later
+    than its timeout (here: paused for 8 x the 0.05 s timeout) is asked again for up to
+    BUSY_PATIENCE, not reported unreachable (a run at load 10 reported the right password's
+    store unreachable)."""
+    redis = redis_servers(tcp=True)
+    url = f"redis://127.0.0.1:{redis.port}/0"
+    store = store_from_url(url)
+    redis.pause()
+    resumer = threading.Timer(0.4, redis.resume)
+    resumer.start()
+    try:
+        started = time.monotonic()
+        assert probe_store(store, url) is None
+        assert time.monotonic() - started >= 0.3
+    finally:
+        resumer.join()
+        store.close()
 
 
 @pytest.mark.needs_redis

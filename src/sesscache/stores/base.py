@@ -126,17 +126,23 @@ class AsyncStore(Protocol):
 
 
 #: How long start-up work waits out a busy store (a SQLite file another process of the same
-#: server is writing: every worker opens the same file at the same moment).
+#: server is writing: every worker opens the same file at the same moment; a store that
+#: answers later than its timeout while every worker connects at once).
 BUSY_PATIENCE = 2.0
 
 
 def store_busy(exc: BaseException) -> bool:
-    """True when ``exc`` (or what it was raised from) says the store works but another
-    connection holds it right now: a SQLite file locked by another process's write. Calls
-    on the handshake path treat that as a miss; start-up work waits it out (BUSY_PATIENCE)
-    rather than call the store unreachable."""
+    """True when ``exc`` (or what it was raised from) says the store works but cannot
+    answer right now: a SQLite file locked by another process's write, or a store that
+    answered later than its timeout (a loaded host: at start every worker connects at
+    once). Calls on the handshake path treat that as a miss; start-up work waits it out
+    (BUSY_PATIENCE) rather than call the store unreachable. A refused connection or a
+    refused password is not busy: those are told at once."""
     seen: Optional[BaseException] = exc
     while seen is not None:
+        # redis-py's TimeoutError is not the builtin one (pymemcache raises socket.timeout)
+        if isinstance(seen, TimeoutError) or type(seen).__name__ == "TimeoutError":
+            return True
         if isinstance(seen, sqlite3.OperationalError):
             text = str(seen).lower()
             return "locked" in text or "busy" in text
