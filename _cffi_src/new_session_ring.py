@@ -13,6 +13,7 @@ typedef struct sc_ring sc_ring;
 
 FUNCTIONS = """
 sc_ring *sc_ring_new(int);
+void sc_ring_use_setclock(void *);
 int sc_ring_value_max(void);
 int sc_ring_take(sc_ring *, unsigned char *, unsigned int *, unsigned char *, unsigned int *,
                  double *, int);

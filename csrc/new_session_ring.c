@@ -37,17 +37,36 @@ typedef struct sc_ring {
     pthread_cond_t ready; /* signalled when a put finds the writer waiting, and by wake */
     sc_ring_slot *slots;  /* NULL once closed */
     int capacity, start, count;
-    int waiting; /* the writer waits in sc_ring_wait */
+    clockid_t clock; /* the clock the condition's waits are timed on */
+    int waiting;     /* the writer waits in sc_ring_wait */
     int woken;   /* sc_ring_wake: the next wait returns at once */
     long long put, dropped, taken;
 } sc_ring;
 
+/* pthread_condattr_setclock as the process's C library has it, handed in by Python
+ * (sc_ring_use_setclock; stores/resilient.py asks the dynamic linker): linked directly,
+ * glibc 2.34+ binds it to its GLIBC_2.34 version (libpthread moved into libc), newer than
+ * the manylinux_2_28 wheels promise (tests/test_build.py), as shm_store.c's mutexes. */
+static int (*sc_ring_setclock)(pthread_condattr_t *, clockid_t);
+
+void sc_ring_use_setclock(void *fn)
+{
+    __atomic_store_n(&sc_ring_setclock, (int (*)(pthread_condattr_t *, clockid_t))fn,
+                     __ATOMIC_RELEASE);
+}
+
+/* The writer's waits are on the monotonic clock when the C library lets the condition use
+ * it; else on the wall clock, where a clock set back lengthens a wait that nothing wakes. */
 static void sc_ring_init_sync(sc_ring *r)
 {
     pthread_condattr_t attr;
+    int (*setclock)(pthread_condattr_t *, clockid_t) =
+        __atomic_load_n(&sc_ring_setclock, __ATOMIC_ACQUIRE);
     pthread_mutex_init(&r->lock, NULL);
     pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    r->clock = CLOCK_REALTIME;
+    if (setclock != NULL && setclock(&attr, CLOCK_MONOTONIC) == 0)
+        r->clock = CLOCK_MONOTONIC;
     pthread_cond_init(&r->ready, &attr);
     pthread_condattr_destroy(&attr);
 }
@@ -147,7 +166,7 @@ int sc_ring_wait(sc_ring *r, double timeout)
     struct timespec until;
     double whole;
     int n;
-    clock_gettime(CLOCK_MONOTONIC, &until);
+    clock_gettime(r->clock, &until);
     if (timeout < 0)
         timeout = 0;
     whole = (double)(long long)timeout;

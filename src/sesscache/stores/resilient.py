@@ -621,6 +621,7 @@ class ResilientStore(BaseStore):
             return view
         with self._lock:
             if self._ring is None:
+                _hand_setclock_to_c()
                 ring = lib.sc_ring_new(self.new_session_ring)
                 if ring == ffi.NULL:
                     return view
@@ -819,6 +820,25 @@ class ResilientStore(BaseStore):
 
     def __repr__(self) -> str:
         return f"<ResilientStore {self.backend!r}>"
+
+
+_setclock_handed = False
+
+
+def _hand_setclock_to_c() -> None:
+    """Give csrc/new_session_ring.c the C library's pthread_condattr_setclock (linked
+    directly it would need a glibc newer than the wheels promise), once; without it the
+    ring's waits are timed on the wall clock."""
+    global _setclock_handed
+    if _setclock_handed:
+        return
+    from .._binding import dynlink
+
+    with dynlink.loaded(None) as handle:
+        address = dynlink.symbol(handle, "pthread_condattr_setclock") if handle else 0
+    if address:
+        lib.sc_ring_use_setclock(ffi.cast("void *", address))
+    _setclock_handed = True
 
 
 def _pop(self: Any, key: bytes) -> Optional[bytes]:
