@@ -96,7 +96,15 @@ def _setup():
 RIGS = _setup()
 PLAIN, SEALED = RIGS
 SLOT = sesscache.libssl_info(PLAIN["server"]).slot
-BASELINE = lib.sc_live_sessions(SLOT)
+
+
+def _live_not_kept() -> int:
+    """Live sessions, less those the stores keep decoded beside their entries (the fast path
+    copies those rather than decode again; they go with their entries)."""
+    return lib.sc_live_sessions(SLOT) - sum(rig["store"].describe()["decoded"] for rig in RIGS)
+
+
+BASELINE = _live_not_kept()
 COUNT = [0]
 
 
@@ -145,7 +153,7 @@ def TestOneInput(data: bytes) -> None:
         _serve(PLAIN, PLAIN["cache"]._wrap(PLAIN["key"], PLAIN["origin"], PLAIN["name"], PLAIN["certificate"], rest))
     else:
         _serve(SEALED, rest)
-    live = lib.sc_live_sessions(SLOT)
+    live = _live_not_kept()
     assert live == BASELINE, f"{live - BASELINE} SSL_SESSION(s) leaked by input {data[:64]!r}"
     COUNT[0] += 1
     if COUNT[0] % 1000 == 0:

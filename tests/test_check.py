@@ -123,6 +123,7 @@ def test_with_sesscache_every_attempt_resumes_from_the_store(certs, server):
     assert f"resumed {N}/{N}" in tls13 and "kind: stateful ticket" in tls13, tls13
     assert "speed-up" in tls12 and "speed-up" in tls13
     assert cache.stats.hits >= 2 * N
+    cache.close()  # and the sessions its store keeps decoded (pytest may hold the server a while)
 
 
 def test_stateless_tickets_are_told_apart(certs, server):
@@ -230,3 +231,4 @@ def test_it_says_what_each_result_means_for_a_fleet(certs, server):
     assert "session id: the server looked the session up in its cache" in meaning
     assert "stateful ticket: the ticket is a lookup key" in meaning
     assert "share that cache" in meaning
+    cache.close()  # and the sessions its store keeps decoded (pytest may hold the server a while)

@@ -146,6 +146,7 @@ def test_describe_reports_limits_and_counters():
         "max_bytes": 1000,
         "evictions": 0,
         "expired": 0,
+        "decoded": 0,
     }
 
 

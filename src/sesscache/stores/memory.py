@@ -171,7 +171,8 @@ class MemoryStore(BaseStore):
         return self._info().expired
 
     def describe(self) -> Dict[str, Any]:
-        """``entries`` may include expired entries not yet purged; ``bytes`` is keys + values."""
+        """``entries`` may include expired entries not yet purged; ``bytes`` is keys + values;
+        ``decoded``: the sessions the fast path keeps decoded beside their entries."""
         info = self._info()
         return {
             "kind": self.kind,
@@ -181,6 +182,7 @@ class MemoryStore(BaseStore):
             "max_bytes": self.max_bytes,
             "evictions": info.evictions,
             "expired": info.expired,
+            "decoded": info.decoded,
         }
 
     def entries(self) -> List[Tuple[bytes, bytes, float]]:
