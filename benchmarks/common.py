@@ -277,7 +277,8 @@ def stack(name: str) -> Stack:
 INTERNAL = "internal"  # OpenSSL's internal cache only, no hooks
 SC_L1 = "sesscache-l1"  # SessionCache(MemoryStore), internal_cache=True, session made here
 SC_STORE = "sesscache-store"  # another context sharing the store; internal_cache=False
-SC_OTHER = "sesscache-other"  # another context sharing the store, attached as by default
+SC_OTHER = "sesscache-other"  # another context sharing the store, attached with attach's defaults
+SC_OTHER_L1 = "sesscache-other-l1"  # the same with OpenSSL's internal cache in front (internal_cache=True)
 DICT_L1 = "dict-l1"  # raw callbacks over a dict, internal cache on
 DICT_STORE = "dict-store"  # raw callbacks over a dict, another context, no internal cache
 
@@ -312,9 +313,10 @@ def build_arm(st: Stack, name: str, version: str, key_type: str, pool: int = 16,
 
     For the "another process" arms the sessions are made by a first context sharing the
     store, and resumed on a second one whose internal cache never saw them: off for
-    SC_STORE (every resumption goes through the get callback and the store), on for
-    SC_OTHER (the default attach: the first lookup of each session goes to the store,
-    OpenSSL copies the session into the context's cache, later ones are answered there).
+    SC_STORE (every resumption goes through the get callback and the store), attach's
+    default for SC_OTHER (off over a store C answers; on in front of a store answered in
+    Python, where the first lookup of each session goes to the store, OpenSSL copies the
+    session into the context's cache and later ones are answered there).
     """
     client_ctx = st.client_context(key_type)
     mode_internal = sesscache.SESS_CACHE_SERVER
@@ -322,7 +324,7 @@ def build_arm(st: Stack, name: str, version: str, key_type: str, pool: int = 16,
     keep: List[Any] = []
     if name == INTERNAL:
         maker = server = st.server_context(version, key_type, mode=mode_internal)
-    elif name in (SC_L1, SC_STORE, SC_OTHER):
+    elif name in (SC_L1, SC_STORE, SC_OTHER, SC_OTHER_L1):
         store = store_factory() if store_factory else sesscache.MemoryStore()
         cache = sesscache.SessionCache(store=store, lifetime=300, seal_keys=seal_keys)
         keep.append(cache)
@@ -332,7 +334,9 @@ def build_arm(st: Stack, name: str, version: str, key_type: str, pool: int = 16,
             server = maker
         else:
             server = st.server_context(version, key_type)
-            cache.attach(server, session_id_context=SID_CTX, internal_cache=name == SC_OTHER)
+            # SC_OTHER: attach's own default (over a store C answers, every lookup to the store)
+            internal = {SC_OTHER: None, SC_OTHER_L1: True}.get(name, False)
+            cache.attach(server, session_id_context=SID_CTX, internal_cache=internal)
     elif name in (DICT_L1, DICT_STORE):
         table: Dict[bytes, bytes] = {}
         keep.append(table)

@@ -12,8 +12,9 @@ Arms (each its own server context, all resumed by the same kind of client):
   get hook and the store (a copy of the session the store keeps decoded beside its DER,
   ``SSL_SESSION_dup``; ``d2i_SSL_SESSION`` on an entry's first lookup). Target >= 0.97
   (issue 22).
-* ``sesscache-other``: the same with the default attach (internal cache on): OpenSSL
-  copies each session it looked up into the second context's cache. Target >= 0.97.
+* ``sesscache-other``: the same with attach's defaults (over ``MemoryStore``: every lookup
+  to the store, as ``sesscache-store``; before, OpenSSL's internal cache was on and copied
+  each session it looked up into the second context's cache). Target >= 0.97.
 * ``dict-l1`` / ``dict-store``: the plain baseline to beat, a Python dict of DER bytes
   over the raw callbacks (``set_new_session_callback`` / ``set_get_session_callback``),
   in the same two situations.

@@ -12,7 +12,10 @@ one and the slowest tenth dropped in every arm alike (common.trimmed_mean):
 * ``sqlite``: ``SessionCache(SQLiteStore(...))`` on tmpfs (Python path), the store the
   server pages recommended before;
 * ``memory-default`` / ``shm-default``: the same two C stores with the other context
-  attached as by default (internal cache on: OpenSSL keeps what it looked up).
+  attached with attach's defaults (over these stores: every lookup to the store);
+* ``memory-l1`` / ``shm-l1``: OpenSSL's internal cache in front (``internal_cache=True``,
+  the default before: OpenSSL keeps what it looked up, and walks its expiry-sorted list
+  to insert each TLS 1.3 resumption's capped session).
 * with ``--seal``, also ``memory+seal`` and ``shm+seal``: the same with ``seal_keys`` (one
   32-byte key), sealed and opened in C (csrc/seal.c).
 
@@ -40,7 +43,7 @@ import common as C  # noqa: E402
 import sesscache  # noqa: E402
 from sesscache.sealing import generate_key  # noqa: E402
 
-ARMS = ("internal", "memory", "shm", "sqlite", "memory-default", "shm-default")
+ARMS = ("internal", "memory", "shm", "sqlite", "memory-default", "shm-default", "memory-l1", "shm-l1")
 SEALED = ("memory+seal", "shm+seal")  # with --seal, or named in --arms
 
 
@@ -87,7 +90,7 @@ def main(argv: List[str]) -> int:
                 arms = {"internal": C.build_arm(st, C.INTERNAL, version, "ecdsa", pool=args.pool)}
                 for kind in chosen:
                     store_kind, _, attach = kind.partition("-")
-                    arms[kind] = C.build_arm(st, C.SC_OTHER if attach == "default" else C.SC_STORE,
+                    arms[kind] = C.build_arm(st, {"default": C.SC_OTHER, "l1": C.SC_OTHER_L1}.get(attach, C.SC_STORE),
                                              version, "ecdsa", pool=args.pool,
                                              store_factory=factory(store_kind),
                                              seal_keys=seal_keys if kind.endswith("+seal") else None)

@@ -23,12 +23,14 @@ What it does on each event, and why:
   still uses (a process's small local cache is not the source of truth). The store's own
   time to live does the expiring.
 
-Cache modes: ``attach`` keeps OpenSSL's internal cache as a fast first level by default
-(``SESS_CACHE_SERVER``): a session made in this process resumes without any Python at
-all, and the store serves every other process and host. ``internal_cache=False`` makes
-every lookup go to the store (``SESS_CACHE_SERVER | SESS_CACHE_NO_INTERNAL``, as nginx and
-Apache do with a shared cache): what you want when sessions must be revocable centrally
-(``single_use``) or memory is tight.
+Cache modes: in front of a store answered in Python (SQLite, memcached, your own),
+``attach`` keeps OpenSSL's internal cache as a first level (``SESS_CACHE_SERVER``): a
+session made in this process resumes without Python, and the store serves every other
+process and host. Over a store C answers itself (``MemoryStore``, ``shm:``, a Redis
+replica) and with ``single_use``, every lookup goes to the store
+(``SESS_CACHE_SERVER | SESS_CACHE_NO_INTERNAL``, as nginx and Apache do with a shared
+cache): the C table is as fast, and OpenSSL's cache would cost a walk per TLS 1.3
+resumption (see ``_internal_cache_by_default``). ``internal_cache=`` decides it yourself.
 
 Failures never fail a handshake: a store that is down, slow or full, a blob that is
 tampered with, truncated, too large or expired, is a full handshake, counted in
@@ -277,14 +279,17 @@ class SessionCache:
     # --- attaching ------------------------------------------------------------------
 
     def attach(self, context: Any, *, session_id_context: Optional[bytes] = None,
-               internal_cache: bool = True) -> None:
+               internal_cache: Optional[bool] = None) -> None:
         """Serve ``context``'s session lookups from this cache (server side).
 
         :param session_id_context: up to 32 bytes naming the service; every process and
             host that shares the store must use the same value (sessions only resume
             where it matches). Default ``b"sesscache"``. It is set on the context.
         :param internal_cache: keep OpenSSL's in-process cache in front of the store
-            (fastest); False sends every lookup to the store.
+            (True) or send every lookup to the store (False). Default: off over a store
+            C answers itself (``MemoryStore``, ``shm:``, a Redis replica: as fast, and
+            OpenSSL's cache costs a walk over its sessions per TLS 1.3 resumption) and
+            with ``single_use``; on in front of a store answered in Python.
 
         It sets the context's session timeout to ``lifetime`` if it was longer, and
         installs a session ticket callback (which caps each TLS 1.3 session at its first
@@ -305,6 +310,8 @@ class SessionCache:
             raise ConfigurationError(
                 f"session_id_context must be 1 to {MAX_SESSION_ID_CONTEXT} bytes, got {sid_ctx!r}; "
                 "use a short service name such as b'shop:443', the same in every process")
+        if internal_cache is None:
+            internal_cache = self._internal_cache_by_default(sid_ctx)
         if self._single_use and internal_cache:
             raise ConfigurationError(
                 "single_use=True needs attach(..., internal_cache=False): OpenSSL's in-process "
@@ -337,6 +344,18 @@ class SessionCache:
                            bound.instance.describe())
         if done & lib.SC_ATTACH_NOTE_TICKETS_ON:
             self._warn_tickets_starve()
+
+    def _internal_cache_by_default(self, sid_ctx: bytes) -> bool:
+        """attach's default for ``internal_cache``: OpenSSL's internal cache in front of a
+        store C answers itself buys nothing (the C table's lookup costs 1.6-2.5 us) and costs
+        a walk per TLS 1.3 resumption: OpenSSL keeps that cache sorted by expiry, and a
+        resumption's new session, capped at its first handshake's lifetime, expires before
+        every session made since that handshake, so OpenSSL walks past them all to insert it
+        (OpenSSL 3.0.19: +400 us per resumption with 5,000 sessions cached, twice the whole
+        handshake; benchmarks/run.py walk). So: off over C tables, on in front of a store
+        answered in Python (where a local hit saves the store's round trip), off with
+        ``single_use``."""
+        return not self._single_use and self._fast_policy(sid_ctx) is None
 
     def _attach_settings(self, sid_ctx: bytes, internal_cache: bool):
         """What ``sc_attach`` sets on a context (an ``sc_attach_settings *``) and the C fast

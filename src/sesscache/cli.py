@@ -236,7 +236,7 @@ def run_serve(args) -> int:
                                  f"{' and key ' + keyfile if keyfile else ''} ({type(exc).__name__}: {exc}): "
                                  "give --cert a PEM file holding the chain (and the key, or --key)") from None
     cache.attach(ctx, session_id_context=args.session_id_context.encode(),
-                 internal_cache=not args.no_internal_cache)
+                 internal_cache=False if args.no_internal_cache else None)
     server = EchoServer(ctx, args.host, args.port).start()
     print(f"sesscache serve: TLS echo on {args.host}:{server.port}, store {redacted_store_url(args.store)}, "
           f"lifetime {args.lifetime:.0f} s, sealed: {'yes' if seal_keys else 'no'}", flush=True)
@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the same in every server sharing the store")
     serve.add_argument("--seal-key-file", help="file with hex AES keys, one per line; first seals")
     serve.add_argument("--no-internal-cache", action="store_true",
-                       help="send every lookup to the store")
+                       help="send every lookup to the store (the default over a store answered in C: memory, shm:, a Redis replica)")
     serve.add_argument("--max-connections", type=int, default=0, help="stop after this many")
     serve.add_argument("--duration", type=float, default=0, help="stop after this many seconds")
 

@@ -337,7 +337,7 @@ def test_attach_checks_its_arguments(stack):
     with pytest.raises(ConfigurationError, match="1 to 32 bytes"):
         SessionCache().attach(server, session_id_context=b"x" * 33)
     with pytest.raises(ConfigurationError, match="internal_cache=False"):
-        SessionCache(single_use=True).attach(server)
+        SessionCache(single_use=True).attach(server, internal_cache=True)
     with pytest.raises(ConfigurationError, match="7 days"):
         SessionCache(lifetime=8 * 24 * 3600)
     with pytest.raises(ConfigurationError, match="more than 0"):

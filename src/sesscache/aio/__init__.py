@@ -86,7 +86,8 @@ made by ``protocol_factory`` is created after the handshake succeeds; data, end 
 connection loss that arrive before it exists are held and delivered right after its
 ``connection_made``, in order. A client whose handshake fails never reaches the application.
 
-**OpenSSL's internal cache** (``internal_cache=True``, the default of ``attach``): sessions
+**OpenSSL's internal cache** (``internal_cache=True``; ``attach``'s default in front of a store
+answered in Python): sessions
 this process made still resume without the store, but every hello that names a session is
 looked up anyway, because that cache cannot be consulted before OpenSSL reads the hello. With
 ``internal_cache=False`` the store is the only cache, as nginx and Apache use a shared one.

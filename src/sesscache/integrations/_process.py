@@ -65,7 +65,7 @@ class ProcessCache:
     """
 
     def __init__(self, store_url: str, *, session_id_context: Union[str, bytes],
-                 internal_cache: bool = True, stateful_tickets: bool = True,
+                 internal_cache: Optional[bool] = None, stateful_tickets: bool = True,
                  on_store_error: str = REFUSE, metrics_listen: Optional[str] = None,
                  process_records: bool = False, records_interval: float = 5.0,
                  **cache_options: Any) -> None:

@@ -169,7 +169,7 @@ def _install_server_hooks(hook: SSLContextHook, namespace: dict) -> None:
 
 
 def ssl_context_hook(store_url: str, *, session_id_context: Union[str, bytes], reuse_context: bool = True,
-                     internal_cache: bool = True, stateful_tickets: bool = True,
+                     internal_cache: Optional[bool] = None, stateful_tickets: bool = True,
                      reload_check_interval: float = 1.0, on_store_error: str = REFUSE,
                      **cache_options: Any) -> SSLContextHook:
     """A value for ``ssl_context`` in ``gunicorn.conf.py`` that serves sessions from a shared store.
@@ -216,7 +216,7 @@ def ssl_context_hook(store_url: str, *, session_id_context: Union[str, bytes], r
       tickets on, TLS 1.2 tickets are sealed by a key random to each context and TLS 1.3
       tickets are stateless: nothing resumes across workers or, here, connections.)
     * The session id context, the cache's session callbacks, the server cache mode
-      (``SESS_CACHE_SERVER``, plus ``NO_INTERNAL`` when ``internal_cache=False``) and a session
+      (``SESS_CACHE_SERVER``, plus ``NO_INTERNAL`` when attach turns OpenSSL's internal cache off) and a session
       timeout of at most ``lifetime`` (:meth:`sesscache.SessionCache.attach`).
 
     The store is opened in each worker (at ``post_worker_init``, else on its first

@@ -45,7 +45,7 @@ class SessionCachedConfig(Config):
     sesscache: Optional[ProcessCache] = None
 
     def use_session_cache(self, store_url: str, *, session_id_context: Union[str, bytes],
-                          internal_cache: bool = True, stateful_tickets: bool = True,
+                          internal_cache: Optional[bool] = None, stateful_tickets: bool = True,
                           on_store_error: str = REFUSE, **cache_options: Any) -> "SessionCachedConfig":
         """Serve sessions from the store ``store_url`` names; returns the config.
 

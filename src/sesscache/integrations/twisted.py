@@ -100,7 +100,7 @@ def _started(process_cache: ProcessCache) -> ProcessCache:
 
 
 def with_session_cache(options: Any, store_url: str, *, session_id_context: Union[str, bytes],
-                       internal_cache: bool = True, stateful_tickets: bool = True,
+                       internal_cache: Optional[bool] = None, stateful_tickets: bool = True,
                        on_store_error: str = REFUSE, **cache_options: Any) -> SessionCachedOptions:
     """``options`` (a ``twisted.internet.ssl.CertificateOptions``) with sessions served from a store.
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import ssl
 import sys
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 from ._logs import route_to_logger
 from ._process import ProcessCache
@@ -64,7 +64,7 @@ class SSLContextFactory:
         return f"<sesscache uvicorn ssl_context_factory: {self.process_cache.describe_settings()}>"
 
 
-def ssl_context_factory(store_url: str, *, session_id_context: Union[str, bytes], internal_cache: bool = True,
+def ssl_context_factory(store_url: str, *, session_id_context: Union[str, bytes], internal_cache: Optional[bool] = None,
                         stateful_tickets: bool = True, on_store_error: str = REFUSE,
                         **cache_options: Any) -> SSLContextFactory:
     """A value for uvicorn's ``ssl_context_factory`` that serves sessions from a shared store.
