@@ -39,7 +39,7 @@ typedef struct sc_ring {
     int capacity, start, count;
     clockid_t clock; /* the clock the condition's waits are timed on */
     int waiting;     /* the writer waits in sc_ring_wait */
-    int woken;   /* sc_ring_wake: the next wait returns at once */
+    int woken;       /* sc_ring_wake: the next wait returns at once */
     long long put, dropped, taken;
 } sc_ring;
 
