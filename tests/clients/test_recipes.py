@@ -14,6 +14,7 @@ from typing import Dict
 import pytest
 
 from tests.clients.server import OfferServer
+from tests.server_fixtures import unique_prefix
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "clients.md"
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,11 +45,18 @@ def run_recipe(source: str, cwd: Path) -> str:
 
 @pytest.mark.parametrize("name,version,store", CASES, ids=["-".join(c) for c in CASES])
 def test_recipe_resumes_in_fresh_processes(request, certs, tmp_path, name, version, store):
-    store_url = (f"sqlite:{tmp_path / 'client-sessions.db'}" if store == "sqlite"
-                 else request.getfixturevalue("redis_url"))
+    if store == "sqlite":
+        store_arguments = repr(f"sqlite:{tmp_path / 'client-sessions.db'}")
+    else:
+        # The Redis server is shared by the whole run and a client's sessions are filed under
+        # host:port: a port an earlier test used (the OS hands ports out again) would find that
+        # test's session, offer it, and make the "first" connection a failed resumption. A key
+        # prefix of this test's own keeps the first process's store empty, as on a new machine.
+        store_arguments = f"{request.getfixturevalue('redis_url')!r}, prefix={unique_prefix()!r}"
     with OfferServer(certs, version) as server:
         source = (RECIPES[name].replace("8443", str(server.port)).replace('"ca.pem"', repr(certs.ca_pem))
-                  .replace('"sqlite:client-sessions.db"', repr(store_url)))
+                  .replace('"sqlite:client-sessions.db"', store_arguments))
+        assert store_arguments in source, f"recipe {name} names no store_from_url(\"sqlite:client-sessions.db\")"
         outputs = [run_recipe(source, tmp_path) for _ in range(3)]
     assert not server.errors, server.errors
     for output in outputs:

@@ -26,14 +26,17 @@ ATTEMPTS = 100
 GOAL = 0.99
 
 # A WSGI app and an ASGI app that write the serving worker's pid to a folder, so that a test can
-# show its connections really went to several workers.
+# show its connections really went to several workers; and, at import, the booting worker's pid
+# to another, so that measuring starts once every worker can take connections.
 APPS = '''
 import os
 
-def _note_pid():
-    folder = os.environ.get("SESSCACHE_TEST_PIDS")
+def _note_pid(variable="SESSCACHE_TEST_PIDS"):
+    folder = os.environ.get(variable)
     if folder:
         open(os.path.join(folder, str(os.getpid())), "w").close()
+
+_note_pid("SESSCACHE_TEST_BOOTED")  # each worker imports this module once, when it boots
 
 def wsgi(environ, start_response):
     _note_pid()
@@ -61,6 +64,7 @@ free_port = _free_port
 def write_apps(folder: Path) -> Path:
     (folder / "sc_test_apps.py").write_text(APPS)
     (folder / "pids").mkdir(exist_ok=True)
+    (folder / "booted").mkdir(exist_ok=True)
     return folder
 
 
@@ -77,10 +81,12 @@ class ServerProcess:
     """A server command run in ``folder`` until the block ends; ready when ``port`` accepts."""
 
     def __init__(self, argv: Sequence[str], folder: Path, port: int, env: Optional[Dict[str, str]] = None,
-                 startup: float = 30.0) -> None:
+                 startup: float = 30.0, workers: int = 0) -> None:
         self.argv, self.folder, self.port, self.startup = list(argv), folder, port, startup
+        self.workers = workers
         self.env = dict(os.environ, PYTHONPATH=str(folder) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                        SESSCACHE_TEST_PIDS=str(folder / "pids"), **(env or {}))
+                        SESSCACHE_TEST_PIDS=str(folder / "pids"), SESSCACHE_TEST_BOOTED=str(folder / "booted"),
+                        **(env or {}))
         self.log_path = folder / f"server-{port}.log"
         self.process: Optional[subprocess.Popen] = None
 
@@ -103,11 +109,29 @@ class ServerProcess:
                 raise AssertionError(f"{self.argv[0]} exited with {self.process.returncode}:\n{self.log()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                time.sleep(0.5)  # let every worker boot, not only the first
-                return
             except OSError:
                 time.sleep(0.1)
+                continue
+            self._wait_for_workers(deadline)
+            time.sleep(0.5)  # from importing the app to accepting: making the TLS context
+            return
         raise AssertionError(f"{self.argv[0]} did not listen on {self.port} in {self.startup} s:\n{self.log()}")
+
+    def _wait_for_workers(self, deadline: float) -> None:
+        """Until ``workers`` processes have imported the test app. The master listens before
+        its workers boot: on a loaded machine the first worker could otherwise take every
+        connection of a short test while the others are still importing (seen in CI: 200
+        connections, one worker), and "the workers share sessions" would go unshown."""
+        booted = self.folder / "booted"
+        while self.workers and time.monotonic() < deadline:
+            if booted.is_dir() and len(list(booted.iterdir())) >= self.workers:
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.argv[0]} exited with {self.process.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        if self.workers:
+            raise AssertionError(f"{self.argv[0]}: {len(list(booted.iterdir()))} of {self.workers} workers "
+                                 f"booted in {self.startup} s:\n{self.log()}")
 
     def check_alive(self) -> None:
         assert self.process is not None and self.process.poll() is None, f"the server died:\n{self.log()}"
@@ -254,14 +278,20 @@ SERVERS = {
     "Daphne": ("daphne", _daphne),
 }
 
+#: name -> processes that import the test app as they boot (Twisted serves files: none).
+BOOTING_WORKERS = {name: 4 for name in SERVERS}
+BOOTING_WORKERS.update({"Twisted (twist web)": 0, "Daphne": 1})
+
 
 def launch(name: str, folder: Path, certfile: str, store: Optional[str] = None) -> ServerProcess:
     """Server ``name`` of :data:`SERVERS` with 4 workers (Twisted, Daphne: one process), out of the box
     when ``store`` is None, else with sesscache on that store."""
     _, make_argv = SERVERS[name]
     write_apps(folder)
+    for stale in (folder / "booted").iterdir():  # a server launched before in this folder
+        stale.unlink()
     port = free_port()
-    return ServerProcess(make_argv(folder, certfile, port, store), folder, port)
+    return ServerProcess(make_argv(folder, certfile, port, store), folder, port, workers=BOOTING_WORKERS[name])
 
 
 def out_of_the_box_and_cached(name: str, folder: Path, certfile: str,
