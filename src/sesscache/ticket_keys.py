@@ -63,7 +63,7 @@ from . import _fork
 from ._burstlog import BurstLogger
 from ._binding.find_context import bind_context
 from .errors import ConfigurationError, SealError, SesscacheError, StoreError, UnsupportedContext
-from .stores.base import BUSY_PATIENCE, store_busy
+from .stores.base import BUSY_PATIENCE, retry_while_busy
 from .stores.capabilities import CompareAndSet, supports
 
 logger = logging.getLogger(__name__)
@@ -487,19 +487,12 @@ class TicketKeys:
         # At start, a busy store (a SQLite file the other workers are opening at the same
         # moment) is waited out, briefly: otherwise each worker made a local key, and no
         # ticket resumed across them until the next refresh.
-        deadline = time.monotonic() + (BUSY_PATIENCE if first else 0.0)
-        pause = 0.01
-        while True:
-            try:
-                self._rotate(force=False)
-                self._failures = 0
-                return
-            except Exception as exc:
-                if not (store_busy(exc) and time.monotonic() + pause < deadline):
-                    self._refresh_failed(first, exc)
-                    return
-            time.sleep(pause)
-            pause = min(pause * 2, 0.2)
+        try:
+            retry_while_busy(lambda: self._rotate(force=False), patience=BUSY_PATIENCE if first else 0.0)
+        except Exception as exc:
+            self._refresh_failed(first, exc)
+            return
+        self._failures = 0
 
     def _refresh_failed(self, first: bool, exc: BaseException) -> None:
         """Store trouble of any kind, a ring it cannot read: keep serving."""

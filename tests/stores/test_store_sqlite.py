@@ -189,6 +189,52 @@ def test_a_file_another_process_is_creating_is_waited_for_not_refused(tmp_path):
         holder.close()
 
 
+def test_start_up_work_asks_a_busy_file_again_and_anything_else_once(tmp_path):
+    """retry_while_busy, the one loop the SQLite set-up, the workers' store probe and the
+    ticket keys' first read share: a locked file is asked again until it answers or the
+    patience is spent; a file that is not a database is refused at the first call."""
+    from sesscache.stores.base import retry_while_busy
+
+    path = str(tmp_path / "held.db")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    calls = []
+
+    def write() -> None:
+        calls.append(1)
+        conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            conn.execute("INSERT INTO t VALUES (1)")
+        finally:
+            conn.close()
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        retry_while_busy(write, patience=0.2)
+    assert len(calls) > 2, calls
+    holder.execute("COMMIT")
+    holder.close()
+    calls.clear()
+    retry_while_busy(write, patience=0.2)
+    assert len(calls) == 1
+
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database, not at all" * 100)
+    calls.clear()
+
+    def read_garbage() -> None:
+        calls.append(1)
+        conn = sqlite3.connect(str(garbage))
+        try:
+            conn.execute("SELECT * FROM t")
+        finally:
+            conn.close()
+
+    with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+        retry_while_busy(read_garbage)
+    assert calls == [1]
+
+
 def _unprivileged(fn, *args):
     """Run ``fn(*args)`` in a forked child that file permissions apply to (root becomes
     nobody: root ignores them). Returns what ``fn`` returns, or the text of what it raised."""

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
 from ..errors import ConfigurationError
-from ..stores.base import BUSY_PATIENCE, store_busy
+from ..stores.base import retry_while_busy
 from ..stores.urls import check_store_url, redacted_store_url
 
 REFUSE = "refuse"
@@ -168,20 +167,17 @@ def probe_store(store: Any, store_url: str) -> Optional[StoreProblem]:
     file, not a store that cannot work (with the store's own short timeout, 0.05 s for
     SQLite, the workers' probes collided and each said the store was unreachable)."""
     key = b"sesscache-probe:%d:%s" % (os.getpid(), os.urandom(6).hex().encode())
-    deadline = time.monotonic() + BUSY_PATIENCE
-    pause = 0.01
-    while True:
-        try:
-            store.set(key, b"probe", 10.0)
-            store.get(key)
-            store.delete(key)
-            return None
-        except Exception as exc:
-            if store_busy(exc) and time.monotonic() + pause < deadline:
-                time.sleep(pause)
-                pause = min(pause * 2, 0.2)
-                continue
-            return StoreProblem(classify(exc), redacted_store_url(store_url), f"{type(exc).__name__}: {exc}")
+
+    def round_trip() -> None:
+        store.set(key, b"probe", 10.0)
+        store.get(key)
+        store.delete(key)
+
+    try:
+        retry_while_busy(round_trip)
+    except Exception as exc:
+        return StoreProblem(classify(exc), redacted_store_url(store_url), f"{type(exc).__name__}: {exc}")
+    return None
 
 
 

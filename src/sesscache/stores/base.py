@@ -77,7 +77,8 @@ from __future__ import annotations
 import math
 import numbers
 import sqlite3
-from typing import Any, Dict, Optional, Protocol, Tuple, runtime_checkable
+import time
+from typing import Any, Callable, Dict, Optional, Protocol, Tuple, TypeVar, runtime_checkable
 
 from ..errors import ConfigurationError, StoreError
 from .capabilities import REQUIRED_METHODS, capabilities_of, check_store, get_then_delete  # noqa: F401
@@ -148,6 +149,26 @@ def store_busy(exc: BaseException) -> bool:
             return "locked" in text or "busy" in text
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+_Result = TypeVar("_Result")
+
+
+def retry_while_busy(work: Callable[[], _Result], patience: float = BUSY_PATIENCE) -> _Result:
+    """``work()``, called again while it raises what :func:`store_busy` calls busy, after
+    pauses that double from 5 ms to 0.2 s, for at most ``patience`` seconds; then (or at
+    once, for any other exception) the exception is raised. For start-up work only: on the
+    handshake path a busy store is a miss, never a wait."""
+    deadline = time.monotonic() + patience
+    pause = 0.005
+    while True:
+        try:
+            return work()
+        except Exception as exc:
+            if not (store_busy(exc) and time.monotonic() + pause < deadline):
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 def check_ttl(ttl: float) -> float:

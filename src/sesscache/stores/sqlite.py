@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from ..errors import ConfigurationError, StoreError, ValueTooLarge
 from ._read_bounds import DEFAULT_MAX_VALUE_BYTES, refuse_oversize
-from .base import BUSY_PATIENCE, BaseStore, as_bytes, checked_entry, store_busy
+from .base import BUSY_PATIENCE, BaseStore, as_bytes, checked_entry, retry_while_busy
 
 __all__ = ["SQLiteStore"]
 
@@ -331,20 +331,14 @@ class SQLiteStore(BaseStore):
         """WAL mode, synchronous, table and index. SQLite answers some lock conflicts at
         once, without its busy handler (one that could deadlock: a reader that wants to
         write while another waits to), so those are asked again until BUSY_PATIENCE."""
-        deadline = time.monotonic() + BUSY_PATIENCE
-        pause = 0.005
-        while True:
-            try:
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
-                conn.execute(f"PRAGMA synchronous={self._synchronous}").fetchall()
-                for statement in self._sql_schema:
-                    conn.execute(statement).fetchall()
-                break
-            except sqlite3.OperationalError as exc:
-                if not (store_busy(exc) and time.monotonic() + pause < deadline):
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 0.1)
+        def set_up() -> Any:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+            conn.execute(f"PRAGMA synchronous={self._synchronous}").fetchall()
+            for statement in self._sql_schema:
+                conn.execute(statement).fetchall()
+            return mode
+
+        mode = retry_while_busy(set_up)
         if str(mode).lower() != "wal":
             log.warning(
                 "SQLite %s stays in journal_mode=%s (not WAL): readers will wait for writers",
