@@ -230,7 +230,8 @@ class SessionCache:
         self._attached = _Attachments()
         self._fast_policies: list = []  # sc_fast *, every one made (never freed)
         self._fast_by_sid: Dict[bytes, Any] = {}  # session id context -> sc_fast * or None
-        # (session id context, internal cache) -> (sc_attach_settings *, sc_fast * or None)
+        # (session id context, internal_cache as asked: True, False or None for the default)
+        # -> (sc_attach_settings *, sc_fast * or None)
         self._settings: Dict[Any, Any] = {}
         self._parts_made: Optional[_CacheParts] = None
         self._warned_tickets = False
@@ -310,12 +311,6 @@ class SessionCache:
             raise ConfigurationError(
                 f"session_id_context must be 1 to {MAX_SESSION_ID_CONTEXT} bytes, got {sid_ctx!r}; "
                 "use a short service name such as b'shop:443', the same in every process")
-        if internal_cache is None:
-            internal_cache = self._internal_cache_by_default(sid_ctx)
-        if self._single_use and internal_cache:
-            raise ConfigurationError(
-                "single_use=True needs attach(..., internal_cache=False): OpenSSL's in-process "
-                "cache would otherwise resume a session again without asking the store")
         bound = bind_context(context)  # once, verified: the one C call below takes it
         _hooks.check_mutable(bound)
         settings, fast = (self._settings.get((sid_ctx, internal_cache))
@@ -357,15 +352,20 @@ class SessionCache:
         ``single_use``."""
         return not self._single_use and self._fast_policy(sid_ctx) is None
 
-    def _attach_settings(self, sid_ctx: bytes, internal_cache: bool):
+    def _attach_settings(self, sid_ctx: bytes, requested: Optional[bool]):
         """What ``sc_attach`` sets on a context (an ``sc_attach_settings *``) and the C fast
         path's policy (or None): the same for every context attached with this session id
-        context and cache mode, so made once per pair (gunicorn attaches one context per
-        connection). Never freed while the cache lives (under 100 bytes each)."""
-        key = (sid_ctx, internal_cache)
-        found = self._settings.get(key)
+        context and ``internal_cache=`` argument (None: the default, worked out here), so
+        made once per pair (gunicorn attaches one context per connection). Never freed
+        while the cache lives (under 100 bytes each)."""
+        found = self._settings.get((sid_ctx, requested))
         if found is not None:
             return found
+        internal_cache = self._internal_cache_by_default(sid_ctx) if requested is None else requested
+        if self._single_use and internal_cache:
+            raise ConfigurationError(
+                "single_use=True needs attach(..., internal_cache=False): OpenSSL's in-process "
+                "cache would otherwise resume a session again without asking the store")
         fast = self._fast_policy(sid_ctx)
         settings = ffi.new("sc_attach_settings *")
         ffi.memmove(settings.sid, sid_ctx, len(sid_ctx))
@@ -374,7 +374,8 @@ class SessionCache:
         settings.lifetime = int(self.lifetime)
         settings.fast = ffi.NULL if fast is None else fast
         with self._attached_lock:
-            return self._settings.setdefault(key, (settings, fast))
+            made = self._settings.setdefault((sid_ctx, internal_cache), (settings, fast))
+            return self._settings.setdefault((sid_ctx, requested), made)
 
     @staticmethod
     def _attach_refused(code: int, bound: Any) -> Exception:
