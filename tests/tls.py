@@ -68,6 +68,27 @@ class Stack:
         mode = sesscache.SESS_CACHE_SERVER
         return mode if internal_cache else mode | sesscache.SESS_CACHE_NO_INTERNAL
 
+    def full_then_resumed(self, server_ctx, client_ctx) -> Handshake:
+        """A full handshake, then a resumption of its session (asserted), both closed
+        cleanly; returns the resumption. After it every steady-state event has happened
+        once (the C fast path has learned the certificate's fingerprint)."""
+        first = self.handshake(server_ctx, client_ctx)
+        self.close(first)
+        warm = self.handshake(server_ctx, client_ctx, first.client_session)
+        assert warm.server_reused, "the second handshake did not resume the first's session"
+        self.close(warm)
+        return warm
+
+    def resume_repeatedly(self, server_ctx, client_ctx, session, times: int) -> Any:
+        """``times`` resumptions, each asserted and closed cleanly, each offering the newest
+        session (TLS 1.3 hands out a new one per resumption); returns the last."""
+        for _ in range(times):
+            hs = self.handshake(server_ctx, client_ctx, session)
+            assert hs.server_reused
+            session = hs.client_session if hs.version == TLS13 else session
+            self.close(hs)
+        return session
+
 
 class PyOpenSSLStack(Stack):
     name = "pyopenssl"

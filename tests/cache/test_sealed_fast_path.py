@@ -39,18 +39,9 @@ def test_steady_state_is_sealed_and_opened_in_c(stack, version, shm, kind):
     cache, server = _attached(stack, version, store, keys)
     assert cache._fast_policies, "a sealed cache left the C fast path"
     client = stack.client_context()
-    first = stack.handshake(server, client)
-    stack.close(first)
-    warm = stack.handshake(server, client, first.client_session)
-    assert warm.server_reused
-    stack.close(warm)
+    warm = stack.full_then_resumed(server, client)
     handed, before, sealed_before = cache.handed_over(), cache.stats, cache._sealer.c_counts()
-    session = warm.client_session
-    for _ in range(20):
-        hs = stack.handshake(server, client, session)
-        assert hs.server_reused
-        session = hs.client_session if version == TLS13 else session
-        stack.close(hs)
+    stack.resume_repeatedly(server, client, warm.client_session, 20)
     after, sealed_after = cache.stats, cache._sealer.c_counts()
     assert cache.handed_over() == handed, "the fast path handed steady-state events to Python"
     assert after.hits - before.hits == 20

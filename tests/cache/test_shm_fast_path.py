@@ -21,18 +21,9 @@ def _attached(stack, version, store, **options):
 def test_steady_state_never_enters_python(stack, version, shm):
     cache, server = _attached(stack, version, shm())
     client = stack.client_context()
-    first = stack.handshake(server, client)
-    stack.close(first)
-    warm = stack.handshake(server, client, first.client_session)
-    assert warm.server_reused
-    stack.close(warm)
+    warm = stack.full_then_resumed(server, client)
     handed, before = cache.handed_over(), cache.stats
-    session = warm.client_session
-    for _ in range(20):
-        hs = stack.handshake(server, client, session)
-        assert hs.server_reused
-        session = hs.client_session if version == TLS13 else session
-        stack.close(hs)
+    stack.resume_repeatedly(server, client, warm.client_session, 20)
     assert cache._fast_policies, "no C fast path over the segment"
     assert cache.handed_over() == handed, "the fast path handed steady-state events to Python"
     after = cache.stats
