@@ -340,7 +340,7 @@ class SessionCache:
         if done & lib.SC_ATTACH_NOTE_TICKETS_ON:
             self._warn_tickets_starve()
 
-    def _internal_cache_by_default(self, sid_ctx: bytes) -> bool:
+    def _internal_cache_by_default(self, fast: Any) -> bool:
         """attach's default for ``internal_cache``: OpenSSL's internal cache in front of a
         store C answers itself buys nothing (the C table's lookup costs 1.6-2.5 us) and costs
         a walk per TLS 1.3 resumption: OpenSSL keeps that cache sorted by expiry, and a
@@ -349,24 +349,22 @@ class SessionCache:
         (OpenSSL 3.0.19: +400 us per resumption with 5,000 sessions cached, twice the whole
         handshake; benchmarks/run.py walk). So: off over C tables, on in front of a store
         answered in Python (where a local hit saves the store's round trip), off with
-        ``single_use``."""
-        return not self._single_use and self._fast_policy(sid_ctx) is None
+        ``single_use``. ``fast``: the C fast path's policy for the session id context, or
+        None."""
+        return not self._single_use and fast is None
 
     def _attach_settings(self, sid_ctx: bytes, requested: Optional[bool]):
         """What ``sc_attach`` sets on a context (an ``sc_attach_settings *``) and the C fast
         path's policy (or None): the same for every context attached with this session id
         context and ``internal_cache=`` argument (None: the default, worked out here), so
-        made once per pair (gunicorn attaches one context per connection). Never freed
-        while the cache lives (under 100 bytes each)."""
-        found = self._settings.get((sid_ctx, requested))
-        if found is not None:
-            return found
-        internal_cache = self._internal_cache_by_default(sid_ctx) if requested is None else requested
+        made once per pair (gunicorn attaches one context per connection; attach asks
+        ``_settings`` first). Never freed while the cache lives (under 100 bytes each)."""
+        fast = self._fast_policy(sid_ctx)
+        internal_cache = self._internal_cache_by_default(fast) if requested is None else requested
         if self._single_use and internal_cache:
             raise ConfigurationError(
                 "single_use=True needs attach(..., internal_cache=False): OpenSSL's in-process "
                 "cache would otherwise resume a session again without asking the store")
-        fast = self._fast_policy(sid_ctx)
         settings = ffi.new("sc_attach_settings *")
         ffi.memmove(settings.sid, sid_ctx, len(sid_ctx))
         settings.sid_len = len(sid_ctx)
