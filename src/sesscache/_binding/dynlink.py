@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 from contextlib import contextmanager
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import _ctypes
 
@@ -70,6 +70,14 @@ def symbol(handle: int, name: str) -> int:
         return int(_ctypes.dlsym(handle, name))
     except OSError:
         return 0
+
+
+def c_library_functions(*names: str) -> List[int]:
+    """The addresses of ``names`` as the program itself resolves them (the C library's,
+    for functions newer than the glibc the wheels promise, which C then calls through a
+    pointer); 0 for each one missing."""
+    with loaded(None) as handle:
+        return [symbol(handle, name) if handle else 0 for name in names]
 
 
 def file_of(address: int) -> Tuple[str, int]:

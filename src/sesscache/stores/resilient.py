@@ -834,8 +834,7 @@ def _hand_setclock_to_c() -> None:
         return
     from .._binding import dynlink
 
-    with dynlink.loaded(None) as handle:
-        address = dynlink.symbol(handle, "pthread_condattr_setclock") if handle else 0
+    (address,) = dynlink.c_library_functions("pthread_condattr_setclock")
     if address:
         lib.sc_ring_use_setclock(ffi.cast("void *", address))
     _setclock_handed = True

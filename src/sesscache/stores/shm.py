@@ -52,8 +52,7 @@ def _hand_pthread_to_c() -> None:
         return
     from .._binding import dynlink
 
-    with dynlink.loaded(None) as handle:
-        addresses = [dynlink.symbol(handle, name) if handle else 0 for name in _PTHREAD_FUNCTIONS]
+    addresses = dynlink.c_library_functions(*_PTHREAD_FUNCTIONS)
     missing = [name for name, address in zip(_PTHREAD_FUNCTIONS, addresses) if not address]
     table = ffi.new("void *[]", [ffi.cast("void *", address) for address in addresses])
     if missing or not lib.sc_shm_use_pthread(table, len(addresses)):
