@@ -72,8 +72,10 @@ def served_pids(folder: Path) -> List[str]:
     return sorted(p.name for p in (folder / "pids").iterdir())
 
 
-def clear_pids(folder: Path) -> None:
-    for p in (folder / "pids").iterdir():
+def clear_pids(folder: Path, kind: str = "pids") -> None:
+    """Forget the pids a server launched before in ``folder`` noted (``kind``: "pids", the
+    workers that served; "booted", those that started)."""
+    for p in (folder / kind).iterdir():
         p.unlink()
 
 
@@ -288,8 +290,7 @@ def launch(name: str, folder: Path, certfile: str, store: Optional[str] = None) 
     when ``store`` is None, else with sesscache on that store."""
     _, make_argv = SERVERS[name]
     write_apps(folder)
-    for stale in (folder / "booted").iterdir():  # a server launched before in this folder
-        stale.unlink()
+    clear_pids(folder, "booted")
     port = free_port()
     return ServerProcess(make_argv(folder, certfile, port, store), folder, port, workers=BOOTING_WORKERS[name])
 
