@@ -44,10 +44,9 @@ int sc_attach(int slot, SSL_CTX *ctx, const sc_attach_settings *s)
     for (i = 0; i < 3; i++)
         if (hooks[i] == 2)
             return SC_ATTACH_FOREIGN_NEW - i;
-    /* What sc_bind_session_id_context needs: sessions are bound to the name asked for and
-     * the certificate, or the cache is not attached at all. */
-    if (a->SSL_CTX_set_client_hello_cb == NULL || a->SSL_client_hello_get0_ext == NULL ||
-        sc_slot_sha256_md(slot) == NULL)
+    /* Sessions are bound to the name asked for and the certificate, or the cache is not
+     * attached at all. */
+    if (!sc_can_bind_session_ids(slot))
         return SC_ATTACH_CANNOT_BIND;
     st = sc_state_for(slot, ctx);
     if (st == NULL)

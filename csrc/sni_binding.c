@@ -258,6 +258,16 @@ static int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
     return 1; /* SSL_CLIENT_HELLO_SUCCESS */
 }
 
+/* 1 when this copy can bind connections' session id contexts to the SNI name asked for
+ * and the certificate: it has the ClientHello callback, a way to read the ClientHello's
+ * server_name, and SHA-256 in its libcrypto. */
+static int sc_can_bind_session_ids(int slot)
+{
+    return sc_slot_ok(slot) && sc_ready[slot] &&
+           sc_apis[slot].SSL_CTX_set_client_hello_cb != NULL &&
+           sc_apis[slot].SSL_client_hello_get0_ext != NULL && sc_slot_sha256_md(slot) != NULL;
+}
+
 /* Record how ctx's connections get their session id context (pin: SC_PIN_CONTEXT or
  * SC_PIN_BOUND) and install the ClientHello callback that sets it. 1 when done, 0 when
  * this OpenSSL has no ClientHello callback. Pinning a bound context to the value it is
@@ -294,8 +304,7 @@ int sc_pin_session_id_context(int slot, SSL_CTX *ctx, const unsigned char *bytes
  * the caller must refuse). */
 int sc_bind_session_id_context(int slot, SSL_CTX *ctx, const unsigned char *bytes, unsigned int len)
 {
-    if (!sc_slot_ok(slot) || !sc_ready[slot] || sc_apis[slot].SSL_client_hello_get0_ext == NULL ||
-        sc_slot_sha256_md(slot) == NULL)
+    if (!sc_can_bind_session_ids(slot))
         return 0;
     return sc_set_pin(slot, ctx, bytes, len, SC_PIN_BOUND);
 }
