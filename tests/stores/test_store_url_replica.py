@@ -186,6 +186,46 @@ def test_a_server_that_refuses_pub_sub_gets_no_replica_and_one_warning(redis_url
         admin.close()
 
 
+@pytest.mark.parametrize("version", [TLS12, TLS13])
+def test_a_copy_turned_off_by_a_refused_publish_takes_nothing_more_from_c(redis_url, certs, caplog, version):
+    """An ACL user allowed SUBSCRIBE but not PUBLISH: the copy subscribes, then the first
+    write's PUBLISH is refused and the store turns the copy off. Its table is closed, not
+    only emptied: the cache's C fast path steps aside, and the handshakes after it leave no
+    session in the table (a merely emptied one went on taking this process's new sessions
+    from C, decoded too, with no deletes arriving: seen in CI as 100 live SSL_SESSIONs
+    held through the refusal's log record)."""
+    admin = redis.Redis.from_url(redis_url)
+    user, password = "sc-nopublish-" + uuid.uuid4().hex[:8], "pw-" + uuid.uuid4().hex
+    admin.acl_setuser(user, enabled=True, passwords=["+" + password], keys=["*"], channels=["*"],
+                      commands=["+@all", "-publish", "-spublish"])
+    stack = STACKS["pyopenssl"](certs)
+    store = store_from_url(_with_query(redis_url, f"username={user}&password={password}"),
+                           prefix=unique_prefix())
+    try:
+        replica = store.replica
+        assert replica is not None and replica.wait_subscribed(10)
+        cache = SessionCache(store)
+        server = stack.server_context(version)
+        cache.attach(server)
+        client = stack.client_context()
+        with caplog.at_level(logging.WARNING, logger="sesscache"):
+            stack.close(stack.handshake(server, client))
+            assert cache.store.flush(5)  # the write whose PUBLISH is refused
+            assert store.replica is None and replica.closed
+            session = stack.full_then_resumed(server, client).client_session
+            stack.resume_repeatedly(server, client, session, 10)
+            assert cache.store.flush(5)
+        assert replica.table.describe()["entries"] == 0 and replica.table.describe()["decoded"] == 0
+        assert cache.stats.errors == 0
+        stats = cache.store.stats
+        assert stats.write_errors == 0 and stats.lookup_errors == 0 and stats.pauses == 0, stats
+        assert any("refuses PUBLISH" in r.getMessage() for r in caplog.records), caplog.text
+        cache.close()
+    finally:
+        admin.acl_deluser(user)
+        admin.close()
+
+
 def test_the_docs_snippet_runs_as_written():
     """docs/stores.md's opt-out example, taken from the page's own text."""
     import pathlib

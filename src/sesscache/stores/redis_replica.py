@@ -129,10 +129,12 @@ class LocalReplica:
         reads this very table)."""
         self.writer_id = os.urandom(_WRITER_ID_BYTES)
         self._writing = threading.Lock()  # the parent's may have been held at the fork
-        self.table.clear()
+        with self._writing:
+            if not self.closed:
+                self.table.clear()
 
     def _here(self) -> None:
-        if self.pid != os.getpid():  # forked: this process needs its own subscriber
+        if self.pid != os.getpid() and not self.closed:  # forked: this process needs its own subscriber
             self._start()
 
     def wait_subscribed(self, timeout: float) -> bool:
@@ -141,6 +143,8 @@ class LocalReplica:
         return self.ready.wait(timeout)
 
     def get(self, key: bytes) -> Optional[bytes]:
+        if self.closed:  # (a caller that read the store's copy just before it was turned off)
+            return None
         self._here()
         return self.table.get(key)
 
@@ -152,6 +156,8 @@ class LocalReplica:
                 self.table.set(key, value, ttl)
 
     def forget(self, key: bytes) -> None:
+        if self.closed:
+            return
         self._here()
         self.table.delete(key)
 
@@ -236,11 +242,14 @@ class LocalReplica:
             self.malformed += 1
 
     def close(self) -> None:
-        """For good: the copy is emptied and stays empty (the cache's C fast path may still
-        read the table: it then finds nothing and asks the store)."""
+        """For good: the table is closed, emptied (wiped) and stays empty. Closed, not only
+        cleared: the cache's C fast path steps aside from a closed store (every event goes
+        to Python, which asks Redis); a table merely cleared went on taking this process's
+        new sessions from C and answering lookups from them, with no deletes arriving any
+        more, and kept them (decoded too) for as long as anything held the copy."""
         with self._writing:
             self.closed = True
-            self.table.clear()
+            self.table.close()
 
 
 def _subscribe_loop(replica_ref: "weakref.ref[LocalReplica]") -> None:
